@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install Metis with its dev tools into .venv and run the test suite twice:
+# once on SQLite and once on a throwaway PostgreSQL server started here.
+#   scripts/test.sh [pytest args...]
+#   METIS_TEST_BACKENDS=sqlite scripts/test.sh    # one backend only
+# Exits non-zero if either run fails or collects no tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+
+backends=${METIS_TEST_BACKENDS:-"sqlite postgresql"}
+status=0
+pgdir=""
+cleanup() { [ -n "$pgdir" ] && scripts/pg.sh stop "$pgdir" || true; [ -n "$pgdir" ] && rm -rf "$pgdir"; }
+trap cleanup EXIT
+
+for backend in $backends; do
+  echo "=== tests on $backend ==="
+  if [ "$backend" = postgresql ]; then
+    pgdir=$(mktemp -d /tmp/metis-pg.XXXXXX)
+    port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    url=$(scripts/pg.sh start "$pgdir/data" "$port")
+    METIS_TEST_DATABASE_URL="$url" "$PY" -m pytest "$@" || status=1
+  else
+    env -u METIS_TEST_DATABASE_URL "$PY" -m pytest "$@" || status=1
+  fi
+done
+exit $status

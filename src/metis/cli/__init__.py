@@ -1,0 +1,1 @@
+"""The ``metis`` command line: one module per command group."""

@@ -1,0 +1,65 @@
+"""Settings, read from ``METIS_*`` environment variables.
+
+Only environment variables (and their defaults) configure Metis; there is no
+config file to drift from them. `get_settings()` re-reads the environment on
+every call so tests and CLI invocations that change ``METIS_HOME`` see it.
+A missing or malformed value raises `ConfigError` naming the variable.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from metis.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """All of Metis's settings; each field is ``METIS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="METIS_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".metis")
+    database_url: str | None = None
+    master_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    cron_secret: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return v
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or SQLite at ``$METIS_HOME/metis.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'metis.db'}"
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment; raise `ConfigError` on a bad value."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(f"METIS_{field.upper()} is invalid: {err['msg']}") from None

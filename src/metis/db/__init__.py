@@ -1,0 +1,1 @@
+"""The one Metis database: engine, tables and migrations (SQLite or PostgreSQL)."""

@@ -1,0 +1,279 @@
+"""The schema, as SQLAlchemy Core tables.
+
+This module is the single definition of the schema; the Alembic history in
+``migrations/`` must produce exactly it (a test compares them). Money columns
+are integer nano-USD (``*_nanousd``); times are `UTCDateTime`; every column an
+analytics query filters or groups on is a typed, indexed column, and JSON holds
+only the opaque remainder.
+"""
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from metis.db.types import BigIntPK, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+ID = String(40)
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("path", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("alias", String(200), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    # PII: lives only here, never in events, logs or exports (unless asked for).
+    Column("email", Text, nullable=True),
+    Column("email_sha256", String(64), nullable=True, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("forgotten_at", UTCDateTime, nullable=True),
+)
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("daily_cap_nanousd", BigInteger, nullable=True),
+    Column("monthly_cap_nanousd", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+gateway_keys = Table(
+    "gateway_keys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("display_prefix", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("workspace_id", ID, ForeignKey("workspaces.id"), nullable=False, index=True),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=True, index=True),
+    Column("team_id", ID, ForeignKey("teams.id"), nullable=True, index=True),
+    Column("allowed_models", JSON, nullable=True),
+    Column("daily_cap_nanousd", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoke_reason", Text, nullable=True),
+)
+
+provider_credentials = Table(
+    "provider_credentials",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workspace_id", ID, ForeignKey("workspaces.id"), nullable=False, index=True),
+    Column("provider", String(40), nullable=False),
+    Column("purpose_inference", Boolean, nullable=False, default=False),
+    Column("purpose_usage_admin", Boolean, nullable=False, default=False),
+    Column("mode", String(20), nullable=False),
+    Column("org_id", String(200), nullable=True),
+    Column("project_id", String(200), nullable=True),
+    Column("base_url", Text, nullable=True),
+    # Either a reference (env:NAME / file:PATH) or an AES-256-GCM ciphertext.
+    Column("secret_ref", Text, nullable=True),
+    Column("ciphertext", LargeBinary, nullable=True),
+    Column("nonce", LargeBinary, nullable=True),
+    Column("master_key_id", String(64), nullable=True),
+    Column("last4", String(8), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("removed_at", UTCDateTime, nullable=True),
+)
+
+ingest_tokens = Table(
+    "ingest_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("workspace_id", ID, ForeignKey("workspaces.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("display_prefix", String(32), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("display_prefix", String(32), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("workspace_id", ID, ForeignKey("workspaces.id"), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("source_ref", String(200), nullable=False),
+    Column("dedupe_key", String(400), nullable=False),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    # UTC day of window_start: the reconciliation cell's day and the rollup key.
+    Column("usage_date", Date, nullable=False),
+    Column("granularity", String(16), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("model_raw", String(200), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_input_tokens", BigInteger, nullable=False, default=0),
+    Column("cache_creation_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("input_audio_tokens", BigInteger, nullable=False, default=0),
+    Column("output_audio_tokens", BigInteger, nullable=False, default=0),
+    Column("request_count", BigInteger, nullable=False, default=0),
+    Column("cost_nanousd", BigInteger, nullable=False, default=0),
+    Column("cost_source", String(32), nullable=False),
+    Column("pricing_version", String(64), nullable=True),
+    Column("user_id", ID, nullable=True),
+    Column("team_id", ID, nullable=True),
+    Column("gateway_key_id", ID, nullable=True),
+    Column("provider_project_id", String(200), nullable=True),
+    Column("provider_api_key_id", String(200), nullable=True),
+    Column("provider_workspace_id", String(200), nullable=True),
+    Column("service_tier", String(64), nullable=True),
+    Column("batch", Boolean, nullable=True),
+    Column("correlation_id", String(200), nullable=True),
+    Column("session_id", String(200), nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("inbound_shape", String(16), nullable=True),
+    Column("status", String(32), nullable=True),
+    Column("latency_ms", Integer, nullable=True),
+    Column("base_url", Text, nullable=True),
+    Column("metadata", JSON, nullable=True),
+    # Hash of every value column: an upsert whose hash matches is a replay.
+    Column("content_sha256", String(64), nullable=False),
+    Column("ingested_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("revision", Integer, nullable=False, default=1),
+    Column("run_id", String(40), nullable=True),
+    UniqueConstraint("workspace_id", "source", "dedupe_key"),
+    Index("ix_usage_records_date_ws", "usage_date", "workspace_id"),
+    Index(
+        "ix_usage_records_ws_date_provider_model", "workspace_id", "usage_date", "provider", "model"
+    ),
+    Index("ix_usage_records_window_start", "window_start"),
+    Index("ix_usage_records_user_date", "user_id", "usage_date"),
+    Index("ix_usage_records_team_date", "team_id", "usage_date"),
+    Index("ix_usage_records_key_date", "gateway_key_id", "usage_date"),
+    Index("ix_usage_records_source_date", "source", "usage_date"),
+    Index("ix_usage_records_correlation_id", "correlation_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("workspace_id", ID, nullable=True),
+    Column("user_id", ID, nullable=True),
+    Column("team_id", ID, nullable=True),
+    Column("gateway_key_id", ID, nullable=True),
+    Column("credential_id", ID, nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("provider", String(64), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("payload", JSON, nullable=False),
+    Index("ix_events_type_ts", "type", "ts"),
+    Index("ix_events_ts", "ts"),
+    Index("ix_events_workspace_ts", "workspace_id", "ts"),
+    Index("ix_events_user_ts", "user_id", "ts"),
+    Index("ix_events_team_ts", "team_id", "ts"),
+    Index("ix_events_key_ts", "gateway_key_id", "ts"),
+    Index("ix_events_request_id", "request_id"),
+)
+
+spend_counters = Table(
+    "spend_counters",
+    metadata,
+    # scope: key_daily | user_daily | team_daily | team_monthly
+    Column("scope", String(32), primary_key=True),
+    Column("scope_id", ID, primary_key=True),
+    # period: YYYY-MM-DD for daily scopes, YYYY-MM for monthly.
+    Column("period", String(10), primary_key=True),
+    Column("spent_nanousd", BigInteger, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+ingest_runs = Table(
+    "ingest_runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("credential_id", ID, nullable=True, index=True),
+    Column("workspace_id", ID, nullable=True, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("window_start", UTCDateTime, nullable=True),
+    Column("window_end", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("pages", Integer, nullable=False, default=0),
+    Column("stored", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("errors", Integer, nullable=False, default=0),
+    Column("error_message", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Column("details", JSON, nullable=True),
+)
+
+sync_cursors = Table(
+    "sync_cursors",
+    metadata,
+    Column("credential_id", ID, primary_key=True),
+    Column("stream", String(64), primary_key=True),
+    # End (exclusive) of the last window committed completely.
+    Column("complete_through", UTCDateTime, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,190 @@
+"""Event types (msgspec Structs) and the append-only event log.
+
+Events are the trace/audit store: rows are appended, never updated (the one
+exception is `forget`, which pseudonymizes in place). Each event has typed
+columns for the ids analytics filter on and the full payload as JSON.
+Payloads carry stable ids only: never an email, an email hash, a secret or a
+request body.
+"""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+from sqlalchemy import Connection
+
+from metis.db.tables import events
+from metis.ids import new_id
+from metis.timeutil import utcnow
+
+CapScope = Literal["key_daily", "user_daily", "team_daily", "team_monthly"]
+InboundShape = Literal["openai", "anthropic"]
+
+
+class GatewayKeyIssued(msgspec.Struct, frozen=True):
+    """``gateway.key_issued`` (spec 003 §7)."""
+
+    key_id: str
+    name: str
+    workspace_path: str
+    user_id: str | None
+    team_id: str | None
+    allowed_models: tuple[str, ...] | None
+    daily_cap_usd: Decimal | None
+    issued_at: str
+
+
+class GatewayKeyRevoked(msgspec.Struct, frozen=True):
+    """``gateway.key_revoked`` (spec 003 §7)."""
+
+    key_id: str
+    revoked_at: str
+    reason: str
+
+
+class GatewayQuotaExceeded(msgspec.Struct, frozen=True):
+    """``gateway.quota_exceeded`` (spec 003 §7)."""
+
+    gateway_key_id: str
+    user_id: str | None
+    team_id: str | None
+    scope: CapScope
+    limit_usd: Decimal
+    current_usd: Decimal
+    inbound_shape: InboundShape
+
+
+class LLMCallCompleted(msgspec.Struct, frozen=True, kw_only=True):
+    """``llm.call_completed``: one gateway call, successful or not."""
+
+    request_id: str
+    workspace_id: str
+    gateway_key_id: str | None
+    user_id: str | None
+    team_id: str | None
+    inbound_shape: InboundShape
+    provider: str
+    model: str
+    status: str
+    http_status: int
+    latency_ms: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal | None = None
+    cost_source: str = "none"
+    pricing_version: str | None = None
+    correlation_id: str | None = None
+    stream: bool = False
+
+
+class RouteDecided(msgspec.Struct, frozen=True, kw_only=True):
+    """``route.decided``: the candidate chain and which one answered."""
+
+    request_id: str
+    candidates: list[str]
+    winner_index: int
+    reason: str
+    rule: str | None = None
+    attempts: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    inbound_shape: InboundShape | None = None
+
+
+class IngestRunCompleted(msgspec.Struct, frozen=True, kw_only=True):
+    """``ingest.run_completed``: one sync or backfill run of a credential."""
+
+    run_id: str
+    credential_id: str | None
+    provider: str | None
+    kind: str
+    status: str
+    window_start: str | None
+    window_end: str | None
+    pages: int
+    stored: int
+    updated: int
+    unchanged: int
+    skipped: int
+    errors: int
+    duration_ms: int
+
+
+EVENT_TYPES: dict[type[msgspec.Struct], str] = {
+    GatewayKeyIssued: "gateway.key_issued",
+    GatewayKeyRevoked: "gateway.key_revoked",
+    GatewayQuotaExceeded: "gateway.quota_exceeded",
+    LLMCallCompleted: "llm.call_completed",
+    RouteDecided: "route.decided",
+    IngestRunCompleted: "ingest.run_completed",
+}
+
+_TYPED_COLUMNS = (
+    "workspace_id",
+    "user_id",
+    "team_id",
+    "gateway_key_id",
+    "credential_id",
+    "request_id",
+    "provider",
+    "model",
+)
+
+
+def event_type(payload: msgspec.Struct) -> str:
+    """The catalog name of a payload Struct (``gateway.key_issued`` …)."""
+    try:
+        return EVENT_TYPES[type(payload)]
+    except KeyError:
+        raise TypeError(f"{type(payload).__name__} is not a registered event") from None
+
+
+def event_row(
+    payload: msgspec.Struct, *, ts: datetime | None = None, **ids: str | None
+) -> dict[str, Any]:
+    """Build an events-table row; typed id columns are taken from ``ids`` or the payload."""
+    body = msgspec.to_builtins(payload, builtin_types=(Decimal,))
+    row: dict[str, Any] = {
+        "event_id": new_id("evt"),
+        "type": event_type(payload),
+        "ts": ts or utcnow(),
+        "payload": _jsonable(body),
+    }
+    for col in _TYPED_COLUMNS:
+        if col in ids:
+            row[col] = ids[col]
+        elif col == "gateway_key_id" and isinstance(body, dict):
+            row[col] = body.get("gateway_key_id") or body.get("key_id")
+        elif isinstance(body, dict):
+            row[col] = body.get(col)
+        else:  # pragma: no cover
+            row[col] = None
+    return row
+
+
+def _jsonable(v: Any) -> Any:
+    # Money stays exact: Decimals are stored as strings in the JSON payload.
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Append prepared rows (from `event_row`) in one statement."""
+    if rows:
+        conn.execute(events.insert(), rows)
+
+
+def append_event(
+    conn: Connection, payload: msgspec.Struct, *, ts: datetime | None = None, **ids: str | None
+) -> str:
+    """Append one event and return its ``evt_…`` id."""
+    row = event_row(payload, ts=ts, **ids)
+    conn.execute(events.insert(), [row])
+    return str(row["event_id"])

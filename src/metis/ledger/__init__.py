@@ -1,0 +1,1 @@
+"""The ledger: canonical usage records, their idempotent write path, counters, reconciliation."""

@@ -1,0 +1,87 @@
+"""The canonical usage record every source normalizes into (DESIGN.md).
+
+Token fields mean one thing whatever the source: ``input_tokens`` counts every
+input token, cache reads and cache writes included, and
+``cached_input_tokens`` / ``cache_creation_input_tokens`` are parts of it;
+``output_tokens`` includes reasoning tokens and ``reasoning_tokens`` is a part
+of it. Normalizers convert from each provider's own semantics.
+"""
+
+import hashlib
+from datetime import date, datetime
+from typing import Any, Literal
+
+import msgspec
+
+Granularity = Literal["request", "1m", "1h", "1d", "session"]
+CostSource = Literal["provider_reported", "computed", "none"]
+
+# Fields that make up a record's value; bookkeeping (ingested_at, updated_at,
+# revision, run_id) is excluded so a replay from a later run is unchanged.
+_BOOKKEEPING = frozenset({"ingested_at", "updated_at", "revision", "run_id"})
+
+
+class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the ledger, as a writer hands it to `metis.ledger.upsert`."""
+
+    workspace_id: str
+    source: str
+    source_ref: str
+    dedupe_key: str
+    window_start: datetime
+    window_end: datetime
+    granularity: Granularity
+    provider: str
+    model: str
+    model_raw: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    request_count: int = 0
+    cost_nanousd: int = 0
+    cost_source: CostSource = "none"
+    pricing_version: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    gateway_key_id: str | None = None
+    provider_project_id: str | None = None
+    provider_api_key_id: str | None = None
+    provider_workspace_id: str | None = None
+    service_tier: str | None = None
+    batch: bool | None = None
+    correlation_id: str | None = None
+    session_id: str | None = None
+    request_id: str | None = None
+    inbound_shape: str | None = None
+    status: str | None = None
+    latency_ms: int | None = None
+    base_url: str | None = None
+    metadata: dict[str, Any] | None = None
+    run_id: str | None = None
+
+    @property
+    def usage_date(self) -> date:
+        """The UTC day of ``window_start``: the record's reconciliation day."""
+        return self.window_start.date()
+
+    def value_dict(self) -> dict[str, Any]:
+        """Every value column (not bookkeeping), as stored."""
+        out = {f: getattr(self, f) for f in self.__struct_fields__ if f not in _BOOKKEEPING}
+        out["usage_date"] = self.usage_date
+        return out
+
+    def content_sha256(self) -> str:
+        """A stable hash of the value columns; equal hashes mean a replay."""
+        values = self.value_dict()
+        data = msgspec.json.encode(
+            {
+                k: (v.isoformat() if isinstance(v, datetime | date) else v)
+                for k, v in values.items()
+            },
+            order="sorted",
+        )
+        return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,114 @@
+"""Idempotent batch upsert of canonical records.
+
+Keyed on (workspace_id, source, dedupe_key). A replay (same values) changes
+nothing at all, not even ``updated_at`` or ``revision``; changed values
+replace the stored ones and bump ``revision``. One dialect-specific
+``INSERT … ON CONFLICT DO UPDATE … WHERE content differs … RETURNING`` per
+chunk does this in a single round trip; rows the WHERE filters out return
+nothing, which is how replays are counted.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
+from metis.db.tables import usage_records
+from metis.ledger.record import UsageRecord
+from metis.timeutil import utcnow
+
+_CONFLICT_COLS = ("workspace_id", "source", "dedupe_key")
+_CHUNK = 500
+
+
+@dataclass
+class UpsertCounts:
+    """What one upsert call did."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: "UpsertCounts") -> "UpsertCounts":
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+
+def _rows(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
+    now = utcnow()
+    rows = []
+    for r in records:
+        row = r.value_dict()
+        row["content_sha256"] = r.content_sha256()
+        row["ingested_at"] = now
+        row["updated_at"] = now
+        row["revision"] = 1
+        row["run_id"] = r.run_id
+        rows.append(row)
+    return rows
+
+
+def _waves(records: Iterable[UsageRecord]) -> list[list[UsageRecord]]:
+    """Split into chunks where each key appears once, keeping order.
+
+    PostgreSQL refuses to touch one row twice in a statement, and the order of
+    revisions of one record must be kept (the last one wins).
+    """
+    waves: list[list[UsageRecord]] = []
+    current: list[UsageRecord] = []
+    seen: set[tuple[str, str, str]] = set()
+    for r in records:
+        k = (r.workspace_id, r.source, r.dedupe_key)
+        if k in seen or len(current) >= _CHUNK:
+            waves.append(current)
+            current, seen = [], set()
+        current.append(r)
+        seen.add(k)
+    if current:
+        waves.append(current)
+    return waves
+
+
+def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCounts:
+    """Upsert ``records`` on ``conn`` (inside the caller's transaction).
+
+    Returns how many rows were inserted, updated (values changed, revision
+    bumped) and unchanged (exact replays).
+    """
+    counts = UpsertCounts()
+    dialect = conn.dialect.name
+    for wave in _waves(records):
+        rows = _rows(wave)
+        ins: Any
+        if dialect == "postgresql":
+            ins = postgresql.insert(usage_records)
+        elif dialect == "sqlite":
+            ins = sqlite.insert(usage_records)
+        else:  # pragma: no cover - only two backends are supported
+            raise RuntimeError(f"unsupported database dialect {dialect}")
+        excluded = ins.excluded
+        update_cols = {
+            c: excluded[c]
+            for c in rows[0]
+            if c not in _CONFLICT_COLS and c not in ("ingested_at", "revision")
+        }
+        update_cols["revision"] = usage_records.c.revision + 1
+        stmt = ins.on_conflict_do_update(
+            index_elements=list(_CONFLICT_COLS),
+            set_=update_cols,
+            where=usage_records.c.content_sha256 != excluded.content_sha256,
+        ).returning(usage_records.c.revision)
+        returned = conn.execute(stmt, rows).all()
+        new = sum(1 for (rev,) in returned if rev == 1)
+        counts.inserted += new
+        counts.updated += len(returned) - new
+        counts.unchanged += len(wave) - len(returned)
+    return counts

@@ -1,0 +1,1 @@
+"""Secret handling: the master key, the AES-GCM envelope, secret references."""
