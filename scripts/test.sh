@@ -17,7 +17,7 @@ trap cleanup EXIT
 for backend in $backends; do
   echo "=== tests on $backend ==="
   if [ "$backend" = postgresql ]; then
-    pgdir=$(mktemp -d /tmp/metis-pg.XXXXXX)
+    pgdir=$(mktemp -d /tmp/metis-pg.XXXXXX); chmod 755 "$pgdir"
     port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     url=$(scripts/pg.sh start "$pgdir/data" "$port")
     METIS_TEST_DATABASE_URL="$url" "$PY" -m pytest "$@" || status=1

@@ -25,6 +25,13 @@ from metis.db.migrate import upgrade
 from metis.db.tables import metadata
 from metis.secrets.master_key import generate_key_text
 
+pytest_plugins = [
+    "tests.plugins.simulator",
+    "tests.plugins.servers",
+    "tests.plugins.identity",
+    "tests.plugins.ingest",
+]
+
 PG_BASE = os.environ.get("METIS_TEST_DATABASE_URL")
 BACKEND = "postgresql" if PG_BASE else "sqlite"
 

@@ -269,6 +269,17 @@ sync_cursors = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# Monotonic version per configuration area (e.g. "identity"); writers bump it
+# in the same transaction as their change, and every gateway process polls
+# it to invalidate its in-memory caches within a second.
+config_versions = Table(
+    "config_versions",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 leases = Table(
     "leases",
     metadata,

@@ -337,8 +337,17 @@ def upgrade() -> None:
         unique=False,
     )
 
+    op.create_table(
+        "config_versions",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_config_versions")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("config_versions")
 
     op.drop_index("ix_usage_records_ws_date_provider_model", table_name="usage_records")
     op.drop_index("ix_usage_records_window_start", table_name="usage_records")

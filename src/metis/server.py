@@ -1,0 +1,72 @@
+"""The ``metis serve`` application: gateway, APIs, dashboard, scheduler in one ASGI app.
+
+The gateway's inference routes are dispatched before anything else by a plain
+path lookup, so the hot path pays for no framework routing or middleware.
+Every other path goes to the FastAPI app (admin/analytics API, ingest API,
+cron trigger, metrics, dashboard), which carries the OpenAPI document at
+``/openapi.json``.
+
+Components register themselves here, in `create_app`: each contributes
+routers to the FastAPI app and startup/shutdown hooks to the lifespan.
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from metis import __version__
+from metis.config import Settings, get_settings
+
+ASGIApp = Callable[
+    [dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
+]
+Hook = Callable[[], Awaitable[None]]
+
+
+class Components:
+    """What the parts of Metis contribute to the server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.gateway_routes: dict[str, ASGIApp] = {}
+        self.startup: list[Hook] = []
+        self.shutdown: list[Hook] = []
+        self.api = FastAPI(
+            title="Metis API",
+            version=__version__,
+            description="Admin, analytics and ingest API of Metis.",
+            lifespan=self._lifespan,
+        )
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        for hook in self.startup:
+            await hook()
+        try:
+            yield
+        finally:
+            for hook in reversed(self.shutdown):
+                await hook()
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    """Build the full server app for ``settings`` (read from the environment by default)."""
+    settings = settings or get_settings()
+    comps = Components(settings)
+    # Each component adds its routes and hooks here, e.g.:
+    #   from metis.gateway.app import install as install_gateway; install_gateway(comps)
+    api = comps.api
+    routes = comps.gateway_routes
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            handler = routes.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await api(scope, receive, send)
+
+    app.components = comps  # type: ignore[attr-defined]
+    return app

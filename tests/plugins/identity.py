@@ -1,0 +1,1 @@
+"""Fixtures for identity tests (shared by other areas)."""

@@ -1,0 +1,1 @@
+"""Fixtures for ingest tests (shared by other areas)."""

@@ -1,0 +1,1 @@
+"""Fixtures for servers tests (shared by other areas)."""

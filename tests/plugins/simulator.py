@@ -1,0 +1,1 @@
+"""Fixtures for simulator tests (shared by other areas)."""
