@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from metis import __version__
+from metis.analytics.api import install as install_analytics
 from metis.config import Settings, get_settings
 
 ASGIApp = Callable[
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     comps = Components(settings)
     # Each component adds its routes and hooks here, e.g.:
     #   from metis.gateway.app import install as install_gateway; install_gateway(comps)
+    install_analytics(comps)
     api = comps.api
     routes = comps.gateway_routes
 

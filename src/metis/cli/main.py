@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from typer._click.exceptions import ClickException
 
 from metis import __version__
+from metis.cli import admin as admin_cmd
 from metis.cli import db as db_cmd
 from metis.cli import init as init_cmd
 from metis.cli import workspace as workspace_cmd
@@ -46,6 +47,7 @@ def _root(
 
 app.command("init")(init_cmd.init)
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(admin_cmd.app, name="admin")
 app.add_typer(workspace_cmd.app, name="workspace")
 
 
