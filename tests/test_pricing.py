@@ -1,0 +1,98 @@
+"""metis.pricing: exact nano-USD from canonical token counts via genai-prices."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from genai_prices import Usage, calc_price
+
+from metis import pricing
+from metis.money import to_nanousd
+
+AT = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def test_version_names_the_package() -> None:
+    assert pricing.PRICING_VERSION.startswith("genai-prices-")
+    assert pricing.PRICING_VERSION.split("-")[-1][0].isdigit()
+
+
+def test_plain_input_output_exact() -> None:
+    # gpt-4o-mini: $0.15 / MTok in, $0.60 / MTok out.
+    p = pricing.price("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=10, at=AT)
+    assert p.cost_source == "computed"
+    assert p.pricing_version == pricing.PRICING_VERSION
+    assert p.cost_nanousd == 150_000 + 6_000
+    assert p.model_normalized == "gpt-4o-mini"
+
+
+def test_cached_tokens_are_part_of_input() -> None:
+    # claude-sonnet-4-5: $3 in, $0.30 cache read, $3.75 cache write, $15 out per MTok.
+    all_cached = pricing.price(
+        "anthropic", "claude-sonnet-4-5", input_tokens=1000, cached_input_tokens=1000, at=AT
+    )
+    assert all_cached.cost_nanousd == 300_000  # 1000 cache reads, no plain input
+    mixed = pricing.price(
+        "anthropic",
+        "claude-sonnet-4-5",
+        input_tokens=3000,
+        cached_input_tokens=1000,
+        cache_creation_input_tokens=1000,
+        output_tokens=100,
+        at=AT,
+    )
+    # 1000 plain * 3 + 1000 read * 0.3 + 1000 write * 3.75 + 100 out * 15, per MTok
+    assert mixed.cost_nanousd == 3_000_000 + 300_000 + 3_750_000 + 1_500_000
+
+
+def test_matches_genai_prices_directly() -> None:
+    got = pricing.price(
+        "openai", "gpt-4o", input_tokens=12345, cached_input_tokens=2048, output_tokens=777, at=AT
+    )
+    ref = calc_price(
+        Usage(input_tokens=12345, cache_read_tokens=2048, output_tokens=777),
+        "gpt-4o",
+        provider_id="openai",
+        genai_request_timestamp=AT,
+    )
+    assert got.cost_nanousd == to_nanousd(ref.total_price)
+    assert isinstance(ref.total_price, Decimal)
+
+
+def test_dated_model_normalizes() -> None:
+    p = pricing.price("openai", "gpt-4o-mini-2024-07-18", input_tokens=1, at=AT)
+    assert p.model_normalized == "gpt-4o-mini"
+    assert pricing.normalize_model("openai", "GPT-4o-mini-2024-07-18") == "gpt-4o-mini"
+
+
+def test_unknown_model_is_none_not_zero() -> None:
+    p = pricing.price("openai", "no-such-model-xyz", input_tokens=1000, output_tokens=5)
+    assert p.cost_nanousd is None
+    assert p.cost_source == "none"
+    assert p.pricing_version is None
+    assert p.model_normalized == "no-such-model-xyz"
+    assert not pricing.has_price("openai", "no-such-model-xyz")
+    assert pricing.has_price("anthropic", "claude-3-5-haiku-latest")
+
+
+def test_unknown_provider_is_none() -> None:
+    assert pricing.price("nope-provider", "gpt-4o", input_tokens=1).cost_source == "none"
+
+
+def test_inconsistent_parts_rejected() -> None:
+    with pytest.raises(ValueError, match="exceed input_tokens"):
+        pricing.price("openai", "gpt-4o", input_tokens=10, cached_input_tokens=11)
+    with pytest.raises(ValueError, match="reasoning_tokens exceed"):
+        pricing.price("openai", "o3-mini", output_tokens=1, reasoning_tokens=2)
+
+
+def test_reasoning_tokens_priced_as_output() -> None:
+    with_r = pricing.price(
+        "openai", "o3-mini", input_tokens=100, output_tokens=500, reasoning_tokens=400, at=AT
+    )
+    without = pricing.price("openai", "o3-mini", input_tokens=100, output_tokens=500, at=AT)
+    assert with_r.cost_nanousd == without.cost_nanousd
+
+
+def test_zero_usage_costs_zero() -> None:
+    assert pricing.price("openai", "gpt-4o-mini").cost_nanousd == 0
