@@ -43,3 +43,40 @@ def status() -> None:
         console.print(f"database: {current_revision(engine) or 'empty'}  code: {head_revision()}")
     finally:
         engine.dispose()
+
+
+@app.command("rebuild-rollups")
+def rebuild_rollups(
+    from_: str | None = typer.Option(
+        None, "--from", help="First UTC day to rebuild (YYYY-MM-DD); default: all."
+    ),
+    to: str | None = typer.Option(None, "--to", help="Day after the last one (exclusive)."),
+) -> None:
+    """Recompute the daily analytics rollups from the raw usage records.
+
+    The write path keeps rollups current; run this after restoring a backup,
+    after editing usage_records by hand, or to verify them. It runs in one
+    transaction, so analytics never see half-built rollups.
+
+    Example:
+
+        metis db rebuild-rollups --from 2026-11-01 --to 2026-12-01
+    """
+    from datetime import date
+
+    from metis.cli._common import transaction
+    from metis.errors import ValidationError
+    from metis.ledger.rollups import rebuild
+
+    def _day(v: str | None, flag: str) -> date | None:
+        if v is None:
+            return None
+        try:
+            return date.fromisoformat(v)
+        except ValueError:
+            raise ValidationError(f"{flag} must be a date like 2026-11-01, got {v!r}") from None
+
+    start, end = _day(from_, "--from"), _day(to, "--to")
+    with transaction() as conn:
+        n = rebuild(conn, start, end)
+    console.print(f"rebuilt rollups: {n} rollup rows")

@@ -196,6 +196,34 @@ usage_records = Table(
     Index("ix_usage_records_correlation_id", "correlation_id"),
 )
 
+# Daily rollup of usage_records, maintained incrementally by
+# `metis.ledger.upsert.upsert_usage` (deltas old->new) and rebuildable with
+# `metis db rebuild-rollups` (`metis.analytics.rollups`). Dimension columns
+# use '' for "none" (NULL would make the key non-unique on PostgreSQL).
+usage_rollups_daily = Table(
+    "usage_rollups_daily",
+    metadata,
+    Column("usage_date", Date, primary_key=True),
+    Column("workspace_id", ID, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("user_id", ID, primary_key=True),
+    Column("team_id", ID, primary_key=True),
+    Column("gateway_key_id", ID, primary_key=True),
+    Column("record_count", BigInteger, nullable=False, default=0),
+    Column("request_count", BigInteger, nullable=False, default=0),
+    Column("error_count", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_input_tokens", BigInteger, nullable=False, default=0),
+    Column("cache_creation_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_nanousd", BigInteger, nullable=False, default=0),
+    Index("ix_usage_rollups_daily_date_user", "usage_date", "user_id"),
+    Index("ix_usage_rollups_daily_date_team", "usage_date", "team_id"),
+)
+
 events = Table(
     "events",
     metadata,

@@ -6,16 +6,25 @@ replace the stored ones and bump ``revision``. One dialect-specific
 ``INSERT … ON CONFLICT DO UPDATE … WHERE content differs … RETURNING`` per
 chunk does this in a single round trip; rows the WHERE filters out return
 nothing, which is how replays are counted.
+
+The daily rollups (`metis.ledger.rollups`) are maintained here, in the same
+transaction: before each chunk the stored versions of its keys are read (on
+PostgreSQL ``FOR UPDATE``; on SQLite after taking the write lock), and for
+every row the upsert returns (inserted or changed) the difference between its
+new and old contribution is added to the rollup rows. Replays return nothing
+and so touch no rollup. Cost per chunk: one indexed SELECT, the upsert, one
+rollup upsert.
 """
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, and_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from metis.db.tables import usage_records
+from metis.ledger import rollups
 from metis.ledger.record import UsageRecord
 from metis.timeutil import utcnow
 
@@ -105,10 +114,64 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
             index_elements=list(_CONFLICT_COLS),
             set_=update_cols,
             where=usage_records.c.content_sha256 != excluded.content_sha256,
-        ).returning(usage_records.c.revision)
-        returned = conn.execute(stmt, rows).all()
-        new = sum(1 for (rev,) in returned if rev == 1)
+        ).returning(*_RETURNED)
+        old = _stored_contributions(conn, wave)
+        returned = conn.execute(stmt, rows).mappings().all()
+        deltas: dict[rollups.Key, list[int]] = {}
+        raced: set[rollups.Key] = set()
+        new = 0
+        for row in returned:
+            if row["revision"] == 1:
+                new += 1
+            key, vec = rollups.contribution(row)
+            rollups.add(deltas, key, vec, +1)
+            prev = old.get((row["workspace_id"], row["source"], row["dedupe_key"]))
+            if prev is not None:
+                rollups.add(deltas, prev[0], prev[1], -1)
+            elif row["revision"] != 1:
+                # Another writer inserted this key after our read: its old
+                # values are unknown, so recompute the affected cell from raw rows.
+                raced.add(key)
+        rollups.apply_deltas(conn, deltas)
+        if raced:
+            rollups.recompute_cells(conn, raced)
         counts.inserted += new
         counts.updated += len(returned) - new
         counts.unchanged += len(wave) - len(returned)
     return counts
+
+
+_RETURNED = tuple(
+    usage_records.c[c]
+    for c in dict.fromkeys(
+        ("workspace_id", "source", "dedupe_key", "revision", *rollups.SOURCE_COLUMNS)
+    )
+)
+
+
+def _stored_contributions(
+    conn: Connection, wave: list[UsageRecord]
+) -> dict[tuple[str, str, str], tuple[rollups.Key, list[int]]]:
+    """The rollup contributions of the stored rows for ``wave``'s keys (locked for update)."""
+    if conn.dialect.name == "sqlite":
+        # Take SQLite's write lock before reading, so no other writer can change
+        # these rows between this read and the upsert (and no snapshot upgrade fails).
+        conn.execute(text("UPDATE usage_rollups_daily SET record_count = record_count WHERE 0 = 1"))
+    by_scope: dict[tuple[str, str], list[str]] = {}
+    for r in wave:
+        by_scope.setdefault((r.workspace_id, r.source), []).append(r.dedupe_key)
+    out: dict[tuple[str, str, str], tuple[rollups.Key, list[int]]] = {}
+    c = usage_records.c
+    cols = [
+        c.workspace_id,
+        c.source,
+        c.dedupe_key,
+        *(c[n] for n in rollups.SOURCE_COLUMNS if n not in ("workspace_id", "source")),
+    ]
+    for (ws, src), keys in by_scope.items():
+        q = select(*cols).where(and_(c.workspace_id == ws, c.source == src, c.dedupe_key.in_(keys)))
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        for row in conn.execute(q).mappings():
+            out[(row["workspace_id"], row["source"], row["dedupe_key"])] = rollups.contribution(row)
+    return out

@@ -338,6 +338,50 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "usage_rollups_daily",
+        sa.Column("usage_date", sa.Date(), nullable=False),
+        sa.Column("workspace_id", sa.String(length=40), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("user_id", sa.String(length=40), nullable=False),
+        sa.Column("team_id", sa.String(length=40), nullable=False),
+        sa.Column("gateway_key_id", sa.String(length=40), nullable=False),
+        sa.Column("record_count", sa.BigInteger(), nullable=False),
+        sa.Column("request_count", sa.BigInteger(), nullable=False),
+        sa.Column("error_count", sa.BigInteger(), nullable=False),
+        sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cached_input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cache_creation_input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_nanousd", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "usage_date",
+            "workspace_id",
+            "source",
+            "provider",
+            "model",
+            "user_id",
+            "team_id",
+            "gateway_key_id",
+            name=op.f("pk_usage_rollups_daily"),
+        ),
+    )
+    op.create_index(
+        "ix_usage_rollups_daily_date_user",
+        "usage_rollups_daily",
+        ["usage_date", "user_id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_usage_rollups_daily_date_team",
+        "usage_rollups_daily",
+        ["usage_date", "team_id"],
+        unique=False,
+    )
+
+    op.create_table(
         "config_versions",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
@@ -347,6 +391,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_rollups_daily_date_team", table_name="usage_rollups_daily")
+    op.drop_index("ix_usage_rollups_daily_date_user", table_name="usage_rollups_daily")
+    op.drop_table("usage_rollups_daily")
     op.drop_table("config_versions")
 
     op.drop_index("ix_usage_records_ws_date_provider_model", table_name="usage_records")

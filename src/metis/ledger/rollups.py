@@ -1,0 +1,196 @@
+"""Daily rollups of the ledger: ``usage_rollups_daily``.
+
+One rollup row sums the usage records of one (UTC day, workspace, source,
+provider, model, user, team, gateway key); a missing user/team/key is ``''``
+in the rollup (NULL would not be unique on PostgreSQL) and ``None`` again in
+every answer built from it. Analytics read rollups instead of raw records, so
+a 90-day query touches days x dimensions rows, not millions of records.
+
+Maintenance is incremental: `metis.ledger.upsert.upsert_usage` computes, per
+record it inserted or changed, the record's old and new contribution and
+applies the difference with `apply_deltas` in the same transaction, so a
+replay changes nothing and a revision moves exactly its delta. `rebuild`
+recomputes everything (or a date range) from the raw records
+(``metis db rebuild-rollups``).
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, delete, func, insert, literal, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from metis.db.tables import usage_records, usage_rollups_daily
+
+DIMS = (
+    "usage_date",
+    "workspace_id",
+    "source",
+    "provider",
+    "model",
+    "user_id",
+    "team_id",
+    "gateway_key_id",
+)
+NULLABLE_DIMS = ("user_id", "team_id", "gateway_key_id")
+TOKEN_MEASURES = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+)
+MEASURES = (
+    "record_count",
+    "request_count",
+    "error_count",
+    *TOKEN_MEASURES,
+    "cost_nanousd",
+)
+# Record statuses that are not errors (None = a record without a status, e.g. provider data).
+SUCCESS_STATUSES = ("ok", "success", "succeeded", "completed")
+
+# Columns of usage_records a contribution is computed from.
+SOURCE_COLUMNS = (*DIMS, "request_count", "status", *TOKEN_MEASURES, "cost_nanousd")
+
+Key = tuple[Any, ...]
+
+
+def is_error(status: str | None) -> bool:
+    """Whether a record's status counts as an error in reliability figures."""
+    return status is not None and status.lower() not in SUCCESS_STATUSES
+
+
+def contribution(row: Mapping[Any, Any]) -> tuple[Key, list[int]]:
+    """The rollup key and measure vector one usage record contributes."""
+    key = tuple(
+        (row[d] or "") if d in NULLABLE_DIMS else row[d]  # '' sentinel for "none"
+        for d in DIMS
+    )
+    vec = [
+        1,
+        int(row["request_count"] or 0),
+        1 if is_error(row["status"]) else 0,
+        *(int(row[m] or 0) for m in TOKEN_MEASURES),
+        int(row["cost_nanousd"] or 0),
+    ]
+    return key, vec
+
+
+def add(deltas: dict[Key, list[int]], key: Key, vec: Sequence[int], sign: int) -> None:
+    """Accumulate ``sign * vec`` into ``deltas[key]``."""
+    cur = deltas.get(key)
+    if cur is None:
+        deltas[key] = [sign * v for v in vec]
+    else:
+        for i, v in enumerate(vec):
+            cur[i] += sign * v
+
+
+def apply_deltas(conn: Connection, deltas: Mapping[Key, Sequence[int]]) -> None:
+    """Add measure deltas to rollup rows (creating them), dropping rows that reach zero records."""
+    rows = [
+        {**dict(zip(DIMS, k, strict=True)), **dict(zip(MEASURES, v, strict=True))}
+        for k, v in deltas.items()
+        if any(v)
+    ]
+    if not rows:
+        return
+    ins: Any = (
+        postgresql.insert(usage_rollups_daily)
+        if conn.dialect.name == "postgresql"
+        else sqlite.insert(usage_rollups_daily)
+    )
+    t = usage_rollups_daily.c
+    stmt = ins.on_conflict_do_update(
+        index_elements=list(DIMS),
+        set_={m: t[m] + ins.excluded[m] for m in MEASURES},
+    )
+    # Sorted so concurrent writers lock rollup rows in the same order (no deadlocks).
+    rows.sort(key=lambda r: tuple(str(r[d]) for d in DIMS))
+    conn.execute(stmt, rows)
+    emptied = [k for k, v in deltas.items() if v[0] < 0]
+    if emptied:
+        conn.execute(
+            delete(usage_rollups_daily).where(
+                t.record_count <= 0, or_(*(_key_match(k) for k in emptied))
+            )
+        )
+
+
+def _key_match(key: Key) -> ColumnElement[bool]:
+    t = usage_rollups_daily.c
+    return and_(*(t[d] == v for d, v in zip(DIMS, key, strict=True)))
+
+
+def _grouped_select(where: ColumnElement[bool] | None) -> Any:
+    r = usage_records.c
+    err = case(
+        (and_(r.status.is_not(None), func.lower(r.status).not_in(SUCCESS_STATUSES)), 1),
+        else_=0,
+    )
+    dim_cols = [
+        func.coalesce(r[d], literal("")).label(d) if d in NULLABLE_DIMS else r[d] for d in DIMS
+    ]
+    q = select(
+        *dim_cols,
+        func.count().label("record_count"),
+        func.coalesce(func.sum(r.request_count), 0).label("request_count"),
+        func.coalesce(func.sum(err), 0).label("error_count"),
+        *(func.coalesce(func.sum(r[m]), 0).label(m) for m in TOKEN_MEASURES),
+        func.coalesce(func.sum(r.cost_nanousd), 0).label("cost_nanousd"),
+    )
+    if where is not None:
+        q = q.where(where)
+    return q.group_by(*dim_cols)
+
+
+def recompute_cells(conn: Connection, keys: Iterable[Key]) -> None:
+    """Recompute the given rollup rows from raw records (used after a detected write race)."""
+    r = usage_records.c
+    for key in keys:
+        conn.execute(delete(usage_rollups_daily).where(_key_match(key)))
+        cond = and_(
+            *(
+                (func.coalesce(r[d], "") == v) if d in NULLABLE_DIMS else (r[d] == v)
+                for d, v in zip(DIMS, key, strict=True)
+            )
+        )
+        conn.execute(
+            insert(usage_rollups_daily).from_select([*DIMS, *MEASURES], _grouped_select(cond))
+        )
+
+
+def rebuild(conn: Connection, start: date | None = None, end: date | None = None) -> int:
+    """Recompute rollups from raw records for days in ``[start, end)`` (all days by default).
+
+    Runs as one DELETE plus one INSERT … SELECT … GROUP BY inside the caller's
+    transaction, so readers see either the old or the new rollups. Returns the
+    number of rollup rows written.
+    """
+    t = usage_rollups_daily.c
+    r = usage_records.c
+    conds_roll: list[ColumnElement[bool]] = []
+    conds_raw: list[ColumnElement[bool]] = []
+    if start is not None:
+        conds_roll.append(t.usage_date >= start)
+        conds_raw.append(r.usage_date >= start)
+    if end is not None:
+        conds_roll.append(t.usage_date < end)
+        conds_raw.append(r.usage_date < end)
+    conn.execute(
+        delete(usage_rollups_daily).where(and_(*conds_roll))
+        if conds_roll
+        else delete(usage_rollups_daily)
+    )
+    conn.execute(
+        insert(usage_rollups_daily).from_select(
+            [*DIMS, *MEASURES], _grouped_select(and_(*conds_raw) if conds_raw else None)
+        )
+    )
+    q = select(func.count()).select_from(usage_rollups_daily)
+    if conds_roll:
+        q = q.where(and_(*conds_roll))
+    return int(conn.execute(q).scalar() or 0)
