@@ -14,6 +14,8 @@ from metis import __version__
 from metis.cli import admin as admin_cmd
 from metis.cli import db as db_cmd
 from metis.cli import init as init_cmd
+from metis.cli import provider_key as provider_key_cmd
+from metis.cli import secrets as secrets_cmd
 from metis.cli import workspace as workspace_cmd
 from metis.errors import MetisError
 
@@ -49,6 +51,8 @@ app.command("init")(init_cmd.init)
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(admin_cmd.app, name="admin")
 app.add_typer(workspace_cmd.app, name="workspace")
+app.add_typer(provider_key_cmd.app, name="provider-key")
+app.add_typer(secrets_cmd.app, name="secrets")
 
 
 def main(argv: list[str] | None = None) -> int:
