@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from metis import __version__
 from metis.analytics.api import install as install_analytics
 from metis.config import Settings, get_settings
+from metis.ingest.push import install as install_push
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # Each component adds its routes and hooks here, e.g.:
     #   from metis.gateway.app import install as install_gateway; install_gateway(comps)
     install_analytics(comps)
+    install_push(comps)
     api = comps.api
     routes = comps.gateway_routes
 

@@ -13,6 +13,7 @@ from typer._click.exceptions import ClickException
 from metis import __version__
 from metis.cli import admin as admin_cmd
 from metis.cli import db as db_cmd
+from metis.cli import ingest as ingest_cmd
 from metis.cli import init as init_cmd
 from metis.cli import provider_key as provider_key_cmd
 from metis.cli import secrets as secrets_cmd
@@ -53,6 +54,7 @@ app.add_typer(admin_cmd.app, name="admin")
 app.add_typer(workspace_cmd.app, name="workspace")
 app.add_typer(provider_key_cmd.app, name="provider-key")
 app.add_typer(secrets_cmd.app, name="secrets")
+app.add_typer(ingest_cmd.app, name="ingest")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,187 @@
+"""``metis ingest token|push|hermes-import``: the plugin-fed (push) side of ingestion.
+
+`attach` adds these commands to the ``metis ingest`` group (cli/ingest.py).
+"""
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from metis.cli._common import console, err_console, print_json, print_table, transaction
+from metis.errors import MetisError
+from metis.ingest import tokens
+from metis.ingest.hermes_import import import_state_db
+from metis.ingest.push import MAX_ITEMS, PushResult, PushTarget, RejectedItem, ingest_items
+from metis.timeutil import iso
+from metis.workspaces import get_workspace
+
+token_app = typer.Typer(
+    help="Ingest tokens: what agent plugins push usage with.", no_args_is_help=True
+)
+
+
+@token_app.command("create")
+def token_create(
+    workspace: str = typer.Option(..., "--workspace", help="Workspace id, name or path."),
+    name: str = typer.Option(..., "--name", help="A label (which agent or machine uses it)."),
+    source: str = typer.Option(
+        tokens.DEFAULT_SOURCE, "--source", help="Source its pushes are stored under."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Create an ingest token and print its secret once (only its SHA-256 is stored).
+
+    Example:
+
+        metis ingest token create --workspace acme --name laptop-hermes
+    """
+    with transaction() as conn:
+        tok, secret = tokens.create_token(conn, workspace, name, source)
+    if as_json:
+        print_json({"id": tok.id, "name": tok.name, "source": tok.source, "token": secret})
+        return
+    console.print(f"created ingest token {tok.id} ({tok.name}, source {tok.source})")
+    console.print("token (shown once, store it now):")
+    typer.echo(secret)
+
+
+@token_app.command("list")
+def token_list(
+    workspace: str | None = typer.Option(None, "--workspace", help="Only this workspace."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List ingest tokens (ids, names, prefixes; never secrets).
+
+    Example:
+
+        metis ingest token list --json
+    """
+    with transaction() as conn:
+        toks = tokens.list_tokens(conn, workspace)
+    rows = [
+        {
+            "id": t.id,
+            "workspace_id": t.workspace_id,
+            "name": t.name,
+            "source": t.source,
+            "prefix": t.display_prefix,
+            "created_at": iso(t.created_at),
+            "revoked_at": iso(t.revoked_at) if t.revoked_at else None,
+        }
+        for t in toks
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "ingest tokens",
+        ["id", "workspace", "name", "source", "prefix", "created", "revoked"],
+        [list(r.values()) for r in rows],
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="Token id (itok_…).")) -> None:
+    """Revoke an ingest token; pushes with it get 401 from then on.
+
+    Example:
+
+        metis ingest token revoke itok_01J...
+    """
+    with transaction() as conn:
+        tok = tokens.revoke_token(conn, token_id)
+    console.print(f"revoked ingest token {tok.id} ({tok.name})")
+
+
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def push(
+    file: Annotated[Path, typer.Argument(help="JSON Lines file: one usage item per line.")],
+    workspace: str = typer.Option(..., "--workspace", help="Workspace id, name or path."),
+    source: str = typer.Option(tokens.DEFAULT_SOURCE, "--source", help="Source to store under."),
+    as_json: bool = typer.Option(False, "--json", help="Print the per-item result as JSON."),
+) -> None:
+    """Push usage items from a JSONL file, as POST /v1/ingest/usage does.
+
+    Items follow the UsageItem schema (see docs and /openapi.json). Valid items
+    are stored even when others are rejected; the exit code is 1 when any
+    item was rejected. Re-running the same file changes nothing.
+
+    Example:
+
+        metis ingest push usage.jsonl --workspace acme
+    """
+    if source in tokens.RESERVED_SOURCES or not tokens.SOURCE_RE.match(source):
+        raise MetisError(f"invalid or reserved source {source!r}")
+    try:
+        lines = file.read_bytes().splitlines()
+    except OSError as exc:
+        raise MetisError(f"cannot read {file}: {exc.strerror}") from None
+    raw: list[tuple[int, Any]] = []
+    bad: list[RejectedItem] = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw.append((n, _decoder.decode(line)))
+        except msgspec.DecodeError as exc:
+            bad.append(RejectedItem(index=n, idempotency_key=None, reasons=[f"bad JSON: {exc}"]))
+    total = PushResult(rejected=bad)
+    with transaction() as conn:
+        ws = get_workspace(conn, workspace)
+        target = PushTarget(ws.id, source, "cli:push")
+        for i in range(0, len(raw), MAX_ITEMS):
+            chunk = raw[i : i + MAX_ITEMS]
+            res = ingest_items(conn, target, [item for _, item in chunk])
+            total.accepted += res.accepted
+            total.unchanged += res.unchanged
+            total.revised += res.revised
+            for rej in res.rejected:  # report file line numbers, not chunk indexes
+                rej.index = chunk[rej.index][0]
+                total.rejected.append(rej)
+    total.rejected.sort(key=lambda r: r.index)
+    if as_json:
+        print_json(total.model_dump())
+    else:
+        console.print(
+            f"{len(total.accepted)} accepted, {len(total.unchanged)} unchanged, "
+            f"{len(total.revised)} revised, {len(total.rejected)} rejected"
+        )
+        for r in total.rejected:
+            err_console.print(f"line {r.index}: {'; '.join(r.reasons)}")
+    if total.rejected:
+        raise typer.Exit(1)
+
+
+def hermes_import(
+    state_db: Annotated[Path, typer.Option("--state-db", help="Path to Hermes' state.db.")],
+    workspace: str = typer.Option(..., "--workspace", help="Workspace id, name or path."),
+) -> None:
+    """Import past usage from a Hermes Agent state.db as per-session rollups.
+
+    Reads its session_model_usage table read-only. Re-running is a no-op;
+    sessions the live plugin already reported call by call are skipped.
+
+    Example:
+
+        metis ingest hermes-import --state-db ~/.hermes/state.db --workspace acme
+    """
+    with transaction() as conn:
+        ws = get_workspace(conn, workspace)
+        res = import_state_db(conn, state_db.expanduser(), ws.id)
+    c = res.counts
+    console.print(
+        f"{res.rows} session usage rows: {c.inserted} imported, {c.updated} revised, "
+        f"{c.unchanged} unchanged, {res.skipped_live} skipped (already reported live)"
+    )
+
+
+def attach(app: typer.Typer) -> None:
+    """Add ``token``, ``push`` and ``hermes-import`` to the ``metis ingest`` group."""
+    app.add_typer(token_app, name="token")
+    app.command("push")(push)
+    app.command("hermes-import")(hermes_import)

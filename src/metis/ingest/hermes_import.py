@@ -1,0 +1,171 @@
+"""One-off import of past usage from a Hermes Agent ``state.db``.
+
+Hermes keeps per-session, per-model totals in its ``session_model_usage``
+table (Hermes token semantics: its ``input_tokens`` excludes cache reads and
+writes, which are separate columns). Each row becomes one rollup record with
+``granularity = "session"``, ``source = hermes_plugin``,
+``source_ref = "hermes-import"``, keyed by the row's primary key so a re-import
+is a no-op and a grown session revises its record.
+
+Sessions the live plugin has already reported call by call (request rows with
+that ``session_id`` in the workspace) are skipped, so installing the plugin
+and importing history never count a session twice.
+"""
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from metis import pricing
+from metis.db.tables import usage_records
+from metis.errors import MetisError, ValidationError
+from metis.ingest.push import normalize_base_url
+from metis.ledger.record import UsageRecord
+from metis.ledger.upsert import UpsertCounts, upsert_usage
+from metis.money import to_nanousd
+
+SOURCE = "hermes_plugin"
+SOURCE_REF = "hermes-import"
+
+_QUERY = """
+SELECT u.session_id, u.model, u.billing_provider, u.billing_base_url, u.billing_mode, u.task,
+       u.api_call_count, u.input_tokens, u.output_tokens, u.cache_read_tokens,
+       u.cache_write_tokens, u.reasoning_tokens, u.actual_cost_usd, u.first_seen, u.last_seen,
+       s.started_at, s.ended_at, s.billing_provider, s.billing_base_url
+FROM session_model_usage u LEFT JOIN sessions s ON s.id = u.session_id
+ORDER BY u.session_id, u.model
+"""
+
+
+@dataclass
+class ImportResult:
+    counts: UpsertCounts
+    rows: int
+    skipped_live: int
+
+
+def _ts(v: Any) -> datetime | None:
+    if v is None:
+        return None
+    try:
+        return datetime.fromtimestamp(float(v), tz=UTC)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _int(v: Any) -> int:
+    try:
+        return max(0, int(v or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def read_state_db(path: Path) -> list[sqlite3.Row]:
+    """The usage rows of a Hermes ``state.db`` (opened read-only)."""
+    if not path.is_file():
+        raise ValidationError(f"no Hermes state database at {path}")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise MetisError(f"cannot open {path}: {exc}") from None
+    try:
+        con.row_factory = sqlite3.Row
+        return con.execute(_QUERY).fetchall()
+    except sqlite3.Error as exc:
+        raise MetisError(f"{path} is not a Hermes state.db ({exc})") from None
+    finally:
+        con.close()
+
+
+def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
+    """Convert Hermes usage rows to canonical session rollups."""
+    out = []
+    for r in rows:
+        (sid, model, bprov, burl, bmode, task, calls, inp, outp, cread, cwrite, reas, actual) = (
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12]
+        )  # fmt: skip
+        start = _ts(r["first_seen"]) or _ts(r["started_at"])
+        if start is None:
+            continue
+        end = _ts(r["last_seen"]) or _ts(r["ended_at"]) or start
+        if end <= start:
+            end = start + timedelta(seconds=1)
+        provider = (bprov or r[17] or "unknown").strip().lower()[:64] or "unknown"
+        cached, creation = _int(cread), _int(cwrite)
+        input_total = _int(inp) + cached + creation
+        output = _int(outp)
+        reasoning = min(_int(reas), output)
+        p = pricing.price(
+            provider,
+            model,
+            input_tokens=input_total,
+            output_tokens=output,
+            cached_input_tokens=cached,
+            cache_creation_input_tokens=creation,
+            reasoning_tokens=reasoning,
+            at=start,
+        )
+        cost, cost_source, pv = p.cost_nanousd, p.cost_source, p.pricing_version
+        if cost is None:
+            cost, pv = 0, None
+            hermes_cost = Decimal(repr(float(actual or 0)))
+            if hermes_cost > 0:
+                cost, cost_source = to_nanousd(hermes_cost), "provider_reported"  # type: ignore[assignment]
+        key_src = "\x1f".join(str(x or "") for x in (sid, model, bprov, burl, bmode, task))
+        out.append(
+            UsageRecord(
+                workspace_id=workspace_id,
+                source=SOURCE,
+                source_ref=SOURCE_REF,
+                dedupe_key="hermes-import:" + hashlib.sha256(key_src.encode()).hexdigest(),
+                window_start=start,
+                window_end=end,
+                granularity="session",
+                provider=provider,
+                model=p.model_normalized,
+                model_raw=str(model)[:200],
+                input_tokens=input_total,
+                output_tokens=output,
+                cached_input_tokens=cached,
+                cache_creation_input_tokens=creation,
+                reasoning_tokens=reasoning,
+                request_count=_int(calls),
+                cost_nanousd=cost,
+                cost_source=cost_source,
+                pricing_version=pv,
+                session_id=str(sid)[:200],
+                base_url=normalize_base_url(burl or r[18]),
+                metadata={"hermes_task": task} if task else None,
+            )
+        )
+    return out
+
+
+def import_state_db(conn: Connection, path: Path, workspace_id: str) -> ImportResult:
+    """Import ``path`` into ``workspace_id`` (inside the caller's transaction)."""
+    rows = read_state_db(path)
+    records = to_records(rows, workspace_id)
+    sessions = sorted({r.session_id for r in records if r.session_id})
+    live: set[str] = set()
+    for i in range(0, len(sessions), 500):
+        live.update(
+            conn.execute(
+                select(usage_records.c.session_id)
+                .where(
+                    usage_records.c.workspace_id == workspace_id,
+                    usage_records.c.source == SOURCE,
+                    usage_records.c.granularity == "request",
+                    usage_records.c.session_id.in_(sessions[i : i + 500]),
+                )
+                .distinct()
+            ).scalars()
+        )
+    keep = [r for r in records if r.session_id not in live]
+    counts = upsert_usage(conn, keep)
+    return ImportResult(counts, len(rows), len(records) - len(keep))
