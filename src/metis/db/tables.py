@@ -258,6 +258,8 @@ spend_counters = Table(
     # period: YYYY-MM-DD for daily scopes, YYYY-MM for monthly.
     Column("period", String(10), primary_key=True),
     Column("spent_nanousd", BigInteger, nullable=False, default=0),
+    # Cap budget leased to gateway processes and not yet spent (metis.ledger.counters).
+    Column("reserved_nanousd", BigInteger, nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
@@ -297,6 +299,19 @@ sync_cursors = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# One row per provider-sync day window committed completely (all pages of
+# every stream): backfill resumes by skipping settled windows listed here.
+sync_windows = Table(
+    "sync_windows",
+    metadata,
+    Column("credential_id", ID, primary_key=True),
+    Column("window_start", UTCDateTime, primary_key=True),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=False),
+    Column("run_id", ID, nullable=True),
+    Column("records", Integer, nullable=False, default=0),
+)
+
 # Monotonic version per configuration area (e.g. "identity"); writers bump it
 # in the same transaction as their change, and every gateway process polls
 # it to invalidate its in-memory caches within a second.
@@ -315,4 +330,65 @@ leases = Table(
     Column("holder", String(200), nullable=False),
     Column("acquired_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Alerts (issue 12): one row per alert condition instance. The primary key is
+# the dedupe key (kind, scope, scope id, period, threshold), so "fire once per
+# crossing and period" is an INSERT that only one writer (of any replica) wins;
+# conditions that can recover (sync failing/stale) flip `status` back to
+# "resolved" with a conditional UPDATE.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("alert_key", String(400), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("workspace_id", ID, nullable=True),
+    Column("scope", String(64), nullable=False),
+    Column("scope_id", String(200), nullable=False),
+    Column("period", String(40), nullable=False),
+    Column("threshold", String(40), nullable=False),
+    # firing | resolved
+    Column("status", String(16), nullable=False),
+    Column("value", String(64), nullable=True),
+    Column("first_fired_at", UTCDateTime, nullable=False),
+    Column("last_fired_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime, nullable=True),
+    Column("event_id", String(40), nullable=True),
+    Index("ix_alert_state_kind_status", "kind", "status"),
+)
+
+# Outbox of alert deliveries to sinks (webhook, slack); the delivery worker
+# sends rows whose `next_attempt_at` has come, with retries and backoff.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), nullable=False),
+    Column("sink", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    # pending | delivered | failed (gave up after the last attempt)
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),
+    Index("ix_alert_deliveries_event_id", "event_id"),
+)
+
+# Retention: one row per `metis db prune` run that deleted something. The
+# newest `cutoff_date` is the "pruned before" watermark: raw per-request rows
+# of earlier days are gone, so rollups of those days must not be rebuilt from
+# raw records.
+prune_runs = Table(
+    "prune_runs",
+    metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("ran_at", UTCDateTime, nullable=False),
+    Column("cutoff_date", Date, nullable=False),
+    Column("include_audit", Boolean, nullable=False, default=False),
+    Column("deleted_records", BigInteger, nullable=False, default=0),
+    Column("deleted_events", BigInteger, nullable=False, default=0),
 )

@@ -108,8 +108,19 @@ def upgrade() -> None:
         sa.Column("scope_id", sa.String(length=40), nullable=False),
         sa.Column("period", sa.String(length=10), nullable=False),
         sa.Column("spent_nanousd", sa.BigInteger(), nullable=False),
+        sa.Column("reserved_nanousd", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("scope", "scope_id", "period", name=op.f("pk_spend_counters")),
+    )
+    op.create_table(
+        "sync_windows",
+        sa.Column("credential_id", sa.String(length=40), nullable=False),
+        sa.Column("window_start", UTCDateTime(), nullable=False),
+        sa.Column("window_end", UTCDateTime(), nullable=False),
+        sa.Column("completed_at", UTCDateTime(), nullable=False),
+        sa.Column("run_id", sa.String(length=40), nullable=True),
+        sa.Column("records", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("credential_id", "window_start", name=op.f("pk_sync_windows")),
     )
     op.create_table(
         "sync_cursors",
@@ -390,7 +401,77 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "alert_state",
+        sa.Column("alert_key", sa.String(length=400), nullable=False),
+        sa.Column("kind", sa.String(length=64), nullable=False),
+        sa.Column("workspace_id", sa.String(length=40), nullable=True),
+        sa.Column("scope", sa.String(length=64), nullable=False),
+        sa.Column("scope_id", sa.String(length=200), nullable=False),
+        sa.Column("period", sa.String(length=40), nullable=False),
+        sa.Column("threshold", sa.String(length=40), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("value", sa.String(length=64), nullable=True),
+        sa.Column("first_fired_at", UTCDateTime(), nullable=False),
+        sa.Column("last_fired_at", UTCDateTime(), nullable=False),
+        sa.Column("resolved_at", UTCDateTime(), nullable=True),
+        sa.Column("event_id", sa.String(length=40), nullable=True),
+        sa.PrimaryKeyConstraint("alert_key", name=op.f("pk_alert_state")),
+    )
+    op.create_index("ix_alert_state_kind_status", "alert_state", ["kind", "status"], unique=False)
+    op.create_table(
+        "alert_deliveries",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("event_id", sa.String(length=40), nullable=False),
+        sa.Column("sink", sa.String(length=64), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_attempt_at", UTCDateTime(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("delivered_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_deliveries")),
+    )
+    op.create_index(
+        "ix_alert_deliveries_status_next",
+        "alert_deliveries",
+        ["status", "next_attempt_at"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_alert_deliveries_event_id", "alert_deliveries", ["event_id"], unique=False
+    )
+    op.create_table(
+        "prune_runs",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("ran_at", UTCDateTime(), nullable=False),
+        sa.Column("cutoff_date", sa.Date(), nullable=False),
+        sa.Column("include_audit", sa.Boolean(), nullable=False),
+        sa.Column("deleted_records", sa.BigInteger(), nullable=False),
+        sa.Column("deleted_events", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_prune_runs")),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("prune_runs")
+    op.drop_index("ix_alert_deliveries_event_id", table_name="alert_deliveries")
+    op.drop_index("ix_alert_deliveries_status_next", table_name="alert_deliveries")
+    op.drop_table("alert_deliveries")
+    op.drop_index("ix_alert_state_kind_status", table_name="alert_state")
+    op.drop_table("alert_state")
     op.drop_index("ix_usage_rollups_daily_date_team", table_name="usage_rollups_daily")
     op.drop_index("ix_usage_rollups_daily_date_user", table_name="usage_rollups_daily")
     op.drop_table("usage_rollups_daily")
@@ -422,6 +503,7 @@ def downgrade() -> None:
 
     op.drop_table("users")
     op.drop_table("teams")
+    op.drop_table("sync_windows")
     op.drop_table("sync_cursors")
     op.drop_table("spend_counters")
     op.drop_table("leases")
