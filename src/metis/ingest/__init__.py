@@ -1,0 +1,1 @@
+"""Usage ingestion: provider pull sync (providers/, sync, backfill, scheduler) and push."""

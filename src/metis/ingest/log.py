@@ -1,0 +1,71 @@
+"""Structured JSON log lines for ingestion, with secrets redacted.
+
+`get_logger` returns a structlog logger writing one JSON object per line to
+stderr, independent of any global structlog configuration. A redaction
+processor drops values of secret-looking keys (``secret``, ``token``,
+``api_key``, ``authorization``, ``password``, ``x-api-key``) and replaces any
+registered secret value (`register_secret`) wherever it appears in a string.
+"""
+
+import re
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"(secret|token|api_key|apikey|authorization|password|x-api-key)", re.I)
+_ALLOWED = frozenset({"api_key_id", "provider_api_key_id", "ingest_token_id"})
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Remember a plaintext secret so it is scrubbed from every log line."""
+    if value and len(value) >= 6:
+        with _lock:
+            _secrets.add(value)
+
+
+def forget_secret(value: str) -> None:
+    with _lock:
+        _secrets.discard(value)
+
+
+def _scrub(v: Any) -> Any:
+    if isinstance(v, str):
+        with _lock:
+            known = list(_secrets)
+        for s in known:
+            if s in v:
+                v = v.replace(s, "[redacted]")
+        return v
+    if isinstance(v, dict):
+        return {k: _scrub(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_scrub(x) for x in v]
+    return v
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: blank secret-looking keys, scrub known secret values."""
+    for k in list(event):
+        if k not in _ALLOWED and _SECRET_KEYS.search(k):
+            event[k] = "[redacted]"
+        else:
+            event[k] = _scrub(event[k])
+    return event
+
+
+def get_logger(stream: TextIO | None = None) -> Any:
+    """A JSON-lines logger for ingestion (stderr by default)."""
+    return structlog.wrap_logger(
+        structlog.PrintLogger(stream or sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+    ).bind(logger="metis.ingest")

@@ -1,0 +1,1 @@
+"""Provider admin usage/cost clients and their normalizers into the canonical record."""

@@ -1,0 +1,238 @@
+"""Anthropic organization usage and cost reports (admin API) → canonical records.
+
+Endpoints (``x-api-key: <admin key>``, ``anthropic-version: 2023-06-01``):
+
+- ``GET /v1/organizations/usage_report/messages`` with ``bucket_width=1d``,
+  grouped by API key, workspace, model, service tier and context window;
+- ``GET /v1/organizations/cost_report`` grouped by workspace and description
+  (which fills model, service tier, context window, cost and token type).
+
+Array parameters are sent bracket-style (``group_by[]=model``), pages walked
+through ``next_page`` until ``has_more`` is false.
+
+Token semantics: the usage report splits input into ``uncached_input_tokens``,
+``cache_read_input_tokens`` and ``cache_creation.{ephemeral_5m,ephemeral_1h}_input_tokens``;
+canonical ``input_tokens`` is their sum, ``cached_input_tokens`` the cache
+reads, ``cache_creation_input_tokens`` the two cache-write buckets.
+The report has no request count, so ``request_count`` is 0 and
+``metadata.requests_reported`` is false; server tool use (web search
+requests), context window, inference geo and account ids go to metadata.
+``service_tier = "batch"`` sets ``batch``.
+Costs: ``amount`` is a decimal string in cents (``"123.45"`` = $1.2345).
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from metis.credentials import Credential
+from metis.errors import MetisError
+from metis.ingest.providers.base import CostItem, UsageItem
+from metis.ingest.providers.http import AdminHTTP
+from metis.money import cents_to_nanousd
+from metis.timeutil import iso, parse_iso
+
+PROVIDER = "anthropic"
+ANTHROPIC_VERSION = "2023-06-01"
+USAGE_STREAM = "usage.messages"
+COST_STREAM = "cost_report"
+_PATHS = {
+    USAGE_STREAM: "/v1/organizations/usage_report/messages",
+    COST_STREAM: "/v1/organizations/cost_report",
+}
+_GROUP_BY = {
+    USAGE_STREAM: ("api_key_id", "workspace_id", "model", "service_tier", "context_window"),
+    COST_STREAM: ("workspace_id", "description"),
+}
+_COST_DIMS = (
+    "workspace_id",
+    "description",
+    "model",
+    "cost_type",
+    "token_type",
+    "service_tier",
+    "context_window",
+    "inference_geo",
+)
+MAX_PAGES = 1000
+_TOKEN_TYPES = {
+    "uncached_input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation.ephemeral_1h_input_tokens",
+    "cache_creation.ephemeral_5m_input_tokens",
+}
+
+
+def headers(cred: Credential, secret: str) -> dict[str, str]:
+    """Auth headers of an Anthropic admin call."""
+    return {
+        "x-api-key": secret,
+        "anthropic-version": ANTHROPIC_VERSION,
+        "Accept": "application/json",
+    }
+
+
+def _int(v: Any) -> int:
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise MetisError(f"anthropic usage report: expected an integer, got {v!r}")
+    return v
+
+
+async def fetch_pages(
+    http: AdminHTTP, stream: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Every page of one report for ``[start, end)``; raises if any page fails."""
+    base: list[tuple[str, str | int]] = [
+        ("starting_at", iso(start)),
+        ("ending_at", iso(end)),
+        ("bucket_width", "1d"),
+        ("limit", 31),
+    ]
+    base += [("group_by[]", g) for g in _GROUP_BY[stream]]
+    pages: list[dict[str, Any]] = []
+    page: str | None = None
+    for _ in range(MAX_PAGES):
+        params = base + ([("page", page)] if page else [])
+        data = await http.get_json(_PATHS[stream], params)
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise MetisError(f"anthropic {stream}: response is not a report page")
+        pages.append(data)
+        if not data.get("has_more"):
+            return pages
+        page = data.get("next_page")
+        if not page:
+            raise MetisError(f"anthropic {stream}: has_more without next_page")
+    raise MetisError(f"anthropic {stream}: more than {MAX_PAGES} pages in one window")
+
+
+def normalize_usage(pages: Sequence[dict[str, Any]]) -> list[UsageItem]:
+    """Messages usage rows as `UsageItem` s in canonical token semantics."""
+    items: list[UsageItem] = []
+    for page in pages:
+        for bucket in page["data"]:
+            b0, b1 = parse_iso(bucket["starting_at"]), parse_iso(bucket["ending_at"])
+            for r in bucket.get("results") or []:
+                uncached = _int(r.get("uncached_input_tokens"))
+                read = _int(r.get("cache_read_input_tokens"))
+                cc = r.get("cache_creation") or {}
+                w5 = _int(cc.get("ephemeral_5m_input_tokens"))
+                w1h = _int(cc.get("ephemeral_1h_input_tokens"))
+                out = _int(r.get("output_tokens"))
+                tier = r.get("service_tier")
+                meta: dict[str, Any] = {"requests_reported": False}
+                stu = r.get("server_tool_use") or {}
+                if stu.get("web_search_requests"):
+                    meta["web_search_requests"] = _int(stu["web_search_requests"])
+                for k in ("context_window", "inference_geo", "account_id", "service_account_id"):
+                    if r.get(k) is not None:
+                        meta[k] = r[k]
+                dims = {g: r.get(g) for g in _GROUP_BY[USAGE_STREAM]}
+                for k in ("inference_geo", "account_id", "service_account_id"):
+                    if r.get(k) is not None:  # only present when the server groups by them
+                        dims[k] = r[k]
+                items.append(
+                    UsageItem(
+                        stream=USAGE_STREAM,
+                        bucket_start=b0,
+                        bucket_end=b1,
+                        granularity="1d",
+                        dims=dims,
+                        model_raw=r.get("model"),
+                        input_tokens=uncached + read + w5 + w1h,
+                        output_tokens=out,
+                        cached_input_tokens=read,
+                        cache_creation_input_tokens=w5 + w1h,
+                        request_count=0,
+                        provider_api_key_id=r.get("api_key_id"),
+                        provider_workspace_id=r.get("workspace_id"),
+                        service_tier=tier,
+                        batch=None if tier is None else tier == "batch",
+                        token_parts={
+                            "uncached_input_tokens": uncached,
+                            "output_tokens": out,
+                            "cache_read_input_tokens": read,
+                            "cache_creation.ephemeral_5m_input_tokens": w5,
+                            "cache_creation.ephemeral_1h_input_tokens": w1h,
+                        },
+                        match={"workspace_id": r.get("workspace_id")},
+                        soft={
+                            "service_tier": tier,
+                            "context_window": r.get("context_window"),
+                            "inference_geo": r.get("inference_geo"),
+                        },
+                        metadata=meta,
+                    )
+                )
+    return items
+
+
+def normalize_costs(pages: Sequence[dict[str, Any]]) -> list[CostItem]:
+    """Cost report rows as `CostItem` s (cents strings → nano-USD, exactly)."""
+    items: list[CostItem] = []
+    for page in pages:
+        for bucket in page["data"]:
+            b0, b1 = parse_iso(bucket["starting_at"]), parse_iso(bucket["ending_at"])
+            for r in bucket.get("results") or []:
+                currency = str(r.get("currency", "USD")).upper()
+                if currency != "USD":
+                    raise MetisError(f"anthropic cost report: unsupported currency {currency!r}")
+                amount = r.get("amount")
+                if amount is None:
+                    continue
+                if not isinstance(amount, str | int | Decimal):
+                    raise MetisError(f"anthropic cost report: amount {amount!r} is not a decimal")
+                token_type = r.get("token_type")
+                items.append(
+                    CostItem(
+                        stream=COST_STREAM,
+                        bucket_start=b0,
+                        bucket_end=b1,
+                        amount_nanousd=cents_to_nanousd(Decimal(amount)),
+                        dims={k: r.get(k) for k in _COST_DIMS},
+                        match={"workspace_id": r.get("workspace_id")},
+                        soft={
+                            "service_tier": r.get("service_tier"),
+                            "context_window": r.get("context_window"),
+                            "inference_geo": r.get("inference_geo"),
+                        },
+                        model=r.get("model"),
+                        token_part=token_type if token_type in _TOKEN_TYPES else None,
+                        label=r.get("description"),
+                        provider_workspace_id=r.get("workspace_id"),
+                        service_tier=r.get("service_tier"),
+                        metadata={
+                            k: r[k] for k in ("cost_type", "token_type") if r.get(k) is not None
+                        },
+                    )
+                )
+    return items
+
+
+async def fetch_window(
+    http: AdminHTTP, start: datetime, end: datetime
+) -> tuple[list[UsageItem], list[CostItem], int]:
+    """All usage and cost rows of ``[start, end)``: (usage, costs, pages fetched)."""
+    usage_pages = await fetch_pages(http, USAGE_STREAM, start, end)
+    cost_pages = await fetch_pages(http, COST_STREAM, start, end)
+    return (
+        normalize_usage(usage_pages),
+        normalize_costs(cost_pages),
+        len(usage_pages) + len(cost_pages),
+    )
+
+
+async def check(http: AdminHTTP, cred: Credential, now: datetime) -> str:
+    """One cheap authenticated call; returns a short description of what answered."""
+    if "usage_admin" in cred.purposes:
+        start = iso(now.replace(minute=0, second=0, microsecond=0))
+        await http.get_json(
+            _PATHS[USAGE_STREAM], [("starting_at", start), ("bucket_width", "1h"), ("limit", 1)]
+        )
+        return "organization usage report API answered"
+    data = await http.get_json("/v1/models", [("limit", 1)])
+    n = len(data.get("data", [])) if isinstance(data, dict) else 0
+    return f"models API answered ({n} models)"

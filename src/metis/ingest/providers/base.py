@@ -1,0 +1,271 @@
+"""What provider normalizers produce, and how provider-reported cost is assigned.
+
+A provider module turns report pages into `UsageItem` s (one per usage result
+row, already in canonical token semantics) and `CostItem` s (one per cost
+report row). `assemble` turns both into canonical `UsageRecord` s.
+
+How cost reports meet usage rows
+--------------------------------
+Cost reports are grouped differently from usage reports (OpenAI: by project,
+API key and line item such as ``"gpt-4o, input"``; Anthropic: by workspace and
+description, which carries model, service tier, context window and token
+type), so a cost row rarely maps to exactly one usage row. Each cost row is
+therefore *allocated* over the usage rows it covers:
+
+1. Candidates: usage rows of the same day bucket whose grouping dimensions
+   (``match``: compared exactly, ``None`` included, e.g. Anthropic's default
+   workspace) equal the cost row's, whose optional dimensions (``soft``:
+   service tier, context window, only when the cost row has them) agree, and
+   whose raw model is the cost row's model when it names one.
+2. Weights: the candidate's token count of the cost row's token type (e.g.
+   Anthropic ``cache_read_input_tokens``, OpenAI ``"…, cached input"``), so the
+   per-row cost is what that row's tokens cost; when the cost row has no
+   known token type, the row's computed (genai-prices) cost, else its tokens.
+3. The amount is split by largest remainder in integer nano-USD, so the
+   allocations add up to the cost row exactly.
+
+Usage rows that received any allocation carry ``cost_source =
+provider_reported``. A cost row with no candidate (or only zero weights),
+e.g. Anthropic code execution or an OpenAI line item of a product we do not
+pull, becomes its own *cost-only* record (zero tokens, ``model`` from the
+row or ``"unattributed"``) so the ledger's total cost equals the provider's
+total exactly. Usage rows with no covering cost row (e.g. Anthropic Priority
+Tier, absent from the cost report; or today, before costs settle) get a
+``computed`` cost from `metis.pricing`; an unknown model gets
+``cost_source = none`` and is listed in the run telemetry
+(``unpriced_models``), never a silent zero.
+
+Because the window is always re-fetched whole and stale records of the window
+are removed by the sync (see `metis.ingest.sync`), a cost-only record that
+later gains a matching usage row is replaced, never double counted.
+"""
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from metis.ledger.record import UsageRecord
+
+SOURCE = "provider_api_key"
+MAX_DEDUPE = 400
+
+PriceFn = Callable[["UsageItem"], "PriceResult"]
+
+
+@dataclass(frozen=True)
+class PriceResult:
+    cost_nanousd: int | None
+    pricing_version: str | None
+    model_normalized: str
+
+
+@dataclass
+class UsageItem:
+    """One provider usage result row, in canonical token semantics."""
+
+    stream: str
+    bucket_start: datetime
+    bucket_end: datetime
+    granularity: str
+    dims: dict[str, Any]
+    model_raw: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    request_count: int = 0
+    provider_project_id: str | None = None
+    provider_api_key_id: str | None = None
+    provider_workspace_id: str | None = None
+    service_tier: str | None = None
+    batch: bool | None = None
+    token_parts: dict[str, int] = field(default_factory=dict)
+    match: dict[str, Any] = field(default_factory=dict)
+    soft: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass
+class CostItem:
+    """One provider cost report row, amount already in nano-USD."""
+
+    stream: str
+    bucket_start: datetime
+    bucket_end: datetime
+    amount_nanousd: int
+    dims: dict[str, Any]
+    match: dict[str, Any]
+    soft: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    token_part: str | None = None
+    label: str | None = None
+    provider_project_id: str | None = None
+    provider_api_key_id: str | None = None
+    provider_workspace_id: str | None = None
+    service_tier: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AssembleStats:
+    """Telemetry of one window's normalization."""
+
+    usage_rows: int = 0
+    cost_rows: int = 0
+    cost_only_records: int = 0
+    provider_reported: int = 0
+    computed: int = 0
+    unpriced_models: set[str] = field(default_factory=set)
+
+
+def dedupe_key(
+    credential_id: str, stream: str, bucket_start: datetime, dims: dict[str, Any]
+) -> str:
+    """Stable per (credential, stream, bucket start, group dims); hashed if too long."""
+    parts = [f"{k}={'' if v is None else v}" for k, v in sorted(dims.items())]
+    key = f"{credential_id}:{stream}:{int(bucket_start.timestamp())}:{'|'.join(parts)}"
+    if len(key) <= MAX_DEDUPE:
+        return key
+    h = hashlib.sha256("|".join(parts).encode()).hexdigest()
+    return f"{credential_id}:{stream}:{int(bucket_start.timestamp())}:sha256={h}"
+
+
+def largest_remainder(amount: int, weights: Sequence[int]) -> list[int]:
+    """Split integer ``amount`` in proportion to ``weights`` (sum > 0), exactly."""
+    total = sum(weights)
+    if total <= 0:
+        raise ValueError("weights must add up to more than zero")
+    sign = -1 if amount < 0 else 1
+    a = abs(amount)
+    shares = [a * w // total for w in weights]
+    rems = [(a * w % total, -i) for i, w in enumerate(weights)]
+    left = a - sum(shares)
+    for _, neg_i in sorted(rems, reverse=True)[:left]:
+        shares[-neg_i] += 1
+    return [sign * s for s in shares]
+
+
+def _covers(cost: CostItem, u: UsageItem) -> bool:
+    if u.bucket_start != cost.bucket_start:
+        return False
+    for k, v in cost.match.items():
+        if u.match.get(k) != v:
+            return False
+    for k, v in cost.soft.items():
+        if v is not None and u.soft.get(k) is not None and u.soft.get(k) != v:
+            return False
+    return cost.model is None or u.model_raw == cost.model
+
+
+def assemble(
+    *,
+    credential_id: str,
+    workspace_id: str,
+    provider: str,
+    usage: Sequence[UsageItem],
+    costs: Sequence[CostItem],
+    price: PriceFn,
+    run_id: str | None = None,
+    base_url: str | None = None,
+) -> tuple[list[UsageRecord], AssembleStats]:
+    """Canonical records for one window: usage rows with allocated cost, plus cost-only rows."""
+    stats = AssembleStats(usage_rows=len(usage), cost_rows=len(costs))
+    usage = sorted(usage, key=lambda u: dedupe_key(credential_id, u.stream, u.bucket_start, u.dims))
+    priced = [price(u) for u in usage]
+    allocated: list[int | None] = [None] * len(usage)
+    extra: list[UsageRecord] = []
+    for c in costs:
+        idx = [i for i, u in enumerate(usage) if _covers(c, u)]
+        weights: list[int] = []
+        if c.token_part is not None and idx:
+            weights = [usage[i].token_parts.get(c.token_part, 0) for i in idx]
+        if not weights or sum(weights) <= 0:
+            pc = [priced[i].cost_nanousd for i in idx]
+            if idx and all(p is not None for p in pc) and sum(p or 0 for p in pc) > 0:
+                weights = [p or 0 for p in pc]
+            else:
+                weights = [usage[i].total_tokens for i in idx]
+        if idx and sum(weights) > 0:
+            for i, share in zip(idx, largest_remainder(c.amount_nanousd, weights), strict=True):
+                allocated[i] = (allocated[i] or 0) + share
+            continue
+        if c.amount_nanousd == 0:
+            continue
+        stats.cost_only_records += 1
+        model = c.model or "unattributed"
+        extra.append(
+            UsageRecord(
+                workspace_id=workspace_id,
+                source=SOURCE,
+                source_ref=credential_id,
+                dedupe_key=dedupe_key(credential_id, c.stream, c.bucket_start, c.dims),
+                window_start=c.bucket_start,
+                window_end=c.bucket_end,
+                granularity="1d",
+                provider=provider,
+                model=model,
+                model_raw=(c.model or c.label or "unattributed")[:200],
+                cost_nanousd=c.amount_nanousd,
+                cost_source="provider_reported",
+                provider_project_id=c.provider_project_id,
+                provider_api_key_id=c.provider_api_key_id,
+                provider_workspace_id=c.provider_workspace_id,
+                service_tier=c.service_tier,
+                base_url=base_url,
+                metadata={"cost_only": True, "label": c.label, **c.metadata},
+                run_id=run_id,
+            )
+        )
+    out: list[UsageRecord] = []
+    for u, p, alloc in zip(usage, priced, allocated, strict=True):
+        if alloc is not None:
+            cost, source, version = alloc, "provider_reported", None
+            stats.provider_reported += 1
+        elif p.cost_nanousd is not None:
+            cost, source, version = p.cost_nanousd, "computed", p.pricing_version
+            stats.computed += 1
+        else:
+            cost, source, version = 0, "none", None
+            if u.total_tokens > 0 or u.request_count > 0:
+                stats.unpriced_models.add(u.model_raw or "unknown")
+        out.append(
+            UsageRecord(
+                workspace_id=workspace_id,
+                source=SOURCE,
+                source_ref=credential_id,
+                dedupe_key=dedupe_key(credential_id, u.stream, u.bucket_start, u.dims),
+                window_start=u.bucket_start,
+                window_end=u.bucket_end,
+                granularity=u.granularity,  # type: ignore[arg-type]
+                provider=provider,
+                model=p.model_normalized,
+                model_raw=(u.model_raw or "unknown")[:200],
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cached_input_tokens=u.cached_input_tokens,
+                cache_creation_input_tokens=u.cache_creation_input_tokens,
+                input_audio_tokens=u.input_audio_tokens,
+                output_audio_tokens=u.output_audio_tokens,
+                request_count=u.request_count,
+                cost_nanousd=cost,
+                cost_source=source,  # type: ignore[arg-type]
+                pricing_version=version,
+                provider_project_id=u.provider_project_id,
+                provider_api_key_id=u.provider_api_key_id,
+                provider_workspace_id=u.provider_workspace_id,
+                service_tier=u.service_tier,
+                batch=u.batch,
+                base_url=base_url,
+                metadata={"stream": u.stream, **u.metadata} if u.metadata else {"stream": u.stream},
+                run_id=run_id,
+            )
+        )
+    return out + extra, stats
