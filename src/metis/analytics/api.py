@@ -1,15 +1,100 @@
-"""The analytics/admin HTTP API: `install` adds its routers to the server's FastAPI app."""
+"""The analytics/admin HTTP API: `install` adds its routers to the server's FastAPI app.
 
-from typing import TYPE_CHECKING
+Every route needs an admin token (`metis.analytics.deps.require_admin`).
+Common query parameters: ``from``/``to`` (ISO 8601 UTC, default the last 7
+days, half-open), ``workspace`` (id or name), ``user`` (id or alias), ``team``
+(id or name), ``source``, ``gateway_key`` and ``view`` (``raw`` or
+``reconciled``; see `metis.analytics.views`). Bad input is a 400
+``{"detail": {"error": "<code>", "message": "..."}}`` (``invalid_user``,
+``unknown_team``, ``invalid_window`` …) raised before any query runs.
+"""
 
-from fastapi import APIRouter, Depends
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
-from metis.analytics.deps import AdminDep, bind_app, require_admin
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from sqlalchemy import Connection
+
+from metis import jsonutil
+from metis.analytics import service
+from metis.analytics.deps import AdminDep, EngineDep, bind_app, require_admin
+from metis.analytics.params import Filters, ParamError, Window, parse_window, resolve_filters
+from metis.analytics.views import View, parse_view
+from metis.errors import MetisError
 
 if TYPE_CHECKING:
     from metis.server import Components
 
 router = APIRouter(dependencies=[Depends(require_admin)], tags=["analytics"])
+
+
+def bad_request(code: str, message: str) -> HTTPException:
+    return HTTPException(status_code=400, detail={"error": code, "message": message})
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except ParamError as exc:
+        raise bad_request(exc.code, exc.message) from None
+    except MetisError as exc:
+        raise bad_request("invalid_request", exc.message) from None
+
+
+def json_response(obj: Any) -> Response:
+    return Response(content=jsonutil.dumps(obj), media_type="application/json")
+
+
+@dataclass
+class Query_:
+    """Parsed common parameters plus a connection for the handler."""
+
+    conn: Connection
+    window: Window
+    filters: Filters
+    view: View
+
+
+FromQ = Annotated[str | None, Query(alias="from", description="ISO 8601 UTC start (inclusive)")]
+ToQ = Annotated[str | None, Query(description="ISO 8601 UTC end (exclusive)")]
+WsQ = Annotated[str | None, Query(description="workspace id or name")]
+UserQ = Annotated[str | None, Query(description="user id (usr_…) or alias")]
+TeamQ = Annotated[str | None, Query(description="team id (team_…) or name")]
+SourceQ = Annotated[
+    str | None, Query(description="only rows of this source (gateway, hermes_plugin, …)")
+]
+KeyQ = Annotated[str | None, Query(description="gateway key id or name")]
+ViewQ = Annotated[str | None, Query(description="raw | reconciled")]
+
+
+def _run(
+    engine: Any,
+    fn: Callable[[Query_], Any],
+    from_: str | None,
+    to: str | None,
+    workspace: str | None,
+    user: str | None,
+    team: str | None,
+    source: str | None,
+    gateway_key: str | None,
+    view: str | None,
+) -> Response:
+    with _errors():
+        window = parse_window(from_, to)
+        v = parse_view(view)
+        with engine.connect() as conn:
+            filters = resolve_filters(
+                conn,
+                workspace=workspace,
+                user=user,
+                team=team,
+                source=source,
+                gateway_key=gateway_key,
+            )
+            return json_response(fn(Query_(conn, window, filters, v)))
 
 
 @router.get("/admin/whoami")
@@ -18,10 +103,172 @@ def whoami(admin: AdminDep) -> dict[str, str]:
     return {"token_id": admin.token_id, "name": admin.name}
 
 
+@router.get("/analytics/cost")
+def cost(
+    engine: EngineDep,
+    group_by: Annotated[
+        str, Query(description="model|provider|day|workspace|gateway_key|user|team|source")
+    ] = "model",
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: WsQ = None,
+    user: UserQ = None,
+    team: TeamQ = None,
+    source: SourceQ = None,
+    gateway_key: KeyQ = None,
+    view: ViewQ = None,
+) -> Response:
+    """Cost and tokens grouped by one dimension, cost DESC (``day``: chronological)."""
+    return _run(
+        engine,
+        lambda q: service.cost(q.conn, q.window, q.filters, q.view, group_by),
+        from_, to, workspace, user, team, source, gateway_key, view,
+    )  # fmt: skip
+
+
+@router.get("/analytics/by_key")
+def by_key(
+    engine: EngineDep,
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: WsQ = None,
+    user: UserQ = None,
+    team: TeamQ = None,
+    source: SourceQ = None,
+    gateway_key: KeyQ = None,
+    view: ViewQ = None,
+) -> Response:
+    """Per gateway key, with its binding; the null bucket holds traffic without a key."""
+    return _run(
+        engine,
+        lambda q: service.by_key(q.conn, q.window, q.filters, q.view),
+        from_, to, workspace, user, team, source, gateway_key, view,
+    )  # fmt: skip
+
+
+@router.get("/analytics/by_team")
+def by_team(
+    engine: EngineDep,
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: WsQ = None,
+    user: UserQ = None,
+    team: TeamQ = None,
+    source: SourceQ = None,
+    gateway_key: KeyQ = None,
+    view: ViewQ = None,
+) -> Response:
+    """Per team (spec 003 §5): totals, caps echoed, ``by_user``, null bucket, cost DESC."""
+    return _run(
+        engine,
+        lambda q: service.by_team(q.conn, q.window, q.filters, q.view),
+        from_, to, workspace, user, team, source, gateway_key, view,
+    )  # fmt: skip
+
+
+@router.get("/analytics/cache_effectiveness")
+def cache_effectiveness(
+    engine: EngineDep,
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: WsQ = None,
+    user: UserQ = None,
+    team: TeamQ = None,
+    source: SourceQ = None,
+    gateway_key: KeyQ = None,
+    view: ViewQ = None,
+) -> Response:
+    """Cached vs uncached input tokens per model and what caching saved."""
+    return _run(
+        engine,
+        lambda q: service.cache_effectiveness(q.conn, q.window, q.filters, q.view),
+        from_, to, workspace, user, team, source, gateway_key, view,
+    )  # fmt: skip
+
+
+@router.get("/analytics/savings")
+def savings(
+    engine: EngineDep,
+    baseline: Annotated[
+        str, Query(description="provider:model every call is re-priced on")
+    ] = "openai:gpt-4o",
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: WsQ = None,
+    user: UserQ = None,
+    team: TeamQ = None,
+    source: SourceQ = None,
+    gateway_key: KeyQ = None,
+    view: ViewQ = None,
+) -> Response:
+    """Actual cost vs the counterfactual of every call on ``baseline`` (priced per day)."""
+
+    def fn(q: Query_) -> Any:
+        return service.savings(
+            q.conn, q.window, q.filters, q.view, service.parse_baseline(baseline)
+        )
+
+    return _run(engine, fn, from_, to, workspace, user, team, source, gateway_key, view)
+
+
+@router.get("/analytics/routing")
+def routing(
+    engine: EngineDep,
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: WsQ = None,
+    user: UserQ = None,
+    team: TeamQ = None,
+    gateway_key: KeyQ = None,
+) -> Response:
+    """Route decisions, rule hits, fallbacks and hard failures (incl. quota) from events."""
+    return _run(
+        engine,
+        lambda q: service.routing(q.conn, q.window, q.filters),
+        from_, to, workspace, user, team, None, gateway_key, None,
+    )  # fmt: skip
+
+
+@router.get("/analytics/reliability")
+def reliability(
+    engine: EngineDep,
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: WsQ = None,
+    user: UserQ = None,
+    team: TeamQ = None,
+    gateway_key: KeyQ = None,
+) -> Response:
+    """Error rate and latency percentiles per provider/model of gateway calls."""
+    return _run(
+        engine,
+        lambda q: service.reliability(q.conn, q.window, q.filters),
+        from_, to, workspace, user, team, None, gateway_key, None,
+    )  # fmt: skip
+
+
+@router.get("/analytics/ingest")
+def ingest(
+    engine: EngineDep,
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: WsQ = None,
+) -> Response:
+    """Sync health per provider credential: cursors, last success/error, runs in the window."""
+    return _run(
+        engine,
+        lambda q: service.ingest_health(q.conn, q.window, q.filters.workspace_id),
+        from_, to, workspace, None, None, None, None, None,
+    )  # fmt: skip
+
+
 def install(comps: "Components") -> None:
     """Register the analytics API on ``comps.api`` and dispose its engine on shutdown."""
     bind_app(comps.api, comps.settings)
     comps.api.include_router(router)
+    from metis.analytics.export_api import router as export_router
+
+    comps.api.include_router(export_router)
 
     async def _dispose() -> None:
         eng = getattr(comps.api.state, "metis_engine", None)

@@ -1,0 +1,178 @@
+"""The analytics query layer: windowed, filtered, grouped usage totals.
+
+`aggregate` is the one entry point every endpoint, export and report uses. It
+answers from the daily rollups for whole UTC days inside the window and from
+raw records for the partial days at either edge, so any half-open window is
+exact and a 90-day window reads days x dimensions rollup rows.
+
+Which rows are summed is the *view*:
+
+- ``raw`` (``view=raw``): the rows of every source side by side, optionally one
+  ``source``. Summing several sources double counts calls seen by more than
+  one feed; that is what the reconciled view exists for.
+- ``reconciled``: one true total per cell (DESIGN.md); provided by
+  `metis.ledger.reconcile` (`reconciled_view_available` says whether it is
+  installed). See `metis.analytics.views`.
+
+Group dimensions are whitelist names (`GROUP_DIMS`) mapped to literal columns;
+rows come back as `Agg` with ``None`` for a missing user/team/key.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from metis.analytics.params import Filters, Window
+from metis.db.tables import usage_records, usage_rollups_daily
+from metis.ledger.rollups import MEASURES, NULLABLE_DIMS, SUCCESS_STATUSES, TOKEN_MEASURES
+from metis.timeutil import day_start
+
+# API name -> rollup/record column.
+GROUP_DIMS: dict[str, str] = {
+    "day": "usage_date",
+    "workspace": "workspace_id",
+    "source": "source",
+    "provider": "provider",
+    "model": "model",
+    "user": "user_id",
+    "team": "team_id",
+    "gateway_key": "gateway_key_id",
+}
+
+
+@dataclass
+class Agg:
+    """Summed measures for one group (``dims`` keyed by column name)."""
+
+    dims: dict[str, Any]
+    record_count: int = 0
+    request_count: int = 0
+    error_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_nanousd: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, other: "Agg") -> None:
+        for m in MEASURES:
+            setattr(self, m, getattr(self, m) + getattr(other, m))
+
+
+def _split(window: Window) -> tuple[tuple[date, date] | None, list[tuple[datetime, datetime]]]:
+    """Whole UTC days ``[d0, d1)`` inside the window, and the partial edges as raw ranges."""
+    first_full = window.start.date()
+    if day_start(first_full) < window.start:
+        first_full += timedelta(days=1)
+    end_full = window.end.date()  # days strictly before the end's midnight are whole
+    if first_full >= end_full:
+        return None, [(window.start, window.end)]
+    raw: list[tuple[datetime, datetime]] = []
+    if window.start < day_start(first_full):
+        raw.append((window.start, day_start(first_full)))
+    if day_start(end_full) < window.end:
+        raw.append((day_start(end_full), window.end))
+    return (first_full, end_full), raw
+
+
+def _filter_conds(t: Any, f: Filters, *, rollup: bool) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    for col, v in (
+        ("workspace_id", f.workspace_id),
+        ("user_id", f.user_id),
+        ("team_id", f.team_id),
+        ("source", f.source),
+        ("gateway_key_id", f.gateway_key_id),
+    ):
+        if v is not None:
+            conds.append(t.c[col] == v)
+    return conds
+
+
+def _rollup_query(days: tuple[date, date], f: Filters, cols: Sequence[str]) -> Any:
+    t = usage_rollups_daily
+    dim_cols = [t.c[c] for c in cols]
+    q = select(*dim_cols, *(func.sum(t.c[m]).label(m) for m in MEASURES)).where(
+        t.c.usage_date >= days[0], t.c.usage_date < days[1], *_filter_conds(t, f, rollup=True)
+    )
+    return q.group_by(*dim_cols) if dim_cols else q
+
+
+def _raw_query(rng: tuple[datetime, datetime], f: Filters, cols: Sequence[str]) -> Any:
+    t = usage_records
+    dim_cols = [
+        func.coalesce(t.c[c], literal("")).label(c) if c in NULLABLE_DIMS else t.c[c] for c in cols
+    ]
+    err = case(
+        (and_(t.c.status.is_not(None), func.lower(t.c.status).not_in(SUCCESS_STATUSES)), 1),
+        else_=0,
+    )
+    q = select(
+        *dim_cols,
+        func.count().label("record_count"),
+        func.sum(t.c.request_count).label("request_count"),
+        func.sum(err).label("error_count"),
+        *(func.sum(t.c[m]).label(m) for m in TOKEN_MEASURES),
+        func.sum(t.c.cost_nanousd).label("cost_nanousd"),
+    ).where(
+        t.c.window_start >= rng[0], t.c.window_start < rng[1], *_filter_conds(t, f, rollup=False)
+    )
+    return q.group_by(*dim_cols) if dim_cols else q
+
+
+def aggregate_raw(
+    conn: Connection, window: Window, filters: Filters, cols: Sequence[str]
+) -> list[Agg]:
+    """Sum every source's rows (the ``raw`` view) grouped by ``cols`` (column names)."""
+    days, raws = _split(window)
+    queries = []
+    if days is not None:
+        queries.append(_rollup_query(days, filters, cols))
+    queries.extend(_raw_query(r, filters, cols) for r in raws)
+    merged: dict[tuple[Any, ...], Agg] = {}
+    for q in queries:
+        for row in conn.execute(q).mappings():
+            if row["record_count"] is None or int(row["record_count"]) == 0:
+                continue
+            key = tuple(row[c] for c in cols)
+            a = Agg(dims={c: (row[c] or None) if c in NULLABLE_DIMS else row[c] for c in cols})
+            for m in MEASURES:
+                setattr(a, m, int(row[m] or 0))
+            cur = merged.get(key)
+            if cur is None:
+                merged[key] = a
+            else:
+                cur.add(a)
+    return list(merged.values())
+
+
+def keys_with_mixed_tagging(
+    conn: Connection, window: Window, key_ids: Iterable[str], workspace_id: str | None = None
+) -> set[str]:
+    """Gateway keys that, inside the window, have rows with and without a user (retagged keys).
+
+    This is the ``partial_coverage`` test of spec 003 §5: the result-set's keys
+    are checked against all their rows in the window, whatever the filters.
+    """
+    ids = sorted({k for k in key_ids if k})
+    if not ids:
+        return set()
+    rows = aggregate_raw(
+        conn,
+        window,
+        Filters(workspace_id=workspace_id),
+        ["gateway_key_id", "user_id"],
+    )
+    tagged: dict[str, set[bool]] = {}
+    wanted = set(ids)
+    for a in rows:
+        k = a.dims["gateway_key_id"]
+        if k in wanted:
+            tagged.setdefault(k, set()).add(a.dims["user_id"] is not None)
+    return {k for k, s in tagged.items() if len(s) == 2}

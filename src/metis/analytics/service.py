@@ -1,0 +1,544 @@
+"""Analytics answers as JSON-ready dicts: one function per endpoint.
+
+HTTP handlers (`metis.analytics.api`) and the CLI (`metis report`) call these
+with a connection and already-resolved parameters. Money leaves as exact
+Decimals (`metis.money.usd_json`), summed as integer nano-USD before that, so
+``sum(by_user[].cost_usd) == cost_usd`` holds exactly.
+"""
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select
+
+from metis import pricing
+from metis.analytics.params import Filters, ParamError, Window, guard
+from metis.analytics.query import GROUP_DIMS, Agg, keys_with_mixed_tagging
+from metis.analytics.views import View, usage
+from metis.db.tables import (
+    events,
+    gateway_keys,
+    ingest_runs,
+    provider_credentials,
+    sync_cursors,
+    teams,
+    usage_records,
+    users,
+)
+from metis.money import usd_json
+from metis.timeutil import day_start, iso
+
+JSON = dict[str, Any]
+
+
+def envelope(window: Window, view: View | None, data: Any, **extra: Any) -> JSON:
+    """The common response shape: window, pricing version, view, data."""
+    out: JSON = {
+        "window": window.as_json(),
+        "current_pricing_version": pricing.PRICING_VERSION,
+    }
+    if view is not None:
+        out["view"] = view
+    out.update(extra)
+    out["data"] = data
+    return out
+
+
+def _ratio(num: int, den: int) -> Decimal | None:
+    return None if den == 0 else (Decimal(num) / Decimal(den)).quantize(Decimal("0.000001"))
+
+
+def _measures(a: Agg) -> JSON:
+    return {
+        "cost_usd": usd_json(a.cost_nanousd),
+        "input_tokens": a.input_tokens,
+        "output_tokens": a.output_tokens,
+        "cached_input_tokens": a.cached_input_tokens,
+        "cache_creation_input_tokens": a.cache_creation_input_tokens,
+        "reasoning_tokens": a.reasoning_tokens,
+        "call_count": a.request_count,
+        "record_count": a.record_count,
+    }
+
+
+def _order(rows: list[Agg], tiebreak: str | None) -> list[Agg]:
+    def key(a: Agg) -> tuple[int, int, str]:
+        v = a.dims.get(tiebreak) if tiebreak else None
+        return (-a.cost_nanousd, 1 if v is None else 0, "" if v is None else str(v))
+
+    return sorted(rows, key=key)
+
+
+def _names(conn: Connection, table: Any, col: str, ids: Iterable[str | None]) -> dict[str, Any]:
+    wanted = sorted({i for i in ids if i})
+    if not wanted:
+        return {}
+    out: dict[str, Any] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        for row in conn.execute(select(table).where(table.c.id.in_(chunk))).mappings():
+            out[row["id"]] = row if col == "*" else row[col]
+    return out
+
+
+def _partial(conn: Connection, window: Window, filters: Filters, rows: Sequence[Agg]) -> bool:
+    """spec 003 §5 partial_coverage over the keys present in the result set."""
+    key_ids = [a.dims.get("gateway_key_id") for a in rows]
+    return bool(
+        keys_with_mixed_tagging(conn, window, [k for k in key_ids if k], filters.workspace_id)
+    )
+
+
+def _total(rows: Iterable[Agg]) -> Agg:
+    t = Agg(dims={})
+    for a in rows:
+        t.add(a)
+    return t
+
+
+def cost(conn: Connection, window: Window, filters: Filters, view: View, group_by: str) -> JSON:
+    """``/analytics/cost``: totals grouped by one whitelisted dimension."""
+    if group_by not in GROUP_DIMS:
+        raise ParamError("invalid_group_by", f"group_by must be one of {', '.join(GROUP_DIMS)}")
+    col = GROUP_DIMS[group_by]
+    rows = usage(conn, view, window, filters, [col, "gateway_key_id"])
+    grouped: dict[Any, Agg] = {}
+    for a in rows:
+        g = grouped.setdefault(a.dims[col], Agg(dims={col: a.dims[col]}))
+        g.add(a)
+    partial = _partial(conn, window, filters, rows)
+    ordered = (
+        sorted(grouped.values(), key=lambda a: a.dims[col])
+        if group_by == "day"
+        else _order(list(grouped.values()), col)
+    )
+    names: dict[str, Any] = {}
+    if group_by == "user":
+        names = _names(conn, users, "display_name", grouped)
+    elif group_by == "team":
+        names = _names(conn, teams, "name", grouped)
+    elif group_by == "gateway_key":
+        names = _names(conn, gateway_keys, "name", grouped)
+    data: list[JSON] = []
+    for a in ordered:
+        v = a.dims[col]
+        item: JSON = {group_by: v.isoformat() if group_by == "day" else v}
+        if group_by in ("user", "team", "gateway_key"):
+            item[{"user": "user_id", "team": "team_id", "gateway_key": "key_id"}[group_by]] = v
+            item.pop(group_by)
+            item["display_name" if group_by == "user" else "name"] = names.get(v) if v else None
+        item.update(_measures(a))
+        data.append(item)
+    total = _total(grouped.values())
+    return envelope(
+        window,
+        view,
+        data,
+        group_by=group_by,
+        partial_coverage=partial,
+        total=_measures(total),
+    )
+
+
+def by_key(conn: Connection, window: Window, filters: Filters, view: View) -> JSON:
+    """``/analytics/by_key``: per gateway key, with its user/team binding; null bucket last."""
+    rows = usage(conn, view, window, filters, ["gateway_key_id"])
+    keys = _names(conn, gateway_keys, "*", (a.dims["gateway_key_id"] for a in rows))
+    data: list[JSON] = []
+    for a in _order(rows, "gateway_key_id"):
+        k = a.dims["gateway_key_id"]
+        kr = keys.get(k) if k else None
+        data.append(
+            {
+                "key_id": k,
+                "name": kr["name"] if kr else None,
+                "workspace_id": kr["workspace_id"] if kr else None,
+                "user_id": kr["user_id"] if kr else None,
+                "team_id": kr["team_id"] if kr else None,
+                "revoked": (kr["revoked_at"] is not None) if kr else None,
+                **_measures(a),
+            }
+        )
+    return envelope(
+        window,
+        view,
+        data,
+        partial_coverage=_partial(
+            conn, window, filters, [Agg(dims={"gateway_key_id": k}) for k in keys]
+        ),
+    )
+
+
+def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> JSON:
+    """``/analytics/by_team``: spec 003 §5 shape (caps echoed, by_user, null bucket, cost DESC)."""
+    rows = usage(conn, view, window, filters, ["team_id", "user_id", "gateway_key_id"])
+    per_team: dict[str | None, Agg] = {}
+    per_user: dict[str | None, dict[str | None, Agg]] = defaultdict(dict)
+    for a in rows:
+        t, u = a.dims["team_id"], a.dims["user_id"]
+        per_team.setdefault(t, Agg(dims={"team_id": t})).add(a)
+        per_user[t].setdefault(u, Agg(dims={"user_id": u})).add(a)
+    team_rows = _names(conn, teams, "*", per_team)
+    user_names = _names(conn, users, "display_name", (u for d in per_user.values() for u in d))
+    data: list[JSON] = []
+    for ta in _order(list(per_team.values()), "team_id"):
+        t = ta.dims["team_id"]
+        tr = team_rows.get(t) if t else None
+        data.append(
+            {
+                "team_id": t,
+                "team_name": tr["name"] if tr else None,
+                "cost_usd": usd_json(ta.cost_nanousd),
+                "input_tokens": ta.input_tokens,
+                "output_tokens": ta.output_tokens,
+                "cached_input_tokens": ta.cached_input_tokens,
+                "cache_creation_input_tokens": ta.cache_creation_input_tokens,
+                "call_count": ta.request_count,
+                "daily_cap_usd": usd_json(tr["daily_cap_nanousd"]) if tr else None,
+                "monthly_cap_usd": usd_json(tr["monthly_cap_nanousd"]) if tr else None,
+                "by_user": [
+                    {
+                        "user_id": ua.dims["user_id"],
+                        "display_name": user_names.get(ua.dims["user_id"])
+                        if ua.dims["user_id"]
+                        else None,
+                        "cost_usd": usd_json(ua.cost_nanousd),
+                        "call_count": ua.request_count,
+                    }
+                    for ua in _order(list(per_user[t].values()), "user_id")
+                ],
+            }
+        )
+    return envelope(window, view, data, partial_coverage=_partial(conn, window, filters, rows))
+
+
+def _price_groups(
+    rows: Iterable[Agg], provider: str | None = None, model: str | None = None
+) -> tuple[int, int]:
+    """Sum of ``price`` over (provider, model, day) groups; returns (nanousd, unpriced_records)."""
+    total, unpriced = 0, 0
+    for a in rows:
+        p = pricing.price(
+            provider or a.dims["provider"],
+            model or a.dims["model"],
+            input_tokens=a.input_tokens,
+            output_tokens=a.output_tokens,
+            cached_input_tokens=min(a.cached_input_tokens, a.input_tokens),
+            cache_creation_input_tokens=min(
+                a.cache_creation_input_tokens,
+                a.input_tokens - min(a.cached_input_tokens, a.input_tokens),
+            ),
+            reasoning_tokens=min(a.reasoning_tokens, a.output_tokens),
+            at=day_start(a.dims["usage_date"]),
+        )
+        if p.cost_nanousd is None:
+            unpriced += a.record_count
+        else:
+            total += p.cost_nanousd
+    return total, unpriced
+
+
+def cache_effectiveness(conn: Connection, window: Window, filters: Filters, view: View) -> JSON:
+    """``/analytics/cache_effectiveness``: cached vs uncached input and savings, per model.
+
+    ``savings_usd`` = price of the cached tokens as plain input minus their
+    price as cache reads (current genai-prices data, per day), i.e. what
+    caching saved; null when the model has no price.
+    """
+    rows = usage(conn, view, window, filters, ["provider", "model", "usage_date", "gateway_key_id"])
+    per_model: dict[tuple[str, str], list[Agg]] = defaultdict(list)
+    for a in rows:
+        per_model[(a.dims["provider"], a.dims["model"])].append(a)
+    data: list[JSON] = []
+    total_savings = 0
+    for (prov, model), group in per_model.items():
+        t = _total(group)
+        savings: int | None = 0
+        for a in group:
+            cached = min(a.cached_input_tokens, a.input_tokens)
+            if cached == 0:
+                continue
+            at = day_start(a.dims["usage_date"])
+            plain = pricing.price(prov, model, input_tokens=cached, at=at).cost_nanousd
+            read = pricing.price(
+                prov, model, input_tokens=cached, cached_input_tokens=cached, at=at
+            ).cost_nanousd
+            if plain is None or read is None:
+                savings = None
+                break
+            savings = (savings or 0) + plain - read
+        total_savings += savings or 0
+        data.append(
+            {
+                "provider": prov,
+                "model": model,
+                "input_tokens": t.input_tokens,
+                "cached_input_tokens": t.cached_input_tokens,
+                "cache_creation_input_tokens": t.cache_creation_input_tokens,
+                "uncached_input_tokens": t.input_tokens
+                - t.cached_input_tokens
+                - t.cache_creation_input_tokens,
+                "cache_hit_rate": _ratio(t.cached_input_tokens, t.input_tokens),
+                "cost_usd": usd_json(t.cost_nanousd),
+                "savings_usd": usd_json(savings),
+            }
+        )
+    data.sort(key=lambda d: (-int(d["cached_input_tokens"]), str(d["provider"]), str(d["model"])))
+    t = _total(rows)
+    return envelope(
+        window,
+        view,
+        data,
+        partial_coverage=_partial(conn, window, filters, rows),
+        total={
+            "input_tokens": t.input_tokens,
+            "cached_input_tokens": t.cached_input_tokens,
+            "cache_hit_rate": _ratio(t.cached_input_tokens, t.input_tokens),
+            "savings_usd": usd_json(total_savings),
+        },
+    )
+
+
+def parse_baseline(value: str) -> tuple[str, str]:
+    """``provider:model`` of the savings baseline; must be a model genai-prices knows."""
+    prov, sep, model = value.partition(":")
+    if not sep or not prov or not model or len(value) > 200:
+        raise ParamError("invalid_baseline", "baseline must be provider:model, e.g. openai:gpt-4o")
+    guard("baseline", prov)
+    if not all(ch.isalnum() or ch in "-_.:/" for ch in model):
+        raise ParamError("invalid_baseline", "baseline model has unexpected characters")
+    if not pricing.has_price(prov, model):
+        raise ParamError("unknown_baseline", f"no price known for {value!r}")
+    return prov, model
+
+
+def savings(
+    conn: Connection, window: Window, filters: Filters, view: View, baseline: tuple[str, str]
+) -> JSON:
+    """``/analytics/savings``: actual cost vs every call priced on the baseline model."""
+    rows = usage(conn, view, window, filters, ["provider", "model", "usage_date", "gateway_key_id"])
+    per_model: dict[tuple[str, str], list[Agg]] = defaultdict(list)
+    for a in rows:
+        per_model[(a.dims["provider"], a.dims["model"])].append(a)
+    data: list[JSON] = []
+    actual_total = baseline_total = 0
+    for (prov, model), group in per_model.items():
+        t = _total(group)
+        base, _ = _price_groups(group, *baseline)
+        actual_total += t.cost_nanousd
+        baseline_total += base
+        data.append(
+            {
+                "provider": prov,
+                "model": model,
+                "call_count": t.request_count,
+                "actual_cost_usd": usd_json(t.cost_nanousd),
+                "baseline_cost_usd": usd_json(base),
+                "savings_usd": usd_json(base - t.cost_nanousd),
+            }
+        )
+    data.sort(key=lambda d: (-Decimal(d["savings_usd"]), str(d["provider"]), str(d["model"])))
+    return envelope(
+        window,
+        view,
+        data,
+        baseline=f"{baseline[0]}:{baseline[1]}",
+        partial_coverage=_partial(conn, window, filters, rows),
+        actual_cost_usd=usd_json(actual_total),
+        baseline_cost_usd=usd_json(baseline_total),
+        savings_usd=usd_json(baseline_total - actual_total),
+    )
+
+
+def _event_conds(type_: str, window: Window, filters: Filters) -> list[Any]:
+    c = events.c
+    conds = [c.type == type_, c.ts >= window.start, c.ts < window.end]
+    for col, v in (
+        ("workspace_id", filters.workspace_id),
+        ("user_id", filters.user_id),
+        ("team_id", filters.team_id),
+        ("gateway_key_id", filters.gateway_key_id),
+    ):
+        if v is not None:
+            conds.append(c[col] == v)
+    return conds
+
+
+def routing(conn: Connection, window: Window, filters: Filters) -> JSON:
+    """``/analytics/routing``: ``route.decided`` events: decisions, rules, fallbacks, failures.
+
+    A fallback is a decision won by a candidate after the first
+    (``winner_index > 0``); a hard failure has ``winner_index == -1``, bucketed
+    by reason (``quota_exceeded`` for hard caps).
+    """
+    q = select(events.c.payload).where(*_event_conds("route.decided", window, filters))
+    decisions = fallbacks = failures = 0
+    rules: dict[str, int] = defaultdict(int)
+    reasons: dict[str, int] = defaultdict(int)
+    winners: dict[str, int] = defaultdict(int)
+    for (payload,) in conn.execution_options(yield_per=5000).execute(q):
+        p = payload or {}
+        decisions += 1
+        idx = int(p.get("winner_index", 0))
+        rule = p.get("rule")
+        if rule:
+            rules[str(rule)] += 1
+        if idx < 0:
+            failures += 1
+            reasons[str(p.get("reason") or "unknown")] += 1
+            continue
+        if idx > 0:
+            fallbacks += 1
+        cands = p.get("candidates") or []
+        if idx < len(cands):
+            winners[str(cands[idx])] += 1
+    return envelope(
+        window,
+        None,
+        {
+            "decisions": decisions,
+            "fallbacks": fallbacks,
+            "fallback_rate": _ratio(fallbacks, decisions),
+            "hard_failures": failures,
+            "hard_failures_by_reason": dict(
+                sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+            ),
+            "rule_hits": dict(sorted(rules.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "winners": dict(sorted(winners.items(), key=lambda kv: (-kv[1], kv[0]))),
+        },
+    )
+
+
+def _percentile(sorted_vals: Sequence[int], q: float) -> int | None:
+    if not sorted_vals:
+        return None
+    idx = max(0, min(len(sorted_vals) - 1, math.ceil(q * len(sorted_vals)) - 1))
+    return sorted_vals[idx]
+
+
+def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
+    """``/analytics/reliability``: error rate and latency percentiles per provider/model.
+
+    From the gateway's request records (source ``gateway``: typed ``status`` and
+    ``latency_ms``); an error is a status other than ok/success (see
+    `metis.ledger.rollups.SUCCESS_STATUSES`). Percentiles are nearest-rank.
+    """
+    r = usage_records.c
+    conds = [r.source == "gateway", r.window_start >= window.start, r.window_start < window.end]
+    for col, v in (
+        ("workspace_id", filters.workspace_id),
+        ("user_id", filters.user_id),
+        ("team_id", filters.team_id),
+        ("gateway_key_id", filters.gateway_key_id),
+    ):
+        if v is not None:
+            conds.append(r[col] == v)
+    from metis.ledger.rollups import is_error
+
+    q = select(r.provider, r.model, r.status, r.latency_ms).where(and_(*conds))
+    lat: dict[tuple[str, str], list[int]] = defaultdict(list)
+    calls: dict[tuple[str, str], int] = defaultdict(int)
+    errs: dict[tuple[str, str], int] = defaultdict(int)
+    for prov, model, status, latency in conn.execution_options(yield_per=10000).execute(q):
+        k = (prov, model)
+        calls[k] += 1
+        if is_error(status):
+            errs[k] += 1
+        if latency is not None:
+            lat[k].append(int(latency))
+    data: list[JSON] = []
+    for k in sorted(calls, key=lambda k: (-calls[k], k)):
+        vals = sorted(lat[k])
+        data.append(
+            {
+                "provider": k[0],
+                "model": k[1],
+                "calls": calls[k],
+                "errors": errs[k],
+                "error_rate": _ratio(errs[k], calls[k]),
+                "latency_ms": {
+                    "p50": _percentile(vals, 0.50),
+                    "p90": _percentile(vals, 0.90),
+                    "p95": _percentile(vals, 0.95),
+                    "p99": _percentile(vals, 0.99),
+                    "max": vals[-1] if vals else None,
+                },
+            }
+        )
+    return envelope(window, None, data)
+
+
+def ingest_health(conn: Connection, window: Window, workspace_id: str | None) -> JSON:
+    """``/analytics/ingest``: sync health per provider credential (cursors + runs in the window)."""
+    pc = provider_credentials.c
+    q = select(pc.id, pc.workspace_id, pc.provider, pc.mode, pc.purpose_usage_admin, pc.removed_at)
+    if workspace_id is not None:
+        q = q.where(pc.workspace_id == workspace_id)
+    creds = {row.id: row for row in conn.execute(q.order_by(pc.id))}
+    cursors: dict[str, list[Any]] = defaultdict(list)
+    for row in conn.execute(select(sync_cursors)).mappings():
+        cursors[row["credential_id"]].append(row)
+    ir = ingest_runs.c
+    runs_q = (
+        select(
+            ir.credential_id,
+            func.count().label("runs"),
+            func.sum(ir.stored).label("stored"),
+            func.sum(ir.updated).label("updated"),
+            func.sum(ir.unchanged).label("unchanged"),
+            func.sum(ir.errors).label("errors"),
+            func.max(ir.started_at).label("last_started_at"),
+        )
+        .where(ir.started_at >= window.start, ir.started_at < window.end)
+        .group_by(ir.credential_id)
+    )
+    runs = {row.credential_id: row for row in conn.execute(runs_q)}
+    failed_q = (
+        select(ir.credential_id, func.count())
+        .where(ir.started_at >= window.start, ir.started_at < window.end, ir.status != "ok")
+        .group_by(ir.credential_id)
+    )
+    failed: dict[str, int] = {str(k): int(n) for k, n in conn.execute(failed_q)}
+    data: list[JSON] = []
+    for cid in sorted(set(creds) | {k for k in runs if k}):
+        cr = creds.get(cid)
+        if cr is None and workspace_id is not None:
+            continue
+        ru = runs.get(cid)
+        curs = cursors.get(cid, [])
+        last_success = max(
+            (c["last_success_at"] for c in curs if c["last_success_at"]), default=None
+        )
+        last_error_at = max((c["last_error_at"] for c in curs if c["last_error_at"]), default=None)
+        last_error = next(
+            (c["last_error"] for c in curs if c["last_error_at"] == last_error_at), None
+        )
+        through = [c["complete_through"] for c in curs if c["complete_through"]]
+        data.append(
+            {
+                "credential_id": cid,
+                "workspace_id": cr.workspace_id if cr else None,
+                "provider": cr.provider if cr else None,
+                "mode": cr.mode if cr else None,
+                "removed": (cr.removed_at is not None) if cr else None,
+                "complete_through": iso(min(through)) if through else None,
+                "last_success_at": iso(last_success) if last_success else None,
+                "last_error_at": iso(last_error_at) if last_error_at else None,
+                "last_error": last_error,
+                "runs": int(ru.runs) if ru else 0,
+                "failed_runs": int(failed.get(cid, 0)),
+                "records_stored": int(ru.stored or 0) if ru else 0,
+                "records_updated": int(ru.updated or 0) if ru else 0,
+                "records_unchanged": int(ru.unchanged or 0) if ru else 0,
+                "last_run_at": iso(ru.last_started_at) if ru and ru.last_started_at else None,
+                "healthy": bool(last_success)
+                and (
+                    last_error_at is None
+                    or (last_success is not None and last_success >= last_error_at)
+                ),
+            }
+        )
+    return envelope(window, None, data)
