@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     cron_secret: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+    # Routing rules file (docs/routing.md); default $METIS_HOME/routing.yaml.
+    routing_file: Path | None = None
+    # Alerts (docs/alerts.md): sinks; more rules and overrides in $METIS_HOME/alerts.yaml.
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    alert_slack_webhook_url: SecretStr | None = None
+    # Retention (docs/alerts.md): days of raw per-request records and events to
+    # keep; None keeps everything. Daily rollups are kept regardless.
+    retention_days: int | None = Field(default=None, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -46,6 +55,11 @@ class Settings(BaseSettings):
         if not v.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return v
+
+    @property
+    def effective_routing_file(self) -> Path:
+        """``METIS_ROUTING_FILE``, or ``$METIS_HOME/routing.yaml``."""
+        return self.routing_file.expanduser() if self.routing_file else self.home / "routing.yaml"
 
     @property
     def effective_database_url(self) -> str:

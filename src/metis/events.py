@@ -112,6 +112,35 @@ class IngestRunCompleted(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: int
 
 
+class AlertFired(msgspec.Struct, frozen=True, kw_only=True):
+    """``alert.fired``: an alert condition crossed (or, with ``state="resolved"``, recovered).
+
+    ``scope``/``scope_id`` name what the alert is about (``team_daily`` +
+    ``team_…``, ``credential`` + ``cred_…``, ``cell`` + ``ws/provider/model/day``…);
+    ``period`` is the dedupe period (``YYYY-MM-DD``, ``YYYY-MM`` or ``""``).
+    ``threshold``/``value`` are in ``unit`` (``percent`` of a cap, ``seconds``,
+    ``percent`` of a provider total, ``calls``); budget alerts also carry the
+    cap and the spend in USD. Fires once per crossing and period.
+    """
+
+    alert_id: str
+    kind: str
+    state: Literal["firing", "resolved"] = "firing"
+    severity: Literal["info", "warning", "critical"] = "warning"
+    workspace_id: str | None = None
+    scope: str
+    scope_id: str
+    period: str
+    threshold: Decimal | None = None
+    value: Decimal | None = None
+    unit: str | None = None
+    limit_usd: Decimal | None = None
+    current_usd: Decimal | None = None
+    message: str
+    fired_at: str
+    test: bool = False
+
+
 EVENT_TYPES: dict[type[msgspec.Struct], str] = {
     GatewayKeyIssued: "gateway.key_issued",
     GatewayKeyRevoked: "gateway.key_revoked",
@@ -119,6 +148,7 @@ EVENT_TYPES: dict[type[msgspec.Struct], str] = {
     LLMCallCompleted: "llm.call_completed",
     RouteDecided: "route.decided",
     IngestRunCompleted: "ingest.run_completed",
+    AlertFired: "alert.fired",
 }
 
 _TYPED_COLUMNS = (

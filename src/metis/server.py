@@ -17,7 +17,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from metis import __version__
+from metis.alerts.service import install as install_alerts
 from metis.analytics.api import install as install_analytics
+from metis.analytics.reconciliation_api import install as install_reconciliation
 from metis.config import Settings, get_settings
 from metis.ingest.push import install as install_push
 
@@ -59,8 +61,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     comps = Components(settings)
     # Each component adds its routes and hooks here, e.g.:
     #   from metis.gateway.app import install as install_gateway; install_gateway(comps)
+    # Alerts first: its shutdown hook then runs last, after the gateway flushed.
+    install_alerts(comps)
     install_analytics(comps)
     install_push(comps)
+    install_reconciliation(comps)
     api = comps.api
     routes = comps.gateway_routes
 

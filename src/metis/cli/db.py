@@ -80,3 +80,69 @@ def rebuild_rollups(
     with transaction() as conn:
         n = rebuild(conn, start, end)
     console.print(f"rebuilt rollups: {n} rollup rows")
+
+
+@app.command()
+def prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
+    include_audit: bool = typer.Option(
+        False, "--include-audit", help="Also delete old audit events (gateway.*)."
+    ),
+    retention_days: int | None = typer.Option(
+        None, "--retention-days", min=1, help="Override METIS_RETENTION_DAYS for this run."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Delete raw per-request records and events older than the retention window.
+
+    The window is METIS_RETENTION_DAYS (or --retention-days): days before
+    today minus that many are pruned. Daily rollups are kept, so analytics
+    over pruned days still answer; audit events (gateway.*) are kept unless
+    --include-audit; days inside the provider sync window are never pruned.
+
+    Example:
+
+        METIS_RETENTION_DAYS=90 metis db prune --dry-run
+    """
+    from metis.alerts.service import sync_window_days
+    from metis.cli._common import print_json, ready_engine
+    from metis.errors import ConfigError
+    from metis.ledger.prune import prune as run_prune
+
+    s = settings()
+    days = retention_days or s.retention_days
+    if days is None:
+        raise ConfigError(
+            "no retention configured: set METIS_RETENTION_DAYS or pass --retention-days "
+            "(by default Metis keeps everything)"
+        )
+    engine = ready_engine(s)
+    try:
+        res = run_prune(
+            engine,
+            retention_days=days,
+            sync_window_days=sync_window_days(),
+            include_audit=include_audit,
+            dry_run=dry_run,
+        )
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(
+            {
+                "cutoff": res.cutoff.isoformat(),
+                "dry_run": res.dry_run,
+                "include_audit": res.include_audit,
+                "records": res.records,
+                "events": res.events,
+                "audit_events": res.audit_events,
+                "deliveries": res.deliveries,
+            }
+        )
+        return
+    verb = "would delete" if res.dry_run else "deleted"
+    console.print(
+        f"{verb} {res.records} per-request records and {res.events} events "
+        f"(of which {res.audit_events} audit) from before {res.cutoff.isoformat()}; "
+        "daily rollups kept"
+    )

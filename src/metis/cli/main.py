@@ -12,10 +12,12 @@ from typer._click.exceptions import ClickException
 
 from metis import __version__
 from metis.cli import admin as admin_cmd
+from metis.cli import alerts as alerts_cmd
 from metis.cli import db as db_cmd
 from metis.cli import ingest as ingest_cmd
 from metis.cli import init as init_cmd
 from metis.cli import provider_key as provider_key_cmd
+from metis.cli import routing as routing_cmd
 from metis.cli import secrets as secrets_cmd
 from metis.cli import workspace as workspace_cmd
 from metis.errors import MetisError
@@ -51,8 +53,10 @@ def _root(
 app.command("init")(init_cmd.init)
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(admin_cmd.app, name="admin")
+app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(workspace_cmd.app, name="workspace")
 app.add_typer(provider_key_cmd.app, name="provider-key")
+app.add_typer(routing_cmd.app, name="routing")
 app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(ingest_cmd.app, name="ingest")
 
@@ -60,7 +64,10 @@ app.add_typer(ingest_cmd.app, name="ingest")
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code; user errors become one line."""
     try:
-        app(args=argv, prog_name="metis", standalone_mode=False)
+        # Without standalone mode, click returns a `typer.Exit(code)` as the result.
+        result = app(args=argv, prog_name="metis", standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool):
+            return result
     except MetisError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         return exc.exit_code
