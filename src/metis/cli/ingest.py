@@ -2,9 +2,10 @@
 
 import typer
 
-from metis.cli import ingest_push
+from metis.cli import ingest_pull, ingest_push
 
 app = typer.Typer(
     help="Usage ingestion: provider sync, plugin push, ingest tokens.", no_args_is_help=True
 )
 ingest_push.attach(app)
+ingest_pull.attach(app)

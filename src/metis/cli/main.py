@@ -14,9 +14,11 @@ from metis import __version__
 from metis.cli import admin as admin_cmd
 from metis.cli import alerts as alerts_cmd
 from metis.cli import db as db_cmd
+from metis.cli import export as export_cmd
 from metis.cli import ingest as ingest_cmd
 from metis.cli import init as init_cmd
 from metis.cli import provider_key as provider_key_cmd
+from metis.cli import report as report_cmd
 from metis.cli import routing as routing_cmd
 from metis.cli import secrets as secrets_cmd
 from metis.cli import workspace as workspace_cmd
@@ -53,6 +55,8 @@ def _root(
 app.command("init")(init_cmd.init)
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(admin_cmd.app, name="admin")
+app.add_typer(export_cmd.app, name="export")
+app.add_typer(report_cmd.app, name="report")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(workspace_cmd.app, name="workspace")
 app.add_typer(provider_key_cmd.app, name="provider-key")

@@ -1,0 +1,148 @@
+"""Provider sync end to end through the CLI against a fake admin API (both providers)."""
+
+import json
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from metis.db.tables import events, ingest_runs, sync_cursors, usage_records
+from tests.conftest import Cli
+from tests.ingest.fake_admin import Fault
+from tests.ingest.pull_fixtures import Provisioned, expected, last_days, ledger_totals
+
+
+def _runs(cli: type[Cli], *args: str) -> list[dict[str, object]]:
+    r = cli.run("ingest", *args, "--json")
+    data: list[dict[str, object]] = json.loads(r.stdout)
+    return data
+
+
+def test_sync_equals_ground_truth_and_rerun_is_unchanged(
+    cli: type[Cli], provisioned: Provisioned, engine: Engine
+) -> None:
+    (run,) = _runs(cli, "sync", "--days", "3")
+    assert run["status"] == "ok", run
+    assert run["stored"] > 0 and run["updated"] == 0 and run["pages"] >= 6
+    assert ledger_totals(engine, provisioned.credential_id) == expected(provisioned.fake)
+    with engine.connect() as conn:
+        srcs = set(conn.execute(select(usage_records.c.cost_source)).scalars())
+        assert srcs == {"provider_reported"}
+        assert set(conn.execute(select(usage_records.c.source)).scalars()) == {"provider_api_key"}
+    (again,) = _runs(cli, "sync", "--days", "3")
+    assert again["status"] == "ok"
+    assert again["stored"] == 0 and again["updated"] == 0
+    assert again["unchanged"] == run["stored"]
+    assert ledger_totals(engine, provisioned.credential_id) == expected(provisioned.fake)
+    # telemetry: a run row and an event per run
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ingest_runs)).scalar_one() == 2
+        evs = (
+            conn.execute(select(events.c.payload).where(events.c.type == "ingest.run_completed"))
+            .scalars()
+            .all()
+        )
+        assert len(evs) == 2 and evs[-1]["unchanged"] == run["stored"]
+
+
+def test_auth_headers_and_query(cli: type[Cli], provisioned: Provisioned) -> None:
+    _runs(cli, "sync", "--days", "1")
+    paths = {p for p, _, _ in provisioned.fake.requests}
+    if provisioned.provider == "openai":
+        assert paths == {
+            "/v1/organization/usage/completions",
+            "/v1/organization/usage/embeddings",
+            "/v1/organization/costs",
+        }
+        _, q, _ = provisioned.fake.requests[0]
+        assert q["bucket_width"] == ["1d"] and "model" in q["group_by[]"]
+    else:
+        _, q, h = provisioned.fake.requests[0]
+        assert h["anthropic-version"] == "2023-06-01"
+        assert q["starting_at"][0].endswith("T00:00:00Z")
+
+
+def test_revision_replaces_values(cli: type[Cli], provisioned: Provisioned, engine: Engine) -> None:
+    _runs(cli, "sync", "--days", "3")
+    today = [r for r in provisioned.fake.rows if r.stream == "completions"][-1]
+    today.output += 1000  # today's bucket grows
+    (run,) = _runs(cli, "sync", "--days", "3")
+    assert run["updated"] >= 1 and run["stored"] == 0
+    assert ledger_totals(engine, provisioned.credential_id) == expected(provisioned.fake)
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "truncated", "drop"])
+def test_transient_faults_are_retried(
+    cli: type[Cli], provisioned: Provisioned, engine: Engine, kind: str
+) -> None:
+    provisioned.fake.faults.append(Fault(kind, times=2))
+    (run,) = _runs(cli, "sync", "--days", "3")
+    assert run["status"] == "ok", run
+    assert ledger_totals(engine, provisioned.credential_id) == expected(provisioned.fake)
+
+
+def test_persistent_failure_writes_nothing_and_keeps_cursor(
+    cli: type[Cli], provisioned: Provisioned, engine: Engine
+) -> None:
+    (ok,) = _runs(cli, "sync", "--days", "3")
+    with engine.connect() as conn:
+        cur0 = conn.execute(select(sync_cursors.c.complete_through)).scalar_one()
+        n0 = conn.execute(select(func.count()).select_from(usage_records)).scalar_one()
+    for r in provisioned.fake.rows:
+        # would change every row if anything were written
+        r.output += 7 if r.stream == "completions" else 0
+    # the cost endpoint (fetched last in a window) keeps failing: the first window fails
+    cost_path = "costs" if provisioned.provider == "openai" else "cost_report"
+    provisioned.fake.faults.append(Fault("500", times=1000, path_contains=cost_path))
+    r = cli.run("ingest", "sync", "--days", "3")
+    assert r.exit_code == 1 and "HTTP 500" in r.stderr
+    with engine.connect() as conn:
+        assert conn.execute(select(sync_cursors.c.complete_through)).scalar_one() == cur0
+        assert conn.execute(select(func.count()).select_from(usage_records)).scalar_one() == n0
+        assert (
+            conn.execute(
+                select(func.count()).select_from(usage_records).where(usage_records.c.revision > 1)
+            ).scalar_one()
+            == 0
+        )
+    status = json.loads(cli.ok("ingest", "status", "--json").stdout)
+    assert "HTTP 500" in status[0]["last_error"] and status[0]["last_run_status"] == "failed"
+    assert ok["status"] == "ok"
+    provisioned.fake.faults.clear()
+    (again,) = _runs(cli, "sync", "--days", "3")
+    assert again["status"] == "ok"
+    assert ledger_totals(engine, provisioned.credential_id) == expected(provisioned.fake)
+    status = json.loads(cli.ok("ingest", "status", "--json").stdout)
+    assert status[0]["last_error"] is None
+
+
+def test_bad_key_fails_cleanly(cli: type[Cli], provisioned: Provisioned, engine: Engine) -> None:
+    provisioned.fake.admin_key = "sk-something-else"
+    r = cli.run("ingest", "sync")
+    assert r.exit_code == 1 and "HTTP 401" in r.stderr
+    assert len([x for x in provisioned.fake.requests]) == 1  # a 401 is not retried
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(usage_records)).scalar_one() == 0
+
+
+def test_backfill_resumes_and_rerun_changes_nothing(
+    cli: type[Cli], provisioned: Provisioned, engine: Engine
+) -> None:
+    from tests.ingest.fake_admin import generate_rows
+
+    provisioned.fake.rows = generate_rows(provisioned.provider, last_days(8), seed=3)
+    # interrupted: the 5th day's requests fail for good
+    provisioned.fake.faults.append(Fault("500", times=1000))
+    ok_requests = 0
+    r = cli.run("ingest", "backfill", "--days", "8")
+    assert r.exit_code == 1
+    provisioned.fake.faults.clear()
+    out = cli.ok("ingest", "backfill", "--days", "8")
+    assert out.stdout.count("stored") >= 1 and ok_requests == 0
+    assert ledger_totals(engine, provisioned.credential_id) == expected(provisioned.fake)
+    again = cli.ok("ingest", "backfill", "--days", "8", "--json")
+    (run,) = json.loads(again.stdout)
+    assert run["stored"] == 0 and run["updated"] == 0
+    assert run["skipped"] == 5 and run["unchanged"] > 0  # 5 settled days skipped, 3 re-fetched
+    refetch = json.loads(cli.ok("ingest", "backfill", "--days", "8", "--refetch", "--json").stdout)
+    assert refetch[0]["skipped"] == 0 and refetch[0]["stored"] == 0 and refetch[0]["updated"] == 0
+    assert ledger_totals(engine, provisioned.credential_id) == expected(provisioned.fake)
