@@ -9,43 +9,24 @@ days, half-open), ``workspace`` (id or name), ``user`` (id or alias), ``team``
 ``unknown_team``, ``invalid_window`` …) raised before any query runs.
 """
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import Connection
 
-from metis import jsonutil
 from metis.analytics import service
 from metis.analytics.deps import AdminDep, EngineDep, bind_app, require_admin
-from metis.analytics.params import Filters, ParamError, Window, parse_window, resolve_filters
+from metis.analytics.export_api import router as export_router
+from metis.analytics.httputil import json_response, param_errors
+from metis.analytics.params import Filters, Window, parse_window, resolve_filters
 from metis.analytics.views import View, parse_view
-from metis.errors import MetisError
 
 if TYPE_CHECKING:
     from metis.server import Components
 
 router = APIRouter(dependencies=[Depends(require_admin)], tags=["analytics"])
-
-
-def bad_request(code: str, message: str) -> HTTPException:
-    return HTTPException(status_code=400, detail={"error": code, "message": message})
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except ParamError as exc:
-        raise bad_request(exc.code, exc.message) from None
-    except MetisError as exc:
-        raise bad_request("invalid_request", exc.message) from None
-
-
-def json_response(obj: Any) -> Response:
-    return Response(content=jsonutil.dumps(obj), media_type="application/json")
 
 
 @dataclass
@@ -82,7 +63,7 @@ def _run(
     gateway_key: str | None,
     view: str | None,
 ) -> Response:
-    with _errors():
+    with param_errors():
         window = parse_window(from_, to)
         v = parse_view(view)
         with engine.connect() as conn:
@@ -266,8 +247,6 @@ def install(comps: "Components") -> None:
     """Register the analytics API on ``comps.api`` and dispose its engine on shutdown."""
     bind_app(comps.api, comps.settings)
     comps.api.include_router(router)
-    from metis.analytics.export_api import router as export_router
-
     comps.api.include_router(export_router)
 
     async def _dispose() -> None:

@@ -15,6 +15,7 @@ from metis.cli import admin as admin_cmd
 from metis.cli import alerts as alerts_cmd
 from metis.cli import db as db_cmd
 from metis.cli import export as export_cmd
+from metis.cli import gateway as gateway_cmd
 from metis.cli import ingest as ingest_cmd
 from metis.cli import init as init_cmd
 from metis.cli import provider_key as provider_key_cmd
@@ -63,6 +64,7 @@ app.add_typer(provider_key_cmd.app, name="provider-key")
 app.add_typer(routing_cmd.app, name="routing")
 app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(ingest_cmd.app, name="ingest")
+app.add_typer(gateway_cmd.app, name="gateway")
 
 
 def main(argv: list[str] | None = None) -> int:

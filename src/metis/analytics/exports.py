@@ -1,0 +1,319 @@
+"""Streaming exports: usage (raw rows or grouped) and the audit log (spec 003 §7.2).
+
+Everything is a generator of encoded chunks: rows are read with
+``yield_per`` (server-side cursors on PostgreSQL), written to a small
+buffer and handed on, so exporting millions of rows holds one batch in
+memory. Exports carry stable ids only; ``with_names`` joins display names
+(user display name, team name, key name) at export time, never emails.
+Money is exact USD text (nine decimals).
+"""
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, and_, select
+
+from metis import jsonutil
+from metis.analytics.params import Filters, ParamError, Window
+from metis.analytics.query import GROUP_DIMS, aggregate_raw
+from metis.db.tables import events, gateway_keys, teams, usage_records, users
+from metis.money import usd_json
+from metis.timeutil import iso
+
+Format = Literal["csv", "jsonl"]
+BATCH = 5000
+
+USAGE_COLUMNS = (
+    "usage_date",
+    "window_start",
+    "window_end",
+    "workspace_id",
+    "source",
+    "source_ref",
+    "granularity",
+    "provider",
+    "model",
+    "model_raw",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+    "request_count",
+    "cost_nanousd",
+    "cost_source",
+    "pricing_version",
+    "user_id",
+    "team_id",
+    "gateway_key_id",
+    "correlation_id",
+    "request_id",
+    "status",
+    "latency_ms",
+    "revision",
+)
+AUDIT_COLUMNS = (
+    "kind",
+    "ts",
+    "date",
+    "key_id",
+    "user_id",
+    "team_id",
+    "model",
+    "cost_usd",
+    "scope",
+    "limit_usd",
+    "current_usd",
+    "reason",
+)
+AUDIT_EVENT_TYPES = {
+    "gateway.key_issued": "key_issued",
+    "gateway.key_revoked": "key_revoked",
+    "gateway.quota_exceeded": "quota_exceeded",
+}
+
+
+def parse_format(value: str) -> Format:
+    if value not in ("csv", "jsonl"):
+        raise ParamError("invalid_format", "format must be csv or jsonl")
+    return value  # type: ignore[return-value]
+
+
+def parse_group_by(values: Sequence[str] | None) -> list[str]:
+    """Whitelisted group-by names (``day``, ``user`` …) for a grouped usage export."""
+    out = []
+    for v in values or []:
+        for part in v.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if part not in GROUP_DIMS:
+                raise ParamError(
+                    "invalid_group_by", f"group_by must be among {', '.join(GROUP_DIMS)}"
+                )
+            out.append(part)
+    return out
+
+
+def _cell(v: Any) -> Any:
+    if hasattr(v, "isoformat") and hasattr(v, "tzinfo"):
+        return iso(v)
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return v
+
+
+class _Encoder:
+    """Rows (dicts over fixed columns) to CSV or JSON Lines bytes."""
+
+    def __init__(self, fmt: Format, columns: Sequence[str]) -> None:
+        self.fmt, self.columns = fmt, list(columns)
+        self._buf = io.StringIO()
+        self._csv = csv.writer(self._buf, lineterminator="\n")
+
+    def header(self) -> bytes:
+        if self.fmt != "csv":
+            return b""
+        self._csv.writerow(self.columns)
+        return self._take()
+
+    def rows(self, rows: Sequence[dict[str, Any]]) -> bytes:
+        if self.fmt == "jsonl":
+            return b"".join(jsonutil.dumps(r) + b"\n" for r in rows)
+        for r in rows:
+            self._csv.writerow(["" if r.get(c) is None else r[c] for c in self.columns])
+        return self._take()
+
+    def _take(self) -> bytes:
+        data = self._buf.getvalue().encode()
+        self._buf.seek(0)
+        self._buf.truncate()
+        return data
+
+
+def _usage_conds(window: Window, f: Filters) -> list[Any]:
+    c = usage_records.c
+    conds = [c.window_start >= window.start, c.window_start < window.end]
+    for col, v in (
+        ("workspace_id", f.workspace_id),
+        ("user_id", f.user_id),
+        ("team_id", f.team_id),
+        ("source", f.source),
+        ("gateway_key_id", f.gateway_key_id),
+    ):
+        if v is not None:
+            conds.append(c[col] == v)
+    return conds
+
+
+def usage_export(
+    engine: Engine, window: Window, filters: Filters, fmt: Format, group_by: Sequence[str] = ()
+) -> Iterator[bytes]:
+    """Usage as CSV/JSONL chunks: every raw row in the window, or totals per ``group_by``.
+
+    Raw rows are each source's own rows (the raw view; filter ``source`` for
+    one feed), ordered by ``window_start``. Opens its own connection so an
+    HTTP response can stream after the handler returned.
+    """
+    if group_by:
+        cols = [GROUP_DIMS[g] for g in group_by]
+        names = [*group_by, "record_count", "request_count", "input_tokens", "output_tokens",
+                 "cached_input_tokens", "cache_creation_input_tokens", "reasoning_tokens",
+                 "cost_usd"]  # fmt: skip
+        enc = _Encoder(fmt, names)
+        yield enc.header()
+        with engine.connect() as conn:
+            aggs = aggregate_raw(conn, window, filters, cols)
+        aggs.sort(key=lambda a: tuple("" if a.dims[c] is None else str(a.dims[c]) for c in cols))
+        batch = []
+        for a in aggs:
+            row = {g: _cell(a.dims[GROUP_DIMS[g]]) for g in group_by}
+            row.update(
+                record_count=a.record_count,
+                request_count=a.request_count,
+                input_tokens=a.input_tokens,
+                output_tokens=a.output_tokens,
+                cached_input_tokens=a.cached_input_tokens,
+                cache_creation_input_tokens=a.cache_creation_input_tokens,
+                reasoning_tokens=a.reasoning_tokens,
+                cost_usd=usd_json(a.cost_nanousd),
+            )
+            batch.append(row)
+        yield enc.rows(batch)
+        return
+    names = [c if c != "cost_nanousd" else "cost_usd" for c in USAGE_COLUMNS]
+    enc = _Encoder(fmt, names)
+    yield enc.header()
+    q = (
+        select(*(usage_records.c[c] for c in USAGE_COLUMNS))
+        .where(and_(*_usage_conds(window, filters)))
+        .order_by(usage_records.c.window_start, usage_records.c.id)
+    )
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(q)
+        for part in result.mappings().partitions():
+            out = []
+            for r in part:
+                d = {c: _cell(r[c]) for c in USAGE_COLUMNS if c != "cost_nanousd"}
+                d["cost_usd"] = usd_json(r["cost_nanousd"])
+                out.append(d)
+            yield enc.rows(out)
+
+
+def _names(conn: Connection) -> Callable[[str, str | None], str | None]:
+    cache: dict[tuple[str, str], str | None] = {}
+    tables = {"user": (users, users.c.display_name), "team": (teams, teams.c.name),
+              "key": (gateway_keys, gateway_keys.c.name)}  # fmt: skip
+
+    def name(kind: str, ident: str | None) -> str | None:
+        if not ident:
+            return None
+        if (kind, ident) not in cache:
+            t, col = tables[kind]
+            cache[(kind, ident)] = conn.execute(select(col).where(t.c.id == ident)).scalar()
+        return cache[(kind, ident)]
+
+    return name
+
+
+def audit_export(
+    engine: Engine, window: Window, filters: Filters, fmt: Format, with_names: bool = False
+) -> Iterator[bytes]:
+    """The audit log: key issued/revoked, quota exceeded, then who-paid-what per day.
+
+    who-paid-what rows are ``(date, user_id, team_id, key_id, model, cost_usd)``
+    from the daily rollups (raw view). ``with_names`` adds ``user_name``,
+    ``team_name`` and ``key_name`` columns.
+    """
+    cols = list(AUDIT_COLUMNS)
+    if with_names:
+        cols += ["user_name", "team_name", "key_name"]
+    enc = _Encoder(fmt, cols)
+    yield enc.header()
+    e = events.c
+    conds = [e.type.in_(list(AUDIT_EVENT_TYPES)), e.ts >= window.start, e.ts < window.end]
+    for col, v in (
+        ("workspace_id", filters.workspace_id),
+        ("user_id", filters.user_id),
+        ("team_id", filters.team_id),
+        ("gateway_key_id", filters.gateway_key_id),
+    ):
+        if v is not None:
+            conds.append(e[col] == v)
+    q = (
+        select(e.type, e.ts, e.user_id, e.team_id, e.gateway_key_id, e.payload)
+        .where(*conds)
+        .order_by(e.ts, e.id)
+    )
+    with engine.connect() as conn:
+        name = _names(conn) if with_names else None
+
+        def finish(row: dict[str, Any]) -> dict[str, Any]:
+            if name is not None:
+                row["user_name"] = name("user", row.get("user_id"))
+                row["team_name"] = name("team", row.get("team_id"))
+                row["key_name"] = name("key", row.get("key_id"))
+            return {c: row.get(c) for c in cols}
+
+        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(q)
+        for part in result.partitions():
+            out = []
+            for typ, ts, uid, tid, kid, payload in part:
+                p = payload or {}
+                out.append(
+                    finish(
+                        {
+                            "kind": AUDIT_EVENT_TYPES[typ],
+                            "ts": iso(ts),
+                            "date": ts.date().isoformat(),
+                            "key_id": kid or p.get("key_id") or p.get("gateway_key_id"),
+                            "user_id": uid if uid is not None else p.get("user_id"),
+                            "team_id": tid if tid is not None else p.get("team_id"),
+                            "scope": p.get("scope"),
+                            "limit_usd": p.get("limit_usd"),
+                            "current_usd": p.get("current_usd"),
+                            "reason": p.get("reason"),
+                        }
+                    )
+                )
+            yield enc.rows(out)
+        aggs = aggregate_raw(
+            conn, window, filters, ["usage_date", "user_id", "team_id", "gateway_key_id", "model"]
+        )
+        aggs.sort(
+            key=lambda a: tuple(
+                "" if a.dims[c] is None else str(a.dims[c])
+                for c in ("usage_date", "user_id", "team_id", "gateway_key_id", "model")
+            )
+        )
+        out = [
+            finish(
+                {
+                    "kind": "who_paid_what",
+                    "date": a.dims["usage_date"].isoformat(),
+                    "key_id": a.dims["gateway_key_id"],
+                    "user_id": a.dims["user_id"],
+                    "team_id": a.dims["team_id"],
+                    "model": a.dims["model"],
+                    "cost_usd": usd_json(a.cost_nanousd),
+                }
+            )
+            for a in aggs
+        ]
+        yield enc.rows(out)
+
+
+def write_private(path: Path, chunks: Iterator[bytes]) -> int:
+    """Write ``chunks`` to ``path`` created 0600 (exports may hold attribution); returns bytes."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    n = 0
+    with os.fdopen(fd, "wb") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+            n += len(chunk)
+    return n

@@ -1,0 +1,89 @@
+"""``metis export``: usage and audit exports (CSV or JSON Lines), streamed."""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from metis.analytics import exports
+from metis.analytics.params import parse_window, resolve_filters
+from metis.cli._common import err_console, ready_engine
+
+app = typer.Typer(help="Export usage and the audit log.", no_args_is_help=True)
+
+FromOpt = typer.Option(None, "--from", help="ISO 8601 UTC start (default: 7 days ago).")
+ToOpt = typer.Option(None, "--to", help="ISO 8601 UTC end, exclusive (default: now).")
+FormatOpt = typer.Option("csv", "--format", help="csv or jsonl.")
+GroupByOpt = typer.Option(None, "--group-by", help="Totals per day,user,team,model,… not rows.")
+OutputOpt = typer.Option(None, "--output", "-o", help="Write here (mode 0600); default stdout.")
+
+
+def _emit(chunks: Iterator[bytes], output: Path | None) -> None:
+    if output is None:
+        for c in chunks:
+            sys.stdout.buffer.write(c)
+        sys.stdout.flush()
+        return
+    n = exports.write_private(output, chunks)
+    err_console.print(f"wrote {n} bytes to {output}")
+
+
+@app.command("usage")
+def usage(
+    from_: str | None = FromOpt,
+    to: str | None = ToOpt,
+    fmt: str = FormatOpt,
+    group_by: list[str] | None = GroupByOpt,
+    workspace: str | None = typer.Option(None, "--workspace"),
+    user: str | None = typer.Option(None, "--user"),
+    team: str | None = typer.Option(None, "--team"),
+    source: str | None = typer.Option(None, "--source"),
+    output: Path | None = OutputOpt,
+) -> None:
+    """Export usage rows (every source's raw rows) or grouped totals; money in exact USD.
+
+    Example:
+
+        metis export usage --from 2026-11-01 --to 2026-12-01 --format csv --output nov.csv
+    """
+    f = exports.parse_format(fmt)
+    groups = exports.parse_group_by(group_by)
+    window = parse_window(from_, to)
+    engine = ready_engine()
+    try:
+        with engine.connect() as conn:
+            filters = resolve_filters(
+                conn, workspace=workspace, user=user, team=team, source=source
+            )
+        _emit(exports.usage_export(engine, window, filters, f, groups), output)
+    finally:
+        engine.dispose()
+
+
+@app.command("audit")
+def audit(
+    from_: str | None = FromOpt,
+    to: str | None = ToOpt,
+    fmt: str = FormatOpt,
+    with_names: bool = typer.Option(
+        False, "--with-names", help="Join user/team/key display names (ids only by default)."
+    ),
+    workspace: str | None = typer.Option(None, "--workspace"),
+    output: Path | None = OutputOpt,
+) -> None:
+    """Export the audit log: keys issued/revoked, quota exceeded, who paid what per day.
+
+    Example:
+
+        metis export audit --from 2026-11-01 --format jsonl --with-names -o audit.jsonl
+    """
+    f = exports.parse_format(fmt)
+    window = parse_window(from_, to)
+    engine = ready_engine()
+    try:
+        with engine.connect() as conn:
+            filters = resolve_filters(conn, workspace=workspace)
+        _emit(exports.audit_export(engine, window, filters, f, with_names), output)
+    finally:
+        engine.dispose()
