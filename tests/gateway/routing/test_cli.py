@@ -1,0 +1,55 @@
+"""``metis routing check``."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+
+def test_check_valid_file_lists_rules_in_evaluation_order(cli: type[Cli], tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text(
+        """schema_version: 1
+rules:
+  - name: soft
+    when: {team_cost_today_exceeds_usd: 1.00}
+    use: anthropic:claude-haiku-4-5
+  - name: scoped
+    workspace: acme
+    use: openai:gpt-4o-mini
+    fallbacks: [anthropic:claude-haiku-4-5]
+"""
+    )
+    r = cli.ok("routing", "check", str(f))
+    assert "ok:" in r.stdout and "2 rules" in r.stdout
+    r = cli.ok("routing", "check", str(f), "--json")
+    doc = json.loads(r.stdout)
+    assert [x["name"] for x in doc["rules"]] == ["scoped", "soft"]
+    assert doc["rules"][1]["when"] == "team_cost_today_exceeds_usd > 1.000000000"
+    assert doc["rules"][0]["fallbacks"] == ["anthropic:claude-haiku-4-5"]
+
+
+def test_check_malformed_file_fails_naming_rule_and_field(cli: type[Cli], tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text("schema_version: 1\nrules:\n  - {name: x, use: 'openai:m', when: {nope: 1}}\n")
+    r = cli.run("routing", "check", str(f))
+    assert r.exit_code == 1
+    assert r.stderr.strip().startswith("error: ")
+    assert 'rules[0] "x".when.nope: unknown predicate' in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_check_defaults_to_home_file_and_env_override(
+    cli: type[Cli], metis_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = cli.run("routing", "check")
+    assert r.exit_code == 1 and "routing.yaml: no such file" in r.stderr
+    (Path(metis_env["METIS_HOME"]) / "routing.yaml").write_text("schema_version: 1\n")
+    assert "0 rules" in cli.ok("routing", "check").stdout
+    other = tmp_path / "elsewhere.yaml"
+    other.write_text("schema_version: 2\n")
+    monkeypatch.setenv("METIS_ROUTING_FILE", str(other))
+    r = cli.run("routing", "check")
+    assert r.exit_code == 1 and "elsewhere.yaml: schema_version: must be 1" in r.stderr
