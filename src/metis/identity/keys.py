@@ -65,8 +65,12 @@ def _check_models(models: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-def _check_user(conn: Connection, ref: str, create: bool) -> User | None:
-    """The usable user ``ref``, or None when it is to be created."""
+def check_user_ref(conn: Connection, ref: str, create: bool) -> User | None:
+    """The usable user ``ref``; None when it is unknown and ``create`` allows creating it.
+
+    Raises `NotFoundError` (unknown, not creatable: an id, or ``create`` off)
+    or `ConflictError` (disabled). The alias to create is validated here.
+    """
     user = find_user(conn, ref)
     if user is None:
         if ref.startswith("usr_") or not create:
@@ -81,8 +85,11 @@ def _check_user(conn: Connection, ref: str, create: bool) -> User | None:
     return user
 
 
-def _check_team(conn: Connection, ref: str, create: bool) -> Team | None:
-    """The usable team ``ref``, or None when it is to be created."""
+def check_team_ref(conn: Connection, ref: str, create: bool) -> Team | None:
+    """The usable team ``ref``; None when it is unknown and ``create`` allows creating it.
+
+    Same rules as `check_user_ref`.
+    """
     team = find_team(conn, ref)
     if team is None:
         if ref.startswith("team_") or not create:
@@ -123,8 +130,8 @@ def issue_key(
     cap = check_cap_nanousd(daily_cap_nanousd, "daily cap")
     ws = get_workspace(conn, workspace)
     # Check everything before creating anything.
-    u = _check_user(conn, user, create_user) if user is not None else None
-    t = _check_team(conn, team, create_team) if team is not None else None
+    u = check_user_ref(conn, user, create_user) if user is not None else None
+    t = check_team_ref(conn, team, create_team) if team is not None else None
     if user is not None and u is None:
         u = add_user(conn, user, alias=user)
     if team is not None and t is None:

@@ -1,0 +1,447 @@
+"""``metis gateway``: users, teams and gateway keys (spec 003 §4).
+
+Keys are the auth artifact of the gateway; users and teams are properties
+of a key. Secrets are printed once by ``issue-key`` and never shown again.
+"""
+
+import sys
+
+import typer
+
+from metis.cli._common import console, err_console, print_json, print_table, transaction
+from metis.errors import MetisError
+from metis.identity import keys as key_lib
+from metis.identity import teams as team_lib
+from metis.identity import users as user_lib
+from metis.identity.records import GatewayKey, Team, User
+from metis.identity.teams import KEEP
+from metis.identity.validate import parse_cap_usd
+from metis.money import from_nanousd, usd_json
+from metis.timeutil import iso
+from metis.workspaces import get_workspace, list_workspaces
+
+app = typer.Typer(help="Gateway identity: users, teams and gateway keys.", no_args_is_help=True)
+user_app = typer.Typer(help="Users: who a key bills to.", no_args_is_help=True)
+team_app = typer.Typer(help="Teams: budget-owning groups with optional caps.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(team_app, name="team")
+
+CLEAR_WORDS = frozenset({"none", "off"})
+
+
+def stdin_is_interactive() -> bool:
+    """Whether a person can answer a prompt on stdin.
+
+    The one place the CLI decides this; tests replace it (monkeypatch) to
+    exercise the interactive path through a non-TTY test runner.
+    """
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _confirm(question: str) -> bool:
+    """Ask ``question [y/N]`` on stderr; only ``y``/``yes`` is a yes (EOF is no)."""
+    err_console.print(f"{question} [y/N] ", end="")
+    answer = sys.stdin.readline() if sys.stdin is not None else ""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _usd(nanos: int | None) -> str:
+    if nanos is None:
+        return ""
+    return format(from_nanousd(nanos).normalize(), "f")
+
+
+def _cap_option(value: str | None, field: str) -> int | None:
+    return None if value is None else parse_cap_usd(value, field)
+
+
+def _cap_change(value: str | None, field: str) -> "int | team_lib._Keep | None":
+    if value is None:
+        return KEEP
+    if value.strip().lower() in CLEAR_WORDS:
+        return None
+    return parse_cap_usd(value, field)
+
+
+def _mask_email(email: str | None) -> str | None:
+    if email is None:
+        return None
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+# ---------------------------------------------------------------- users
+
+
+@user_app.command("add")
+def user_add(
+    name: str = typer.Option(..., "--name", help="Display name, e.g. 'Alice Liu'."),
+    email: str | None = typer.Option(None, "--email", help="Optional email (kept only here)."),
+    alias: str | None = typer.Option(
+        None, "--alias", help="Short unique handle for --user (default: slug of the name)."
+    ),
+) -> None:
+    """Create a user.
+
+    Example:
+
+        metis gateway user add --name "Alice Liu" --email alice@example.org --alias alice
+    """
+    with transaction() as conn:
+        u = user_lib.add_user(conn, name, email=email, alias=alias)
+    console.print(f"created user {u.alias} ({u.id})")
+
+
+def _user_json(u: User, show_email: bool) -> dict[str, object]:
+    return {
+        "id": u.id,
+        "alias": u.alias,
+        "display_name": u.display_name,
+        "email": u.email if show_email else _mask_email(u.email),
+        "created_at": iso(u.created_at),
+        "disabled": u.disabled,
+    }
+
+
+@user_app.command("list")
+def user_list(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    show_email: bool = typer.Option(
+        False, "--show-email", help="Show full emails (masked by default)."
+    ),
+) -> None:
+    """List users (emails masked unless --show-email).
+
+    Example:
+
+        metis gateway user list --json
+    """
+    with transaction() as conn:
+        items = user_lib.list_users(conn)
+    rows = [_user_json(u, show_email) for u in items]
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no users yet: create one with `metis gateway user add --name NAME`")
+        return
+    print_table(
+        "Users",
+        ["id", "alias", "name", "email", "created", "disabled"],
+        [
+            [r["id"], r["alias"], r["display_name"], r["email"], r["created_at"], r["disabled"]]
+            for r in rows
+        ],
+    )
+
+
+@user_app.command("disable")
+def user_disable(alias: str = typer.Argument(..., help="User alias or id (usr_…).")) -> None:
+    """Disable a user: every key bound to it stops authenticating (401).
+
+    There is no re-enable in v1; issue-key refuses disabled users.
+
+    Example:
+
+        metis gateway user disable alice
+    """
+    with transaction() as conn:
+        u = user_lib.disable_user(conn, alias)
+    console.print(f"disabled user {u.alias} ({u.id})")
+
+
+@user_app.command("set-email")
+def user_set_email(
+    alias: str = typer.Argument(..., help="User alias or id (usr_…)."),
+    email: str = typer.Argument(..., help="The new email."),
+) -> None:
+    """Set a user's email (stored only in the users table, never in events).
+
+    Example:
+
+        metis gateway user set-email alice alice@example.org
+    """
+    with transaction() as conn:
+        u = user_lib.set_email(conn, alias, email)
+    console.print(f"updated email of user {u.alias} ({u.id})")
+
+
+# ---------------------------------------------------------------- teams
+
+
+@team_app.command("add")
+def team_add(
+    name: str = typer.Option(..., "--name", help="Unique team name: letters, digits, '_', '-'."),
+    daily_cap_usd: str | None = typer.Option(None, "--daily-cap-usd", help="Hard daily cap, USD."),
+    monthly_cap_usd: str | None = typer.Option(
+        None, "--monthly-cap-usd", help="Hard monthly cap, USD."
+    ),
+) -> None:
+    """Create a team with optional hard caps (UTC day / UTC calendar month).
+
+    Example:
+
+        metis gateway team add --name eng --daily-cap-usd 50 --monthly-cap-usd 1200
+    """
+    daily = _cap_option(daily_cap_usd, "--daily-cap-usd")
+    monthly = _cap_option(monthly_cap_usd, "--monthly-cap-usd")
+    with transaction() as conn:
+        t = team_lib.add_team(conn, name, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
+    console.print(f"created team {t.name} ({t.id})")
+
+
+def _team_json(t: Team) -> dict[str, object]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "daily_cap_usd": usd_json(t.daily_cap_nanousd),
+        "monthly_cap_usd": usd_json(t.monthly_cap_nanousd),
+        "created_at": iso(t.created_at),
+        "disabled": t.disabled,
+    }
+
+
+@team_app.command("list")
+def team_list(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List teams and their caps.
+
+    Example:
+
+        metis gateway team list --json
+    """
+    with transaction() as conn:
+        items = team_lib.list_teams(conn)
+    if json_out:
+        print_json([_team_json(t) for t in items])
+        return
+    if not items:
+        console.print("no teams yet: create one with `metis gateway team add --name NAME`")
+        return
+    print_table(
+        "Teams",
+        ["id", "name", "daily cap $", "monthly cap $", "created", "disabled"],
+        [
+            [
+                t.id,
+                t.name,
+                _usd(t.daily_cap_nanousd),
+                _usd(t.monthly_cap_nanousd),
+                iso(t.created_at),
+                t.disabled,
+            ]
+            for t in items
+        ],
+    )
+
+
+@team_app.command("set-cap")
+def team_set_cap(
+    name: str = typer.Argument(..., help="Team name or id (team_…)."),
+    daily_cap_usd: str | None = typer.Option(
+        None, "--daily-cap-usd", help="New daily cap in USD, or 'none' to remove it."
+    ),
+    monthly_cap_usd: str | None = typer.Option(
+        None, "--monthly-cap-usd", help="New monthly cap in USD, or 'none' to remove it."
+    ),
+) -> None:
+    """Change a team's caps; takes effect on the gateway's next request.
+
+    Example:
+
+        metis gateway team set-cap eng --daily-cap-usd 75 --monthly-cap-usd none
+    """
+    daily = _cap_change(daily_cap_usd, "--daily-cap-usd")
+    monthly = _cap_change(monthly_cap_usd, "--monthly-cap-usd")
+    with transaction() as conn:
+        t = team_lib.set_caps(conn, name, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
+    console.print(
+        f"team {t.name}: daily cap {_usd(t.daily_cap_nanousd) or 'none'}, "
+        f"monthly cap {_usd(t.monthly_cap_nanousd) or 'none'}"
+    )
+
+
+@team_app.command("disable")
+def team_disable(name: str = typer.Argument(..., help="Team name or id (team_…).")) -> None:
+    """Disable a team: every key bound to it stops authenticating (401).
+
+    There is no re-enable in v1; issue-key refuses disabled teams.
+
+    Example:
+
+        metis gateway team disable eng
+    """
+    with transaction() as conn:
+        t = team_lib.disable_team(conn, name)
+    console.print(f"disabled team {t.name} ({t.id})")
+
+
+# ---------------------------------------------------------------- keys
+
+
+def _split_models(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [m.strip() for v in values for m in v.split(",") if m.strip()] or [""]
+
+
+def _confirm_creations(missing: list[tuple[str, str]], yes: bool) -> None:
+    """Ask before creating each unknown user/team; abort (writing nothing) unless confirmed."""
+    for kind, ref in missing:
+        if yes:
+            continue
+        if not stdin_is_interactive():
+            raise MetisError(
+                f"unknown {kind} {ref!r} and no terminal to confirm creating it: "
+                f"pass --yes, or create it first with `metis gateway {kind} add`"
+            )
+        if not _confirm(f"Create {kind} '{ref}'?"):
+            raise MetisError(f"aborted: {kind} {ref!r} not created, no key issued")
+
+
+@app.command("issue-key")
+def issue_key(
+    name: str = typer.Option(..., "--name", help="A label for the key, e.g. alice-claude-code."),
+    workspace: str = typer.Option(..., "--workspace", help="Workspace name, id or path."),
+    user: str | None = typer.Option(None, "--user", help="User alias or id the key bills to."),
+    team: str | None = typer.Option(None, "--team", help="Team name or id the key bills to."),
+    allow_models: list[str] | None = typer.Option(  # noqa: B008
+        None, "--allow-models", help="Allowed model (repeat, or comma-separate); default: all."
+    ),
+    daily_cap_usd: str | None = typer.Option(
+        None, "--daily-cap-usd", help="Hard daily cap for this key, USD."
+    ),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Create an unknown --user/--team without asking."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON (includes the secret)."),
+) -> None:
+    """Issue a gateway key and print its secret once (only its SHA-256 is stored).
+
+    An unknown --user/--team is created after a `[y/N]` prompt (or with
+    --yes); a disabled one is refused.
+
+    Example:
+
+        metis gateway issue-key --name alice-cc --workspace acme --user alice --team eng
+    """
+    models = _split_models(allow_models)
+    cap = _cap_option(daily_cap_usd, "--daily-cap-usd")
+    missing: list[tuple[str, str]] = []
+    # Everything is checked before asking, and nothing is written before the answers.
+    with transaction() as conn:
+        get_workspace(conn, workspace)
+        if user is not None and key_lib.check_user_ref(conn, user, True) is None:
+            missing.append(("user", user))
+        if team is not None and key_lib.check_team_ref(conn, team, True) is None:
+            missing.append(("team", team))
+    _confirm_creations(missing, yes)
+    with transaction() as conn:
+        key, secret = key_lib.issue_key(
+            conn,
+            name=name,
+            workspace=workspace,
+            user=user,
+            team=team,
+            allowed_models=models,
+            daily_cap_nanousd=cap,
+            create_user=("user", user) in missing,
+            create_team=("team", team) in missing,
+        )
+    if json_out:
+        print_json({**_key_json(key), "token": secret})
+        return
+    for kind, ref in missing:
+        console.print(f"created {kind} {ref}")
+    console.print(f"issued gateway key {key.id} ({key.name})")
+    console.print("key (shown once, store it now):")
+    typer.echo(secret)
+
+
+@app.command("revoke-key")
+def revoke_key(
+    key_id: str = typer.Argument(..., help="The key id (key_…)."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (kept in the audit event)."),
+) -> None:
+    """Revoke a gateway key: requests using it get 401 from the next request on.
+
+    Example:
+
+        metis gateway revoke-key key_01J... --reason "laptop lost"
+    """
+    with transaction() as conn:
+        key, changed = key_lib.revoke_key(conn, key_id, reason=reason)
+    if changed:
+        console.print(f"revoked gateway key {key.id} ({key.name})")
+    else:
+        revoked_at = iso(key.revoked_at) if key.revoked_at else "?"
+        console.print(f"gateway key {key.id} was already revoked at {revoked_at}")
+
+
+def _key_json(k: GatewayKey) -> dict[str, object]:
+    return {
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.display_prefix,
+        "workspace_id": k.workspace_id,
+        "user_id": k.user_id,
+        "team_id": k.team_id,
+        "allowed_models": list(k.allowed_models) if k.allowed_models is not None else None,
+        "daily_cap_usd": usd_json(k.daily_cap_nanousd),
+        "created_at": iso(k.created_at),
+        "revoked_at": iso(k.revoked_at) if k.revoked_at else None,
+        "revoke_reason": k.revoke_reason,
+    }
+
+
+@app.command("list-keys")
+def list_keys(
+    workspace: str | None = typer.Option(None, "--workspace", help="Only this workspace."),
+    active: bool = typer.Option(False, "--active", help="Hide revoked keys."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List gateway keys (id, display prefix, bindings; never secrets).
+
+    Example:
+
+        metis gateway list-keys --workspace acme --json
+    """
+    with transaction() as conn:
+        items = key_lib.list_keys(conn, workspace=workspace, include_revoked=not active)
+        aliases = {u.id: u.alias for u in user_lib.list_users(conn)}
+        team_names = {t.id: t.name for t in team_lib.list_teams(conn)}
+        ws_names = {w.id: w.name for w in list_workspaces(conn)}
+    if json_out:
+        print_json(
+            [
+                {
+                    **_key_json(k),
+                    "user_alias": aliases.get(k.user_id) if k.user_id else None,
+                    "team_name": team_names.get(k.team_id) if k.team_id else None,
+                }
+                for k in items
+            ]
+        )
+        return
+    if not items:
+        console.print("no gateway keys: issue one with `metis gateway issue-key`")
+        return
+    print_table(
+        "Gateway keys",
+        ["id", "name", "prefix", "workspace", "user", "team", "models", "daily cap $", "revoked"],
+        [
+            [
+                k.id,
+                k.name,
+                k.display_prefix + "…",
+                ws_names.get(k.workspace_id, k.workspace_id),
+                aliases.get(k.user_id, "") if k.user_id else "",
+                team_names.get(k.team_id, "") if k.team_id else "",
+                ",".join(k.allowed_models) if k.allowed_models is not None else "*",
+                _usd(k.daily_cap_nanousd),
+                iso(k.revoked_at) if k.revoked_at else "",
+            ]
+            for k in items
+        ],
+    )
