@@ -21,7 +21,9 @@ from metis.alerts.service import install as install_alerts
 from metis.analytics.api import install as install_analytics
 from metis.analytics.reconciliation_api import install as install_reconciliation
 from metis.config import Settings, get_settings
+from metis.gateway.app import install as install_gateway
 from metis.ingest.push import install as install_push
+from metis.ingest.scheduler import install as install_pull_sync
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
@@ -63,8 +65,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     #   from metis.gateway.app import install as install_gateway; install_gateway(comps)
     # Alerts first: its shutdown hook then runs last, after the gateway flushed.
     install_alerts(comps)
+    install_gateway(comps)
     install_analytics(comps)
     install_push(comps)
+    install_pull_sync(comps)
     install_reconciliation(comps)
     api = comps.api
     routes = comps.gateway_routes

@@ -78,20 +78,24 @@ class FakeAdmin:
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay_s: float = 0.0
 
-    def truth(self) -> dict[str, int]:
+    def truth(self, days: set[date] | None = None) -> dict[str, int]:
+        """Exact totals (all rows, or rows of ``days``) the ledger must end up with."""
         t: dict[str, int] = defaultdict(int)
         for r in self.rows:
+            if days is not None and r.day not in days:
+                continue
             t["input_tokens"] += r.input_total
             t["output_tokens"] += r.output
             t["cached_input_tokens"] += r.cached
             t["cache_creation_input_tokens"] += r.write
             if self.provider == "openai":
                 t["request_count"] += r.requests
-        t["cost_nanousd"] = sum(self._cost_row_nanos())
+        t["cost_nanousd"] = sum(
+            to_nanousd(amount)
+            for (k, amount) in self._cost_lines(None, None)
+            if days is None or k[0] in days
+        )
         return dict(t)
-
-    def _cost_row_nanos(self) -> list[int]:
-        return [to_nanousd(amount) for (_k, amount) in self._cost_lines(None, None)]
 
     def _cost_lines(
         self, start: date | None, end: date | None

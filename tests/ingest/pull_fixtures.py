@@ -83,6 +83,6 @@ def ledger_totals(engine: Engine, credential_id: str) -> dict[str, int]:
     return {c: int(v) for c, v in zip(cols, row, strict=True)}
 
 
-def expected(fake: FakeAdmin) -> dict[str, int]:
-    t = {"request_count": 0, **fake.truth()}
-    return t
+def expected(fake: FakeAdmin, days: set[date] | None = None) -> dict[str, int]:
+    """The fake's ground truth in `ledger_totals` form."""
+    return {"request_count": 0, **fake.truth(days)}

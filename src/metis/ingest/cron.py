@@ -1,0 +1,97 @@
+"""``POST /cron/usage``: trigger a provider sync from an external scheduler.
+
+Guarded by ``Authorization: Bearer $METIS_CRON_SECRET`` (constant-time
+comparison); any other request gets 401. With no ``METIS_CRON_SECRET`` set the
+route answers 404 ``cron trigger disabled``: nothing can trigger it.
+
+The optional JSON body picks what to sync: ``{"days": 2, "workspace": "acme",
+"credential": "cred_…"}``. The sync runs in a worker thread and the answer
+lists one summary per credential run (status ``ok``/``failed``/``skipped``);
+the HTTP status is 200 even when a run failed (the run's own status says so).
+"""
+
+import asyncio
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from metis.analytics.deps import EngineDep, SettingsDep
+from metis.ingest.jobs import run_job
+from metis.timeutil import iso
+
+router = APIRouter(tags=["ingest"])
+
+
+class CronRequest(BaseModel):
+    """What to sync; everything optional."""
+
+    days: int | None = Field(None, ge=1, le=31)
+    workspace: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    credential: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,200}$")
+
+
+def check_cron_auth(header: str | None, secret: str | None) -> None:
+    """Raise 404 when disabled, 401 unless ``header`` is ``Bearer <secret>``."""
+    if not secret:
+        raise HTTPException(
+            404,
+            {
+                "error": "not_found",
+                "message": "cron trigger disabled: "
+                "set METIS_CRON_SECRET to enable POST /cron/usage",
+            },
+        )
+    scheme, _, token = (header or "").partition(" ")
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode("utf-8"), secret.encode("utf-8")
+    )
+    if not ok:
+        raise HTTPException(
+            401,
+            {"error": "unauthorized", "message": "Authorization: Bearer <METIS_CRON_SECRET>"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+@router.post("/cron/usage", summary="Run a provider usage sync now")
+async def cron_usage(request: Request, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+    secret = settings.cron_secret.get_secret_value() if settings.cron_secret else None
+    check_cron_auth(request.headers.get("authorization"), secret)
+    raw = await request.body()
+    try:
+        body = CronRequest.model_validate_json(raw) if raw.strip() else CronRequest()
+    except ValueError as exc:
+        raise HTTPException(
+            422, {"error": "invalid_request", "message": str(exc).splitlines()[0]}
+        ) from None
+    outcomes = await asyncio.to_thread(
+        run_job,
+        engine,
+        settings,
+        name="cron",
+        workspace=body.workspace,
+        credential=body.credential,
+        kind="sync",
+        days=body.days,
+    )
+    return {
+        "runs": [
+            {
+                "run_id": o.run_id,
+                "credential_id": o.credential_id,
+                "provider": o.provider,
+                "status": o.status,
+                "window_start": iso(o.window_start) if o.window_start else None,
+                "window_end": iso(o.window_end) if o.window_end else None,
+                "stored": o.stored,
+                "updated": o.updated,
+                "unchanged": o.unchanged,
+                "skipped": o.skipped,
+                "errors": o.errors,
+                "error": o.error_message,
+            }
+            for o in outcomes
+        ]
+    }
