@@ -130,6 +130,7 @@ def aggregate_raw(
     conn: Connection, window: Window, filters: Filters, cols: Sequence[str]
 ) -> list[Agg]:
     """Sum every source's rows (the ``raw`` view) grouped by ``cols`` (column names)."""
+    cols = list(dict.fromkeys(cols))
     days, raws = _split(window)
     queries = []
     if days is not None:
