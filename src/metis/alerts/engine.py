@@ -60,7 +60,9 @@ from metis.timeutil import day_key, iso, month_key, utcnow
 log = logging.getLogger("metis.alerts")
 
 SYNC_SUCCESS = frozenset({"succeeded", "success", "ok", "completed"})
-SYNC_RUNNING = frozenset({"running", "started", "pending", "queued"})
+# Neither success nor failure: still running, skipped (nothing to do), abandoned
+# (a dead worker's run, closed by the next run, whose own outcome counts).
+SYNC_NEUTRAL = frozenset({"running", "started", "pending", "queued", "skipped", "abandoned"})
 _MAX_PENDING = 10_000
 
 
@@ -187,6 +189,12 @@ def check_budget_crossings(
 def pending_crossings() -> int:
     """How many budget crossings wait in this process's queue."""
     return len(_pending)
+
+
+def clear_pending() -> None:
+    """Drop queued crossings and the cached rules (tests; a fresh process state)."""
+    _pending.clear()
+    set_active_config(None)
 
 
 def budget_alert(
@@ -414,7 +422,7 @@ class AlertEngine:
         """Fire failure / recovery / slowness alerts for one finished run row."""
         status = str(run.get("status") or "").lower()
         cred = run.get("credential_id")
-        if status in SYNC_RUNNING or not cred:
+        if status in SYNC_NEUTRAL or not cred:
             return []
         ws = run.get("workspace_id")
         rules = self.config.rules_for(ws)
@@ -683,7 +691,9 @@ def enqueue_deliveries(
 
 def log_alert(payload: Mapping[str, Any]) -> None:
     """The log sink: one structured WARNING line per alert (no secrets in payloads)."""
-    log.warning("alert.fired %s", jsonutil.dumps(dict(payload)).decode())
+    from metis.alerts.sinks import wire_payload
+
+    log.warning("alert.fired %s", jsonutil.dumps(wire_payload(payload)).decode())
 
 
 # --- the ingestion hook --------------------------------------------------------------------

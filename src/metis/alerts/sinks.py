@@ -14,10 +14,12 @@ Errors raised here name the sink and the HTTP status or the exception class,
 never the URL (a Slack URL is a credential).
 """
 
+import contextlib
 import hashlib
 import hmac
 import time
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
@@ -60,11 +62,25 @@ def verify(
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
+NUMERIC_FIELDS = ("threshold", "value", "limit_usd", "current_usd")
+
+
+def wire_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload as sent: stored decimal strings become exact JSON numbers."""
+    out = dict(payload)
+    for k in NUMERIC_FIELDS:
+        v = out.get(k)
+        if isinstance(v, str):
+            with contextlib.suppress(InvalidOperation):
+                out[k] = Decimal(v)
+    return out
+
+
 def webhook_request(
     payload: Mapping[str, Any], event_id: str, secret: str | None, now: float | None = None
 ) -> tuple[bytes, dict[str, str]]:
     """Body and headers of one webhook attempt."""
-    body = jsonutil.dumps(dict(payload))
+    body = jsonutil.dumps(wire_payload(payload))
     ts = str(int(time.time() if now is None else now))
     headers = {
         "Content-Type": "application/json",

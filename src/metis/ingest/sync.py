@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.engine import Connection
 
+from metis.alerts.engine import on_sync_run_finished
 from metis.config import Settings
 from metis.credentials import Credential, list_credentials, reveal_secret
 from metis.db.tables import ingest_runs, sync_cursors, sync_windows, usage_records
@@ -497,6 +498,8 @@ async def sync_credential(
             _finish_run(engine, out)
         finally:
             lease.release(engine, lname, holder)
+    # Alerts (issue 12): failure / recovery / slow-run alerts; never raises.
+    on_sync_run_finished(out.run_id, engine=engine, settings=settings)
     metrics.RUNS.labels(cred.provider, kind, out.status).inc()
     metrics.REQUESTS.labels(cred.provider).inc(out.requests)
     metrics.RETRIES.labels(cred.provider).inc(out.retries)

@@ -57,6 +57,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, and_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
+from metis.alerts.engine import check_budget_crossings
 from metis.db.tables import spend_counters
 from metis.timeutil import day_key, month_key, utcnow
 
@@ -201,7 +202,19 @@ class SpendCounters:
         for sc in res.caps:
             ctr = self._c.setdefault(sc.key, _Counter())
             ctr.inflight -= res.est_nanousd
+            before = ctr.db_spent + ctr.local_spent
             ctr.local_spent += actual_nanousd
+            if sc.cap_nanousd is not None and actual_nanousd > 0:
+                # Soft alerts at 80/95/100% (issue 12): integer compares plus, on a
+                # crossing, an in-memory append; recorded and sent off the hot path.
+                check_budget_crossings(
+                    sc.scope,
+                    sc.scope_id,
+                    sc.period,
+                    before,
+                    before + actual_nanousd,
+                    sc.cap_nanousd,
+                )
             d = self._deltas.setdefault(sc.key, Delta())
             d.spent += actual_nanousd
             if sc.cap_nanousd is not None and ctr.lease > 0:
