@@ -1,0 +1,827 @@
+"""The gateway's hot path: raw ASGI handlers, no framework on the request path.
+
+Lifecycle of one inference request (DESIGN.md "Gateway request lifecycle"):
+
+1. Auth from ``Authorization: Bearer gw_…`` or ``x-api-key: gw_…`` against the
+   in-memory key cache (`metis.gateway.auth`): 401 ``authentication_error``.
+2. Body: one JSON object with a ``model``: else 400. ``allowed_models``: 403.
+3. Routing plan (`Gateway.plan_route`, default: the request's own model).
+4. Hard caps: reserve the worst-case cost on every counter the key charges
+   (`metis.ledger.counters`, in memory): 429 with ``scope``, ``limit_usd``,
+   ``current_usd``, ``resets_at`` + ``gateway.quota_exceeded`` +
+   ``route.decided`` (winner_index -1, reason quota_exceeded).
+5. Forward to each target in turn (`Gateway.forward`) with the workspace's
+   ``inference`` credential until one answers; upstream errors keep their
+   status and body; connection errors -> 502, timeouts -> 504.
+6. Price the reported usage (`metis.pricing`), settle the reservation, and
+   queue the ``gateway`` usage record, ``llm.call_completed`` and
+   ``route.decided`` for the write-behind flush (`metis.ledger.writer`).
+
+Every response carries ``x-metis-request-id``. Nothing on this path touches
+the database except a spend-counter lease grant (`metis.ledger.counters`) or
+the first use of a workspace's provider credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgspec
+from sqlalchemy import Engine
+
+from metis.config import Settings
+from metis.events import GatewayQuotaExceeded
+from metis.gateway import caps
+from metis.gateway.auth import AuthFailure, KeyCache, Resolved, SnapshotLoader
+from metis.gateway.plan import RouteContext, RoutePlan, default_plan
+from metis.gateway.shapes import error_body
+from metis.gateway.stamping import CallFacts, call_event, route_event, usage_record
+from metis.gateway.streaming import SSEUsageTap
+from metis.gateway.upstream import (
+    CredentialCache,
+    CredentialResolver,
+    UpstreamCredential,
+    db_resolver,
+    new_session,
+)
+from metis.gateway.usage import Tokens, from_anthropic, from_openai
+from metis.ids import new_id
+from metis.ledger.counters import REFRESH_INTERVAL_S, CapExceeded, Reservation, SpendCounters
+from metis.ledger.writer import PendingEvent, WriteBehind
+from metis.money import from_nanousd
+from metis.pricing import Priced, has_price, price
+from metis.timeutil import iso, utcnow
+
+log = logging.getLogger("metis.gateway")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+DEFAULT_ANTHROPIC_VERSION = b"2023-06-01"
+_JSON = (b"content-type", b"application/json")
+
+
+class _Req(msgspec.Struct):
+    """The request fields the gateway itself looks at (others pass through)."""
+
+    model: Any = None
+    stream: Any = None
+    stream_options: Any = None
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+
+
+class _Resp(msgspec.Struct):
+    id: Any = None
+    model: Any = None
+    usage: Any = None
+
+
+_dec_req = msgspec.json.Decoder(_Req)
+_dec_resp = msgspec.json.Decoder(_Resp)
+
+
+class _ClientGone(Exception):
+    pass
+
+
+@dataclass
+class Stats:
+    """Counters exported as metrics."""
+
+    requests: int = 0
+    unpriced_calls: int = 0
+    quota_rejections: int = 0
+    upstream_errors: int = 0
+
+
+@dataclass
+class Attempt:
+    """The outcome of forwarding to one target."""
+
+    answered: bool  # a response (success or a final upstream error) reached the client
+    status: str
+    http_status: int = 0
+    retryable: bool = False
+    error_kind: str | None = None  # upstream_error | upstream_timeout, when not answered
+    message: str = ""
+    upstream_body: bytes | None = None
+    upstream_ctype: bytes | None = None
+
+
+@dataclass
+class Call:
+    """Per-request state handed to the forwarder."""
+
+    request_id: str
+    shape: str
+    endpoint: str  # chat | messages | embeddings
+    path: str
+    resolved: Resolved
+    raw: bytes
+    req: _Req
+    headers: dict[bytes, bytes]
+    started_at: Any
+    t0: float
+    stream: bool
+    reservation: Reservation | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+ENDPOINTS: dict[str, tuple[str, str]] = {
+    "/v1/chat/completions": ("openai", "chat"),
+    "/v1/embeddings": ("openai", "embeddings"),
+    "/v1/messages": ("anthropic", "messages"),
+}
+
+
+class Gateway:
+    """One gateway per server process: caches, counters, writer, client session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        key_loader: SnapshotLoader | None = None,
+        credential_resolver: CredentialResolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        kw: dict[str, Any] = {"watch": ("identity", "credentials")}
+        if key_loader is not None:
+            kw["loader"] = key_loader
+        self.keys = KeyCache(engine, **kw)
+        self.creds = CredentialCache(credential_resolver or db_resolver(engine, settings))
+        self.keys.on_change.append(self.creds.invalidate)
+        self.counters = SpendCounters(engine)
+        self.writer = WriteBehind(engine, self.counters)
+        self.stats = Stats()
+        # Seams for routing/translation (issue 8): see metis.gateway.plan.
+        self.plan_route: Callable[[RouteContext], RoutePlan] = default_plan
+        self.cross_shape: Any = None
+        self.session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    async def startup(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.keys.load()
+        self.session = new_session()
+        self.writer.start()
+        self._tasks.append(asyncio.create_task(self.keys.run(), name="metis-key-cache"))
+        self._tasks.append(asyncio.create_task(self._refresh_counters(), name="metis-counters"))
+
+    async def _refresh_counters(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL_S)
+            try:
+                await self.counters.refresh()
+            except Exception:
+                log.warning("spend counter refresh failed", exc_info=True)
+
+    async def shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        self.counters.return_leases()
+        await self.writer.close()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        self.engine.dispose()
+
+    def routes(self) -> dict[str, Any]:
+        async def chat(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+            await self.handle(scope, receive, send, "openai", "chat")
+
+        async def embeddings(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+            await self.handle(scope, receive, send, "openai", "embeddings")
+
+        async def messages(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+            await self.handle(scope, receive, send, "anthropic", "messages")
+
+        return {
+            "/v1/chat/completions": chat,
+            "/v1/embeddings": embeddings,
+            "/v1/messages": messages,
+            "/v1/models": self.models,
+        }
+
+    # -- responses -----------------------------------------------------------
+    @staticmethod
+    async def _respond(
+        send: Send, status: int, body: bytes, rid: str, ctype: tuple[bytes, bytes] = _JSON
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    ctype,
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-metis-request-id", rid.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _error(
+        self, send: Send, shape: str, kind: str, message: str, rid: str, **extra: Any
+    ) -> int:
+        status, body = error_body(shape, kind, message, **extra)  # type: ignore[arg-type]
+        await self._respond(send, status, body, rid)
+        return status
+
+    # -- the request path ----------------------------------------------------
+    async def handle(
+        self, scope: dict[str, Any], receive: Receive, send: Send, shape: str, endpoint: str
+    ) -> None:
+        t0 = time.perf_counter()
+        rid = new_id("req")
+        self.stats.requests += 1
+        if scope["method"] != "POST":
+            await self._error(send, shape, "not_found", "use POST", rid)
+            return
+        headers = dict(scope["headers"])
+        try:
+            resolved = self.keys.resolve(_token(headers))
+        except AuthFailure as e:
+            await self._error(send, shape, "authentication_error", str(e), rid)
+            return
+        try:
+            raw = await _read_body(receive)
+        except _ClientGone:
+            return
+        try:
+            req = _dec_req.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            await self._error(send, shape, "invalid_request", "body must be a JSON object", rid)
+            return
+        model = req.model
+        if not isinstance(model, str) or not model:
+            await self._error(send, shape, "invalid_request", "'model' is required", rid)
+            return
+        snap = resolved.snapshot
+        allowed = snap.allowed_models
+        if allowed is not None and model not in allowed:
+            await self._error(
+                send, shape, "permission_error", f"model {model!r} is not allowed for this key", rid
+            )
+            return
+        principal = resolved.principal
+        plan = self.plan_route(
+            RouteContext(
+                principal=principal,
+                snapshot=snap,
+                inbound_shape=shape,
+                model=model,
+                raw_body=raw,
+                spent=self._spent,
+            )
+        )
+        call = Call(
+            request_id=rid,
+            shape=shape,
+            endpoint=endpoint,
+            path=scope["path"],
+            resolved=resolved,
+            raw=raw,
+            req=req,
+            headers=headers,
+            started_at=utcnow(),
+            t0=t0,
+            stream=req.stream is True and endpoint != "embeddings",
+        )
+        candidates = [f"{t.provider}:{t.model}" for t in plan.targets]
+        # Hard caps: reserve the worst case over the plan's targets.
+        scopes = caps.counters_for(snap, call.started_at)
+        capped = any(s.cap_nanousd is not None for s in scopes)
+        max_out = caps.max_output_tokens(msgspec.structs.asdict(req), endpoint)
+        est = 0
+        for t in plan.targets:
+            t_est = caps.estimate(t.provider, t.model, len(raw), max_out)
+            if t_est is None:
+                if capped:
+                    await self._error(
+                        send,
+                        shape,
+                        "permission_error",
+                        f"model {t.model!r} has no known price and this key has a hard "
+                        "spend cap; unpriced models cannot be called under a cap",
+                        rid,
+                    )
+                    return
+                continue
+            est = max(est, t_est)
+        try:
+            call.reservation = await self.counters.reserve(scopes, est)
+        except CapExceeded as ce:
+            await self._quota_exceeded(send, call, ce, candidates)
+            return
+        try:
+            await self._run_plan(send, receive, call, plan, candidates)
+        finally:
+            if call.reservation is not None and not call.reservation.done:
+                self.counters.release(call.reservation)
+
+    async def _quota_exceeded(
+        self, send: Send, call: Call, ce: CapExceeded, candidates: list[str]
+    ) -> None:
+        self.stats.quota_rejections += 1
+        p = call.resolved.principal
+        limit, current = from_nanousd(ce.limit_nanousd), from_nanousd(ce.current_nanousd)
+        self.writer.add(
+            None,
+            [
+                PendingEvent(
+                    GatewayQuotaExceeded(
+                        gateway_key_id=p.gateway_key_id,
+                        user_id=p.user_id,
+                        team_id=p.team_id,
+                        scope=ce.scope,  # type: ignore[arg-type]
+                        limit_usd=limit,
+                        current_usd=current,
+                        inbound_shape=call.shape,  # type: ignore[arg-type]
+                    ),
+                    call.started_at,
+                    {"workspace_id": p.workspace_id, "request_id": call.request_id},
+                ),
+                route_event(
+                    request_id=call.request_id,
+                    principal=p,
+                    candidates=candidates,
+                    winner_index=-1,
+                    reason="quota_exceeded",
+                    rule=None,
+                    attempts=[],
+                    inbound_shape=call.shape,
+                    ts=call.started_at,
+                ),
+            ],
+        )
+        await self._error(
+            send,
+            call.shape,
+            "quota_exceeded",
+            f"{ce.scope} spend cap reached: ${current} of ${limit}; resets at {iso(ce.resets_at)}",
+            call.request_id,
+            scope=ce.scope,
+            limit_usd=limit,
+            current_usd=current,
+            resets_at=iso(ce.resets_at),
+        )
+
+    async def _run_plan(
+        self, send: Send, receive: Receive, call: Call, plan: RoutePlan, candidates: list[str]
+    ) -> None:
+        last: Attempt | None = None
+        winner = -1
+        targets = plan.targets
+        for i, target in enumerate(targets):
+            t_att = time.perf_counter()
+            att = await self.forward(send, receive, call, target, is_last=i == len(targets) - 1)
+            call.attempts.append(
+                {
+                    "target": candidates[i],
+                    "status": att.status,
+                    "http_status": att.http_status,
+                    "latency_ms": int((time.perf_counter() - t_att) * 1000),
+                }
+            )
+            last = att
+            if att.answered:
+                winner = i
+                break
+        if last is not None and not last.answered:
+            # Nothing reached the client: answer with the last failure.
+            self.stats.upstream_errors += 1
+            if last.upstream_body is not None:
+                await self._respond(
+                    send,
+                    last.http_status,
+                    last.upstream_body,
+                    call.request_id,
+                    (b"content-type", last.upstream_ctype or b"application/json"),
+                )
+                http_status = last.http_status
+            else:
+                http_status = await self._error(
+                    send,
+                    call.shape,
+                    last.error_kind or "upstream_error",
+                    last.message,
+                    call.request_id,
+                )
+            t = targets[-1]
+            self._stamp(call, t.provider, t.model, None, Tokens(), None, last.status, http_status)
+        self.writer.add(
+            None,
+            [
+                route_event(
+                    request_id=call.request_id,
+                    principal=call.resolved.principal,
+                    candidates=candidates,
+                    winner_index=winner,
+                    reason=plan.reason,
+                    rule=plan.rule,
+                    attempts=call.attempts,
+                    inbound_shape=call.shape,
+                    ts=call.started_at,
+                )
+            ],
+        )
+
+    def _spent(self, scope: str, scope_id: str) -> int:
+        from metis.timeutil import day_key, month_key
+
+        now = utcnow()
+        period = month_key(now) if scope.endswith("monthly") else day_key(now)
+        return self.counters.spent((scope, scope_id, period))
+
+    # -- one attempt -----------------------------------------------------------
+    async def forward(
+        self, send: Send, receive: Receive, call: Call, target: Any, *, is_last: bool
+    ) -> Attempt:
+        """Forward ``call`` to one target; the per-attempt seam for routing."""
+        provider = target.provider
+        if provider != call.shape:
+            if self.cross_shape is not None:
+                result: Attempt = await self.cross_shape(self, send, receive, call, target, is_last)
+                return result
+            return Attempt(
+                False,
+                "unsupported_target",
+                502,
+                True,
+                "upstream_error",
+                f"target {provider}:{target.model} needs shape translation, which is not installed",
+            )
+        cred = await self.creds.get(call.resolved.principal.workspace_id, provider)
+        if cred is None:
+            return Attempt(
+                False,
+                "no_credential",
+                502,
+                True,
+                "upstream_error",
+                f"workspace has no {provider} credential with purpose inference",
+            )
+        body = call.raw
+        withhold = False
+        if call.stream and provider == "openai":
+            so = call.req.stream_options
+            client_asked = isinstance(so, dict) and so.get("include_usage") is True
+            if not client_asked:
+                withhold = True
+                obj = msgspec.json.decode(body)
+                so2 = dict(so) if isinstance(so, dict) else {}
+                so2["include_usage"] = True
+                obj["stream_options"] = so2
+                if target.model != call.req.model:
+                    obj["model"] = target.model
+                body = msgspec.json.encode(obj)
+        if target.model != call.req.model and body is call.raw:
+            obj = msgspec.json.decode(body)
+            obj["model"] = target.model
+            body = msgspec.json.encode(obj)
+        return await self._send_upstream(send, receive, call, target, cred, body, withhold, is_last)
+
+    def _upstream_headers(
+        self, call: Call, provider: str, cred: UpstreamCredential
+    ) -> dict[str, str]:
+        if provider == "anthropic":
+            h = {
+                "x-api-key": cred.secret,
+                "anthropic-version": call.headers.get(
+                    b"anthropic-version", DEFAULT_ANTHROPIC_VERSION
+                ).decode(),
+                "content-type": "application/json",
+            }
+            beta = call.headers.get(b"anthropic-beta")
+            if beta:
+                h["anthropic-beta"] = beta.decode()
+            return h
+        return {"authorization": "Bearer " + cred.secret, "content-type": "application/json"}
+
+    async def _send_upstream(
+        self,
+        send: Send,
+        receive: Receive,
+        call: Call,
+        target: Any,
+        cred: UpstreamCredential,
+        body: bytes,
+        withhold: bool,
+        is_last: bool,
+    ) -> Attempt:
+        provider = target.provider
+        assert self.session is not None
+        url = cred.api_root + call.path
+        headers = self._upstream_headers(call, provider, cred)
+        try:
+            resp = await self.session.post(url, data=body, headers=headers)
+        except TimeoutError:
+            return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
+        except aiohttp.ClientError as e:
+            return Attempt(
+                False,
+                "connect_error",
+                502,
+                True,
+                "upstream_error",
+                f"upstream connection failed: {type(e).__name__}",
+            )
+        try:
+            if resp.status >= 400:
+                if resp.status == 401:
+                    self.creds.invalidate(call.resolved.principal.workspace_id, provider)
+                try:
+                    data = await resp.read()
+                except (TimeoutError, aiohttp.ClientError):
+                    data = b""
+                ctype = resp.headers.get("content-type", "application/json").encode()
+                retryable = resp.status == 429 or resp.status >= 500
+                if retryable and not is_last:
+                    return Attempt(
+                        False, "upstream_error", resp.status, True, None, "", data, ctype
+                    )
+                await self._respond(
+                    send, resp.status, data, call.request_id, (b"content-type", ctype)
+                )
+                self.stats.upstream_errors += 1
+                self._stamp(
+                    call,
+                    provider,
+                    target.model,
+                    None,
+                    Tokens(),
+                    None,
+                    "upstream_error",
+                    resp.status,
+                )
+                return Attempt(True, "upstream_error", resp.status, retryable)
+            if not call.stream:
+                return await self._plain(send, call, target, resp, cred)
+            return await self._stream(send, receive, call, target, resp, cred, withhold)
+        finally:
+            resp.release()
+
+    async def _plain(
+        self,
+        send: Send,
+        call: Call,
+        target: Any,
+        resp: aiohttp.ClientResponse,
+        cred: UpstreamCredential,
+    ) -> Attempt:
+        try:
+            data = await resp.read()
+        except TimeoutError:
+            return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
+        except aiohttp.ClientError as e:
+            return Attempt(
+                False,
+                "connect_error",
+                502,
+                True,
+                "upstream_error",
+                f"upstream connection failed: {type(e).__name__}",
+            )
+        tokens = Tokens()
+        rid_up = model = None
+        try:
+            r = _dec_resp.decode(data)
+            rid_up = r.id if isinstance(r.id, str) else None
+            model = r.model if isinstance(r.model, str) else None
+            if target.provider == "anthropic":
+                from_anthropic(r.usage, tokens)
+            else:
+                from_openai(r.usage, tokens)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        ctype = resp.headers.get("content-type", "application/json").encode()
+        await self._respond(send, resp.status, data, call.request_id, (b"content-type", ctype))
+        self._stamp(
+            call,
+            target.provider,
+            target.model,
+            model,
+            tokens,
+            rid_up,
+            "ok",
+            resp.status,
+            cred.api_root,
+        )
+        return Attempt(True, "ok", resp.status)
+
+    async def _stream(
+        self,
+        send: Send,
+        receive: Receive,
+        call: Call,
+        target: Any,
+        resp: aiohttp.ClientResponse,
+        cred: UpstreamCredential,
+        withhold: bool,
+    ) -> Attempt:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": resp.status,
+                "headers": [
+                    (
+                        b"content-type",
+                        resp.headers.get("content-type", "text/event-stream").encode(),
+                    ),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-metis-request-id", call.request_id.encode()),
+                ],
+            }
+        )
+        tap = SSEUsageTap(target.provider, withhold_usage_chunk=withhold)
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        status = "ok"
+        try:
+            async for chunk in resp.content.iter_any():
+                out = tap.feed(chunk)
+                if out and not gone.is_set():
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            out = tap.flush()
+        except (TimeoutError, aiohttp.ClientError):
+            status = "upstream_error"
+            out = tap.flush()
+        finally:
+            watcher.cancel()
+        if gone.is_set():
+            status = "client_disconnected"
+        else:
+            await send({"type": "http.response.body", "body": out, "more_body": False})
+        self._stamp(
+            call,
+            target.provider,
+            target.model,
+            tap.model,
+            tap.tokens,
+            tap.response_id,
+            status,
+            resp.status,
+            cred.api_root,
+        )
+        return Attempt(True, status, resp.status)
+
+    # -- accounting ------------------------------------------------------------
+    def _stamp(
+        self,
+        call: Call,
+        provider: str,
+        target_model: str,
+        reported_model: str | None,
+        tokens: Tokens,
+        correlation_id: str | None,
+        status: str,
+        http_status: int,
+        api_root: str | None = None,
+    ) -> None:
+        model_raw = reported_model or target_model
+        try:
+            priced = price(
+                provider,
+                model_raw,
+                input_tokens=tokens.input,
+                output_tokens=tokens.output,
+                cached_input_tokens=tokens.cached,
+                cache_creation_input_tokens=tokens.cache_creation,
+                reasoning_tokens=min(tokens.reasoning, tokens.output),
+                at=call.started_at,
+            )
+        except ValueError:
+            priced = Priced(None, "none", None, model_raw.lower())
+        if priced.cost_nanousd is None and not has_price(provider, target_model):
+            self.stats.unpriced_calls += 1
+        if call.reservation is not None:
+            self.counters.settle(call.reservation, priced.cost_nanousd or 0)
+        facts = CallFacts(
+            request_id=call.request_id,
+            principal=call.resolved.principal,
+            inbound_shape=call.shape,
+            provider=provider,
+            model_raw=model_raw,
+            stream=call.stream,
+            started_at=call.started_at,
+            latency_ms=int((time.perf_counter() - call.t0) * 1000),
+            http_status=http_status,
+            status=status,
+            tokens=tokens,
+            priced=priced,
+            correlation_id=correlation_id,
+            api_root=api_root,
+        )
+        self.writer.add(usage_record(facts), [call_event(facts)])
+
+    # -- GET /v1/models --------------------------------------------------------
+    async def models(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        rid = new_id("req")
+        headers = dict(scope["headers"])
+        shape = "anthropic" if b"anthropic-version" in headers else "openai"
+        try:
+            resolved = self.keys.resolve(_token(headers))
+        except AuthFailure as e:
+            await self._error(send, shape, "authentication_error", str(e), rid)
+            return
+        snap = resolved.snapshot
+        ids: list[tuple[str, str]] = []
+        if snap.allowed_models is not None:
+            ids = [(m, _provider_guess(m)) for m in snap.allowed_models]
+        else:
+            from metis.gateway.catalog import known_models
+
+            for provider in ("openai", "anthropic"):
+                if await self.creds.get(snap.workspace_id, provider) is not None:
+                    ids.extend((m, provider) for m in known_models(provider))
+        if shape == "anthropic":
+            data = [
+                {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
+                for m, _ in ids
+            ]
+            body = msgspec.json.encode(
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                }
+            )
+        else:
+            body = msgspec.json.encode(
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": p} for m, p in ids
+                    ],
+                }
+            )
+        await self._respond(send, 200, body, rid)
+
+
+def _provider_guess(model: str) -> str:
+    return "anthropic" if model.startswith("claude") else "openai"
+
+
+def _token(headers: dict[bytes, bytes]) -> str:
+    auth = headers.get(b"authorization")
+    if auth is not None:
+        a = auth.decode("latin-1")
+        if a[:7].lower() == "bearer ":
+            return a[7:].strip()
+    key = headers.get(b"x-api-key")
+    return key.decode("latin-1").strip() if key is not None else ""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    msg = await receive()
+    if msg["type"] == "http.disconnect":
+        raise _ClientGone
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body"):
+        return body
+    parts = [body]
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise _ClientGone
+        parts.append(msg.get("body", b""))
+        if not msg.get("more_body"):
+            return b"".join(parts)
+
+
+def install(comps: Any) -> Gateway:
+    """Register the gateway's hot routes and lifecycle hooks on the server components."""
+    from metis.db.engine import make_engine
+
+    gw = Gateway(comps.settings, make_engine(settings=comps.settings))
+    comps.gateway_routes.update(gw.routes())
+    comps.startup.append(gw.startup)
+    comps.shutdown.append(gw.shutdown)
+    comps.gateway = gw
+    return gw

@@ -1,0 +1,46 @@
+"""Error envelopes in each inbound shape (OpenAI, Anthropic).
+
+Every error the gateway itself produces is a JSON body in the shape the
+client's SDK parses: OpenAI ``{"error": {"message", "type", "param", "code"}}``,
+Anthropic ``{"type": "error", "error": {"type", "message"}}``. Extra fields
+(the cap ``scope``, ``limit_usd``, ``current_usd``, ``resets_at``) go inside
+the ``error`` object. Upstream errors are *not* rewritten: they keep the
+upstream's status and body.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from metis.jsonutil import dumps
+
+Shape = Literal["openai", "anthropic"]
+
+# (status, openai type, openai code, anthropic type)
+KINDS: dict[str, tuple[int, str, str | None, str]] = {
+    "authentication_error": (
+        401,
+        "authentication_error",
+        "invalid_api_key",
+        "authentication_error",
+    ),
+    "permission_error": (403, "permission_error", "model_not_allowed", "permission_error"),
+    "invalid_request": (400, "invalid_request_error", None, "invalid_request_error"),
+    "not_found": (404, "invalid_request_error", "not_found", "not_found_error"),
+    "quota_exceeded": (429, "rate_limit_exceeded", "quota_exceeded", "rate_limit_error"),
+    "upstream_error": (502, "upstream_error", "bad_gateway", "api_error"),
+    "upstream_timeout": (504, "timeout", "gateway_timeout", "timeout_error"),
+    "internal": (500, "server_error", None, "api_error"),
+}
+
+
+def error_body(shape: Shape, kind: str, message: str, **extra: Any) -> tuple[int, bytes]:
+    """(HTTP status, JSON body) for a gateway-made error in the inbound ``shape``."""
+    status, oa_type, oa_code, an_type = KINDS[kind]
+    if shape == "anthropic":
+        err: dict[str, Any] = {"type": an_type, "message": message}
+        err.update(extra)
+        return status, dumps({"type": "error", "error": err})
+    err = {"message": message, "type": oa_type, "param": None, "code": oa_code}
+    err.update(extra)
+    return status, dumps({"error": err})

@@ -1,0 +1,131 @@
+"""SSE pass-through that captures usage on the way.
+
+Upstream bytes are split into complete SSE events (``\\n\\n``-terminated) and
+forwarded as they complete; only events that can carry usage are decoded.
+
+OpenAI: the gateway always asks for ``stream_options.include_usage``; when
+the client did not ask for it, the extra final chunk (``choices: []`` with
+``usage``) is withheld, so the client sees exactly the stream it would have
+seen without Metis. Anthropic: usage arrives in ``message_start`` (input and
+cache tokens) and ``message_delta`` (cumulative output); everything is
+forwarded unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from metis.gateway.usage import Tokens, from_anthropic, from_openai
+
+_decode = msgspec.json.decode
+
+
+def _data(ev: bytes) -> bytes | None:
+    """The concatenated ``data:`` payload of one event (None when absent)."""
+    out: list[bytes] = []
+    for line in ev.split(b"\n"):
+        if line.startswith(b"data:"):
+            v = line[5:]
+            if v.startswith(b" "):
+                v = v[1:]
+            out.append(v.rstrip(b"\r"))
+    return b"\n".join(out) if out else None
+
+
+class SSEUsageTap:
+    """Feed upstream chunks; get the bytes to forward; read `tokens` at the end."""
+
+    __slots__ = ("_buf", "model", "response_id", "shape", "tokens", "withhold_usage_chunk")
+
+    def __init__(self, shape: str, *, withhold_usage_chunk: bool = False) -> None:
+        self.shape = shape
+        self.withhold_usage_chunk = withhold_usage_chunk
+        self.tokens = Tokens()
+        self.response_id: str | None = None
+        self.model: str | None = None
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r\n" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return b""
+        complete, self._buf = buf[: end + 2], buf[end + 2 :]
+        if self.shape == "openai":
+            return self._openai(complete)
+        self._anthropic(complete)
+        return complete
+
+    def flush(self) -> bytes:
+        """Whatever is left at end of stream (an unterminated last event)."""
+        rest, self._buf = self._buf, b""
+        if rest and self.shape == "openai":
+            return self._openai(rest)
+        if rest:
+            self._anthropic(rest)
+        return rest
+
+    # OpenAI: decode only events that may carry an id we lack or a usage object.
+    def _openai(self, complete: bytes) -> bytes:
+        if self.response_id is not None and b'"usage"' not in complete:
+            return complete
+        keep: list[bytes] = []
+        dropped = False
+        for ev in complete.split(b"\n\n"):
+            if not ev:
+                continue
+            drop = False
+            if self.response_id is None or b'"usage"' in ev:
+                data = _data(ev)
+                if data and data != b"[DONE]":
+                    try:
+                        obj: Any = _decode(data)
+                    except msgspec.DecodeError:
+                        obj = None
+                    if isinstance(obj, dict):
+                        if self.response_id is None and isinstance(obj.get("id"), str):
+                            self.response_id = obj["id"]
+                            if isinstance(obj.get("model"), str):
+                                self.model = obj["model"]
+                        u = obj.get("usage")
+                        if isinstance(u, dict):
+                            from_openai(u, self.tokens)
+                            if self.withhold_usage_chunk and not obj.get("choices"):
+                                drop = True
+            if drop:
+                dropped = True
+            else:
+                keep.append(ev)
+        if not dropped:
+            return complete
+        return b"".join(e + b"\n\n" for e in keep)
+
+    def _anthropic(self, complete: bytes) -> None:
+        if b"message_start" not in complete and b"message_delta" not in complete:
+            return
+        for ev in complete.split(b"\n\n"):
+            if b"message_start" not in ev and b"message_delta" not in ev:
+                continue
+            data = _data(ev)
+            if not data:
+                continue
+            try:
+                obj: Any = _decode(data)
+            except msgspec.DecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if obj.get("type") == "message_start" and isinstance(obj.get("message"), dict):
+                msg = obj["message"]
+                if isinstance(msg.get("id"), str):
+                    self.response_id = msg["id"]
+                if isinstance(msg.get("model"), str):
+                    self.model = msg["model"]
+                from_anthropic(msg.get("usage"), self.tokens)
+            elif obj.get("type") == "message_delta":
+                from_anthropic(obj.get("usage"), self.tokens)

@@ -1,0 +1,98 @@
+"""Upstream side: the pooled HTTP client and the in-memory inference-credential cache.
+
+One `aiohttp.ClientSession` per process with keep-alive pooling (no per-request
+connection setup). Credentials: the workspace's provider credential with
+purpose ``inference`` is looked up and decrypted once, then kept in memory
+(plaintext only in this process's memory, never logged); the cache is cleared
+when the ``identity`` or ``credentials`` configuration version moves (see
+`metis.gateway.auth.KeyCache`) and when an upstream answers 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from sqlalchemy import Engine
+
+from metis.config import Settings
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCredential:
+    credential_id: str
+    api_root: str  # scheme://host[:port], no /v1
+    secret: str
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"UpstreamCredential({self.credential_id}, {self.api_root})"
+
+
+CredentialResolver = Callable[[str, str], UpstreamCredential | None]
+
+
+def db_resolver(engine: Engine, settings: Settings) -> CredentialResolver:
+    """Resolve (workspace_id, provider) from the credentials store (blocking)."""
+
+    def resolve(workspace_id: str, provider: str) -> UpstreamCredential | None:
+        from metis.credentials import find_credential, reveal_secret
+
+        with engine.connect() as conn:
+            cred = find_credential(conn, workspace_id, provider, "inference")
+            if cred is None:
+                return None
+            secret = reveal_secret(conn, settings, cred.id)
+        return UpstreamCredential(cred.id, cred.api_root.rstrip("/"), secret)
+
+    return resolve
+
+
+@dataclass
+class CredentialCache:
+    resolver: CredentialResolver
+    _cache: dict[tuple[str, str], UpstreamCredential | None] = field(default_factory=dict)
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    async def get(self, workspace_id: str, provider: str) -> UpstreamCredential | None:
+        key = (workspace_id, provider)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self._cache:
+                self._cache[key] = await asyncio.to_thread(self.resolver, workspace_id, provider)
+            return self._cache[key]
+
+    def invalidate(self, workspace_id: str | None = None, provider: str | None = None) -> None:
+        if workspace_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop((workspace_id, provider or ""), None)
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The process's pooled client session (create inside the running loop)."""
+    connector = aiohttp.TCPConnector(
+        limit=0,  # no global cap; the upstream's own limits apply
+        limit_per_host=0,
+        keepalive_timeout=60,
+        ttl_dns_cache=300,
+        enable_cleanup_closed=False,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=True,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        raise_for_status=False,
+    )

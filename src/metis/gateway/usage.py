@@ -1,0 +1,68 @@
+"""Provider usage objects -> canonical token counts (DESIGN.md semantics).
+
+OpenAI: ``prompt_tokens`` already includes cached tokens
+(``prompt_tokens_details.cached_tokens``) and ``completion_tokens`` includes
+reasoning (``completion_tokens_details.reasoning_tokens``): taken as is.
+Anthropic: ``input_tokens`` *excludes* cache reads and cache writes, so the
+canonical input is ``input_tokens + cache_read_input_tokens +
+cache_creation_input_tokens``; ``output_tokens`` is the (cumulative) output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Tokens:
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+    cache_creation: int = 0
+    reasoning: int = 0
+    reported: bool = False  # the upstream sent a usage object
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def from_openai(u: Any, t: Tokens | None = None) -> Tokens:
+    t = t or Tokens()
+    if not isinstance(u, dict):
+        return t
+    t.reported = True
+    t.input = _int(u.get("prompt_tokens"))
+    t.output = _int(u.get("completion_tokens"))
+    pd = u.get("prompt_tokens_details")
+    t.cached = _int(pd.get("cached_tokens")) if isinstance(pd, dict) else 0
+    cd = u.get("completion_tokens_details")
+    t.reasoning = _int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0
+    return t
+
+
+def from_anthropic(u: Any, t: Tokens | None = None) -> Tokens:
+    """Apply an Anthropic usage object (message, message_start or message_delta).
+
+    Fields present in ``u`` replace earlier values (message_delta counts are
+    cumulative); absent fields keep what message_start said.
+    """
+    t = t or Tokens()
+    if not isinstance(u, dict):
+        return t
+    t.reported = True
+    plain = u.get("input_tokens")
+    read = u.get("cache_read_input_tokens")
+    write = u.get("cache_creation_input_tokens")
+    if read is not None:
+        t.cached = _int(read)
+    if write is not None:
+        t.cache_creation = _int(write)
+    if plain is not None:
+        t.input = _int(plain) + t.cached + t.cache_creation
+    elif read is not None or write is not None:
+        t.input = max(t.input, t.cached + t.cache_creation)
+    if u.get("output_tokens") is not None:
+        t.output = _int(u.get("output_tokens"))
+    return t
