@@ -10,7 +10,11 @@ import pytest
 from metis.util.server_thread import ServerThread
 from tests.alerts.receiver import Receiver
 
-SINK_VARS = ("METIS_ALERT_WEBHOOK_URL", "METIS_ALERT_WEBHOOK_SECRET", "METIS_ALERT_SLACK_WEBHOOK_URL")
+SINK_VARS = (
+    "METIS_ALERT_WEBHOOK_URL",
+    "METIS_ALERT_WEBHOOK_SECRET",
+    "METIS_ALERT_SLACK_WEBHOOK_URL",
+)
 
 
 @dataclass
