@@ -22,6 +22,8 @@ from metis.cli import provider_key as provider_key_cmd
 from metis.cli import report as report_cmd
 from metis.cli import routing as routing_cmd
 from metis.cli import secrets as secrets_cmd
+from metis.cli import serve as serve_cmd
+from metis.cli import simulator as simulator_cmd
 from metis.cli import workspace as workspace_cmd
 from metis.errors import MetisError
 
@@ -54,6 +56,7 @@ def _root(
 
 
 app.command("init")(init_cmd.init)
+app.command("serve")(serve_cmd.serve)
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(admin_cmd.app, name="admin")
 app.add_typer(export_cmd.app, name="export")
@@ -64,6 +67,7 @@ app.add_typer(provider_key_cmd.app, name="provider-key")
 app.add_typer(routing_cmd.app, name="routing")
 app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(ingest_cmd.app, name="ingest")
+app.add_typer(simulator_cmd.app, name="simulator")
 app.add_typer(gateway_cmd.app, name="gateway")
 
 

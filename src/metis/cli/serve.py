@@ -1,0 +1,47 @@
+"""``metis serve``: run the gateway, APIs and background jobs (uvicorn, uvloop, httptools)."""
+
+import typer
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
+    port: int = typer.Option(8080, "--port", help="TCP port to listen on."),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Worker processes. Each keeps its own key cache and counter leases; "
+        "spend caps stay within one reservation per process (docs/performance.md).",
+    ),
+    log_level: str = typer.Option(
+        "warning", "--log-level", help="uvicorn's access/error log level."
+    ),
+) -> None:
+    """Serve the gateway (OpenAI- and Anthropic-compatible) and the Metis API.
+
+    The database comes from METIS_DATABASE_URL (SQLite in METIS_HOME by
+    default); run `metis init` first. On SIGTERM/SIGINT in-flight requests
+    finish and buffered usage records are flushed before exit.
+
+    Example:
+
+        metis serve --host 0.0.0.0 --port 8080 --workers 2
+    """
+    import uvicorn
+
+    from metis.config import get_settings
+
+    get_settings()  # fail early with a clear error on a bad METIS_* value
+    uvicorn.run(
+        "metis.server:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+    )
