@@ -1,0 +1,172 @@
+"""The simulator's ASGI app: routes, fault application, ``/_sim`` control endpoints.
+
+One server plays both providers. Paths are the providers' own (use the server
+root as the SDK ``base_url``: ``http://host:port/v1`` for OpenAI,
+``http://host:port`` for Anthropic). ``GET /v1/models`` answers in Anthropic's
+shape when the request carries ``x-api-key`` or ``anthropic-version``, else in
+OpenAI's.
+
+Control endpoints (simulator only, never faulted, no auth):
+``GET /_sim/ground_truth[?origin=served|history]``, ``GET /_sim/calls``,
+``GET|POST|DELETE /_sim/faults``, ``POST /_sim/reset``, ``GET /_sim/health``.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from metis.simulator import anthropic_inference, openai_inference
+from metis.simulator.faults import REJECTING, Fault, FaultError, validate
+from metis.simulator.http import (
+    JSONResponse,
+    Provider,
+    anthropic_error,
+    apply_post_fault,
+    fault_error,
+    install_drop_log_filter,
+    openai_error,
+)
+from metis.simulator.state import SimState
+
+Handler = Callable[[Request, SimState, Any], Awaitable[Response]]
+
+
+def _is_anthropic(request: Request) -> bool:
+    h = request.headers
+    return "x-api-key" in h or "anthropic-version" in h
+
+
+def _endpoint(
+    state: SimState, provider: Provider | None, handler: Handler, *, json_body: bool
+) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler: parse the JSON body, apply faults around it."""
+
+    async def endpoint(request: Request) -> Response:
+        prov: Provider = provider or ("anthropic" if _is_anthropic(request) else "openai")
+        body: Any = None
+        if json_body:
+            raw = await request.body()
+            try:
+                body = msgspec.json.decode(raw)
+            except msgspec.DecodeError:
+                if prov == "openai":
+                    return openai_error(
+                        400,
+                        "We could not parse the JSON body of your request. (HINT: This likely "
+                        "means you aren't using your HTTP library correctly.)",
+                    )
+                return anthropic_error(400, "There was an error parsing the body of your request")
+        fault: Fault | None = None
+        if state.faults.active:
+            streaming = isinstance(body, dict) and body.get("stream") is True
+            fault = state.faults.take(request.url.path, streaming=streaming)
+            if fault is not None:
+                if fault.kind in REJECTING:
+                    return fault_error(prov, fault)
+                if fault.kind == "slow":
+                    await asyncio.sleep(fault.delay)
+        resp = await handler(request, state, body)
+        return apply_post_fault(resp, fault)
+
+    return endpoint
+
+
+async def _models(request: Request, state: SimState, body: Any) -> Response:
+    if _is_anthropic(request):
+        return await anthropic_inference.list_models(request, state, body)
+    return await openai_inference.list_models(request, state, body)
+
+
+def _sim_routes(state: SimState) -> list[Route]:
+    async def ground_truth(request: Request) -> Response:
+        origin = request.query_params.get("origin")
+        if origin not in (None, "served", "history"):
+            return JSONResponse({"error": "origin must be served or history"}, status_code=400)
+        return JSONResponse(state.ledger.ground_truth(origin))
+
+    async def calls(request: Request) -> Response:
+        origin = request.query_params.get("origin")
+        return JSONResponse({"calls": state.ledger.call_list(origin)})
+
+    async def faults(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                data = msgspec.json.decode(await request.body())
+                items = data if isinstance(data, list) else [data]
+                added = [validate(x) for x in items]
+            except (msgspec.DecodeError, FaultError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            for f in added:
+                state.faults.add(f)
+        elif request.method == "DELETE":
+            state.faults.clear()
+        return JSONResponse({"faults": [msgspec.to_builtins(f) for f in state.faults.to_list()]})
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse({"ok": True})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "seed": state.seed, "history_days": state.history_days})
+
+    return [
+        Route("/_sim/ground_truth", ground_truth, methods=["GET"]),
+        Route("/_sim/calls", calls, methods=["GET"]),
+        Route("/_sim/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_sim/reset", reset, methods=["POST"]),
+        Route("/_sim/health", health, methods=["GET"]),
+    ]
+
+
+def create_app(
+    *,
+    seed: int = 0,
+    history_days: int = 0,
+    faults: list[Fault] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Starlette:
+    """A fresh simulator (its own ledger, faults and prompt cache).
+
+    ``seed`` makes token counts and generated text reproducible;
+    ``history_days`` adds deterministic usage for the D days before today;
+    ``faults`` are active from the start (and restored by ``/_sim/reset``);
+    ``clock`` (unix seconds) is for tests that need a fixed "now".
+    """
+    install_drop_log_filter()
+    kw: dict[str, Any] = {"seed": seed, "history_days": history_days, "faults": faults}
+    if clock is not None:
+        kw["clock"] = clock
+    state = SimState(**kw)
+
+    def ep(provider: Provider | None, handler: Handler, json_body: bool = False) -> Any:
+        return _endpoint(state, provider, handler, json_body=json_body)
+
+    routes = [
+        Route(
+            "/v1/chat/completions",
+            ep("openai", openai_inference.chat_completions, True),
+            methods=["POST"],
+        ),
+        Route("/v1/embeddings", ep("openai", openai_inference.embeddings, True), methods=["POST"]),
+        Route("/v1/models", ep(None, _models), methods=["GET"]),
+        Route("/v1/models/{model:path}", ep("openai", openai_inference.get_model), methods=["GET"]),
+        Route(
+            "/v1/messages", ep("anthropic", anthropic_inference.messages, True), methods=["POST"]
+        ),
+        *_admin_routes(state, ep),
+        *_sim_routes(state),
+    ]
+    app = Starlette(routes=routes)
+    app.state.sim = state
+    return app
+
+
+def _admin_routes(state: SimState, ep: Callable[..., Any]) -> list[Route]:
+    # PARTIAL (first commit): the admin usage/cost APIs land in the next commit.
+    return []

@@ -1,0 +1,417 @@
+"""OpenAI inference: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``.
+
+Shapes follow the OpenAI API reference field by field (chat completion object,
+chat completion chunk object, embedding list, model list, error envelope).
+Usage: ``prompt_tokens`` INCLUDES ``prompt_tokens_details.cached_tokens``;
+``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``.
+
+Cache rule (stateless, documented for tests): a chat prompt of at least 1024
+tokens reports ``cached_tokens = floor(prompt_tokens / 2 / 128) * 128`` (OpenAI
+caches prompts >= 1024 tokens in 128-token steps); shorter prompts report 0.
+
+Tool calls: when the request has ``tools`` and ``tool_choice`` is not
+``"none"`` and the last message is not a ``tool`` result, the simulator calls a
+tool if ``tool_choice`` forces one (``"required"`` or a named function) or the
+last user message contains "use tool" / "use a tool". It calls the named tool,
+else a tool whose name appears in that message, else the first tool, with
+arguments built from the tool's JSON schema (`catalog.args_from_schema`).
+A request whose last message is a tool result gets a normal text answer.
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from metis.pricing import has_price
+from metis.simulator import catalog, tokens
+from metis.simulator.http import JSONResponse, SSEResponse, bearer, openai_error, sse_data
+from metis.simulator.keys import KeyIdentity, is_openai_key, openai_identity
+from metis.simulator.ledger import Call
+from metis.simulator.state import SimState
+
+FINGERPRINT = "fp_sim0000001"
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP = 128
+
+
+def authenticate(request: Request) -> KeyIdentity | Response:
+    """The key's identity, or OpenAI's 401 envelope."""
+    key = bearer(request.headers)
+    if key is None:
+        return openai_error(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+    if not is_openai_key(key):
+        return openai_error(
+            401,
+            f"Incorrect API key provided: sk-...{key[-4:] if len(key) > 8 else ''}. "
+            "You can find your API key at https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+        )
+    return openai_identity(key)
+
+
+def request_time(request: Request, state: SimState) -> int:
+    """Unix seconds of the call: now, or the simulator-only ``x-sim-time`` header."""
+    v = request.headers.get("x-sim-time")
+    if v:
+        try:
+            return int(float(v))
+        except ValueError:
+            pass
+    return int(state.clock())
+
+
+def forced_output(request: Request) -> int | None:
+    v = request.headers.get("x-sim-output-tokens")
+    if v and v.isdigit():
+        return max(1, int(v))
+    return None
+
+
+def cached_tokens(prompt_tokens: int) -> int:
+    if prompt_tokens < CACHE_MIN_TOKENS:
+        return 0
+    return (prompt_tokens // 2) // CACHE_STEP * CACHE_STEP
+
+
+def _bad(message: str, param: str | None = None) -> Response:
+    return openai_error(400, message, param=param)
+
+
+def _model_not_found(model: str) -> Response:
+    return openai_error(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+    )
+
+
+def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools: Any = body.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return None
+    funcs: list[dict[str, Any]] = [
+        t["function"]
+        for t in tools
+        if isinstance(t, dict)
+        and isinstance(t.get("function"), dict)
+        and isinstance(t["function"].get("name"), str)
+    ]
+    if not funcs:
+        return None
+    choice = body.get("tool_choice")
+    if choice == "none":
+        return None
+    messages = body["messages"]
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        for f in funcs:
+            if f["name"] == name:
+                return f
+    text = catalog.last_text(last.get("content")) if last.get("role") == "user" else ""
+    if choice == "required" or isinstance(choice, dict) or catalog.asks_for_tool(text):
+        for f in funcs:
+            if f["name"] in text:
+                return f
+        return funcs[0]
+    return None
+
+
+def _cap(body: dict[str, Any]) -> int | None:
+    for k in ("max_completion_tokens", "max_tokens"):
+        v = body.get(k)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
+
+
+def _usage(prompt: int, cached: int, completion: int, reasoning: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _validate_chat(body: Any) -> Response | None:
+    if not isinstance(body, dict):
+        return _bad("Invalid request body: expected a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _bad("you must provide a model parameter", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return _bad("Missing required parameter: 'messages'.", "messages")
+    if not messages:
+        return _bad(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages"
+        )
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in (
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "tool",
+            "function",
+        ):
+            return _bad(f"Invalid value for 'messages[{i}].role'.", f"messages[{i}].role")
+    if not has_price("openai", model) or model.startswith("text-embedding"):
+        return _model_not_found(model)
+    return None
+
+
+async def chat_completions(request: Request, state: SimState, body: Any) -> Response:
+    ident = authenticate(request)
+    if isinstance(ident, Response):
+        return ident
+    err = _validate_chat(body)
+    if err is not None:
+        return err
+    model = catalog.openai_served_model(body["model"])
+    ts = request_time(request, state)
+    prompt = tokens.openai_prompt_tokens(body)
+    cached = cached_tokens(prompt)
+    h = tokens.request_hash(state.seed, body["model"], body["messages"], body.get("tools"))
+    tool = _pick_tool(body)
+    stream = body.get("stream") is True
+    opts = body.get("stream_options")
+    include_usage = stream and isinstance(opts, dict) and opts.get("include_usage") is True
+    cid = "chatcmpl-" + secrets.token_hex(15)
+    base = {
+        "id": cid,
+        "object": "chat.completion.chunk" if stream else "chat.completion",
+        "created": ts,
+        "model": model,
+    }
+
+    if tool is not None:
+        args = tokens.canonical(catalog.args_from_schema(tool.get("parameters"))).decode()
+        completion = tokens.text_tokens(tool["name"]) + tokens.text_tokens(args) + 3
+        reasoning = 0
+        finish = "tool_calls"
+        call_id = "call_" + secrets.token_hex(12)
+        text_words: list[str] = []
+    else:
+        completion, truncated = tokens.output_tokens(h, _cap(body), forced_output(request))
+        reasoning = tokens.reasoning_split(h, model, completion)
+        text_words = tokens.words(h, completion - reasoning)
+        finish = "length" if truncated else "stop"
+
+    state.ledger.add(
+        Call(
+            provider="openai",
+            kind="completions",
+            ts=ts,
+            api_key_id=ident.api_key_id,
+            model=model,
+            input_tokens=prompt,
+            cached_input_tokens=cached,
+            output_tokens=completion,
+            reasoning_tokens=reasoning,
+            project_id=ident.project_id,
+            user_id=ident.user_id,
+            response_id=cid,
+        )
+    )
+    usage = _usage(prompt, cached, completion, reasoning)
+    headers = {"x-request-id": "req_" + cid[9:], "openai-processing-ms": "1"}
+
+    if not stream:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "annotations": [],
+        }
+        if tool is not None:
+            message["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": tool["name"], "arguments": args},
+                }
+            ]
+        else:
+            message["content"] = " ".join(text_words)
+        return JSONResponse(
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                ],
+                "usage": usage,
+                "service_tier": "default",
+                "system_fingerprint": FINGERPRINT,
+            },
+            headers=headers,
+        )
+
+    tail: dict[str, Any] = {"service_tier": "default", "system_fingerprint": FINGERPRINT}
+    if include_usage:
+        tail["usage"] = None
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return sse_data(
+            {
+                **base,
+                **tail,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                ],
+            }
+        )
+
+    events: list[bytes] = []
+    if tool is not None:
+        events.append(
+            chunk(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": tool["name"], "arguments": ""},
+                        }
+                    ],
+                    "refusal": None,
+                }
+            )
+        )
+        for i in range(0, len(args), 16):
+            events.append(
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + 16]}}]})
+            )
+    else:
+        events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+        for i, w in enumerate(text_words):
+            events.append(chunk({"content": w if i == 0 else " " + w}))
+    events.append(chunk({}, finish))
+    if include_usage:
+        events.append(
+            sse_data(
+                {
+                    **base,
+                    "service_tier": "default",
+                    "system_fingerprint": FINGERPRINT,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        )
+    events.append(b"data: [DONE]\n\n")
+    return SSEResponse(events, headers=headers)
+
+
+_BASE_VECTORS: dict[int, array.array[float]] = {}
+
+
+def _vector(dims: int, h: int) -> array.array[float]:
+    base = _BASE_VECTORS.get(dims)
+    if base is None:
+        import random
+
+        rnd = random.Random(dims)  # noqa: S311 - filler vectors
+        base = _BASE_VECTORS[dims] = array.array(
+            "f", (rnd.uniform(-0.05, 0.05) for _ in range(dims))
+        )
+    off = h % dims
+    return base[off:] + base[:off]
+
+
+async def embeddings(request: Request, state: SimState, body: Any) -> Response:
+    ident = authenticate(request)
+    if isinstance(ident, Response):
+        return ident
+    if not isinstance(body, dict):
+        return _bad("Invalid request body: expected a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _bad("you must provide a model parameter", "model")
+    if "input" not in body or body["input"] in ("", [], None):
+        return _bad(
+            "'$.input' is invalid. Please check the API reference: "
+            "https://platform.openai.com/docs/api-reference.",
+            "input",
+        )
+    if not model.startswith("text-embedding") or not has_price("openai", model):
+        return _model_not_found(model)
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        return _bad(
+            "Invalid value for 'encoding_format': expected 'float' or 'base64'.", "encoding_format"
+        )
+    dims = catalog.OPENAI_EMBEDDING_DIMS.get(model, 1536)
+    if isinstance(body.get("dimensions"), int) and 1 <= body["dimensions"] <= dims:
+        dims = body["dimensions"]
+    counts = tokens.embedding_input_tokens(body["input"])
+    prompt = sum(counts)
+    ts = request_time(request, state)
+    state.ledger.add(
+        Call(
+            provider="openai",
+            kind="embeddings",
+            ts=ts,
+            api_key_id=ident.api_key_id,
+            model=model,
+            input_tokens=prompt,
+            project_id=ident.project_id,
+            user_id=ident.user_id,
+        )
+    )
+    data = []
+    for i, n in enumerate(counts):
+        vec = _vector(dims, state.seed * 7919 + n * 31 + i)
+        emb: Any = base64.b64encode(vec.tobytes()).decode() if fmt == "base64" else vec.tolist()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        }
+    )
+
+
+def _model_obj(mid: str) -> dict[str, Any]:
+    return {"id": mid, "object": "model", "created": catalog.MODEL_CREATED, "owned_by": "system"}
+
+
+async def list_models(request: Request, state: SimState, body: Any) -> Response:
+    ident = authenticate(request)
+    if isinstance(ident, Response):
+        return ident
+    return JSONResponse({"object": "list", "data": [_model_obj(m) for m in catalog.OPENAI_MODELS]})
+
+
+async def get_model(request: Request, state: SimState, body: Any) -> Response:
+    ident = authenticate(request)
+    if isinstance(ident, Response):
+        return ident
+    mid = request.path_params["model"]
+    if mid not in catalog.OPENAI_MODELS:
+        return _model_not_found(mid)
+    return JSONResponse(_model_obj(mid))

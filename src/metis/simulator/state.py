@@ -1,0 +1,67 @@
+"""The simulator's mutable state: seed, clock, ledger, faults, prompt cache."""
+
+import time
+from collections.abc import Callable
+
+from metis.simulator.faults import Fault, Faults
+from metis.simulator.ledger import Ledger
+
+
+class PromptCache:
+    """Anthropic prompt-cache entries: prefix hash -> expiry (unix seconds).
+
+    A hit refreshes the entry's TTL, as Anthropic does.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, float] = {}
+
+    def lookup_or_store(self, key: bytes, now: float, ttl: float) -> bool:
+        """True on a hit (entry alive); otherwise store it and return False."""
+        exp = self._entries.get(key)
+        hit = exp is not None and exp > now
+        self._entries[key] = now + ttl
+        return hit
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class SimState:
+    """Everything one simulator instance knows; `reset` forgets served calls."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        history_days: int = 0,
+        faults: list[Fault] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.seed = seed
+        self.history_days = history_days
+        self.clock = clock
+        self.ledger = Ledger()
+        self.faults = Faults(faults)
+        self.cache = PromptCache()
+        self.counter = 0
+        self.load_history()
+
+    def load_history(self) -> None:
+        if self.history_days > 0:
+            from metis.simulator.history import generate
+
+            for call in generate(self.seed, self.history_days, self.clock()):
+                self.ledger.add(call)
+
+    def reset(self) -> None:
+        """Forget served calls, the prompt cache and added faults; keep history and seed."""
+        self.ledger.clear()
+        self.cache.clear()
+        self.faults.reset()
+        self.counter = 0
+        self.load_history()
+
+    def next_id(self) -> int:
+        self.counter += 1
+        return self.counter
