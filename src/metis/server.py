@@ -22,6 +22,7 @@ from metis.analytics.api import install as install_analytics
 from metis.analytics.reconciliation_api import install as install_reconciliation
 from metis.config import Settings, get_settings
 from metis.gateway.app import install as install_gateway
+from metis.gateway.routing.router import install as install_routing
 from metis.ingest.push import install as install_push
 from metis.ingest.scheduler import install as install_pull_sync
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # Alerts first: its shutdown hook then runs last, after the gateway flushed.
     install_alerts(comps)
     install_gateway(comps)
+    install_routing(comps)  # after the gateway: plugs into its plan_route/cross_shape seams
     install_analytics(comps)
     install_push(comps)
     install_pull_sync(comps)

@@ -1,0 +1,78 @@
+"""``GET /analytics/reconciliation``: every cell with each source's totals and its flags.
+
+Query: ``from`` and ``to`` are UTC days (``YYYY-MM-DD``; a full ISO 8601
+time is cut to its day), ``to`` exclusive; default the last 7 days up to
+and including today. ``workspace`` (id or name) narrows to one workspace.
+Admin token required (`metis.analytics.deps.require_admin`).
+"""
+
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, Response
+
+from metis import jsonutil
+from metis.analytics.deps import EngineDep, require_admin
+from metis.analytics.params import ParamError, resolve_workspace
+from metis.ledger.reconcile import cell_json, reconciled_cells
+from metis.timeutil import parse_iso, utcnow
+
+if TYPE_CHECKING:
+    from metis.server import Components
+
+MAX_DAYS = 366
+
+router = APIRouter(dependencies=[Depends(require_admin)], tags=["analytics"])
+
+
+def _day(value: str, name: str) -> date:
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        return parse_iso(value).date()
+    except ValueError:
+        raise ParamError("invalid_window", f"{name} must be YYYY-MM-DD or ISO 8601") from None
+
+
+@router.get("/analytics/reconciliation", summary="Reconciled cells with per-source totals")
+def reconciliation(
+    engine: EngineDep,
+    start: Annotated[str | None, Query(alias="from", description="First UTC day")] = None,
+    end: Annotated[str | None, Query(alias="to", description="UTC day after the last")] = None,
+    workspace: Annotated[str | None, Query(description="Workspace id or name")] = None,
+) -> Response:
+    """Cells (workspace, provider, model, UTC day): each source's totals, attributed,
+    unattributed, drift, the reconciled figure and flags (docs/reconciliation.md)."""
+    try:
+        end_d = _day(end, "to") if end else utcnow().date() + timedelta(days=1)
+        start_d = _day(start, "from") if start else end_d - timedelta(days=7)
+        if start_d >= end_d:
+            raise ParamError("invalid_window", "from must be before to")
+        if (end_d - start_d).days > MAX_DAYS:
+            raise ParamError("invalid_window", f"window longer than {MAX_DAYS} days")
+        with engine.connect() as conn:
+            ws = resolve_workspace(conn, workspace) if workspace else None
+            cells = reconciled_cells(conn, start_d, end_d, ws)
+    except ParamError as exc:
+        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=400)
+    totals: dict[str, Any] = {}
+    for name in ("reconciled", "attributed", "unattributed", "drift"):
+        agg: dict[str, int] = {}
+        for c in cells:
+            for k, v in getattr(c, name).measures().items():
+                agg[k] = agg.get(k, 0) + v
+        totals[name] = agg
+    body = {
+        "from": start_d.isoformat(),
+        "to": end_d.isoformat(),
+        "workspace_id": ws,
+        "cells": [cell_json(c) for c in cells],
+        "totals": totals,
+    }
+    return Response(jsonutil.dumps(body), media_type="application/json")
+
+
+def install(comps: "Components") -> None:
+    """Register the reconciliation endpoint on ``comps.api``."""
+    comps.api.include_router(router)

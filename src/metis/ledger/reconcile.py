@@ -1,0 +1,340 @@
+"""Reconciliation: one true total per cell from the sources kept side by side.
+
+A cell is (workspace, provider, model, UTC day). Raw rows are never changed;
+the reconciled view is derived at query time (DESIGN.md "Sources and
+reconciliation", user docs in docs/reconciliation.md):
+
+1. Each row is classified in SQL: ``provider`` (``source = provider_api_key``),
+   ``gateway`` (``source = gateway``), and for every other (plugin) source:
+   ``plugin_via_gateway`` when its ``base_url`` is one of this Metis gateway's
+   URLs (the gateway recorded that call itself), ``plugin_duplicate`` when a
+   gateway row of the workspace has the same ``correlation_id`` (the
+   provider's response id: the same call, the gateway row stands), else
+   ``plugin`` (traffic that did not pass the gateway).
+2. A cell is *covered* when a provider sync completed the whole UTC day for a
+   credential of that workspace and provider (a ``sync_windows`` row with
+   ``[day, day+1)``, written by `metis.ingest.sync`). Then the provider total
+   stands for every measure; ``attributed = gateway + plugin``;
+   ``unattributed = provider − attributed`` where positive (traffic that
+   bypassed Metis); where attributed exceeds the provider the cell carries
+   ``drift`` and the provider total still stands. If every provider row of the
+   cell has ``cost_source = none`` the provider reported no money: the
+   attributed cost stands and the cell is flagged ``provider_cost_unknown``.
+3. Uncovered cells: ``gateway + plugin`` stand as they are.
+
+Everything is grouped by cell in one SQL statement (plus one for coverage),
+so the cost is one index range scan of the window's rows.
+
+Python API for analytics: `reconciled_cells`, `reconciled_totals`,
+`reconciled_aggregate` (grouped, `metis.analytics.views`).
+"""
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, exists, func, literal, select
+
+from metis.db.tables import provider_credentials, sync_windows, usage_records
+from metis.timeutil import day_start
+
+PROVIDER_SOURCE = "provider_api_key"
+GATEWAY_SOURCE = "gateway"
+CLASSES = ("provider", "gateway", "plugin", "plugin_duplicate", "plugin_via_gateway")
+MEASURES = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+    "request_count",
+    "cost_nanousd",
+)
+GATEWAY_URLS_ENV = "METIS_GATEWAY_URLS"
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Summed measures (tokens in canonical semantics, cost in nano-USD) and a row count."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    request_count: int = 0
+    cost_nanousd: int = 0
+    rows: int = 0
+
+    def __add__(self, other: "Totals") -> "Totals":
+        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def measures(self) -> dict[str, int]:
+        return {m: getattr(self, m) for m in MEASURES}
+
+    def minus_clamped(self, other: "Totals") -> "Totals":
+        """Per measure ``max(self − other, 0)``; rows are not carried."""
+        return Totals(**{m: max(getattr(self, m) - getattr(other, m), 0) for m in MEASURES})
+
+    def is_zero(self) -> bool:
+        return not any(self.measures().values())
+
+
+ZERO = Totals()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One reconciled cell: each source's totals, the reconciled figure and its flags."""
+
+    workspace_id: str
+    provider: str
+    model: str
+    day: date
+    gateway: Totals = ZERO
+    plugin: Totals = ZERO
+    plugin_duplicate: Totals = ZERO
+    plugin_via_gateway: Totals = ZERO
+    provider_reported: Totals = ZERO
+    covered: bool = False
+    provider_synced_at: datetime | None = None
+    provider_cost_unknown: bool = False
+    attributed: Totals = ZERO
+    unattributed: Totals = ZERO
+    drift: Totals = ZERO
+    reconciled: Totals = ZERO
+    flags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def has_drift(self) -> bool:
+        return not self.drift.is_zero()
+
+    @property
+    def key(self) -> tuple[str, str, str, date]:
+        return (self.workspace_id, self.provider, self.model, self.day)
+
+
+def gateway_urls_from_env() -> tuple[str, ...]:
+    """``METIS_GATEWAY_URLS``: comma-separated base URLs clients reach this gateway by."""
+    raw = os.environ.get(GATEWAY_URLS_ENV, "")
+    return tuple(u.strip() for u in raw.split(",") if u.strip())
+
+
+def gateway_url_variants(urls: Iterable[str]) -> list[str]:
+    """Every stored form (see `metis.ingest.push.normalize_base_url`) of the gateway's URLs.
+
+    A plugin may report the root or the ``/v1`` base (OpenAI SDKs use ``…/v1``,
+    Anthropic's the root) and ``localhost`` or ``127.0.0.1``.
+    """
+    from metis.ingest.push import normalize_base_url
+
+    out: set[str] = set()
+    for u in urls:
+        n = normalize_base_url(u)
+        if not n:
+            continue
+        root = n[:-3] if n.endswith("/v1") else n
+        hosts = {root}
+        if "://localhost" in root:
+            hosts.add(root.replace("://localhost", "://127.0.0.1", 1))
+        if "://127.0.0.1" in root:
+            hosts.add(root.replace("://127.0.0.1", "://localhost", 1))
+        for h in hosts:
+            out.update({h, h + "/v1"})
+    return sorted(out)
+
+
+def _classified(
+    start: date, end: date, workspace_id: str | None, via_gateway: Sequence[str]
+) -> Any:
+    """A subquery of the window's rows with a ``klass`` column (see module docstring)."""
+    ur = usage_records
+    gw = usage_records.alias("gw")
+    dup = exists(
+        select(literal(1))
+        .select_from(gw)
+        .where(
+            gw.c.workspace_id == ur.c.workspace_id,
+            gw.c.source == GATEWAY_SOURCE,
+            gw.c.correlation_id == ur.c.correlation_id,
+        )
+    )
+    whens: list[Any] = [
+        (ur.c.source == PROVIDER_SOURCE, literal("provider")),
+        (ur.c.source == GATEWAY_SOURCE, literal("gateway")),
+    ]
+    if via_gateway:
+        whens.append((ur.c.base_url.in_(list(via_gateway)), literal("plugin_via_gateway")))
+    whens.append((and_(ur.c.correlation_id.is_not(None), dup), literal("plugin_duplicate")))
+    klass = case(*whens, else_=literal("plugin")).label("klass")
+    unknown_cost = case(
+        (and_(ur.c.source == PROVIDER_SOURCE, ur.c.cost_source == "none"), 1), else_=0
+    ).label("unknown_cost")
+    conds = [ur.c.usage_date >= start, ur.c.usage_date < end]
+    if workspace_id is not None:
+        conds.append(ur.c.workspace_id == workspace_id)
+    return select(ur, klass, unknown_cost).where(*conds).subquery("c")
+
+
+def _coverage(
+    conn: Connection, start: date, end: date, workspace_id: str | None
+) -> dict[tuple[str, str, date], datetime]:
+    """(workspace, provider, day) -> when its provider sync completed, for covered days."""
+    sw, pc = sync_windows, provider_credentials
+    q = (
+        select(
+            pc.c.workspace_id, pc.c.provider, sw.c.window_start, sw.c.window_end, sw.c.completed_at
+        )
+        .select_from(sw.join(pc, pc.c.id == sw.c.credential_id))
+        .where(sw.c.window_start < day_start(end), sw.c.window_end > day_start(start))
+    )
+    if workspace_id is not None:
+        q = q.where(pc.c.workspace_id == workspace_id)
+    out: dict[tuple[str, str, date], datetime] = {}
+    for ws, prov, ws_start, ws_end, done in conn.execute(q):
+        d = ws_start.date()
+        if day_start(d) < ws_start:
+            d += timedelta(days=1)
+        while day_start(d + timedelta(days=1)) <= ws_end:
+            k = (ws, prov, d)
+            if k not in out or done > out[k]:
+                out[k] = done
+            d += timedelta(days=1)
+    return out
+
+
+def _totals(row: Any) -> Totals:
+    return Totals(**{m: int(row[m] or 0) for m in MEASURES}, rows=int(row["n"] or 0))
+
+
+def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
+    attributed = cell.gateway + cell.plugin
+    flags: list[str] = []
+    if synced_at is None:
+        return replace(cell, attributed=attributed, reconciled=attributed, flags=())
+    prov = cell.provider_reported
+    flags.append("provider_covered")
+    if synced_at < day_start(cell.day + timedelta(days=1)):
+        flags.append("provider_partial_day")
+    reconciled = Totals(**prov.measures(), rows=prov.rows)
+    unattributed = prov.minus_clamped(attributed)
+    drift = attributed.minus_clamped(prov)
+    if cell.provider_cost_unknown:
+        flags.append("provider_cost_unknown")
+        reconciled = replace(reconciled, cost_nanousd=attributed.cost_nanousd)
+        unattributed = replace(unattributed, cost_nanousd=0)
+        drift = replace(drift, cost_nanousd=0)
+    if not unattributed.is_zero():
+        flags.append("unattributed")
+    if not drift.is_zero():
+        flags.append("drift")
+    return replace(
+        cell,
+        covered=True,
+        provider_synced_at=synced_at,
+        attributed=attributed,
+        unattributed=unattributed,
+        drift=drift,
+        reconciled=reconciled,
+        flags=tuple(flags),
+    )
+
+
+def reconciled_cells(
+    conn: Connection,
+    start: date,
+    end: date,
+    workspace_id: str | None = None,
+    gateway_urls: Sequence[str] | None = None,
+) -> list[Cell]:
+    """The cells of UTC days ``[start, end)`` (optionally one workspace), sorted.
+
+    ``gateway_urls`` are the base URLs this Metis gateway is reached by
+    (default ``METIS_GATEWAY_URLS``); plugin rows sent there are the
+    gateway's own traffic.
+    """
+    urls = gateway_urls_from_env() if gateway_urls is None else tuple(gateway_urls)
+    c = _classified(start, end, workspace_id, gateway_url_variants(urls))
+    cell_cols = [c.c.workspace_id, c.c.provider, c.c.model, c.c.usage_date, c.c.klass]
+    q = select(
+        *cell_cols,
+        func.count().label("n"),
+        func.sum(c.c.unknown_cost).label("unknown_cost"),
+        *(func.sum(c.c[m]).label(m) for m in MEASURES),
+    ).group_by(*cell_cols)
+    cells: dict[tuple[str, str, str, date], dict[str, Any]] = {}
+    for row in conn.execute(q).mappings():
+        k = (row["workspace_id"], row["provider"], row["model"], row["usage_date"])
+        d = cells.setdefault(k, {})
+        d[row["klass"]] = _totals(row)
+        if row["klass"] == "provider":
+            d["cost_unknown"] = int(row["unknown_cost"] or 0) == int(row["n"] or 0)
+    coverage = _coverage(conn, start, end, workspace_id)
+    out = []
+    for k in sorted(cells):
+        d = cells[k]
+        cell = Cell(
+            workspace_id=k[0],
+            provider=k[1],
+            model=k[2],
+            day=k[3],
+            gateway=d.get("gateway", ZERO),
+            plugin=d.get("plugin", ZERO),
+            plugin_duplicate=d.get("plugin_duplicate", ZERO),
+            plugin_via_gateway=d.get("plugin_via_gateway", ZERO),
+            provider_reported=d.get("provider", ZERO),
+            provider_cost_unknown=bool(d.get("cost_unknown", False)),
+        )
+        out.append(_settle(cell, coverage.get((k[0], k[1], k[3]))))
+    return out
+
+
+def reconciled_totals(
+    conn: Connection,
+    start: date,
+    end: date,
+    workspace_id: str | None = None,
+    gateway_urls: Sequence[str] | None = None,
+) -> Totals:
+    """The reconciled total over UTC days ``[start, end)``: the sum of every cell's figure."""
+    total = ZERO
+    for cell in reconciled_cells(conn, start, end, workspace_id, gateway_urls):
+        total = total + cell.reconciled
+    return total
+
+
+def cell_json(cell: Cell) -> dict[str, Any]:
+    """The JSON shape of a cell (``GET /analytics/reconciliation``); money as exact USD."""
+    from metis.money import usd_json
+    from metis.timeutil import iso
+
+    def t(x: Totals) -> dict[str, Any]:
+        d: dict[str, Any] = {m: getattr(x, m) for m in MEASURES if m != "cost_nanousd"}
+        d["cost_usd"] = usd_json(x.cost_nanousd)
+        d["cost_nanousd"] = x.cost_nanousd
+        d["rows"] = x.rows
+        return d
+
+    return {
+        "workspace_id": cell.workspace_id,
+        "provider": cell.provider,
+        "model": cell.model,
+        "day": cell.day.isoformat(),
+        "covered_by_provider": cell.covered,
+        "provider_synced_at": iso(cell.provider_synced_at) if cell.provider_synced_at else None,
+        "basis": "provider" if cell.covered else "gateway+plugin",
+        "sources": {
+            "gateway": t(cell.gateway),
+            "plugin": t(cell.plugin),
+            "plugin_duplicate": t(cell.plugin_duplicate),
+            "plugin_via_gateway": t(cell.plugin_via_gateway),
+            "provider_api_key": t(cell.provider_reported),
+        },
+        "attributed": t(cell.attributed),
+        "unattributed": t(cell.unattributed),
+        "drift": t(cell.drift),
+        "reconciled": t(cell.reconciled),
+        "flags": list(cell.flags),
+    }
