@@ -5,10 +5,12 @@ of a key. Secrets are printed once by ``issue-key`` and never shown again.
 """
 
 import sys
+from collections.abc import Sequence
 
 import typer
+from rich.markup import escape
 
-from metis.cli._common import console, err_console, print_json, print_table, transaction
+from metis.cli._common import print_json, print_table, transaction
 from metis.errors import MetisError
 from metis.identity import keys as key_lib
 from metis.identity import teams as team_lib
@@ -40,7 +42,7 @@ def stdin_is_interactive() -> bool:
 
 def _confirm(question: str) -> bool:
     """Ask ``question [y/N]`` on stderr; only ``y``/``yes`` is a yes (EOF is no)."""
-    err_console.print(f"{question} [y/N] ", end="")
+    typer.echo(f"{question} [y/N] ", nl=False, err=True)
     answer = sys.stdin.readline() if sys.stdin is not None else ""
     return answer.strip().lower() in ("y", "yes")
 
@@ -61,6 +63,11 @@ def _cap_change(value: str | None, field: str) -> "int | team_lib._Keep | None":
     if value.strip().lower() in CLEAR_WORDS:
         return None
     return parse_cap_usd(value, field)
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """`print_table` with every cell escaped: names are user input, not Rich markup."""
+    print_table(title, columns, [[escape("" if v is None else str(v)) for v in r] for r in rows])
 
 
 def _mask_email(email: str | None) -> str | None:
@@ -89,7 +96,7 @@ def user_add(
     """
     with transaction() as conn:
         u = user_lib.add_user(conn, name, email=email, alias=alias)
-    console.print(f"created user {u.alias} ({u.id})")
+    typer.echo(f"created user {u.alias} ({u.id})")
 
 
 def _user_json(u: User, show_email: bool) -> dict[str, object]:
@@ -123,9 +130,9 @@ def user_list(
         print_json(rows)
         return
     if not rows:
-        console.print("no users yet: create one with `metis gateway user add --name NAME`")
+        typer.echo("no users yet: create one with `metis gateway user add --name NAME`")
         return
-    print_table(
+    _table(
         "Users",
         ["id", "alias", "name", "email", "created", "disabled"],
         [
@@ -147,7 +154,7 @@ def user_disable(alias: str = typer.Argument(..., help="User alias or id (usr_â€
     """
     with transaction() as conn:
         u = user_lib.disable_user(conn, alias)
-    console.print(f"disabled user {u.alias} ({u.id})")
+    typer.echo(f"disabled user {u.alias} ({u.id})")
 
 
 @user_app.command("set-email")
@@ -163,7 +170,7 @@ def user_set_email(
     """
     with transaction() as conn:
         u = user_lib.set_email(conn, alias, email)
-    console.print(f"updated email of user {u.alias} ({u.id})")
+    typer.echo(f"updated email of user {u.alias} ({u.id})")
 
 
 # ---------------------------------------------------------------- teams
@@ -187,7 +194,7 @@ def team_add(
     monthly = _cap_option(monthly_cap_usd, "--monthly-cap-usd")
     with transaction() as conn:
         t = team_lib.add_team(conn, name, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
-    console.print(f"created team {t.name} ({t.id})")
+    typer.echo(f"created team {t.name} ({t.id})")
 
 
 def _team_json(t: Team) -> dict[str, object]:
@@ -217,9 +224,9 @@ def team_list(
         print_json([_team_json(t) for t in items])
         return
     if not items:
-        console.print("no teams yet: create one with `metis gateway team add --name NAME`")
+        typer.echo("no teams yet: create one with `metis gateway team add --name NAME`")
         return
-    print_table(
+    _table(
         "Teams",
         ["id", "name", "daily cap $", "monthly cap $", "created", "disabled"],
         [
@@ -256,7 +263,7 @@ def team_set_cap(
     monthly = _cap_change(monthly_cap_usd, "--monthly-cap-usd")
     with transaction() as conn:
         t = team_lib.set_caps(conn, name, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
-    console.print(
+    typer.echo(
         f"team {t.name}: daily cap {_usd(t.daily_cap_nanousd) or 'none'}, "
         f"monthly cap {_usd(t.monthly_cap_nanousd) or 'none'}"
     )
@@ -274,7 +281,7 @@ def team_disable(name: str = typer.Argument(..., help="Team name or id (team_â€¦
     """
     with transaction() as conn:
         t = team_lib.disable_team(conn, name)
-    console.print(f"disabled team {t.name} ({t.id})")
+    typer.echo(f"disabled team {t.name} ({t.id})")
 
 
 # ---------------------------------------------------------------- keys
@@ -353,9 +360,9 @@ def issue_key(
         print_json({**_key_json(key), "token": secret})
         return
     for kind, ref in missing:
-        console.print(f"created {kind} {ref}")
-    console.print(f"issued gateway key {key.id} ({key.name})")
-    console.print("key (shown once, store it now):")
+        typer.echo(f"created {kind} {ref}")
+    typer.echo(f"issued gateway key {key.id} ({key.name})")
+    typer.echo("key (shown once, store it now):")
     typer.echo(secret)
 
 
@@ -373,10 +380,10 @@ def revoke_key(
     with transaction() as conn:
         key, changed = key_lib.revoke_key(conn, key_id, reason=reason)
     if changed:
-        console.print(f"revoked gateway key {key.id} ({key.name})")
+        typer.echo(f"revoked gateway key {key.id} ({key.name})")
     else:
         revoked_at = iso(key.revoked_at) if key.revoked_at else "?"
-        console.print(f"gateway key {key.id} was already revoked at {revoked_at}")
+        typer.echo(f"gateway key {key.id} was already revoked at {revoked_at}")
 
 
 def _key_json(k: GatewayKey) -> dict[str, object]:
@@ -425,9 +432,9 @@ def list_keys(
         )
         return
     if not items:
-        console.print("no gateway keys: issue one with `metis gateway issue-key`")
+        typer.echo("no gateway keys: issue one with `metis gateway issue-key`")
         return
-    print_table(
+    _table(
         "Gateway keys",
         ["id", "name", "prefix", "workspace", "user", "team", "models", "daily cap $", "revoked"],
         [

@@ -85,13 +85,12 @@ def parse_cap_usd(value: str | Decimal | int, field: str) -> int:
         raise ValidationError(f"{field}: not a finite amount: {value!r}")
     if d < 0:
         raise ValidationError(f"{field}: must not be negative (got {value})")
+    if d > Decimal(MAX_CAP_NANOUSD) / NANOS_PER_USD:
+        raise ValidationError(f"{field}: too large (max {MAX_CAP_NANOUSD // 10**9} USD)")
     scaled = d * NANOS_PER_USD
     if scaled != scaled.to_integral_value():
         raise ValidationError(f"{field}: at most 9 decimal places (nano-USD)")
-    nanos = to_nanousd(d)
-    if nanos > MAX_CAP_NANOUSD:
-        raise ValidationError(f"{field}: too large (max {MAX_CAP_NANOUSD // 10**9} USD)")
-    return nanos
+    return to_nanousd(d)
 
 
 def check_cap_nanousd(value: int | None, field: str) -> int | None:
