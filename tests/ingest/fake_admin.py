@@ -8,6 +8,7 @@ key checks, and scripted faults. Ground truth is computed from the same rows.
 The shared provider simulator (issue 4) replaces it in the end-to-end tests.
 """
 
+import asyncio
 import json
 import threading
 from collections import defaultdict
@@ -77,6 +78,10 @@ class FakeAdmin:
     requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay_s: float = 0.0
+    hold_at: int | None = None  # hold the N-th request (1-based) until `release` is set
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    served: int = 0
 
     def truth(self, days: set[date] | None = None) -> dict[str, int]:
         """Exact totals (all rows, or rows of ``days``) the ledger must end up with."""
@@ -123,12 +128,22 @@ class FakeAdmin:
         ]
         return Starlette(routes=routes)
 
+    async def _gate(self) -> None:
+        with self.lock:
+            self.served += 1
+            n = self.served
+        if self.hold_at is not None and n == self.hold_at:
+            self.held.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.02)
+
     def _pre(self, request: Request) -> Response | None:
         params: dict[str, list[str]] = defaultdict(list)
         for k, v in request.query_params.multi_items():
             params[k].append(v)
         with self.lock:
             self.requests.append((request.url.path, dict(params), dict(request.headers)))
+        presented = request.headers.get("authorization") or request.headers.get("x-api-key")
         if self.provider == "openai":
             ok = request.headers.get("authorization") == f"Bearer {self.admin_key}"
         else:
@@ -138,7 +153,8 @@ class FakeAdmin:
             )
         if not ok:
             return JSONResponse(
-                {"error": {"type": "authentication_error", "message": "invalid x-api-key"}},
+                # like some real APIs, echo (part of) the presented key back
+                {"error": {"type": "authentication_error", "message": f"invalid key {presented}"}},
                 status_code=401,
             )
         with self.lock:
@@ -204,6 +220,7 @@ class FakeAdmin:
         return out
 
     async def _openai_usage(self, request: Request) -> Response:
+        await self._gate()
         if (resp := self._pre(request)) is not None:
             return resp
         q = request.query_params
@@ -244,6 +261,7 @@ class FakeAdmin:
         return JSONResponse(self._paginate(buckets, q.get("page"), _openai_page))
 
     async def _openai_costs(self, request: Request) -> Response:
+        await self._gate()
         if (resp := self._pre(request)) is not None:
             return resp
         q = request.query_params
@@ -277,6 +295,7 @@ class FakeAdmin:
         return Response(json.dumps(body), media_type="application/json")
 
     async def _anthropic_usage(self, request: Request) -> Response:
+        await self._gate()
         if (resp := self._pre(request)) is not None:
             return resp
         q = request.query_params
@@ -309,6 +328,7 @@ class FakeAdmin:
         return JSONResponse(self._paginate(buckets, q.get("page"), _anthropic_page))
 
     async def _anthropic_costs(self, request: Request) -> Response:
+        await self._gate()
         if (resp := self._pre(request)) is not None:
             return resp
         q = request.query_params
