@@ -70,6 +70,8 @@ def authenticate(request: Request) -> KeyIdentity | Response:
         return anthropic_error(401, "x-api-key header is required", type="authentication_error")
     if not is_anthropic_key(key):
         return anthropic_error(401, "invalid x-api-key", type="authentication_error")
+    if "anthropic-version" not in request.headers:
+        return anthropic_error(400, "anthropic-version: header is required")
     return anthropic_identity(key)
 
 

@@ -168,5 +168,28 @@ def create_app(
 
 
 def _admin_routes(state: SimState, ep: Callable[..., Any]) -> list[Route]:
-    # PARTIAL (first commit): the admin usage/cost APIs land in the next commit.
-    return []
+    from metis.simulator import anthropic_admin, openai_admin
+
+    return [
+        Route(
+            "/v1/organization/usage/completions",
+            ep("openai", openai_admin.usage_completions),
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/organization/usage/embeddings",
+            ep("openai", openai_admin.usage_embeddings),
+            methods=["GET"],
+        ),
+        Route("/v1/organization/costs", ep("openai", openai_admin.costs), methods=["GET"]),
+        Route(
+            "/v1/organizations/usage_report/messages",
+            ep("anthropic", anthropic_admin.usage_messages),
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/organizations/cost_report",
+            ep("anthropic", anthropic_admin.cost_report),
+            methods=["GET"],
+        ),
+    ]

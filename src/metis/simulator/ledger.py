@@ -18,8 +18,9 @@ always sum exactly to the call's total.
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from metis.money import from_nanousd
 from metis.pricing import price
@@ -232,10 +233,13 @@ class Ledger:
         return out
 
 
-def usd_decimal(nanos: int) -> Decimal:
-    """Exact dollars of a nano-USD amount, trailing zeros stripped (for JSON numbers)."""
+def usd_json_number(nanos: int) -> msgspec.Raw:
+    """Exact dollars of a nano-USD amount as a raw JSON number in plain notation.
+
+    (A Decimal would be encoded like ``4.0E-8``; real APIs write ``0.00000004``.)
+    """
     d = from_nanousd(nanos).normalize()
-    return d.quantize(Decimal(1)) if d == d.to_integral() else d
+    return msgspec.Raw(format(d, "f").encode())
 
 
 def usd_str(nanos: int) -> str:
