@@ -52,3 +52,10 @@ def test_disable(engine: Engine) -> None:
         assert teams.list_teams(conn, include_disabled=False) == []
         with pytest.raises(NotFoundError):
             teams.disable_team(conn, "nope")
+
+
+def test_name_differing_only_in_case_is_a_duplicate(engine: Engine) -> None:
+    with engine.begin() as conn:
+        teams.add_team(conn, "eng")
+    with pytest.raises(ConflictError, match="'eng' already exists"), engine.begin() as conn:
+        teams.add_team(conn, "ENG")

@@ -76,3 +76,10 @@ def test_unknown_user(engine: Engine) -> None:
         with pytest.raises(NotFoundError):
             users.set_email(conn, "nobody", "a@b")
         assert users.find_user(conn, "nobody") is None
+
+
+def test_alias_differing_only_in_case_is_a_duplicate(engine: Engine) -> None:
+    with engine.begin() as conn:
+        users.add_user(conn, "Alice", alias="alice")
+    with pytest.raises(ConflictError, match="'alice' already exists"), engine.begin() as conn:
+        users.add_user(conn, "Alice", alias="ALICE")

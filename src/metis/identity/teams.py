@@ -7,7 +7,7 @@ bound to the team stop authenticating; there is no re-enable path in v1.
 
 from typing import Final
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from metis.db.tables import teams
@@ -37,8 +37,11 @@ def add_team(
     check_team_name(name)
     daily = check_cap_nanousd(daily_cap_nanousd, "daily cap")
     monthly = check_cap_nanousd(monthly_cap_nanousd, "monthly cap")
-    if find_team(conn, name) is not None:
-        raise ConflictError(f"team {name!r} already exists")
+    clash = conn.execute(
+        select(teams.c.name).where(func.lower(teams.c.name) == name.lower())
+    ).scalar()
+    if clash is not None:  # names differing only in case would be a trap
+        raise ConflictError(f"team {clash!r} already exists")
     team = Team(
         id=new_id("team"),
         name=name,

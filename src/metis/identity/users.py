@@ -7,7 +7,7 @@ it) and keys bound to it stop authenticating. There is deliberately no
 re-enable path in v1.
 """
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from metis.db.tables import users
@@ -36,8 +36,12 @@ def add_user(
             raise ValidationError(f"cannot derive an alias from {display!r}: pass --alias")
     check_alias(alias)
     clean_email = normalize_email(email) if email is not None else None
-    if find_user(conn, alias) is not None:
-        raise ConflictError(f"user alias {alias!r} already exists")
+    clash = conn.execute(
+        select(users.c.alias).where(func.lower(users.c.alias) == alias.lower())
+    ).scalar()
+    if clash is not None:
+        # Aliases that differ only in case would be a trap when typing --user.
+        raise ConflictError(f"user alias {clash!r} already exists")
     user = User(
         id=new_id("usr"),
         alias=alias,
