@@ -18,7 +18,7 @@ Group dimensions are whitelist names (`GROUP_DIMS`) mapped to literal columns;
 rows come back as `Agg` with ``None`` for a missing user/team/key.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -153,27 +153,23 @@ def aggregate_raw(
     return list(merged.values())
 
 
-def keys_with_mixed_tagging(
-    conn: Connection, window: Window, key_ids: Iterable[str], workspace_id: str | None = None
-) -> set[str]:
-    """Gateway keys that, inside the window, have rows with and without a user (retagged keys).
+def partial_coverage(conn: Connection, window: Window, filters: Filters) -> bool:
+    """spec 003 §5 ``partial_coverage``: a key in the result set was retagged in the window.
 
-    This is the ``partial_coverage`` test of spec 003 §5: the result-set's keys
-    are checked against all their rows in the window, whatever the filters.
+    True when any gateway key present in the (filtered) result set has, within
+    the window, rows without a user and rows with one. The keys' rows are
+    checked whatever the user/team/source filters (only the workspace narrows).
     """
-    ids = sorted({k for k in key_ids if k})
-    if not ids:
-        return set()
-    rows = aggregate_raw(
-        conn,
-        window,
-        Filters(workspace_id=workspace_id),
-        ["gateway_key_id", "user_id"],
-    )
+    rows = aggregate_raw(conn, window, filters, ["gateway_key_id", "user_id"])
+    keys = {a.dims["gateway_key_id"] for a in rows if a.dims["gateway_key_id"]}
+    if not keys:
+        return False
+    unfiltered = Filters(workspace_id=filters.workspace_id)
+    if filters != unfiltered:
+        rows = aggregate_raw(conn, window, unfiltered, ["gateway_key_id", "user_id"])
     tagged: dict[str, set[bool]] = {}
-    wanted = set(ids)
     for a in rows:
         k = a.dims["gateway_key_id"]
-        if k in wanted:
+        if k in keys:
             tagged.setdefault(k, set()).add(a.dims["user_id"] is not None)
-    return {k for k, s in tagged.items() if len(s) == 2}
+    return any(len(s) == 2 for s in tagged.values())

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, and_, func, select
 
 from metis import pricing
 from metis.analytics.params import Filters, ParamError, Window, guard
-from metis.analytics.query import GROUP_DIMS, Agg, keys_with_mixed_tagging
+from metis.analytics.query import GROUP_DIMS, Agg, partial_coverage
 from metis.analytics.views import View, usage
 from metis.db.tables import (
     events,
@@ -84,14 +84,6 @@ def _names(conn: Connection, table: Any, col: str, ids: Iterable[str | None]) ->
     return out
 
 
-def _partial(conn: Connection, window: Window, filters: Filters, rows: Sequence[Agg]) -> bool:
-    """spec 003 §5 partial_coverage over the keys present in the result set."""
-    key_ids = [a.dims.get("gateway_key_id") for a in rows]
-    return bool(
-        keys_with_mixed_tagging(conn, window, [k for k in key_ids if k], filters.workspace_id)
-    )
-
-
 def _total(rows: Iterable[Agg]) -> Agg:
     t = Agg(dims={})
     for a in rows:
@@ -104,12 +96,9 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
     if group_by not in GROUP_DIMS:
         raise ParamError("invalid_group_by", f"group_by must be one of {', '.join(GROUP_DIMS)}")
     col = GROUP_DIMS[group_by]
-    rows = usage(conn, view, window, filters, [col, "gateway_key_id"])
-    grouped: dict[Any, Agg] = {}
-    for a in rows:
-        g = grouped.setdefault(a.dims[col], Agg(dims={col: a.dims[col]}))
-        g.add(a)
-    partial = _partial(conn, window, filters, rows)
+    rows = usage(conn, view, window, filters, [col])
+    grouped: dict[Any, Agg] = {a.dims[col]: a for a in rows}
+    partial = partial_coverage(conn, window, filters)
     ordered = (
         sorted(grouped.values(), key=lambda a: a.dims[col])
         if group_by == "day"
@@ -166,15 +155,13 @@ def by_key(conn: Connection, window: Window, filters: Filters, view: View) -> JS
         window,
         view,
         data,
-        partial_coverage=_partial(
-            conn, window, filters, [Agg(dims={"gateway_key_id": k}) for k in keys]
-        ),
+        partial_coverage=partial_coverage(conn, window, filters),
     )
 
 
 def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> JSON:
     """``/analytics/by_team``: spec 003 §5 shape (caps echoed, by_user, null bucket, cost DESC)."""
-    rows = usage(conn, view, window, filters, ["team_id", "user_id", "gateway_key_id"])
+    rows = usage(conn, view, window, filters, ["team_id", "user_id"])
     per_team: dict[str | None, Agg] = {}
     per_user: dict[str | None, dict[str | None, Agg]] = defaultdict(dict)
     for a in rows:
@@ -212,7 +199,7 @@ def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> J
                 ],
             }
         )
-    return envelope(window, view, data, partial_coverage=_partial(conn, window, filters, rows))
+    return envelope(window, view, data, partial_coverage=partial_coverage(conn, window, filters))
 
 
 def _price_groups(
@@ -248,7 +235,7 @@ def cache_effectiveness(conn: Connection, window: Window, filters: Filters, view
     price as cache reads (current genai-prices data, per day), i.e. what
     caching saved; null when the model has no price.
     """
-    rows = usage(conn, view, window, filters, ["provider", "model", "usage_date", "gateway_key_id"])
+    rows = usage(conn, view, window, filters, ["provider", "model", "usage_date"])
     per_model: dict[tuple[str, str], list[Agg]] = defaultdict(list)
     for a in rows:
         per_model[(a.dims["provider"], a.dims["model"])].append(a)
@@ -292,7 +279,7 @@ def cache_effectiveness(conn: Connection, window: Window, filters: Filters, view
         window,
         view,
         data,
-        partial_coverage=_partial(conn, window, filters, rows),
+        partial_coverage=partial_coverage(conn, window, filters),
         total={
             "input_tokens": t.input_tokens,
             "cached_input_tokens": t.cached_input_tokens,
@@ -319,7 +306,7 @@ def savings(
     conn: Connection, window: Window, filters: Filters, view: View, baseline: tuple[str, str]
 ) -> JSON:
     """``/analytics/savings``: actual cost vs every call priced on the baseline model."""
-    rows = usage(conn, view, window, filters, ["provider", "model", "usage_date", "gateway_key_id"])
+    rows = usage(conn, view, window, filters, ["provider", "model", "usage_date"])
     per_model: dict[tuple[str, str], list[Agg]] = defaultdict(list)
     for a in rows:
         per_model[(a.dims["provider"], a.dims["model"])].append(a)
@@ -346,7 +333,7 @@ def savings(
         view,
         data,
         baseline=f"{baseline[0]}:{baseline[1]}",
-        partial_coverage=_partial(conn, window, filters, rows),
+        partial_coverage=partial_coverage(conn, window, filters),
         actual_cost_usd=usd_json(actual_total),
         baseline_cost_usd=usd_json(baseline_total),
         savings_usd=usd_json(baseline_total - actual_total),
