@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import os
 import random
-import resource
 import secrets
 import statistics
 import subprocess
@@ -174,7 +173,7 @@ def load(engine: Engine, n: int, keys: list[tuple[str, str, str, str]]) -> float
                         log(f"  {i:,} rows")
         else:
             cur.execute("PRAGMA synchronous=OFF")
-            sql = (f"INSERT INTO usage_records ({', '.join(COLS)}) "  # noqa: S608
+            sql = (f"INSERT INTO usage_records ({', '.join(COLS)}) "
                    f"VALUES ({', '.join('?' * len(COLS))})")  # fmt: skip
             batch: list[tuple[Any, ...]] = []
             for i, row in enumerate(gen_rows(n, keys, pg=False)):
@@ -278,7 +277,7 @@ def bench_export(env: dict[str, str], tmp: Path, rows_target: int, total: int) -
         res = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )
-        rc, secs, rss_kb = res.stdout.split()
+        _rc, secs, rss_kb = res.stdout.split()
         lines = sum(1 for _ in out.open()) - 1
         out.unlink()
         results.append(
