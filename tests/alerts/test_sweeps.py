@@ -1,0 +1,90 @@
+"""Periodic rules: unpriced models and reconciliation drift / unattributed share."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from metis.alerts.engine import AlertEngine
+from metis.alerts.rules import load_config
+from metis.config import get_settings
+from metis.db.tables import events
+from metis.ledger.upsert import upsert_usage
+from metis.timeutil import utcnow
+from tests.alerts.helpers import covered, record, workspace
+
+USD = 1_000_000_000
+
+
+def _fired(engine: Engine) -> list[dict]:
+    with engine.connect() as c:
+        return [
+            p
+            for (p,) in c.execute(
+                select(events.c.payload).where(events.c.type == "alert.fired").order_by(events.c.id)
+            )
+        ]
+
+
+def test_unpriced_model_fires_once_per_model_and_day(engine: Engine, fast_alerts: None) -> None:
+    today = utcnow().date()
+    with engine.begin() as c:
+        workspace(c)
+        upsert_usage(
+            c,
+            [
+                record(today, 0, model="mystery-1", cost_source="none"),
+                record(today, 0, model="mystery-1", cost_source="none"),
+                record(today, 5, model="gpt-4o"),
+            ],
+        )
+    eng = AlertEngine(engine, load_config(get_settings()))
+    assert eng.evaluate() == 1
+    with engine.begin() as c:
+        upsert_usage(c, [record(today, 0, model="mystery-1", cost_source="none")])
+    assert eng.evaluate() == 0
+    (p,) = _fired(engine)
+    assert p["kind"] == "unpriced_model" and p["scope_id"] == "openai/mystery-1"
+    assert p["value"] == "2" and p["period"] == today.isoformat()
+
+
+def test_unpriced_rule_can_be_switched_off_per_workspace(
+    engine: Engine, metis_env: dict[str, str], fast_alerts: None
+) -> None:
+    p = Path(metis_env["METIS_HOME"]) / "alerts.yaml"
+    p.write_text(p.read_text() + "workspaces:\n  acme:\n    unpriced_models: false\n")
+    today = utcnow().date()
+    with engine.begin() as c:
+        workspace(c)
+        upsert_usage(c, [record(today, 0, model="mystery-1", cost_source="none")])
+    assert AlertEngine(engine, load_config(get_settings())).evaluate() == 0
+
+
+def test_reconciliation_drift_and_unattributed_cells(engine: Engine, fast_alerts: None) -> None:
+    today = utcnow().date()
+    d1, d2, d3 = (today - timedelta(days=i) for i in (1, 2, 3))
+    with engine.begin() as c:
+        workspace(c)
+        covered(c, [d1, d2, d3])
+        upsert_usage(
+            c,
+            [
+                # d1: attributed $12 > provider $10 -> drift 20%
+                record(d1, 10 * USD, source="provider_api_key", granularity="1d"),
+                record(d1, 12 * USD),
+                # d2: provider $10, attributed $2 -> 80% unattributed (default threshold 50%)
+                record(d2, 10 * USD, source="provider_api_key", granularity="1d"),
+                record(d2, 2 * USD),
+                # d3: provider $10, attributed $9.95 -> within thresholds
+                record(d3, 10 * USD, source="provider_api_key", granularity="1d"),
+                record(d3, 9_950_000_000),
+            ],
+        )
+    eng = AlertEngine(engine, load_config(get_settings()))
+    assert eng.evaluate() == 2
+    assert eng.evaluate() == 0
+    got = {(p["kind"], p["period"], p["value"]) for p in _fired(engine)}
+    assert got == {
+        ("reconciliation_drift", d1.isoformat(), "20.00"),
+        ("reconciliation_unattributed", d2.isoformat(), "80.00"),
+    }
