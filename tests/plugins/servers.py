@@ -106,7 +106,10 @@ def start_gateway(engine: Engine, upstream_url: str, workspace: str = "w") -> Ga
                 provider=provider,
                 purposes=["inference"],
                 mode="standard",
-                secret=f"sk-test-{provider}-upstream-0001",
+                # provider-shaped test keys (the simulator checks the sk- / sk-ant- prefix)
+                secret="sk-ant-test-upstream-0001"
+                if provider == "anthropic"
+                else "sk-test-openai-upstream-0001",
                 base_url=upstream_url,
             )
     app = create_app(settings)

@@ -289,6 +289,7 @@ class Gateway:
                 model=model,
                 raw_body=raw,
                 spent=self._spent,
+                endpoint=endpoint,
             )
         )
         call = Call(
@@ -402,7 +403,8 @@ class Gateway:
             )
             last = att
             if att.answered:
-                winner = i
+                # winner = the candidate whose success reached the client; -1 when it got an error
+                winner = i if att.http_status < 400 else -1
                 break
         if last is not None and not last.answered:
             # Nothing reached the client: answer with the last failure.

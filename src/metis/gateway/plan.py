@@ -51,6 +51,7 @@ class RouteContext:
     model: str
     raw_body: bytes  # the request body as received (decode lazily when needed)
     spent: Callable[[str, str], int]  # (scope, scope_id) -> nano-USD settled this period
+    endpoint: str = "chat"  # chat | messages | embeddings (routing never reroutes embeddings)
 
 
 @dataclass(frozen=True, slots=True)

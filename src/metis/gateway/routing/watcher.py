@@ -57,6 +57,11 @@ class RulesWatcher:
         self.last_error: str | None = None
         self.poll()
 
+    @property
+    def rules(self) -> RuleSet:
+        """The rules in effect, without checking the file (a background task polls)."""
+        return self._rules
+
     def current(self) -> RuleSet:
         """The rules in effect, re-checking the file at most once per interval."""
         now = self._clock()

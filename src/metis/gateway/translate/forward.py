@@ -1,0 +1,250 @@
+"""The gateway's cross-shape attempt: forward a request to a provider of the other shape.
+
+Installed as ``Gateway.cross_shape`` (see `metis.gateway.plan`). For one
+target it:
+
+1. translates the inbound body (`requests`); a feature the target cannot
+   express answers **400** in the inbound shape naming it (no upstream call,
+   no fallback: another candidate would not make the request meaningful);
+2. posts it to the target provider's endpoint with the workspace's
+   ``inference`` credential *for that provider*;
+3. on 429/5xx/connection errors/timeouts returns a retryable, unanswered
+   attempt so the gateway moves on to the next candidate (the error body is
+   re-shaped for the client in case it is the last); other 4xx are answered
+   at once, re-shaped;
+4. translates the answer back — whole bodies via `responses`, streams event
+   by event via `stream` — while accounting reads the *upstream's* own usage
+   (the gateway's `SSEUsageTap` / usage parsers), so the usage record is
+   priced against the provider and model that actually answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgspec
+
+from metis.gateway.translate.errors import TranslationError
+from metis.gateway.translate.errors_shape import reshape_error
+from metis.gateway.translate.requests import (
+    anthropic_to_openai_request,
+    openai_to_anthropic_request,
+)
+from metis.gateway.translate.responses import (
+    anthropic_to_openai_response,
+    openai_to_anthropic_response,
+)
+from metis.gateway.translate.stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+
+if TYPE_CHECKING:
+    from metis.gateway.app import Attempt, Call, Gateway
+
+UPSTREAM_PATH = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+_JSON = (b"content-type", b"application/json")
+
+
+def _attempt(*args: Any) -> Attempt:
+    from metis.gateway.app import Attempt
+
+    return Attempt(*args)
+
+
+def translate_request(call: Call, target: Any) -> bytes:
+    """The upstream body for ``target``; raises `TranslationError` on a bad/unsupported body."""
+    try:
+        body = msgspec.json.decode(call.raw)
+    except msgspec.DecodeError:
+        raise TranslationError("body must be a JSON object", field="body") from None
+    if target.provider == "anthropic":
+        out = openai_to_anthropic_request(body, target.model)
+    else:
+        out = anthropic_to_openai_request(body, target.model)
+    return msgspec.json.encode(out)
+
+
+async def cross_shape(
+    gw: Gateway, send: Any, receive: Any, call: Call, target: Any, is_last: bool
+) -> Attempt:
+    """One attempt at ``target`` whose provider speaks the other shape than the client."""
+    from metis.gateway.usage import Tokens
+
+    provider = target.provider
+    name = f"{provider}:{target.model}"
+    if call.endpoint == "embeddings" or provider not in UPSTREAM_PATH:
+        return _attempt(
+            False, "unsupported_target", 502, True, "upstream_error",
+            f"{name} cannot serve a {call.shape} {call.endpoint} request",
+        )  # fmt: skip
+    try:
+        body = translate_request(call, target)
+    except TranslationError as exc:
+        status = await gw._error(send, call.shape, "invalid_request", exc.message, call.request_id)
+        return _attempt(True, "invalid_request", status)
+    cred = await gw.creds.get(call.resolved.principal.workspace_id, provider)
+    if cred is None:
+        return _attempt(
+            False, "no_credential", 502, True, "upstream_error",
+            f"workspace has no {provider} credential with purpose inference",
+        )  # fmt: skip
+    assert gw.session is not None
+    headers = gw._upstream_headers(call, provider, cred)
+    try:
+        resp = await gw.session.post(
+            cred.api_root + UPSTREAM_PATH[provider], data=body, headers=headers
+        )
+    except TimeoutError:
+        return _attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
+    except aiohttp.ClientError as e:
+        return _attempt(
+            False, "connect_error", 502, True, "upstream_error",
+            f"upstream connection failed: {type(e).__name__}",
+        )  # fmt: skip
+    try:
+        if resp.status >= 400:
+            if resp.status == 401:
+                gw.creds.invalidate(call.resolved.principal.workspace_id, provider)
+            try:
+                data = await resp.read()
+            except (TimeoutError, aiohttp.ClientError):
+                data = b""
+            shaped = reshape_error(data, resp.status, call.shape, name)
+            retryable = resp.status == 429 or resp.status >= 500
+            if retryable and not is_last:
+                return _attempt(
+                    False, "upstream_error", resp.status, True, None, "", shaped,
+                    b"application/json",
+                )  # fmt: skip
+            await gw._respond(send, resp.status, shaped, call.request_id)
+            gw.stats.upstream_errors += 1
+            gw._stamp(
+                call, provider, target.model, None, Tokens(), None, "upstream_error", resp.status
+            )
+            return _attempt(True, "upstream_error", resp.status, retryable)
+        if call.stream:
+            return await _stream(gw, send, receive, call, target, resp, cred.api_root)
+        return await _plain(gw, send, call, target, resp, cred.api_root)
+    finally:
+        resp.release()
+
+
+async def _plain(
+    gw: Gateway, send: Any, call: Call, target: Any, resp: aiohttp.ClientResponse, api_root: str
+) -> Attempt:
+    from metis.gateway.usage import Tokens, from_anthropic, from_openai
+
+    try:
+        data = await resp.read()
+    except TimeoutError:
+        return _attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
+    except aiohttp.ClientError as e:
+        return _attempt(
+            False, "connect_error", 502, True, "upstream_error",
+            f"upstream connection failed: {type(e).__name__}",
+        )  # fmt: skip
+    tokens = Tokens()
+    try:
+        doc: Any = msgspec.json.decode(data)
+        if not isinstance(doc, dict):
+            raise TranslationError("upstream response is not an object")
+        if target.provider == "anthropic":
+            from_anthropic(doc.get("usage"), tokens)
+            out = anthropic_to_openai_response(doc)
+        else:
+            from_openai(doc.get("usage"), tokens)
+            out = openai_to_anthropic_response(doc)
+    except (msgspec.DecodeError, TranslationError) as exc:
+        msg = exc.message if isinstance(exc, TranslationError) else "not JSON"
+        status = await gw._error(
+            send, call.shape, "upstream_error",
+            f"{target.provider}:{target.model} answered a malformed response: {msg}",
+            call.request_id,
+        )  # fmt: skip
+        gw._stamp(call, target.provider, target.model, None, tokens, None, "upstream_error", status)
+        return _attempt(True, "upstream_error", status)
+    await gw._respond(send, resp.status, msgspec.json.encode(out), call.request_id)
+    rid_up = doc.get("id") if isinstance(doc.get("id"), str) else None
+    model = doc.get("model") if isinstance(doc.get("model"), str) else None
+    gw._stamp(
+        call, target.provider, target.model, model, tokens, rid_up, "ok", resp.status, api_root
+    )
+    return _attempt(True, "ok", resp.status)
+
+
+async def _stream(
+    gw: Gateway,
+    send: Any,
+    receive: Any,
+    call: Call,
+    target: Any,
+    resp: aiohttp.ClientResponse,
+    api_root: str,
+) -> Attempt:
+    from metis.gateway.streaming import SSEUsageTap
+
+    tr: AnthropicToOpenAIStream | OpenAIToAnthropicStream
+    if target.provider == "anthropic":
+        so = call.req.stream_options
+        include_usage = isinstance(so, dict) and so.get("include_usage") is True
+        tr = AnthropicToOpenAIStream(include_usage=include_usage, created=int(time.time()))
+    else:
+        tr = OpenAIToAnthropicStream()
+    tap = SSEUsageTap(target.provider)  # accounting from the upstream's own events
+    await send(
+        {
+            "type": "http.response.start",
+            "status": resp.status,
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-metis-request-id", call.request_id.encode()),
+            ],
+        }
+    )
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                gone.set()
+                return
+
+    watcher = asyncio.create_task(watch())
+    status = "ok"
+    try:
+        async for chunk in resp.content.iter_any():
+            tap.feed(chunk)
+            if status != "ok":
+                continue  # keep reading for usage; the client stream already ended
+            try:
+                out = tr.feed(chunk)
+            except TranslationError:
+                status = "upstream_error"
+                continue
+            if out and not gone.is_set():
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        tap.flush()
+        out = b""
+        if status == "ok":
+            try:
+                out = tr.close()
+            except TranslationError:
+                status = "upstream_error"
+    except (TimeoutError, aiohttp.ClientError):
+        status = "upstream_error"
+        tap.flush()
+        out = b""
+    finally:
+        watcher.cancel()
+    if gone.is_set():
+        status = "client_disconnected"
+    else:
+        await send({"type": "http.response.body", "body": out, "more_body": False})
+    gw._stamp(
+        call, target.provider, target.model, tap.model, tap.tokens, tap.response_id,
+        status, resp.status, api_root,
+    )  # fmt: skip
+    return _attempt(True, status, resp.status)
