@@ -1,6 +1,7 @@
 import base64
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -189,3 +190,13 @@ def test_rotate_master_key_env_mode(
     with eng.connect() as conn:  # and with the new env key alone
         assert reveal_secret(conn, get_settings(), cid) == SECRET
     eng.dispose()
+
+
+def test_provider_key_test_reports_ok_or_provider_error(cli: type[Cli], provisioned: "Any") -> None:
+    ok = cli.ok("provider-key", "test", provisioned.credential_id)
+    assert ok.stdout.startswith("ok:")
+    assert len(provisioned.fake.requests) == 1  # one cheap call
+    provisioned.fake.admin_key = "sk-admin-other"
+    bad = cli.run("provider-key", "test", provisioned.credential_id)
+    assert bad.exit_code == 1
+    assert "HTTP 401" in bad.stderr and "authentication_error" in bad.stderr

@@ -225,7 +225,11 @@ class FakeAdmin:
             return resp
         q = request.query_params
         s = datetime.fromtimestamp(int(q["start_time"]), UTC)
-        e = datetime.fromtimestamp(int(q["end_time"]), UTC)
+        e = (
+            datetime.fromtimestamp(int(q["end_time"]), UTC)
+            if "end_time" in q
+            else s + timedelta(days=1)
+        )
         stream = request.url.path.rsplit("/", 1)[1]
         buckets = []
         for d in self._days(s, e):
@@ -266,7 +270,11 @@ class FakeAdmin:
             return resp
         q = request.query_params
         s = datetime.fromtimestamp(int(q["start_time"]), UTC)
-        e = datetime.fromtimestamp(int(q["end_time"]), UTC)
+        e = (
+            datetime.fromtimestamp(int(q["end_time"]), UTC)
+            if "end_time" in q
+            else s + timedelta(days=1)
+        )
         names = {
             "input": "input",
             "cached": "cached input",
@@ -299,7 +307,8 @@ class FakeAdmin:
         if (resp := self._pre(request)) is not None:
             return resp
         q = request.query_params
-        s, e = parse_iso(q["starting_at"]), parse_iso(q["ending_at"])
+        s = parse_iso(q["starting_at"])
+        e = parse_iso(q["ending_at"]) if "ending_at" in q else s + timedelta(days=1)
         buckets = []
         for d in self._days(s, e):
             res = [
@@ -332,7 +341,8 @@ class FakeAdmin:
         if (resp := self._pre(request)) is not None:
             return resp
         q = request.query_params
-        s, e = parse_iso(q["starting_at"]), parse_iso(q["ending_at"])
+        s = parse_iso(q["starting_at"])
+        e = parse_iso(q["ending_at"]) if "ending_at" in q else s + timedelta(days=1)
         tt = {
             "input": "uncached_input_tokens",
             "cached": "cache_read_input_tokens",
