@@ -181,7 +181,8 @@ def test_disabled_user_fails_auth_and_issue_key_does_not_reenable(
     acme.ok("gateway", "user", "add", "--name", "alice")
     token = _token(acme.ok("gateway", "issue-key", "--name", "a", "--workspace", "acme",
                            "--user", "alice").stdout)  # fmt: skip
-    acme.ok("gateway", "user", "disable", "alice")
+    r = acme.ok("gateway", "user", "disable", "alice")
+    assert "1 unrevoked key(s) now fail auth" in r.stdout
     with engine.connect() as conn, pytest.raises(AuthError, match="user disabled"):
         resolve(conn, token)
     acme.ok("gateway", "team", "add", "--name", "eng")

@@ -154,7 +154,8 @@ def user_disable(alias: str = typer.Argument(..., help="User alias or id (usr_â€
     """
     with transaction() as conn:
         u = user_lib.disable_user(conn, alias)
-    typer.echo(f"disabled user {u.alias} ({u.id})")
+        n = key_lib.count_active_keys(conn, user_id=u.id)
+    typer.echo(f"disabled user {u.alias} ({u.id}); {n} unrevoked key(s) now fail auth")
 
 
 @user_app.command("set-email")
@@ -281,7 +282,8 @@ def team_disable(name: str = typer.Argument(..., help="Team name or id (team_â€¦
     """
     with transaction() as conn:
         t = team_lib.disable_team(conn, name)
-    typer.echo(f"disabled team {t.name} ({t.id})")
+        n = key_lib.count_active_keys(conn, team_id=t.id)
+    typer.echo(f"disabled team {t.name} ({t.id}); {n} unrevoked key(s) now fail auth")
 
 
 # ---------------------------------------------------------------- keys

@@ -12,7 +12,7 @@ import secrets
 import unicodedata
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from metis.db.tables import gateway_keys
 from metis.errors import ConflictError, NotFoundError, ValidationError
@@ -191,6 +191,18 @@ def get_key(conn: Connection, key_id: str) -> GatewayKey:
     if row is None:
         raise NotFoundError(f"unknown gateway key {key_id!r} (see `metis gateway list-keys`)")
     return key_from_row(row)
+
+
+def count_active_keys(
+    conn: Connection, *, user_id: str | None = None, team_id: str | None = None
+) -> int:
+    """How many unrevoked keys are bound to ``user_id`` and/or ``team_id``."""
+    q = select(func.count()).select_from(gateway_keys).where(gateway_keys.c.revoked_at.is_(None))
+    if user_id is not None:
+        q = q.where(gateway_keys.c.user_id == user_id)
+    if team_id is not None:
+        q = q.where(gateway_keys.c.team_id == team_id)
+    return int(conn.execute(q).scalar_one())
 
 
 def list_keys(
