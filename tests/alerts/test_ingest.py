@@ -3,7 +3,6 @@
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, insert, select
 
 from metis.alerts.engine import AlertEngine, on_sync_run_finished
@@ -14,27 +13,36 @@ from metis.db.tables import alert_state, events, ingest_runs, provider_credentia
 from metis.timeutil import utcnow
 from tests.alerts.conftest import Sinks
 from tests.conftest import Cli
-from tests.ingest.fake_admin import Fault
-from tests.ingest.pull_fixtures import Provisioned
+from tests.plugins.simulator import Simulator, SimulatorFactory
 
 
-@pytest.mark.parametrize("provisioned", ["openai"], indirect=True)
+def _sim_credential(cli: type[Cli], sim: Simulator) -> str:
+    cli.ok("workspace", "add", "acme")
+    out = cli.ok(
+        "provider-key", "add", "-w", "acme", "--provider", "openai",
+        "--purpose", "usage_admin", "--base-url", sim.url,
+        input=sim.openai_admin_key,
+    ).stdout  # fmt: skip
+    return next(w for w in out.split() if w.startswith("cred_")).rstrip(":")
+
+
 def test_failing_sync_alerts_once_and_reports_recovery(
-    cli: type[Cli], sinks: Sinks, provisioned: Provisioned
+    cli: type[Cli], sinks: Sinks, simulator_factory: SimulatorFactory, fast_ingest: None
 ) -> None:
-    provisioned.fake.faults.append(Fault("500", times=10_000))
+    sim = simulator_factory(seed=3, history_days=1)
+    cred = _sim_credential(cli, sim)
+    sim.set_fault("/v1/organization/costs", "503", count=None)  # the simulator's fault injection
     for _ in range(2):  # two failed runs in a row: one alert
-        r = cli.run("ingest", "sync", "--days", "1")
-        assert r.exit_code == 1
+        assert cli.run("ingest", "sync", "--days", "1").exit_code == 1
     cli.ok("alerts", "run")
     hooks = sinks.receiver.at("/hook")
     assert [(p.json["kind"], p.json["state"]) for p in hooks] == [("sync_failed", "firing")]
     body = hooks[0].json
-    assert body["scope"] == "credential" and body["scope_id"] == provisioned.credential_id
-    assert "HTTP 500" in body["message"] and "sk-" not in body["message"]
+    assert body["scope"] == "credential" and body["scope_id"] == cred
+    assert "503" in body["message"] and sim.openai_admin_key not in hooks[0].body.decode()
     assert hooks[0].signature_ok(sinks.secret)
 
-    provisioned.fake.faults.clear()
+    sim.clear_faults()
     cli.ok("ingest", "sync", "--days", "1")
     cli.ok("ingest", "sync", "--days", "1")  # a second success reports nothing new
     cli.ok("alerts", "run")
@@ -46,7 +54,7 @@ def test_failing_sync_alerts_once_and_reports_recovery(
     assert "recovered" in hooks[1].json["message"]
 
     # A new failure after the recovery is a new crossing: it alerts again.
-    provisioned.fake.faults.append(Fault("500", times=10_000))
+    sim.set_fault("/v1/organization/costs", "503", count=None)
     assert cli.run("ingest", "sync", "--days", "1").exit_code == 1
     cli.ok("alerts", "run")
     assert [p.json["state"] for p in sinks.receiver.at("/hook")] == [
