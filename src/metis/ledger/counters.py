@@ -264,6 +264,22 @@ class SpendCounters:
                 ctr.lease = 0
                 ctr.lease_cap = None
 
+    async def preload(self, now: datetime | None = None) -> int:
+        """Learn the settled spend of every counter of the current UTC day and month.
+
+        Called once at gateway start (by the routing install): soft-cap routing
+        predicates read `spent` of users/teams this process has not served yet,
+        e.g. right after a restart. Returns the number of counters loaded.
+        """
+        now = now or utcnow()
+        rows = await asyncio.to_thread(_read_periods, self.engine, (day_key(now), month_key(now)))
+        for key, spent in rows.items():
+            ctr = self._c.get(key)
+            if ctr is None:
+                ctr = self._c[key] = _Counter()
+            ctr.db_spent = spent
+        return len(rows)
+
     async def refresh(self) -> None:
         """Re-read settled spend of the counters this process knows."""
         keys = list(self._c)
@@ -409,6 +425,17 @@ def _read_rows(engine: Engine, keys: Iterable[CounterKey]) -> dict[CounterKey, t
             for s, sid, p, spent, reserved in conn.execute(q):
                 out[(s, sid, p)] = (int(spent), int(reserved))
     return out
+
+
+def _read_periods(engine: Engine, periods: Sequence[str]) -> dict[CounterKey, int]:
+    q = select(
+        spend_counters.c.scope,
+        spend_counters.c.scope_id,
+        spend_counters.c.period,
+        spend_counters.c.spent_nanousd,
+    ).where(spend_counters.c.period.in_(list(periods)))
+    with engine.connect() as conn:
+        return {(s, sid, p): int(spent) for s, sid, p, spent in conn.execute(q)}
 
 
 def read_counter(conn: Connection, key: CounterKey) -> tuple[int, int]:

@@ -139,20 +139,33 @@ def test_spec_soft_cap_team_rule_routes_and_null_team_does_not(start: Start) -> 
                 updated_at=utcnow(),
             )
         )
-    team_client = g.openai(team_secret)
-    msgs = [{"role": "user", "content": "hello"}]
-    # A process learns a counter's settled value at its first use plus one refresh (<= 1 s).
-    team_client.chat.completions.create(model="gpt-4o-mini", messages=msgs, max_tokens=5)
-    g.run(g.gw.counters.refresh())
-    resp = team_client.chat.completions.create(model="gpt-4o-mini", messages=msgs, max_tokens=5)
-    assert resp.model.startswith("claude-haiku-4-5")
-    assert resp.choices[0].message.content
-    solo = g.openai(solo_secret).chat.completions.create(
-        model="gpt-4o-mini", messages=msgs, max_tokens=5
-    )
-    assert solo.model.startswith("gpt-4o-mini")
+    # A gateway process started now (as after a restart) knows that spend at once.
+    from metis.config import get_settings
+    from metis.server import create_app
+    from metis.util.server_thread import ServerThread
+
+    app = create_app(get_settings())
+    srv = ServerThread(app).start()
+    fresh = GatewayServer(srv.url, app, g.engine, g.workspace_id, g.upstream_url, [srv])
+    try:
+        msgs = [{"role": "user", "content": "hello"}]
+        with fresh.openai(team_secret) as team_client:
+            resp = team_client.chat.completions.create(
+                model="gpt-4o-mini", messages=msgs, max_tokens=5
+            )
+        assert resp.model.startswith("claude-haiku-4-5")
+        assert resp.choices[0].message.content
+        with fresh.openai(solo_secret) as solo_client:
+            solo = solo_client.chat.completions.create(
+                model="gpt-4o-mini", messages=msgs, max_tokens=5
+            )
+        assert solo.model.startswith("gpt-4o-mini")
+        fresh.flush()
+    finally:
+        srv.stop()
     decided = routes(g)
-    routed, default = decided[-2], decided[-1]
+    assert len(decided) == 2
+    routed, default = decided
     assert routed["rule"] == "team-daily-soft-cap"
     assert routed["reason"] == "team daily soft cap hit; routing to haiku"
     assert routed["candidates"] == ["anthropic:claude-haiku-4-5"]
@@ -160,9 +173,11 @@ def test_spec_soft_cap_team_rule_routes_and_null_team_does_not(start: Start) -> 
     assert default["rule"] is None and default["reason"] == "default"
     assert default["candidates"] == ["openai:gpt-4o-mini"]
     recs = sorted(records(g), key=lambda r: r["window_start"])
-    assert_priced(recs[-2], "anthropic")
-    assert recs[-2]["team_id"] == team_id and recs[-2]["inbound_shape"] == "openai"
-    assert_priced(recs[-1], "openai")
+    assert len(recs) == 2
+    assert_priced(recs[0], "anthropic")
+    assert recs[0]["team_id"] == team_id and recs[0]["inbound_shape"] == "openai"
+    assert_priced(recs[1], "openai")
+    assert recs[1]["team_id"] is None
 
 
 # ------------------------------------------------------------- openai SDK -> Anthropic
@@ -249,6 +264,37 @@ def test_openai_sdk_routed_to_anthropic_streaming(start: Start) -> None:
     ]
     usage = chunks[-1].usage
     assert usage is not None and chunks[-1].choices == []
+    call_id = next(
+        tc.id for c in chunks for ch in c.choices for tc in ch.delta.tool_calls or [] if tc.id
+    )
+    round_trip = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[
+                {"role": "user", "content": "Please use tool get_weather for Rome."},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": args},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": call_id, "content": "25C"},
+            ],
+            tools=[WEATHER_OPENAI],
+            max_tokens=64,
+            stream=True,
+        )
+    )
+    assert "".join(ch.delta.content or "" for c in round_trip for ch in c.choices)
+    assert [ch.finish_reason for c in round_trip for ch in c.choices if ch.finish_reason] in (
+        ["stop"],
+        ["length"],
+    )
     text_chunks = list(
         client.chat.completions.create(
             model="gpt-4o-mini",
@@ -260,7 +306,7 @@ def test_openai_sdk_routed_to_anthropic_streaming(start: Start) -> None:
     assert "".join(ch.delta.content or "" for c in text_chunks for ch in c.choices)
     assert all(c.usage is None for c in text_chunks)  # not asked: no usage chunk
     recs = sorted(records(g), key=lambda r: r["window_start"])
-    assert len(recs) == 2
+    assert len(recs) == 3
     assert recs[0]["input_tokens"] == usage.prompt_tokens
     assert recs[0]["output_tokens"] == usage.completion_tokens
     assert recs[0]["status"] == "ok"
@@ -341,6 +387,22 @@ def test_anthropic_sdk_routed_to_openai_streaming(start: Start) -> None:
     assert tool_use.name == "get_weather" and isinstance(tool_use.input, dict)
     with client.messages.stream(
         model="claude-haiku-4-5",
+        max_tokens=64,
+        messages=[
+            {"role": "user", "content": "Please use tool get_weather for Lima."},
+            {"role": "assistant", "content": [b.model_dump() for b in tool_msg.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "20C"}],
+            },
+        ],
+        tools=[WEATHER_ANTHROPIC],  # type: ignore[list-item]
+    ) as stream:
+        answer = stream.get_final_message()
+    assert answer.stop_reason in ("end_turn", "max_tokens")
+    assert answer.content[0].type == "text" and answer.content[0].text
+    with client.messages.stream(
+        model="claude-haiku-4-5",
         max_tokens=32,
         messages=[{"role": "user", "content": "Say hello."}],
     ) as stream:
@@ -348,8 +410,8 @@ def test_anthropic_sdk_routed_to_openai_streaming(start: Start) -> None:
         final = stream.get_final_message()
     assert text and final.content[0].text == text  # type: ignore[union-attr]
     recs = sorted(records(g), key=lambda r: r["window_start"])
-    assert len(recs) == 2
-    for rec, msg in zip(recs, (tool_msg, final), strict=True):
+    assert len(recs) == 3
+    for rec, msg in zip(recs, (tool_msg, answer, final), strict=True):
         assert_priced(rec, "openai")
         u = msg.usage
         assert rec["input_tokens"] == u.input_tokens + (u.cache_read_input_tokens or 0)

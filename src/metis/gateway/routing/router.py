@@ -117,6 +117,14 @@ def install(comps: Any) -> Router | None:
     gw.plan_route = router.plan
     gw.cross_shape = cross_shape
     gw.router = router
+
+    async def preload() -> None:
+        # Soft-cap predicates read settled spend from the gateway's counters: learn
+        # today's/this month's spend at start, not only of counters used since.
+        n = await gw.counters.preload()
+        log.info("routing: %d spend counters of the current day/month loaded", n)
+
+    comps.startup.append(preload)
     comps.startup.append(router.start)
     comps.shutdown.append(router.stop)
     return router
