@@ -132,6 +132,10 @@ def test_prune_keeps_rollups_audit_and_analytics_totals(cli: type[Cli], engine: 
         assert _analytics(srv.url, token, today) == analytics_before
 
     assert prune(engine, retention_days=3).records == 0  # idempotent
+    # Rebuilding rollups leaves the pruned days' rollups alone.
+    out = cli.ok("db", "rebuild-rollups").stdout
+    assert "were pruned: their rollups are kept" in out
+    assert _counts(engine) == after
 
 
 def test_audit_events_go_only_when_asked(engine: Engine) -> None:

@@ -77,8 +77,19 @@ def rebuild_rollups(
             raise ValidationError(f"{flag} must be a date like 2026-11-01, got {v!r}") from None
 
     start, end = _day(from_, "--from"), _day(to, "--to")
+    from metis.ledger.prune import pruned_before
+
     with transaction() as conn:
-        n = rebuild(conn, start, end)
+        # Retention (issue 12): raw rows of pruned days are gone; their rollups are
+        # the only record left and must not be rebuilt from nothing.
+        floor = pruned_before(conn)
+        if floor is not None and (start is None or start < floor):
+            console.print(f"days before {floor.isoformat()} were pruned: their rollups are kept")
+            start = floor
+        if end is not None and start is not None and end <= start:
+            n = 0
+        else:
+            n = rebuild(conn, start, end)
     console.print(f"rebuilt rollups: {n} rollup rows")
 
 
