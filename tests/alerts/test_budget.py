@@ -187,3 +187,30 @@ def test_server_records_and_delivers_in_the_background(engine: Engine, sinks: Si
     hooks = sinks.receiver.at("/hook")
     assert sorted(p.json["threshold"] for p in hooks) == [80, 95]
     assert all(p.signature_ok(sinks.secret) for p in hooks)
+
+
+def test_sweep_fires_crossings_no_process_recorded(engine: Engine, fast_alerts: None) -> None:
+    """A crossing queued by a process that died is still found in the stored counters."""
+    from metis.db.tables import spend_counters
+
+    tid = _team(engine)
+    with engine.begin() as c:
+        c.execute(
+            insert(spend_counters).values(
+                scope="team_daily",
+                scope_id=tid,
+                period=day_key(utcnow()),
+                spent_nanousd=970_000_000,
+                reserved_nanousd=0,
+                updated_at=utcnow(),
+            )
+        )
+    eng = AlertEngine(engine, load_config(get_settings()))
+    assert eng.evaluate() == 2  # 80% and 95%
+    assert eng.evaluate() == 0
+    with engine.connect() as c:
+        got = sorted(
+            p["threshold"]
+            for (p,) in c.execute(select(events.c.payload).where(events.c.type == "alert.fired"))
+        )
+    assert got == ["80", "95"]
