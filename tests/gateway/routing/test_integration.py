@@ -584,3 +584,34 @@ def test_route_decided_names_both_shapes(start: Start) -> None:
     [rec] = records(g)
     assert rec["window_start"].tzinfo is not None or isinstance(rec["window_start"], datetime)
     assert rec["window_start"] <= datetime.now(UTC).replace(tzinfo=rec["window_start"].tzinfo)
+
+
+def test_cross_shape_stream_cut_and_malformed_upstream(start: Start, simulator: Simulator) -> None:
+    g = start(TO_ANTHROPIC)
+    _, secret = g.issue_key()
+    client = g.openai(secret)
+    simulator.set_fault("/v1/messages", "stream_cut", count=1)
+    chunks: list[Any] = []
+    # the upstream drops the connection: the client's stream ends with an error frame
+    with pytest.raises(openai.APIError, match="upstream stream interrupted"):
+        for c in client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Tell me a story."}],
+            max_tokens=40,
+            stream=True,
+        ):
+            chunks.append(c)
+    assert "".join(ch.delta.content or "" for c in chunks for ch in c.choices)
+    assert not [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason]
+    simulator.set_fault("/v1/messages", "malformed", count=1)
+    with pytest.raises(openai.APIStatusError) as ei:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=8
+        )
+    assert ei.value.status_code == 502
+    assert "malformed response" in str(ei.value)
+    cut, bad = sorted(records(g), key=lambda r: r["window_start"])
+    # the cut stream is recorded with what the upstream did report (input from message_start)
+    assert cut["status"] == "upstream_error" and cut["input_tokens"] > 0
+    assert cut["provider"] == "anthropic"
+    assert bad["status"] == "upstream_error" and bad["provider"] == "anthropic"

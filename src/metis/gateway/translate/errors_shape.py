@@ -51,3 +51,12 @@ def reshape_error(body: bytes, status: int, to_shape: str, target: str) -> bytes
         return dumps({"type": "error", "error": {"type": kind, "message": message}})
     kind = _OPENAI_TYPE.get(status, "server_error")
     return dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
+
+
+def stream_error_frame(to_shape: str, message: str) -> bytes:
+    """An SSE error frame in ``to_shape`` (ends a translated stream that cannot go on)."""
+    if to_shape == "anthropic":
+        payload = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + dumps(payload) + b"\n\n"
+    err = {"message": message, "type": "server_error", "param": None, "code": None}
+    return b"data: " + dumps({"error": err}) + b"\n\n"

@@ -28,7 +28,7 @@ import aiohttp
 import msgspec
 
 from metis.gateway.translate.errors import TranslationError
-from metis.gateway.translate.errors_shape import reshape_error
+from metis.gateway.translate.errors_shape import reshape_error, stream_error_frame
 from metis.gateway.translate.requests import (
     anthropic_to_openai_request,
     openai_to_anthropic_request,
@@ -46,10 +46,33 @@ UPSTREAM_PATH = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 _JSON = (b"content-type", b"application/json")
 
 
-def _attempt(*args: Any) -> Attempt:
+def _answered(status: str, http_status: int, retryable: bool = False) -> Attempt:
+    """A response (success or final error) reached the client: stop trying candidates."""
     from metis.gateway.app import Attempt
 
-    return Attempt(*args)
+    return Attempt(answered=True, status=status, http_status=http_status, retryable=retryable)
+
+
+def _failed(
+    status: str,
+    http_status: int,
+    error_kind: str | None,
+    message: str = "",
+    body: bytes | None = None,
+) -> Attempt:
+    """Nothing reached the client; the gateway tries the next candidate (or answers this)."""
+    from metis.gateway.app import Attempt
+
+    return Attempt(
+        answered=False,
+        status=status,
+        http_status=http_status,
+        retryable=True,
+        error_kind=error_kind,
+        message=message,
+        upstream_body=body,
+        upstream_ctype=b"application/json" if body is not None else None,
+    )
 
 
 def translate_request(call: Call, target: Any) -> bytes:
@@ -74,19 +97,19 @@ async def cross_shape(
     provider = target.provider
     name = f"{provider}:{target.model}"
     if call.endpoint == "embeddings" or provider not in UPSTREAM_PATH:
-        return _attempt(
-            False, "unsupported_target", 502, True, "upstream_error",
+        return _failed(
+            "unsupported_target", 502, "upstream_error",
             f"{name} cannot serve a {call.shape} {call.endpoint} request",
         )  # fmt: skip
     try:
         body = translate_request(call, target)
     except TranslationError as exc:
         status = await gw._error(send, call.shape, "invalid_request", exc.message, call.request_id)
-        return _attempt(True, "invalid_request", status)
+        return _answered("invalid_request", status)
     cred = await gw.creds.get(call.resolved.principal.workspace_id, provider)
     if cred is None:
-        return _attempt(
-            False, "no_credential", 502, True, "upstream_error",
+        return _failed(
+            "no_credential", 502, "upstream_error",
             f"workspace has no {provider} credential with purpose inference",
         )  # fmt: skip
     assert gw.session is not None
@@ -96,10 +119,10 @@ async def cross_shape(
             cred.api_root + UPSTREAM_PATH[provider], data=body, headers=headers
         )
     except TimeoutError:
-        return _attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
+        return _failed("timeout", 504, "upstream_timeout", "upstream timed out")
     except aiohttp.ClientError as e:
-        return _attempt(
-            False, "connect_error", 502, True, "upstream_error",
+        return _failed(
+            "connect_error", 502, "upstream_error",
             f"upstream connection failed: {type(e).__name__}",
         )  # fmt: skip
     try:
@@ -113,16 +136,13 @@ async def cross_shape(
             shaped = reshape_error(data, resp.status, call.shape, name)
             retryable = resp.status == 429 or resp.status >= 500
             if retryable and not is_last:
-                return _attempt(
-                    False, "upstream_error", resp.status, True, None, "", shaped,
-                    b"application/json",
-                )  # fmt: skip
+                return _failed("upstream_error", resp.status, None, "", shaped)
             await gw._respond(send, resp.status, shaped, call.request_id)
             gw.stats.upstream_errors += 1
             gw._stamp(
                 call, provider, target.model, None, Tokens(), None, "upstream_error", resp.status
             )
-            return _attempt(True, "upstream_error", resp.status, retryable)
+            return _answered("upstream_error", resp.status, retryable)
         if call.stream:
             return await _stream(gw, send, receive, call, target, resp, cred.api_root)
         return await _plain(gw, send, call, target, resp, cred.api_root)
@@ -138,10 +158,10 @@ async def _plain(
     try:
         data = await resp.read()
     except TimeoutError:
-        return _attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
+        return _failed("timeout", 504, "upstream_timeout", "upstream timed out")
     except aiohttp.ClientError as e:
-        return _attempt(
-            False, "connect_error", 502, True, "upstream_error",
+        return _failed(
+            "connect_error", 502, "upstream_error",
             f"upstream connection failed: {type(e).__name__}",
         )  # fmt: skip
     tokens = Tokens()
@@ -163,14 +183,14 @@ async def _plain(
             call.request_id,
         )  # fmt: skip
         gw._stamp(call, target.provider, target.model, None, tokens, None, "upstream_error", status)
-        return _attempt(True, "upstream_error", status)
+        return _answered("upstream_error", status)
     await gw._respond(send, resp.status, msgspec.json.encode(out), call.request_id)
     rid_up = doc.get("id") if isinstance(doc.get("id"), str) else None
     model = doc.get("model") if isinstance(doc.get("model"), str) else None
     gw._stamp(
         call, target.provider, target.model, model, tokens, rid_up, "ok", resp.status, api_root
     )
-    return _attempt(True, "ok", resp.status)
+    return _answered("ok", resp.status)
 
 
 async def _stream(
@@ -184,6 +204,7 @@ async def _stream(
 ) -> Attempt:
     from metis.gateway.streaming import SSEUsageTap
 
+    name = f"{target.provider}:{target.model}"
     tr: AnthropicToOpenAIStream | OpenAIToAnthropicStream
     if target.provider == "anthropic":
         so = call.req.stream_options
@@ -214,6 +235,7 @@ async def _stream(
 
     watcher = asyncio.create_task(watch())
     status = "ok"
+    out = b""
     try:
         async for chunk in resp.content.iter_any():
             tap.feed(chunk)
@@ -221,9 +243,9 @@ async def _stream(
                 continue  # keep reading for usage; the client stream already ended
             try:
                 out = tr.feed(chunk)
-            except TranslationError:
+            except TranslationError as exc:
                 status = "upstream_error"
-                continue
+                out = stream_error_frame(call.shape, f"{name}: {exc.message}")
             if out and not gone.is_set():
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tap.flush()
@@ -231,12 +253,15 @@ async def _stream(
         if status == "ok":
             try:
                 out = tr.close()
-            except TranslationError:
+            except TranslationError as exc:
                 status = "upstream_error"
+                out = stream_error_frame(call.shape, f"{name}: {exc.message}")
+            if status == "ok" and not tr.done:
+                status = "upstream_error"  # the upstream ended without its final event
     except (TimeoutError, aiohttp.ClientError):
         status = "upstream_error"
         tap.flush()
-        out = b""
+        out = stream_error_frame(call.shape, f"{name}: upstream stream interrupted")
     finally:
         watcher.cancel()
     if gone.is_set():
@@ -247,4 +272,4 @@ async def _stream(
         call, target.provider, target.model, tap.model, tap.tokens, tap.response_id,
         status, resp.status, api_root,
     )  # fmt: skip
-    return _attempt(True, status, resp.status)
+    return _answered(status, resp.status)
