@@ -127,3 +127,40 @@ def test_translators_never_crash_on_junk(junk: Any) -> None:
             assert exc.message
         else:
             assert isinstance(out, dict)
+
+
+@st.composite
+def anthropic_conversations(draw: st.DrawFn) -> dict[str, Any]:
+    msgs: list[dict[str, Any]] = []
+    for turn in range(draw(st.integers(min_value=1, max_value=4))):
+        msgs.append({"role": "user", "content": [{"type": "text", "text": draw(text)}]})
+        blocks: list[dict[str, Any]] = []
+        if draw(st.booleans()):
+            blocks.append({"type": "text", "text": draw(text)})
+        ids = [f"toolu_{turn}_{i}" for i in range(draw(st.integers(0, 2)))]
+        blocks += [{"type": "tool_use", "id": i, "name": draw(ident), "input": draw(args)}
+                   for i in ids]  # fmt: skip
+        if not blocks:
+            blocks.append({"type": "text", "text": draw(text)})
+        msgs.append({"role": "assistant", "content": blocks})
+        if ids:
+            results = [{"type": "tool_result", "tool_use_id": i, "content": draw(text)}
+                       for i in ids]  # fmt: skip
+            follow = [{"type": "text", "text": draw(text)}] if draw(st.booleans()) else []
+            msgs.append({"role": "user", "content": results + follow})
+            msgs.append({"role": "assistant", "content": [{"type": "text", "text": draw(text)}]})
+    msgs.append({"role": "user", "content": [{"type": "text", "text": draw(text)}]})
+    body: dict[str, Any] = {"model": "claude-x", "messages": msgs, "max_tokens": 100}
+    if draw(st.booleans()):
+        body["system"] = draw(text)
+    return body
+
+
+@settings(max_examples=80, deadline=None)
+@given(anthropic_conversations())
+def test_anthropic_request_round_trip_keeps_the_conversation(body: dict[str, Any]) -> None:
+    there = anthropic_to_openai_request(body, "gpt-4o")
+    back = openai_to_anthropic_request(there, "claude-x")
+    assert back["max_tokens"] == body["max_tokens"]
+    assert back.get("system") == body.get("system")
+    assert back["messages"] == body["messages"]
