@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 from sqlalchemy import select
@@ -555,6 +556,9 @@ def test_rules_reload_without_restart_and_malformed_file_keeps_last_good(
     _eventually(lambda: watcher.last_error is not None)
     assert 'rules[0] "broken".use' in watcher.last_error
     assert _model_for(client).startswith("gpt-4.1-mini")
+    metrics = httpx.get(g.url + "/metrics").text
+    assert "metis_routing_config_ok 0.0" in metrics
+    assert "metis_routing_rules 1.0" in metrics
     decided = routes(g)
     assert decided[-1]["rule"] == "to-41"
     # Removing the file removes the rules: the request's own model again.
@@ -615,3 +619,18 @@ def test_cross_shape_stream_cut_and_malformed_upstream(start: Start, simulator: 
     assert cut["status"] == "upstream_error" and cut["input_tokens"] > 0
     assert cut["provider"] == "anthropic"
     assert bad["status"] == "upstream_error" and bad["provider"] == "anthropic"
+
+
+def test_workspace_scoped_rule_goes_before_global(start: Start) -> None:
+    g = start(
+        """\
+schema_version: 1
+rules:
+  - {name: global, use: 'openai:gpt-4.1-mini'}
+  - {name: only-w, workspace: w, when: {model: gpt-4o-mini}, use: 'anthropic:claude-haiku-4-5'}
+  - {name: only-other, workspace: other, use: 'openai:gpt-4.1-nano'}
+"""
+    )
+    _, secret = g.issue_key()
+    assert _model_for(g.openai(secret)).startswith("claude-haiku-4-5")
+    assert [r["rule"] for r in routes(g)] == ["only-w"]
