@@ -4,12 +4,27 @@ from pathlib import Path
 
 import typer
 
-from metis.cli._common import console, print_json, print_table, settings
+from metis.cli._common import console, err_console, print_json, print_table, settings
 from metis.errors import MetisError
-from metis.gateway.routing.rules import Rule, Target, parse_rules
+from metis.gateway.routing.rules import Rule, RuleSet, Target, parse_rules
 from metis.money import from_nanousd
+from metis.pricing import has_price
 
 app = typer.Typer(help="Routing rules (soft caps, model routing, fallbacks).", no_args_is_help=True)
+
+
+def _unpriced(rules: RuleSet) -> list[str]:
+    """Targets without a known price: often a typo; under a hard cap they are refused."""
+    out = []
+    for r in rules.rules:
+        for where, t in [("use", r.use)] + [("fallbacks", f) for f in r.fallbacks]:
+            if not has_price(t.provider, t.model):
+                out.append(f'rule "{r.name}" {where}: no known price for {t} (a typo?)')
+    for model, targets in rules.model_fallbacks.items():
+        for t in targets:
+            if not has_price(t.provider, t.model):
+                out.append(f"fallbacks.{model}: no known price for {t} (a typo?)")
+    return out
 
 
 def _names(targets: tuple[Target, ...]) -> str:
@@ -56,6 +71,7 @@ def check(
         raise MetisError(f"{path}: cannot read: {exc}") from None
     rules = parse_rules(text, str(path))
     ordered = [r for r in rules.rules if r.workspace] + [r for r in rules.rules if not r.workspace]
+    warnings = _unpriced(rules)
     if json_out:
         print_json(
             {
@@ -74,6 +90,7 @@ def check(
                 "model_fallbacks": {
                     k: [str(t) for t in v] for k, v in rules.model_fallbacks.items()
                 },
+                "warnings": warnings,
             }
         )
         return
@@ -95,3 +112,5 @@ def check(
                 for r in ordered
             ],
         )
+    for w in warnings:
+        err_console.print(f"warning: {w}")

@@ -53,3 +53,16 @@ def test_check_defaults_to_home_file_and_env_override(
     monkeypatch.setenv("METIS_ROUTING_FILE", str(other))
     r = cli.run("routing", "check")
     assert r.exit_code == 1 and "elsewhere.yaml: schema_version: must be 1" in r.stderr
+
+
+def test_check_warns_about_targets_without_a_known_price(cli: type[Cli], tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text(
+        "schema_version: 1\nrules:\n  - {name: typo, use: 'anthropic:claude-haku-4-5',"
+        " fallbacks: ['openai:gpt-4o-mini']}\n"
+    )
+    r = cli.ok("routing", "check", str(f))  # valid: a warning, not an error
+    assert 'warning: rule "typo" use: no known price for anthropic:claude-haku-4-5' in r.stderr
+    assert "gpt-4o-mini" not in r.stderr
+    doc = json.loads(cli.ok("routing", "check", str(f), "--json").stdout)
+    assert len(doc["warnings"]) == 1
