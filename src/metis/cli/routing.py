@@ -107,7 +107,7 @@ def check(
                     r.workspace or "*",
                     _when_text(r),
                     str(r.use),
-                    ", ".join(map(str, r.fallbacks)),
+                    _names(r.fallbacks),
                 ]
                 for r in ordered
             ],
