@@ -1,7 +1,7 @@
 """The analytics endpoints against real data (spec 003 §5 and its test plan)."""
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -194,6 +194,7 @@ def test_cost_group_by_every_dimension(engine: Engine, api: httpx.Client) -> Non
         api,
         "/analytics/cost",
         group_by="user",
+        view="raw",
         **{"from": "2026-11-02T01:00:00Z", "to": "2026-11-02T02:30:00Z"},
     )
     assert edge["total"]["cost_usd"] == Decimal("6.666666667")  # fmt: skip
@@ -214,12 +215,18 @@ def test_empty_window_every_endpoint(engine: Engine, api: httpx.Client) -> None:
 
 
 def test_default_window_is_last_seven_days(engine: Engine, api: httpx.Client) -> None:
-    r = api.get("/analytics/cost")
-    assert r.status_code == 200
-    w = r.json()["window"]
     from metis.timeutil import parse_iso
 
+    r = api.get("/analytics/cost", params={"view": "raw"})
+    assert r.status_code == 200
+    w = r.json()["window"]
     assert parse_iso(w["end"]) - parse_iso(w["start"]) == timedelta(days=7)
+    # the default (reconciled) view works in whole UTC days: the 7 days widened
+    body = api.get("/analytics/cost").json()
+    assert body["view"] == "reconciled"
+    start, end = parse_iso(body["window"]["start"]), parse_iso(body["window"]["end"])
+    assert start.time() == end.time() == datetime.min.time()
+    assert end - start == timedelta(days=8)
 
 
 def test_by_key(engine: Engine, api: httpx.Client) -> None:

@@ -13,10 +13,10 @@ from metis.db.tables import (
     gateway_keys,
     teams,
     usage_records,
-    usage_rollups_daily,
     users,
     workspaces,
 )
+from metis.ledger import rollups
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
 from tests.analytics import seed
@@ -79,7 +79,8 @@ def test_endpoints_agree_with_raw_sql(
     user: str | None,
 ) -> None:  # fmt: skip
     with engine.begin() as c:
-        for t in (usage_rollups_daily, usage_records, gateway_keys, users, teams, workspaces):
+        for t in (*(t for t, _ in rollups.TABLES), usage_records, gateway_keys, users, teams,
+                  workspaces):  # fmt: skip
             c.execute(delete(t))
         seed.ws(c)
         seed.user(c, "usr_a", "alice")

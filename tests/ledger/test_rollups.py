@@ -15,10 +15,14 @@ from metis.ledger.upsert import upsert_usage
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def _rollup_rows(engine: Engine) -> list[tuple[Any, ...]]:
+def _rollup_rows(engine: Engine, table: Any = usage_rollups_daily) -> list[tuple[Any, ...]]:
     with engine.connect() as c:
-        q = select(usage_rollups_daily).order_by(*usage_rollups_daily.c)
+        q = select(table).order_by(*table.c)
         return [tuple(r) for r in c.execute(q)]
+
+
+def _all_rollups(engine: Engine) -> list[list[tuple[Any, ...]]]:
+    return [_rollup_rows(engine, t) for t, _ in rollups.TABLES]
 
 
 def _rec(
@@ -67,7 +71,8 @@ def test_incremental_rollups_equal_rebuild(
     engine: Engine, batches: list[list[UsageRecord]]
 ) -> None:
     with engine.begin() as c:
-        c.execute(delete(usage_rollups_daily))
+        for t, _ in rollups.TABLES:
+            c.execute(delete(t))
         c.execute(delete(usage_records))
         c.execute(delete(workspaces))
         c.execute(insert(workspaces).values(id="ws_1", name="w", created_at=T0))
@@ -76,10 +81,11 @@ def test_incremental_rollups_equal_rebuild(
             upsert_usage(c, batch)
         with engine.begin() as c:  # a replay changes nothing
             upsert_usage(c, batch)
-    incremental = _rollup_rows(engine)
+    everything = _all_rollups(engine)
+    incremental = everything[0]
     with engine.begin() as c:
         rollups.rebuild(c)
-    assert incremental == _rollup_rows(engine)
+    assert everything == _all_rollups(engine)
     with engine.connect() as c:
         total = c.execute(select(usage_records.c.cost_nanousd)).scalars().all()
     assert sum(r[-1] for r in incremental) == sum(total)
@@ -90,9 +96,10 @@ def test_rebuild_range_keeps_other_days(engine: Engine) -> None:
         c.execute(insert(workspaces).values(id="ws_1", name="w", created_at=T0))
         upsert_usage(c, [_rec(1, 0, 1, 10, 5, None), _rec(2, 2, None, 20, 7, "error")])
     before = _rollup_rows(engine)
+    every = _all_rollups(engine)
     with engine.begin() as c:
         assert rollups.rebuild(c, T0.date() + timedelta(days=2), T0.date() + timedelta(days=3)) == 1
-    assert _rollup_rows(engine) == before
+    assert _all_rollups(engine) == every
     err = [r for r in before if r[0] == (T0 + timedelta(days=2)).date()]
     assert err[0][list(usage_rollups_daily.c.keys()).index("error_count")] == 1
     assert err[0][list(usage_rollups_daily.c.keys()).index("user_id")] == ""

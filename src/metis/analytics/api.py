@@ -21,7 +21,7 @@ from metis.analytics.deps import AdminDep, EngineDep, bind_app, require_admin
 from metis.analytics.export_api import router as export_router
 from metis.analytics.httputil import json_response, param_errors
 from metis.analytics.params import Filters, Window, parse_window, resolve_filters
-from metis.analytics.views import View, parse_view
+from metis.analytics.views import View, day_window, parse_view
 
 if TYPE_CHECKING:
     from metis.server import Components
@@ -66,6 +66,8 @@ def _run(
     with param_errors():
         window = parse_window(from_, to)
         v = parse_view(view)
+        if v == "reconciled":
+            window = day_window(window)
         with engine.connect() as conn:
             filters = resolve_filters(
                 conn,

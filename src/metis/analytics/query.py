@@ -1,7 +1,8 @@
 """The analytics query layer: windowed, filtered, grouped usage totals.
 
 `aggregate` is the one entry point every endpoint, export and report uses. It
-answers from the daily rollups for whole UTC days inside the window and from
+answers from the daily rollups (the narrowest of the three rollup tables
+that has every needed dimension, `rollup_table`) for whole UTC days inside the window and from
 raw records for the partial days at either edge, so any half-open window is
 exact and a 90-day window reads days x dimensions rollup rows.
 
@@ -29,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from metis.analytics.params import Filters, Window
 from metis.db.tables import usage_records, usage_rollups_daily
 from metis.ledger.rollups import MEASURES, NULLABLE_DIMS, SUCCESS_STATUSES, TOKEN_MEASURES
+from metis.ledger.rollups import TABLES as ROLLUP_TABLES
 from metis.timeutil import day_start
 
 # API name -> rollup/record column.
@@ -95,8 +97,27 @@ def _filter_conds(t: Any, f: Filters, *, rollup: bool) -> list[ColumnElement[boo
     return conds
 
 
+def rollup_table(cols: Sequence[str], f: Filters) -> Any:
+    """The narrowest rollup table holding every grouped and filtered dimension."""
+    needed = set(cols) | {
+        c
+        for c, v in (
+            ("workspace_id", f.workspace_id),
+            ("user_id", f.user_id),
+            ("team_id", f.team_id),
+            ("source", f.source),
+            ("gateway_key_id", f.gateway_key_id),
+        )
+        if v is not None
+    }
+    for table, dims in sorted(ROLLUP_TABLES, key=lambda td: len(td[1])):
+        if needed <= set(dims):
+            return table
+    return usage_rollups_daily
+
+
 def _rollup_query(days: tuple[date, date], f: Filters, cols: Sequence[str]) -> Any:
-    t = usage_rollups_daily
+    t = rollup_table(cols, f)
     dim_cols = [t.c[c] for c in cols]
     q = select(*dim_cols, *(func.sum(t.c[m]).label(m) for m in MEASURES)).where(
         t.c.usage_date >= days[0], t.c.usage_date < days[1], *_filter_conds(t, f, rollup=True)

@@ -4,7 +4,7 @@ import typer
 
 from metis.analytics import service
 from metis.analytics.params import parse_window, resolve_filters
-from metis.analytics.views import parse_view
+from metis.analytics.views import day_window, parse_view
 from metis.cli._common import console, print_json, print_table, ready_engine
 
 app = typer.Typer(help="Reports in the terminal.", no_args_is_help=True)
@@ -34,6 +34,8 @@ def cost(
     """
     window = parse_window(from_, to)
     v = parse_view(view)
+    if v == "reconciled":
+        window = day_window(window)
     engine = ready_engine()
     try:
         with engine.connect() as conn:

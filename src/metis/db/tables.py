@@ -222,6 +222,52 @@ usage_rollups_daily = Table(
     Column("cost_nanousd", BigInteger, nullable=False, default=0),
     Index("ix_usage_rollups_daily_date_user", "usage_date", "user_id"),
     Index("ix_usage_rollups_daily_date_team", "usage_date", "team_id"),
+    sqlite_with_rowid=False,
+)
+
+# Narrower projections of the same rollup, maintained alongside it: queries
+# that need no identity dimension read the model rollup, queries that need no
+# model read the identity rollup (a few thousand / tens of thousands of rows
+# for 90 days instead of hundreds of thousands).
+usage_rollups_daily_model = Table(
+    "usage_rollups_daily_model",
+    metadata,
+    Column("usage_date", Date, primary_key=True),
+    Column("workspace_id", ID, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("record_count", BigInteger, nullable=False, default=0),
+    Column("request_count", BigInteger, nullable=False, default=0),
+    Column("error_count", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_input_tokens", BigInteger, nullable=False, default=0),
+    Column("cache_creation_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_nanousd", BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,
+)
+
+usage_rollups_daily_identity = Table(
+    "usage_rollups_daily_identity",
+    metadata,
+    Column("usage_date", Date, primary_key=True),
+    Column("workspace_id", ID, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("user_id", ID, primary_key=True),
+    Column("team_id", ID, primary_key=True),
+    Column("gateway_key_id", ID, primary_key=True),
+    Column("record_count", BigInteger, nullable=False, default=0),
+    Column("request_count", BigInteger, nullable=False, default=0),
+    Column("error_count", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_input_tokens", BigInteger, nullable=False, default=0),
+    Column("cache_creation_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_nanousd", BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,
 )
 
 events = Table(

@@ -18,11 +18,27 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, literal, or_, select
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from metis.db.tables import usage_records, usage_rollups_daily
+from metis.db.tables import (
+    usage_records,
+    usage_rollups_daily,
+    usage_rollups_daily_identity,
+    usage_rollups_daily_model,
+)
 
 DIMS = (
     "usage_date",
@@ -35,6 +51,15 @@ DIMS = (
     "gateway_key_id",
 )
 NULLABLE_DIMS = ("user_id", "team_id", "gateway_key_id")
+MODEL_DIMS = ("usage_date", "workspace_id", "source", "provider", "model")
+IDENTITY_DIMS = ("usage_date", "workspace_id", "source", "user_id", "team_id", "gateway_key_id")
+# Every rollup table with its key columns; the first is the full one, the
+# others are projections of it (summed over the dimensions they lack).
+TABLES: tuple[tuple[Table, tuple[str, ...]], ...] = (
+    (usage_rollups_daily, DIMS),
+    (usage_rollups_daily_model, MODEL_DIMS),
+    (usage_rollups_daily_identity, IDENTITY_DIMS),
+)
 TOKEN_MEASURES = (
     "input_tokens",
     "output_tokens",
@@ -89,40 +114,63 @@ def add(deltas: dict[Key, list[int]], key: Key, vec: Sequence[int], sign: int) -
             cur[i] += sign * v
 
 
+def _project(deltas: Mapping[Key, Sequence[int]], dims: tuple[str, ...]) -> dict[Key, list[int]]:
+    if dims == DIMS:
+        return {k: list(v) for k, v in deltas.items()}
+    idx = [DIMS.index(d) for d in dims]
+    out: dict[Key, list[int]] = {}
+    for k, v in deltas.items():
+        add(out, tuple(k[i] for i in idx), v, +1)
+    return out
+
+
 def apply_deltas(conn: Connection, deltas: Mapping[Key, Sequence[int]]) -> None:
-    """Add measure deltas to rollup rows (creating them), dropping rows that reach zero records."""
+    """Add measure deltas to every rollup table (creating rows), dropping rows left empty."""
+    for table, dims in TABLES:
+        _apply(conn, table, dims, _project(deltas, dims))
+
+
+def _apply(
+    conn: Connection, table: Table, dims: tuple[str, ...], deltas: dict[Key, list[int]]
+) -> None:
     rows = [
-        {**dict(zip(DIMS, k, strict=True)), **dict(zip(MEASURES, v, strict=True))}
+        {**dict(zip(dims, k, strict=True)), **dict(zip(MEASURES, v, strict=True))}
         for k, v in deltas.items()
         if any(v)
     ]
     if not rows:
         return
     ins: Any = (
-        postgresql.insert(usage_rollups_daily)
-        if conn.dialect.name == "postgresql"
-        else sqlite.insert(usage_rollups_daily)
+        postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
     )
-    t = usage_rollups_daily.c
+    t = table.c
     stmt = ins.on_conflict_do_update(
-        index_elements=list(DIMS),
+        index_elements=list(dims),
         set_={m: t[m] + ins.excluded[m] for m in MEASURES},
     )
     # Sorted so concurrent writers lock rollup rows in the same order (no deadlocks).
-    rows.sort(key=lambda r: tuple(str(r[d]) for d in DIMS))
+    rows.sort(key=lambda r: tuple(str(r[d]) for d in dims))
     conn.execute(stmt, rows)
     emptied = [k for k, v in deltas.items() if v[0] < 0]
     if emptied:
         conn.execute(
-            delete(usage_rollups_daily).where(
-                t.record_count <= 0, or_(*(_key_match(k) for k in emptied))
+            delete(table).where(
+                t.record_count <= 0, or_(*(_key_match(table, dims, k) for k in emptied))
             )
         )
 
 
-def _key_match(key: Key) -> ColumnElement[bool]:
-    t = usage_rollups_daily.c
-    return and_(*(t[d] == v for d, v in zip(DIMS, key, strict=True)))
+def _key_match(table: Table, dims: tuple[str, ...], key: Key) -> ColumnElement[bool]:
+    return and_(*(table.c[d] == v for d, v in zip(dims, key, strict=True)))
+
+
+def _project_select(table: Table, dims: tuple[str, ...], where: ColumnElement[bool] | None) -> Any:
+    """SELECT a projection's rows from the full rollup."""
+    f = usage_rollups_daily.c
+    q = select(*(f[d] for d in dims), *(func.sum(f[m]).label(m) for m in MEASURES))
+    if where is not None:
+        q = q.where(where)
+    return q.group_by(*(f[d] for d in dims))
 
 
 def _grouped_select(where: ColumnElement[bool] | None) -> Any:
@@ -148,10 +196,10 @@ def _grouped_select(where: ColumnElement[bool] | None) -> Any:
 
 
 def recompute_cells(conn: Connection, keys: Iterable[Key]) -> None:
-    """Recompute the given rollup rows from raw records (used after a detected write race)."""
+    """Recompute the rollup rows of the given full keys from raw records (after a write race)."""
     r = usage_records.c
     for key in keys:
-        conn.execute(delete(usage_rollups_daily).where(_key_match(key)))
+        conn.execute(delete(usage_rollups_daily).where(_key_match(usage_rollups_daily, DIMS, key)))
         cond = and_(
             *(
                 (func.coalesce(r[d], "") == v) if d in NULLABLE_DIMS else (r[d] == v)
@@ -161,36 +209,53 @@ def recompute_cells(conn: Connection, keys: Iterable[Key]) -> None:
         conn.execute(
             insert(usage_rollups_daily).from_select([*DIMS, *MEASURES], _grouped_select(cond))
         )
+        for table, dims in TABLES[1:]:
+            pkey = tuple(key[DIMS.index(d)] for d in dims)
+            conn.execute(delete(table).where(_key_match(table, dims, pkey)))
+            full = _key_match(usage_rollups_daily, dims, pkey)
+            conn.execute(
+                insert(table).from_select([*dims, *MEASURES], _project_select(table, dims, full))
+            )
 
 
 def rebuild(conn: Connection, start: date | None = None, end: date | None = None) -> int:
     """Recompute rollups from raw records for days in ``[start, end)`` (all days by default).
 
-    Runs as one DELETE plus one INSERT … SELECT … GROUP BY inside the caller's
-    transaction, so readers see either the old or the new rollups. Returns the
-    number of rollup rows written.
+    Runs as DELETEs plus INSERT … SELECT … GROUP BY statements inside the
+    caller's transaction, so readers see either the old or the new rollups.
+    Returns the number of full rollup rows written.
     """
-    t = usage_rollups_daily.c
     r = usage_records.c
-    conds_roll: list[ColumnElement[bool]] = []
     conds_raw: list[ColumnElement[bool]] = []
     if start is not None:
-        conds_roll.append(t.usage_date >= start)
         conds_raw.append(r.usage_date >= start)
     if end is not None:
-        conds_roll.append(t.usage_date < end)
         conds_raw.append(r.usage_date < end)
-    conn.execute(
-        delete(usage_rollups_daily).where(and_(*conds_roll))
-        if conds_roll
-        else delete(usage_rollups_daily)
-    )
+
+    def roll_conds(table: Table) -> ColumnElement[bool] | None:
+        c: list[ColumnElement[bool]] = []
+        if start is not None:
+            c.append(table.c.usage_date >= start)
+        if end is not None:
+            c.append(table.c.usage_date < end)
+        return and_(*c) if c else None
+
+    for table, _ in TABLES:
+        cond = roll_conds(table)
+        conn.execute(delete(table).where(cond) if cond is not None else delete(table))
     conn.execute(
         insert(usage_rollups_daily).from_select(
             [*DIMS, *MEASURES], _grouped_select(and_(*conds_raw) if conds_raw else None)
         )
     )
+    for table, dims in TABLES[1:]:
+        conn.execute(
+            insert(table).from_select(
+                [*dims, *MEASURES], _project_select(table, dims, roll_conds(usage_rollups_daily))
+            )
+        )
     q = select(func.count()).select_from(usage_rollups_daily)
-    if conds_roll:
-        q = q.where(and_(*conds_roll))
+    cond = roll_conds(usage_rollups_daily)
+    if cond is not None:
+        q = q.where(cond)
     return int(conn.execute(q).scalar() or 0)

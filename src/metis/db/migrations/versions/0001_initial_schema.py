@@ -378,6 +378,61 @@ def upgrade() -> None:
             "gateway_key_id",
             name=op.f("pk_usage_rollups_daily"),
         ),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
+        "usage_rollups_daily_model",
+        sa.Column("usage_date", sa.Date(), nullable=False),
+        sa.Column("workspace_id", sa.String(length=40), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("record_count", sa.BigInteger(), nullable=False),
+        sa.Column("request_count", sa.BigInteger(), nullable=False),
+        sa.Column("error_count", sa.BigInteger(), nullable=False),
+        sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cached_input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cache_creation_input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_nanousd", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "usage_date",
+            "workspace_id",
+            "source",
+            "provider",
+            "model",
+            name=op.f("pk_usage_rollups_daily_model"),
+        ),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
+        "usage_rollups_daily_identity",
+        sa.Column("usage_date", sa.Date(), nullable=False),
+        sa.Column("workspace_id", sa.String(length=40), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=40), nullable=False),
+        sa.Column("team_id", sa.String(length=40), nullable=False),
+        sa.Column("gateway_key_id", sa.String(length=40), nullable=False),
+        sa.Column("record_count", sa.BigInteger(), nullable=False),
+        sa.Column("request_count", sa.BigInteger(), nullable=False),
+        sa.Column("error_count", sa.BigInteger(), nullable=False),
+        sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cached_input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cache_creation_input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_nanousd", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "usage_date",
+            "workspace_id",
+            "source",
+            "user_id",
+            "team_id",
+            "gateway_key_id",
+            name=op.f("pk_usage_rollups_daily_identity"),
+        ),
+        sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_usage_rollups_daily_date_user",
@@ -399,7 +454,6 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_config_versions")),
     )
-
 
     op.create_table(
         "alert_state",
@@ -445,9 +499,7 @@ def upgrade() -> None:
         ["status", "next_attempt_at"],
         unique=False,
     )
-    op.create_index(
-        "ix_alert_deliveries_event_id", "alert_deliveries", ["event_id"], unique=False
-    )
+    op.create_index("ix_alert_deliveries_event_id", "alert_deliveries", ["event_id"], unique=False)
     op.create_table(
         "prune_runs",
         sa.Column(
@@ -475,6 +527,8 @@ def downgrade() -> None:
     op.drop_index("ix_usage_rollups_daily_date_team", table_name="usage_rollups_daily")
     op.drop_index("ix_usage_rollups_daily_date_user", table_name="usage_rollups_daily")
     op.drop_table("usage_rollups_daily")
+    op.drop_table("usage_rollups_daily_model")
+    op.drop_table("usage_rollups_daily_identity")
     op.drop_table("config_versions")
 
     op.drop_index("ix_usage_records_ws_date_provider_model", table_name="usage_records")
