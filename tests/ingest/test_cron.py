@@ -15,14 +15,18 @@ from metis.util.server_thread import ServerThread
 from tests.ingest.pull_fixtures import Provisioned, expected, last_days, ledger_totals
 
 CRON = "cron-secret-for-tests-0123456789"
+# One provider is enough here: the sync itself is covered per provider in test_sync.py.
+ONE_PROVIDER = pytest.mark.parametrize("provisioned", ["anthropic"], indirect=True)
 
 
+@ONE_PROVIDER
 def test_cron_disabled_without_secret(provisioned: Provisioned) -> None:
     with ServerThread(create_app()) as srv:
         r = httpx.post(f"{srv.url}/cron/usage", headers={"Authorization": f"Bearer {CRON}"})
     assert r.status_code == 404 and "disabled" in r.text
 
 
+@ONE_PROVIDER
 def test_cron_auth_and_run(
     provisioned: Provisioned, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,6 +59,7 @@ def test_cron_auth_and_run(
         assert "metis_ingest_runs_total" in m and 'status="ok"' in m
 
 
+@ONE_PROVIDER
 def test_scheduler_jobs(provisioned: Provisioned, engine: Engine) -> None:
     sched = build_scheduler({"engine": engine}, get_settings(), get_ingest_settings())
     jobs = {j.id: j for j in sched.get_jobs()}

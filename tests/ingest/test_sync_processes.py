@@ -16,7 +16,11 @@ from tests.conftest import Cli
 from tests.ingest.fake_admin import generate_rows
 from tests.ingest.pull_fixtures import Provisioned, expected, last_days, ledger_totals
 
-pytestmark = pytest.mark.slow
+# Leases and window commits do not depend on the provider: one is enough here.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("provisioned", ["anthropic"], indirect=True),
+]
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
