@@ -29,7 +29,9 @@ def test_plaintext_key_is_nowhere(
     engine: Engine,
     metis_env: dict[str, str],
     capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("METIS_LOG_LEVEL", "DEBUG")  # every log line is checked
     secret = ADMIN_KEYS[provisioned.provider]
     outputs: list[CliResult] = []
     outputs.append(cli.ok("ingest", "sync", "--days", "2"))

@@ -7,6 +7,7 @@ processor drops values of secret-looking keys (``secret``, ``token``,
 registered secret value (`register_secret`) wherever it appears in a string.
 """
 
+import logging
 import re
 import sys
 import threading
@@ -58,10 +59,20 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+def _level() -> int:
+    try:
+        from metis.config import get_settings
+
+        return int(logging.getLevelName(get_settings().log_level))
+    except Exception:  # a bad setting is reported elsewhere; log at INFO meanwhile
+        return logging.INFO
+
+
 def get_logger(stream: TextIO | None = None) -> Any:
-    """A JSON-lines logger for ingestion (stderr by default)."""
+    """A JSON-lines logger for ingestion (stderr by default), filtered by ``METIS_LOG_LEVEL``."""
     return structlog.wrap_logger(
         structlog.PrintLogger(stream or sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(_level()),
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
