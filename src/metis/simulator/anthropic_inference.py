@@ -52,7 +52,13 @@ _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def _b62(n: int) -> str:
-    return "".join(secrets.choice(_B62) for _ in range(n))
+    """``n`` random base-62 characters (Anthropic-style id suffix)."""
+    v = int.from_bytes(secrets.token_bytes(n), "big")
+    out = []
+    for _ in range(n):
+        v, r = divmod(v, 62)
+        out.append(_B62[r])
+    return "".join(out)
 
 
 def api_key(request: Request) -> str | None:
