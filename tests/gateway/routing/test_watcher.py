@@ -109,3 +109,16 @@ def test_poll_uses_the_real_clock(tmp_path: Path) -> None:
     w = RulesWatcher(path, interval=0.0)
     write(path, GOOD2)
     assert [r.name for r in w.current().rules] == ["b", "c"]
+
+
+def test_unreadable_path_is_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "routing.yaml"
+    path.mkdir()  # a directory where the file should be
+    clock = Clock()
+    with caplog.at_level(logging.ERROR, logger="metis.gateway.routing"):
+        w = RulesWatcher(path, clock=clock)
+        for _ in range(3):
+            clock.t += 1
+            assert w.current().rules == ()
+    assert w.last_error is not None and "cannot read" in w.last_error
+    assert len([r for r in caplog.records if "rejected" in r.getMessage()]) == 1

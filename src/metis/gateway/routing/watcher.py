@@ -114,8 +114,10 @@ class RulesWatcher:
         return changed
 
     def _reject(self, message: str) -> bool:
-        self.last_error = message
         CONFIG_OK.set(0)
+        if message == self.last_error:
+            return False  # the same problem, already reported: no log line every second
+        self.last_error = message
         CONFIG_ERRORS.inc()
         log.error("routing file rejected, keeping the last good rules: %s", message)
         return False
