@@ -4,6 +4,7 @@ the alert worker inside the same ``metis serve`` app, a live webhook receiver.""
 import time
 from collections.abc import Callable
 
+import httpx
 import openai
 import pytest
 from sqlalchemy import func, select
@@ -93,6 +94,8 @@ def test_receiver_down_delays_no_request_and_gets_alerts_when_back(
             break
         time.sleep(0.05)
     assert {e for (e,) in errs} == {"webhook: ConnectError"}
+    metrics = httpx.get(g.url + "/metrics", timeout=10).text
+    assert 'metis_alert_deliveries_total{outcome="retry",sink="webhook"}' in metrics
 
     rec = Receiver()
     with ServerThread(rec.app(), port=port):
