@@ -114,3 +114,78 @@ def check(
         )
     for w in warnings:
         err_console.print(f"warning: {w}")
+
+
+@app.command("explain")
+def explain(
+    key: str = typer.Option(..., "--key", help="Gateway key id (key_...) the request uses."),
+    model: str = typer.Option(..., "--model", help="The model the client asks for."),
+    shape: str = typer.Option("openai", "--shape", help="Inbound shape: openai or anthropic."),
+    file: str | None = typer.Option(
+        None, "--file", help="Rules file (default: configured)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show how the gateway would route a request of KEY for MODEL right now.
+
+    Uses the rules file and the spend settled in the database now (today's and
+    this month's counters of the key, its user and its team), the same values
+    a gateway process routes on (it refreshes them every second).
+
+    Example:
+
+        metis routing explain --key key_01J... --model gpt-4o --shape openai
+    """
+    from metis.cli._common import transaction
+    from metis.gateway.plan import PROVIDER_OF_SHAPE
+    from metis.gateway.routing.engine import RouteContext, decide
+    from metis.identity.auth import load_key_snapshots
+    from metis.ledger.counters import read_counter
+    from metis.timeutil import day_key, month_key, utcnow
+    from metis.workspaces import get_workspace
+
+    if shape not in PROVIDER_OF_SHAPE:
+        raise MetisError(f"--shape must be openai or anthropic, got {shape!r}")
+    path = Path(file).expanduser() if file is not None else settings().effective_routing_file
+    try:
+        rules = parse_rules(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        rules = parse_rules("schema_version: 1\n", str(path))
+    now = utcnow()
+    seen: dict[str, int] = {}
+    with transaction() as conn:
+        snap = next((s for s in load_key_snapshots(conn).values() if s.key_id == key), None)
+        if snap is None:
+            raise MetisError(f"unknown gateway key {key!r} (see `metis gateway list-keys`)")
+        ws = get_workspace(conn, snap.workspace_id)
+
+        def spent(scope: str, scope_id: str) -> int:
+            period = month_key(now) if scope == "team_monthly" else day_key(now)
+            seen[scope] = read_counter(conn, (scope, scope_id, period))[0]
+            return seen[scope]
+
+        ctx = RouteContext(
+            model=model,
+            inbound_shape=shape,
+            workspace_refs=frozenset(x for x in (ws.id, ws.name, ws.path) if x),
+            key_id=snap.key_id,
+            user_id=snap.user_id,
+            team_id=snap.team_id,
+        )
+        d = decide(rules, ctx, Target(PROVIDER_OF_SHAPE[shape], model), spent)
+    spend = {k: from_nanousd(v) for k, v in seen.items()}
+    if json_out:
+        print_json(
+            {
+                "rule": d.rule,
+                "reason": d.reason,
+                "candidates": d.candidate_names,
+                "spend_usd": spend,
+            }
+        )
+        return
+    console.print(f"rule: {d.rule or '(none: the request keeps its own model)'}")
+    console.print(f"reason: {d.reason}")
+    console.print(f"candidates: {' -> '.join(d.candidate_names)}")
+    for scope, usd in spend.items():
+        console.print(f"spend read: {scope} = ${usd}")

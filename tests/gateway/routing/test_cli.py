@@ -1,10 +1,13 @@
 """``metis routing check``."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from metis.db.tables import spend_counters
 from tests.conftest import Cli
 
 
@@ -66,3 +69,41 @@ def test_check_warns_about_targets_without_a_known_price(cli: type[Cli], tmp_pat
     assert "gpt-4o-mini" not in r.stderr
     doc = json.loads(cli.ok("routing", "check", str(f), "--json").stdout)
     assert len(doc["warnings"]) == 1
+
+
+def test_explain_uses_settled_spend_and_null_team(cli: type[Cli], engine: Engine) -> None:
+    from metis.identity.keys import issue_key
+    from metis.timeutil import day_key, utcnow
+    from metis.workspaces import add_workspace
+
+    with engine.begin() as conn:
+        add_workspace(conn, "w")
+        team_key, _ = issue_key(
+            conn, name="a", workspace="w", user="alice", team="eng",
+            create_user=True, create_team=True,
+        )  # fmt: skip
+        solo_key, _ = issue_key(conn, name="b", workspace="w", user="bob", create_user=True)
+        conn.execute(
+            spend_counters.insert().values(
+                scope="team_daily", scope_id=team_key.team_id, period=day_key(utcnow()),
+                spent_nanousd=1_500_000_000, reserved_nanousd=0, updated_at=utcnow(),
+            )
+        )  # fmt: skip
+    home = Path(os.environ["METIS_HOME"])
+    (home / "routing.yaml").write_text(
+        "schema_version: 1\nrules:\n  - name: soft\n    when: {team_cost_today_exceeds_usd: 1}\n"
+        "    use: anthropic:claude-haiku-4-5\n    reason: team soft cap\n"
+    )
+    doc = json.loads(
+        cli.ok("routing", "explain", "--key", team_key.id, "--model", "gpt-4o", "--json").stdout
+    )
+    assert doc == {
+        "rule": "soft",
+        "reason": "team soft cap",
+        "candidates": ["anthropic:claude-haiku-4-5"],
+        "spend_usd": {"team_daily": 1.5},
+    }
+    out = cli.ok("routing", "explain", "--key", solo_key.id, "--model", "gpt-4o").stdout
+    assert "rule: (none" in out and "candidates: openai:gpt-4o" in out
+    r = cli.run("routing", "explain", "--key", "key_nope", "--model", "m")
+    assert r.exit_code == 1 and "unknown gateway key" in r.stderr
