@@ -87,8 +87,8 @@ class FakeAdmin:
         """Exact totals (all rows, or rows of ``days``) the ledger must end up with."""
         t: dict[str, int] = defaultdict(int)
         for r in self.rows:
-            if days is not None and r.day not in days:
-                continue
+            if (days is not None and r.day not in days) or r.stream == "hidden":
+                continue  # hidden rows are billed (cost report) but not in usage reports
             t["input_tokens"] += r.input_total
             t["output_tokens"] += r.output
             t["cached_input_tokens"] += r.cached
@@ -328,7 +328,7 @@ class FakeAdmin:
                     "context_window": "0-200k",
                 }
                 for r in self.rows
-                if r.day == d
+                if r.day == d and r.stream != "hidden"
             ]
             d0 = datetime(d.year, d.month, d.day, tzinfo=UTC)
             buckets.append(

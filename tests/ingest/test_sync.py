@@ -147,3 +147,38 @@ def test_backfill_resumes_and_rerun_changes_nothing(
     refetch = json.loads(cli.ok("ingest", "backfill", "--days", "8", "--refetch", "--json").stdout)
     assert refetch[0]["skipped"] == 0 and refetch[0]["stored"] == 0 and refetch[0]["updated"] == 0
     assert ledger_totals(engine, provisioned.credential_id) == expected(provisioned.fake)
+
+
+def test_cost_without_usage_is_kept_then_replaced(
+    cli: type[Cli], provisioned: Provisioned, engine: Engine
+) -> None:
+    from sqlalchemy import text
+
+    from metis.db.tables import usage_rollups_daily
+
+    fake = provisioned.fake
+    hidden = [r for r in fake.rows if r.stream == "completions"][-1]
+    hidden.stream = "hidden"  # billed, but (not yet) in the usage report
+    (run,) = _runs(cli, "sync", "--days", "3")
+    assert run["status"] == "ok"
+    totals = ledger_totals(engine, provisioned.credential_id)
+    assert totals == expected(fake)  # cost includes the hidden row's cost exactly
+    with engine.connect() as conn:
+        n_cost_only = sum(
+            1
+            for m in conn.execute(select(usage_records.c.metadata)).scalars()
+            if m and m.get("cost_only")
+        )
+    assert n_cost_only >= 1
+    hidden.stream = "completions"  # the usage report catches up
+    (run,) = _runs(cli, "sync", "--days", "3")
+    assert run["removed"] == n_cost_only and run["stored"] >= 1
+    assert ledger_totals(engine, provisioned.credential_id) == expected(fake)
+    with engine.connect() as conn:
+        rolled = conn.execute(
+            select(func.sum(usage_rollups_daily.c.cost_nanousd)).where(
+                usage_rollups_daily.c.source == "provider_api_key"
+            )
+        ).scalar_one()
+        raw = conn.execute(text("select sum(cost_nanousd) from usage_records")).scalar_one()
+    assert int(rolled) == int(raw) == expected(fake)["cost_nanousd"]

@@ -172,8 +172,10 @@ def plan_days(
             )
         }
     if kind == "sync" and cur is not None and cur["complete_through"] is not None:
+        # Catch up on days since the cursor, but only up to MAX_CATCHUP_DAYS back
+        # (older gaps are a backfill's job); an explicit longer --days still counts.
         resume = cur["complete_through"].date()
-        first = max(min(first, resume), today - timedelta(days=MAX_CATCHUP_DAYS - 1))
+        first = min(first, max(resume, today - timedelta(days=MAX_CATCHUP_DAYS - 1)))
     walk = [first + timedelta(days=i) for i in range((today - first).days + 1)]
     skip: set[date] = set()
     if kind == "backfill" and not refetch:

@@ -85,6 +85,7 @@ def test_line_item_parsing() -> None:
     assert openai.parse_line_item("gpt-4o, output", models) == ("gpt-4o", "output")
     assert openai.parse_line_item("input_tokens", models) == (None, "all_input")
     assert openai.parse_line_item("web search tool calls", models) == (None, None)
+    assert openai.parse_line_item("o3-pro, output", models) == ("o3-pro", "output")
 
 
 def test_grouped_cost_allocated_to_matching_project_exactly() -> None:

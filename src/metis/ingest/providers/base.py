@@ -28,7 +28,7 @@ Usage rows that received any allocation carry ``cost_source =
 provider_reported``. A cost row with no candidate (or only zero weights),
 e.g. Anthropic code execution or an OpenAI line item of a product we do not
 pull, becomes its own *cost-only* record (zero tokens, ``model`` from the
-row or ``"unattributed"``) so the ledger's total cost equals the provider's
+row, normalized like usage rows, or ``"unattributed"``) so the ledger's total cost equals the provider's
 total exactly. Usage rows with no covering cost row (e.g. Anthropic Priority
 Tier, absent from the cost report; or today, before costs settle) get a
 ``computed`` cost from `metis.pricing`; an unknown model gets
@@ -47,6 +47,7 @@ from datetime import datetime
 from typing import Any
 
 from metis.ledger.record import UsageRecord
+from metis.pricing import normalize_model
 
 SOURCE = "provider_api_key"
 MAX_DEDUPE = 400
@@ -200,7 +201,7 @@ def assemble(
         if c.amount_nanousd == 0:
             continue
         stats.cost_only_records += 1
-        model = c.model or "unattributed"
+        model = normalize_model(provider, c.model) if c.model else "unattributed"
         extra.append(
             UsageRecord(
                 workspace_id=workspace_id,

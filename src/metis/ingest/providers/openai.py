@@ -178,7 +178,9 @@ def parse_line_item(line_item: str | None, models: set[str]) -> tuple[str | None
     kind_text = text
     if ", " in text:
         head, _, tail = text.rpartition(", ")
-        if head in models:
+        # "<model>, <known kind>" names a model even when no usage row has it yet:
+        # then nothing matches and the cost stays a cost-only record of that model.
+        if head in models or tail.strip().lower() in _KINDS:
             model, kind_text = head, tail
     if model is None:
         for m in sorted(models, key=len, reverse=True):
