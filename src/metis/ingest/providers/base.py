@@ -28,9 +28,9 @@ Usage rows that received any allocation carry ``cost_source =
 provider_reported``. A cost row with no candidate (or only zero weights),
 e.g. Anthropic code execution or an OpenAI line item of a product we do not
 pull, becomes its own *cost-only* record (zero tokens, ``model`` from the
-row, normalized like usage rows, or ``"unattributed"``) so the ledger's total cost equals the provider's
-total exactly. Usage rows with no covering cost row (e.g. Anthropic Priority
-Tier, absent from the cost report; or today, before costs settle) get a
+row, normalized like usage rows, or ``"unattributed"``) so the ledger's total
+cost equals the provider's total exactly. Usage rows with no covering cost
+row (e.g. Anthropic Priority Tier, absent from the cost report; or today, before costs settle) get a
 ``computed`` cost from `metis.pricing`; an unknown model gets
 ``cost_source = none`` and is listed in the run telemetry
 (``unpriced_models``), never a silent zero.
