@@ -5,7 +5,7 @@ from typing import Any
 import anthropic.types
 import openai.types.chat
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metis.gateway.translate import (
@@ -176,6 +176,7 @@ def test_malformed_anthropic_upstream_body_is_a_translation_error(body: Any) -> 
 counts = st.integers(min_value=0, max_value=10**9)
 
 
+@settings(deadline=None)
 @given(counts, counts, counts, counts)
 def test_usage_anthropic_to_openai_and_back_preserves_tokens(
     inp: int, out: int, read: int, write: int
@@ -197,6 +198,7 @@ def test_usage_anthropic_to_openai_and_back_preserves_tokens(
     assert back["output_tokens"] == out
 
 
+@settings(deadline=None)
 @given(counts, counts, counts)
 def test_usage_openai_to_anthropic_and_back_is_exact(prompt: int, completion: int, c: int) -> None:
     cached = min(c, prompt)
@@ -213,6 +215,7 @@ def test_usage_openai_to_anthropic_and_back_is_exact(prompt: int, completion: in
     assert back["prompt_tokens_details"]["cached_tokens"] == cached
 
 
+@settings(deadline=None)
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(),
