@@ -39,10 +39,10 @@ def test_unpriced_model_fires_once_per_model_and_day(engine: Engine, fast_alerts
             ],
         )
     eng = AlertEngine(engine, load_config(get_settings()))
-    assert eng.evaluate() == 1
+    assert eng.evaluate(ledger_scans=True) == 1
     with engine.begin() as c:
         upsert_usage(c, [record(today, 0, model="mystery-1", cost_source="none")])
-    assert eng.evaluate() == 0
+    assert eng.evaluate(ledger_scans=True) == 0
     (p,) = _fired(engine)
     assert p["kind"] == "unpriced_model" and p["scope_id"] == "openai/mystery-1"
     assert p["value"] == "2" and p["period"] == today.isoformat()
@@ -57,7 +57,7 @@ def test_unpriced_rule_can_be_switched_off_per_workspace(
     with engine.begin() as c:
         workspace(c)
         upsert_usage(c, [record(today, 0, model="mystery-1", cost_source="none")])
-    assert AlertEngine(engine, load_config(get_settings())).evaluate() == 0
+    assert AlertEngine(engine, load_config(get_settings())).evaluate(ledger_scans=True) == 0
 
 
 def test_reconciliation_drift_and_unattributed_cells(engine: Engine, fast_alerts: None) -> None:
@@ -81,10 +81,23 @@ def test_reconciliation_drift_and_unattributed_cells(engine: Engine, fast_alerts
             ],
         )
     eng = AlertEngine(engine, load_config(get_settings()))
-    assert eng.evaluate() == 2
-    assert eng.evaluate() == 0
+    assert eng.evaluate(ledger_scans=True) == 2
+    assert eng.evaluate(ledger_scans=True) == 0
     got = {(p["kind"], p["period"], p["value"]) for p in _fired(engine)}
     assert got == {
         ("reconciliation_drift", d1.isoformat(), "20.00"),
         ("reconciliation_unattributed", d2.isoformat(), "80.00"),
     }
+
+
+def test_ledger_scans_run_at_their_own_cadence(engine: Engine, fast_alerts: None) -> None:
+    today = utcnow().date()
+    with engine.begin() as c:
+        workspace(c)
+    eng = AlertEngine(engine, load_config(get_settings()))
+    t0 = utcnow()
+    assert eng.evaluate(t0) == 0  # first pass scans (nothing to find yet)
+    with engine.begin() as c:
+        upsert_usage(c, [record(today, 0, model="mystery-2", cost_source="none")])
+    assert eng.evaluate(t0 + timedelta(seconds=60)) == 0  # scan not due yet
+    assert eng.evaluate(t0 + timedelta(seconds=600)) == 1  # due: found

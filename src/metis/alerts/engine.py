@@ -35,12 +35,13 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, RowMapping, and_, func, select, update
+from sqlalchemy import Connection, Engine, RowMapping, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from ulid import ULID
 
 from metis import jsonutil
 from metis.alerts.rules import AlertConfig, AlertRules, load_config
+from metis.alerts.sinks import wire_payload
 from metis.config import Settings, get_settings
 from metis.db.tables import (
     alert_deliveries,
@@ -259,6 +260,7 @@ class AlertEngine:
     def __init__(self, db: Engine, config: AlertConfig) -> None:
         self.db = db
         self.config = config
+        self._last_ledger_scan: datetime | None = None
 
     # -- firing ---------------------------------------------------------------------------
 
@@ -614,16 +616,32 @@ class AlertEngine:
 
     # -- the periodic pass --------------------------------------------------------------------
 
-    def evaluate(self, now: datetime | None = None) -> int:
-        """One periodic pass over every time-based rule; returns alerts fired or resolved."""
+    def evaluate(self, now: datetime | None = None, *, ledger_scans: bool | None = None) -> int:
+        """One periodic pass over the time-based rules; returns alerts fired or resolved.
+
+        Budget and sync rules read small tables and run every pass. The ledger
+        scans (unpriced models, reconciliation cells) read recent usage records,
+        so they run at most every ``ledger_scan_every_seconds`` unless
+        ``ledger_scans`` forces them on or off.
+        """
         now = now or utcnow()
         n = self.drain_pending()
-        jobs: tuple[Callable[[Connection], int], ...] = (
+        if ledger_scans is None:
+            every = self.config.delivery.ledger_scan_every_seconds
+            ledger_scans = (
+                self._last_ledger_scan is None
+                or (now - self._last_ledger_scan).total_seconds() >= every
+            )
+        jobs: list[Callable[[Connection], int]] = [
             lambda c: self.sweep_budgets(c, now),
             lambda c: self.sweep_stale_syncs(c, now),
-            lambda c: self.sweep_unpriced(c, now.date()),
-            lambda c: self.sweep_reconciliation(c, now.date()),
-        )
+        ]
+        if ledger_scans:
+            self._last_ledger_scan = now
+            jobs += [
+                lambda c: self.sweep_unpriced(c, now.date()),
+                lambda c: self.sweep_reconciliation(c, now.date()),
+            ]
         for job in jobs:
             try:
                 with self.db.begin() as conn:
@@ -691,8 +709,6 @@ def enqueue_deliveries(
 
 def log_alert(payload: Mapping[str, Any]) -> None:
     """The log sink: one structured WARNING line per alert (no secrets in payloads)."""
-    from metis.alerts.sinks import wire_payload
-
     log.warning("alert.fired %s", jsonutil.dumps(wire_payload(payload)).decode())
 
 
@@ -747,5 +763,5 @@ def firing(conn: Connection, kind: str | None = None) -> list[RowMapping]:
     """Alert states currently firing (optionally of one kind)."""
     q = select(alert_state).where(alert_state.c.status == "firing")
     if kind:
-        q = q.where(and_(alert_state.c.kind == kind))
+        q = q.where(alert_state.c.kind == kind)
     return list(conn.execute(q.order_by(alert_state.c.last_fired_at)).mappings())

@@ -83,6 +83,7 @@ class DeliveryConfig:
     timeout_seconds: float = 5.0
     poll_seconds: float = 1.0
     evaluate_every_seconds: float = 60.0
+    ledger_scan_every_seconds: float = 600.0
     prune_every_seconds: float = 6 * 3600.0
 
     def backoff(self, attempts: int) -> float:
@@ -168,6 +169,7 @@ class _Delivery(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0)
     poll_seconds: float | None = Field(default=None, gt=0)
     evaluate_every_seconds: float | None = Field(default=None, gt=0)
+    ledger_scan_every_seconds: float | None = Field(default=None, ge=0)
     prune_every_seconds: float | None = Field(default=None, gt=0)
 
 
