@@ -634,3 +634,27 @@ rules:
     _, secret = g.issue_key()
     assert _model_for(g.openai(secret)).startswith("claude-haiku-4-5")
     assert [r["rule"] for r in routes(g)] == ["only-w"]
+
+
+def test_cached_tokens_cross_shape_are_reported_and_priced(start: Start) -> None:
+    """OpenAI caches long prompts (prompt_tokens includes cached_tokens); an Anthropic
+    client sees them as cache_read_input_tokens beside (not inside) input_tokens."""
+    g = start(TO_OPENAI)
+    _, secret = g.issue_key()
+    client = g.anthropic(secret)
+    long_prompt = "Summarize: " + " ".join(f"word{i}" for i in range(2500))
+    resp = client.messages.create(
+        model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": long_prompt}]
+    )
+    u = resp.usage
+    assert u.cache_read_input_tokens and u.cache_read_input_tokens > 0
+    assert u.cache_creation_input_tokens == 0
+    [rec] = records(g)
+    assert rec["cached_input_tokens"] == u.cache_read_input_tokens
+    assert rec["input_tokens"] == u.input_tokens + u.cache_read_input_tokens
+    assert_priced(rec, "openai")  # cache reads priced at the cached rate
+    uncached = price(
+        "openai", rec["model_raw"], input_tokens=rec["input_tokens"],
+        output_tokens=rec["output_tokens"], at=rec["window_start"],
+    )  # fmt: skip
+    assert uncached.cost_nanousd is not None and rec["cost_nanousd"] < uncached.cost_nanousd
