@@ -166,16 +166,16 @@ def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _validate(body: Any) -> Response | None:
+def _validate(body: Any, *, need_max_tokens: bool = True) -> Response | None:
     if not isinstance(body, dict):
         return _bad("Invalid request body: expected a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return _bad("model: Field required")
     mt = body.get("max_tokens")
-    if not isinstance(mt, int) or isinstance(mt, bool):
+    if need_max_tokens and (not isinstance(mt, int) or isinstance(mt, bool)):
         return _bad("max_tokens: Field required")
-    if mt < 1:
+    if need_max_tokens and mt < 1:
         return _bad("max_tokens: Input should be greater than or equal to 1")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -354,6 +354,18 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
     )
     events.append(sse_event("message_stop", {"type": "message_stop"}))
     return SSEResponse(events, headers=headers)
+
+
+async def count_tokens(request: Request, state: SimState, body: Any) -> Response:
+    """``POST /v1/messages/count_tokens``: the prompt's total input tokens (not billed)."""
+    ident = authenticate(request)
+    if isinstance(ident, Response):
+        return ident
+    err = _validate(body, need_max_tokens=False)
+    if err is not None:
+        return err
+    total, _, _, _ = prompt_and_prefix(body)
+    return JSONResponse({"input_tokens": total})
 
 
 async def list_models(request: Request, state: SimState, body: Any) -> Response:

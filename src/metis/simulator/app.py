@@ -159,6 +159,11 @@ def create_app(
         Route(
             "/v1/messages", ep("anthropic", anthropic_inference.messages, True), methods=["POST"]
         ),
+        Route(
+            "/v1/messages/count_tokens",
+            ep("anthropic", anthropic_inference.count_tokens, True),
+            methods=["POST"],
+        ),
         *_admin_routes(state, ep),
         *_sim_routes(state),
     ]

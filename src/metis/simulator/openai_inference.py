@@ -175,6 +175,11 @@ def _validate_chat(body: Any) -> Response | None:
             "function",
         ):
             return _bad(f"Invalid value for 'messages[{i}].role'.", f"messages[{i}].role")
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        return _bad(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     if not has_price("openai", model) or model.startswith("text-embedding"):
         return _model_not_found(model)
     return None
