@@ -173,10 +173,11 @@ def _validate(body: Any, *, need_max_tokens: bool = True) -> Response | None:
     if not isinstance(model, str) or not model:
         return _bad("model: Field required")
     mt = body.get("max_tokens")
-    if need_max_tokens and (not isinstance(mt, int) or isinstance(mt, bool)):
-        return _bad("max_tokens: Field required")
-    if need_max_tokens and mt < 1:
-        return _bad("max_tokens: Input should be greater than or equal to 1")
+    if need_max_tokens:
+        if not isinstance(mt, int) or isinstance(mt, bool):
+            return _bad("max_tokens: Field required")
+        if mt < 1:
+            return _bad("max_tokens: Input should be greater than or equal to 1")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _bad(
