@@ -46,6 +46,7 @@ class Row:
     output: int
     requests: int
     stream: str = "completions"  # or "embeddings" (OpenAI)
+    billed: bool = True  # False: absent from the cost report
 
     @property
     def input_total(self) -> int:
@@ -107,7 +108,9 @@ class FakeAdmin:
     ) -> list[tuple[tuple[Any, ...], Decimal]]:
         agg: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
         for r in self.rows:
-            if start is not None and end is not None and not (start <= r.day < end):
+            if (start is not None and end is not None and not (start <= r.day < end)) or (
+                not r.billed
+            ):
                 continue
             for kind, amount in r.cost_parts().items():
                 if amount:

@@ -182,3 +182,25 @@ def test_cost_without_usage_is_kept_then_replaced(
         ).scalar_one()
         raw = conn.execute(text("select sum(cost_nanousd) from usage_records")).scalar_one()
     assert int(rolled) == int(raw) == expected(fake)["cost_nanousd"]
+
+
+def test_unknown_model_without_cost_is_flagged_not_silent(
+    cli: type[Cli], provisioned: Provisioned, engine: Engine
+) -> None:
+    from tests.ingest.fake_admin import Row
+
+    today = last_days(1)[0]
+    provisioned.fake.rows.append(
+        Row(today, "mystery-model-x", "key_a", "proj_1", 10, 0, 0, 5, 1, billed=False)
+    )
+    r = cli.ok("ingest", "sync", "--days", "1")
+    assert "mystery-model-x" in r.stdout and "cost_source none" in r.stdout
+    with engine.connect() as conn:
+        rec = conn.execute(
+            select(usage_records.c.cost_source, usage_records.c.cost_nanousd).where(
+                usage_records.c.model_raw == "mystery-model-x"
+            )
+        ).one()
+        details = conn.execute(select(ingest_runs.c.details)).scalar_one()
+    assert tuple(rec) == ("none", 0)
+    assert details["unpriced_models"] == ["mystery-model-x"]
