@@ -170,6 +170,7 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------
     async def startup(self) -> None:
@@ -177,23 +178,36 @@ class Gateway:
         await self.keys.load()
         self.session = new_session()
         self.writer.start()
-        self._tasks.append(asyncio.create_task(self.keys.run(), name="metis-key-cache"))
-        self._tasks.append(asyncio.create_task(self._refresh_counters(), name="metis-counters"))
+        self._stop = asyncio.Event()
+        self._tasks.append(
+            asyncio.create_task(
+                self._every(self.keys.poll_interval_s, self.keys.poll_once, "key cache refresh")
+            )
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                self._every(REFRESH_INTERVAL_S, self.counters.refresh, "spend counter refresh")
+            )
+        )
 
-    async def _refresh_counters(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_INTERVAL_S)
+    async def _every(self, interval: float, job: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Run ``job`` every ``interval`` s until shutdown (never cancelled mid-job)."""
+        assert self._stop is not None
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if self._stop.is_set():
+                return
             try:
-                await self.counters.refresh()
+                await job()
             except Exception:
-                log.warning("spend counter refresh failed", exc_info=True)
+                log.warning("%s failed; keeping the previous state", what, exc_info=True)
 
     async def shutdown(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
         for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            await t
         self._tasks.clear()
         self.counters.return_leases()
         await self.writer.close()

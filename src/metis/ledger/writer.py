@@ -61,6 +61,7 @@ class WriteBehind:
     _task: asyncio.Task[None] | None = None
     _wake: asyncio.Event | None = None
     _flush_lock: asyncio.Lock | None = None
+    _stopping: bool = False
     flushes: int = 0
     failures: int = 0
     on_flush: list[Callable[[int, int], None]] = field(default_factory=list)
@@ -92,10 +93,12 @@ class WriteBehind:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self.flush()
             except Exception:  # keep flushing; the batch was re-queued
@@ -128,11 +131,16 @@ class WriteBehind:
             return len(records) + len(evs)
 
     async def close(self) -> None:
-        """Stop the flusher and flush what is left (graceful shutdown)."""
+        """Stop the flusher and flush what is left (graceful shutdown).
+
+        The flusher is stopped cooperatively (never cancelled mid-write), so a
+        flush already in its worker thread completes before the final one.
+        """
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            assert self._wake is not None
+            self._wake.set()
+            await self._task
             self._task = None
         for _ in range(3):
             try:
