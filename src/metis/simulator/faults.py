@@ -18,7 +18,10 @@ A fault is ``{"endpoint": E, "kind": K, "count": N}``:
   - ``stream_cut``: streaming requests only: every event before the final
     usage (OpenAI's usage chunk / Anthropic's ``message_delta``) is sent,
     then the connection closes (no usage, no ``[DONE]`` / ``message_stop``).
-    Non-streaming requests pass through without using up the fault.
+    Non-streaming requests pass through without using up the fault. (Without
+    ``stream_options.include_usage`` the OpenAI stream is cut before ``[DONE]``.)
+  On a streaming response, ``drop``, ``truncated`` and ``malformed`` all send
+  the first half of the events and then close the connection.
 - ``count``: apply to the next N matching requests, then clear itself
   (omitted/null: until removed by ``POST /_sim/reset`` or ``DELETE /_sim/faults``).
 
