@@ -180,6 +180,10 @@ class FakeAdmin:
             return Response(
                 '{"object": "page", "data": [{"object": "buck', 200, media_type="application/json"
             )
+        if f.kind == "shape":  # valid JSON, but a bucket without its time fields
+            return JSONResponse(
+                {"object": "page", "data": [{"results": []}], "has_more": False, "next_page": None}
+            )
         if f.kind == "drop":
             raise ConnectionResetError("dropped")  # uvicorn closes the connection
         return JSONResponse({"error": {"type": "authentication_error", "message": "no"}}, 401)

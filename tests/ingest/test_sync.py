@@ -204,3 +204,16 @@ def test_unknown_model_without_cost_is_flagged_not_silent(
         details = conn.execute(select(ingest_runs.c.details)).scalar_one()
     assert tuple(rec) == ("none", 0)
     assert details["unpriced_models"] == ["mystery-model-x"]
+
+
+def test_undocumented_shape_fails_the_window_cleanly(
+    cli: type[Cli], provisioned: Provisioned, engine: Engine
+) -> None:
+    provisioned.fake.faults.append(Fault("shape", times=1000))
+    r = cli.run("ingest", "sync", "--days", "2", "--json")
+    assert r.exit_code == 1
+    (run,) = json.loads(r.stdout)
+    assert run["status"] == "failed" and "unexpected response shape" in run["error"]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(usage_records)).scalar_one() == 0
+        assert set(conn.execute(select(ingest_runs.c.status)).scalars()) == {"failed"}

@@ -59,10 +59,16 @@ def acquire(engine: Engine, name: str, holder: str, ttl_seconds: int) -> str | N
         row = conn.execute(
             select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
         ).first()
-        if row is None:  # released meanwhile: try once more
-            conn.execute(
-                leases.insert().values(name=name, holder=holder, acquired_at=now, expires_at=exp)
-            )
+        if row is None:  # released meanwhile: try once more, in a savepoint
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        leases.insert().values(
+                            name=name, holder=holder, acquired_at=now, expires_at=exp
+                        )
+                    )
+            except IntegrityError:
+                return "another worker"
             return None
         current, expires = row
         if current != holder and expires > now and not _holder_is_dead(current):

@@ -437,16 +437,23 @@ async def sync_credential(
                     w.stored, w.updated, w.unchanged, w.removed = _commit_window(
                         engine, cred, out.run_id, start, end, records
                     )
-                except MetisError as exc:
+                except (MetisError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                    # MetisError: provider/HTTP failure after retries; the others: a
+                    # response that does not have the documented shape.
+                    msg = (
+                        exc.message
+                        if isinstance(exc, MetisError)
+                        else f"unexpected response shape ({type(exc).__name__}: {exc})"
+                    )
                     failed = True
-                    w.status, w.error = "failed", exc.message
+                    w.status, w.error = "failed", msg
                     out.errors += 1
-                    out.error_message = f"window {d.isoformat()}: {exc.message}"
+                    out.error_message = f"window {d.isoformat()}: {msg}"
                     log.warning(
                         "ingest.window_failed",
                         run_id=out.run_id,
                         day=d.isoformat(),
-                        error=exc.message,
+                        error=msg,
                     )
                     if on_window:
                         on_window(cred, w)
@@ -492,6 +499,9 @@ async def sync_credential(
         out.error_message = exc.message
         log.error("ingest.run_failed", run_id=out.run_id, error=exc.message)
     finally:
+        if out.status == "running":  # an unexpected error escaped: never leave it running
+            out.status, out.errors = "failed", out.errors + 1
+            out.error_message = out.error_message or "internal error (see the log)"
         if secret is not None:
             forget_secret(secret)
             del secret
