@@ -42,6 +42,7 @@ COMPLETIONS_GROUPS = ("project_id", "user_id", "api_key_id", "model", "batch", "
 EMBEDDINGS_GROUPS = ("project_id", "user_id", "api_key_id", "model")
 COSTS_GROUPS = ("project_id", "line_item", "api_key_id")
 COSTS_LIMIT = (7, 180)
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z
 LINE_ITEM = {
     PART_UNCACHED: "input",
     PART_CACHE_READ: "cached input",
@@ -78,9 +79,12 @@ def _int_param(request: Request, name: str, required: bool) -> int | None:
             raise reports.ParamError(name, f"Missing required parameter: '{name}'.")
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise reports.ParamError(name, f"Invalid '{name}': expected an integer.") from exc
+    if not 0 <= value <= MAX_TIME:
+        raise reports.ParamError(name, f"Invalid '{name}': out of range.")
+    return value
 
 
 class _Query:

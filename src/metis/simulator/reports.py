@@ -144,6 +144,8 @@ def parse_rfc3339(value: str, param: str) -> int:
         raise ParamError(param, f"{param}: invalid RFC 3339 datetime {value!r}") from exc
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
+    if dt.year < 1970 or dt.year > 9998:
+        raise ParamError(param, f"{param}: out of range")
     return int(dt.timestamp())
 
 
