@@ -121,9 +121,7 @@ def explain(
     key: str = typer.Option(..., "--key", help="Gateway key id (key_...) the request uses."),
     model: str = typer.Option(..., "--model", help="The model the client asks for."),
     shape: str = typer.Option("openai", "--shape", help="Inbound shape: openai or anthropic."),
-    file: str | None = typer.Option(
-        None, "--file", help="Rules file (default: configured)."
-    ),
+    file: str | None = typer.Option(None, "--file", help="Rules file (default: configured)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show how the gateway would route a request of KEY for MODEL right now.
