@@ -287,3 +287,68 @@ def test_history_is_deterministic_per_date(simulator_factory: Any) -> None:
         r["api_key_id"] == anthropic_identity("sk-ant-api03-sim-history-5-1").api_key_id
         for r in a["rows"]
     )
+
+
+def test_filters_select_exactly_the_matching_calls(scenario: Any) -> None:
+    sim, start, end = scenario
+    calls = sim.calls()
+    oa_calls = [c for c in calls if c["provider"] == "openai" and c["kind"] == "completions"]
+    an_calls = [c for c in calls if c["provider"] == "anthropic"]
+    key, model = oa_calls[0]["api_key_id"], oa_calls[-1]["model"]
+    project = oa_calls[1]["project_id"]
+    oh = {"authorization": f"Bearer {sim.openai_admin_key}"}
+    ah = {"x-api-key": sim.anthropic_admin_key, "anthropic-version": "2023-06-01"}
+    with httpx.Client(base_url=sim.url, timeout=30) as http:
+        for params, pred in (
+            ([("api_key_ids", key)], lambda c: c["api_key_id"] == key),
+            ([("models[]", model)], lambda c: c["model"] == model),
+            (
+                [("project_ids", project), ("models", model)],
+                lambda c: c["project_id"] == project and c["model"] == model,
+            ),
+            ([("batch", "true")], lambda c: False),
+        ):
+            buckets = _walk(
+                http,
+                "/v1/organization/usage/completions",
+                [("start_time", start), ("end_time", end), ("limit", 31), *params],
+                oh,
+            )
+            got = sum(r["input_tokens"] for b in buckets for r in b["results"])
+            assert got == sum(c["input_tokens"] for c in oa_calls if pred(c))
+        costs = _walk(
+            http,
+            "/v1/organization/costs",
+            [("start_time", start), ("end_time", end), ("api_key_ids[]", key)],
+            oh,
+        )
+        assert sum(to_nanousd(r["amount"]["value"]) for b in costs for r in b["results"]) == sum(
+            c["cost_nanousd"] for c in calls if c["provider"] == "openai" and c["api_key_id"] == key
+        )
+        akey, ws, amodel = (
+            an_calls[0]["api_key_id"],
+            an_calls[1]["workspace_id"],
+            an_calls[2]["model"],
+        )
+        for params, pred in (
+            ([("api_key_ids[]", akey)], lambda c: c["api_key_id"] == akey),
+            (
+                [("workspace_ids[]", ws), ("models[]", amodel)],
+                lambda c: c["workspace_id"] == ws and c["model"] == amodel,
+            ),
+            ([("service_tiers[]", "batch")], lambda c: False),
+            ([("context_window[]", "0-200k")], lambda c: True),
+        ):
+            buckets = _walk(
+                http,
+                "/v1/organizations/usage_report/messages",
+                [
+                    ("starting_at", rfc3339(start)),
+                    ("ending_at", rfc3339(end)),
+                    ("limit", 31),
+                    *params,
+                ],
+                ah,
+            )
+            got = sum(r["output_tokens"] for b in buckets for r in b["results"])
+            assert got == sum(c["output_tokens"] for c in an_calls if pred(c))
