@@ -96,3 +96,44 @@ def test_reasoning_tokens_priced_as_output() -> None:
 
 def test_zero_usage_costs_zero() -> None:
     assert pricing.price("openai", "gpt-4o-mini").cost_nanousd == 0
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_fast_path_equals_genai_prices_for_every_model(provider: str) -> None:
+    from genai_prices import data_snapshot
+
+    [prov] = [p for p in data_snapshot.get_snapshot().providers if p.id == provider]
+    usages = [
+        (1000, 0, 0, 10),
+        (123_457, 100_000, 0, 999),
+        (50_000, 1_000, 2_000, 3),
+        (300_001, 0, 0, 0),
+    ]
+    checked = 0
+    for m in prov.models:
+        if not pricing.has_price(provider, m.id):
+            continue  # ids that do not match themselves (e.g. "ft:…" patterns)
+        for inp, cached, write, out in usages:
+            ref = calc_price(
+                Usage(
+                    input_tokens=inp,
+                    cache_read_tokens=cached or None,
+                    cache_write_tokens=write or None,
+                    output_tokens=out,
+                ),
+                m.id,
+                provider_id=provider,
+                genai_request_timestamp=AT,
+            )
+            got = pricing.price(
+                provider,
+                m.id,
+                input_tokens=inp,
+                cached_input_tokens=cached,
+                cache_creation_input_tokens=write,
+                output_tokens=out,
+                at=AT,
+            )
+            assert got.cost_nanousd == to_nanousd(ref.total_price), (m.id, inp, cached, write)
+            checked += 1
+    assert checked > 20

@@ -25,9 +25,10 @@ Callers must not treat that as $0 silently; the gateway records it with
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from importlib.metadata import version as _pkg_version
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from genai_prices import Usage
@@ -56,6 +57,54 @@ def _lookup(provider: str, model: str) -> tuple[_gp_types.Provider, _gp_types.Mo
         return _snapshot.get_snapshot().find_provider_model(model, None, provider or None, None)
     except LookupError:
         return None
+
+
+_MTOK = Decimal(1_000_000)
+_SIMPLE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+_simple_cache: dict[tuple[str, str, int], tuple[Decimal, Decimal, Decimal, Decimal] | None] = {}
+
+
+def _now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+def _simple_prices(
+    provider_id: str, model_id: str, mp: Any
+) -> tuple[Decimal, Decimal, Decimal, Decimal] | None:
+    """(input, output, cache read, cache write) $/MTok when plain arithmetic is exact.
+
+    That is: those four prices are flat Decimals (no tiers) and the model has
+    no separate reasoning-token price. A cache price the model lacks falls back
+    to the input price, as genai-prices charges an unpriced part at its parent's
+    rate. Anything else (tiers, reasoning prices) takes genai-prices' own path.
+    Equality with genai-prices is tested for every OpenAI and Anthropic model.
+    """
+    # get_prices returns the snapshot's own (long-lived) price objects when no
+    # price context is given, so their id() is a stable cache key.
+    key = (provider_id, model_id, id(mp))
+    try:
+        return _simple_cache[key]
+    except KeyError:
+        pass
+    vals = [getattr(mp, k, None) for k in _SIMPLE_KEYS]
+    out: tuple[Decimal, Decimal, Decimal, Decimal] | None = None
+    if (
+        all(v is None or isinstance(v, Decimal) for v in vals)
+        and vals[0] is not None
+        and getattr(mp, "output_reasoning_mtok", None) is None
+    ):
+        p_in = vals[0]
+        p_out = vals[1] if vals[1] is not None else Decimal(0)
+        out = (
+            p_in,
+            p_out,
+            vals[2] if vals[2] is not None else p_in,
+            vals[3] if vals[3] is not None else p_in,
+        )
+    if len(_simple_cache) > 10_000:
+        _simple_cache.clear()
+    _simple_cache[key] = out
+    return out
 
 
 def normalize_model(provider: str, model: str) -> str:
@@ -105,6 +154,17 @@ def price(
         raise ValueError(
             f"reasoning_tokens exceed output_tokens ({reasoning_tokens} > {output_tokens})"
         )
+    fast = _simple_prices(gp_provider.id, gp_model.id, gp_model.get_prices(at or _now()))
+    if fast is not None and not reasoning_tokens:
+        p_in, p_out, p_read, p_write = fast
+        plain = input_tokens - cached_input_tokens - cache_creation_input_tokens
+        total = (
+            plain * p_in
+            + cached_input_tokens * p_read
+            + cache_creation_input_tokens * p_write
+            + output_tokens * p_out
+        )
+        return Priced(to_nanousd(total / _MTOK), "computed", PRICING_VERSION, gp_model.id)
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,

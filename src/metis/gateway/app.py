@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -263,7 +264,7 @@ class Gateway:
         self, scope: dict[str, Any], receive: Receive, send: Send, shape: str, endpoint: str
     ) -> None:
         t0 = time.perf_counter()
-        rid = new_id("req")
+        rid = request_id()
         self.stats.requests += 1
         if scope["method"] != "POST":
             await self._error(send, shape, "not_found", "use POST", rid)
@@ -798,6 +799,23 @@ class Gateway:
                 }
             )
         await self._respond(send, 200, body, rid)
+
+
+_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_rand = random.Random()  # noqa: S311 - request ids are identifiers, not secrets
+
+
+def request_id() -> str:
+    """``req_<ULID>``: millisecond time + 80 random bits, Crockford base32 (26 chars).
+
+    Equivalent to ``metis.ids.new_id("req")`` at a fraction of its cost.
+    """
+    v = (time.time_ns() // 1_000_000) << 80 | _rand.getrandbits(80)
+    out = []
+    for _ in range(26):
+        v, r = divmod(v, 32)
+        out.append(_B32[r])
+    return "req_" + "".join(reversed(out))
 
 
 def _provider_guess(model: str) -> str:

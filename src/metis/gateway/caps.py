@@ -18,6 +18,7 @@ budget as $0); without caps it is forwarded and recorded with
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any
 
 from metis.ledger.counters import ScopedCap, scopes_for
@@ -56,8 +57,27 @@ def max_output_tokens(body: dict[str, Any], endpoint: str) -> int:
     return DEFAULT_MAX_OUTPUT
 
 
-def counters_for(snap: Any, now: Any) -> list[ScopedCap]:
-    """The spend counters a key's requests charge, with the snapshot's caps."""
+_scopes: dict[tuple[int, int], tuple[Any, list[ScopedCap]]] = {}
+
+
+def counters_for(snap: Any, now: datetime) -> list[ScopedCap]:
+    """The spend counters a key's requests charge, with the snapshot's caps.
+
+    Cached per (snapshot object, UTC day): a reloaded snapshot (cap change) is
+    a new object, so it never sees a stale entry.
+    """
+    k = (id(snap), int(now.timestamp()) // 86400)
+    hit = _scopes.get(k)
+    if hit is not None and hit[0] is snap:
+        return hit[1]
+    if len(_scopes) > 100_000:
+        _scopes.clear()
+    out = _scopes_for(snap, now)
+    _scopes[k] = (snap, out)
+    return out
+
+
+def _scopes_for(snap: Any, now: datetime) -> list[ScopedCap]:
     return scopes_for(
         key_id=snap.key_id,
         user_id=snap.user_id,

@@ -1,0 +1,428 @@
+"""Gateway overhead: the same small request sent directly to the upstream and through Metis.
+
+Setup (all on 127.0.0.1, each server its own process, one uvicorn worker,
+uvloop + httptools): a minimal OpenAI/Anthropic upstream
+(tests/gateway/stub_upstream.py; far faster than any gateway), and
+``metis serve --workers 1`` on a fresh SQLite database with accounting and
+caps ON: the key belongs to a user and a team with a key daily cap, a team
+daily cap and a team monthly cap (so every request reserves and settles four
+spend counters, and writes a usage record and two events via the
+write-behind flush).
+
+Scenarios (direct = client -> upstream; gateway = client -> Metis -> upstream):
+
+- ``c1``: closed loop, concurrency 1, N requests: p50/p90/p99 latency.
+- ``open R``: open loop at R requests/s (100, 500, 1000) for D seconds; each
+  latency is measured from the request's *scheduled* send time (no
+  coordinated omission); p50/p90/p99.
+- ``c64``: closed loop at concurrency 64 for D seconds with ``wrk`` (1
+  thread): the highest throughput, plus the gateway's CPU time per request
+  (utime + stime of the server process from /proc over the run / requests).
+- ``ttfb``: streaming chat completion, concurrency 1: time to first byte.
+- ``litellm``: LiteLLM Proxy 1.109.1 (``../shared/peers/litellm``, no
+  database, so *without* accounting) measured the same way for c64 and c1,
+  when ``$LITELLM_VENV`` (default ~/.cache/litellm-venv) exists.
+
+    .venv/bin/python bench/gateway_overhead.py                # ~2 minutes
+    .venv/bin/python bench/gateway_overhead.py --duration 5 --no-litellm
+
+Prints Markdown tables (copied into docs/performance.md, "Gateway").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+METIS = str(Path(PY).parent / "metis")
+BODY = (
+    b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one word."}],'
+    b'"max_tokens":5}'
+)
+STREAM_BODY = (
+    b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one word."}],'
+    b'"max_tokens":5,"stream":true}'
+)
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def summary(lat_s: list[float]) -> tuple[float, float, float]:
+    ms = [x * 1000 for x in lat_s]
+    return pct(ms, 50), pct(ms, 90), pct(ms, 99)
+
+
+# -- load generators ----------------------------------------------------------
+
+
+async def closed_c1(url: str, headers: dict[str, str], n: int) -> list[float]:
+    out = []
+    conn = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        for _ in range(n):
+            t = time.perf_counter()
+            async with s.post(url, data=BODY, headers=headers) as r:
+                await r.read()
+                assert r.status == 200, r.status
+            out.append(time.perf_counter() - t)
+    return out
+
+
+async def open_loop(
+    url: str, headers: dict[str, str], rate: int, duration: float
+) -> dict[str, Any]:
+    lat: list[float] = []
+    errors = 0
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+
+        async def one(sched: float) -> None:
+            nonlocal errors
+            try:
+                async with s.post(url, data=BODY, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+            lat.append(time.perf_counter() - sched)
+
+        n = int(rate * duration)
+        start = time.perf_counter() + 0.05
+        tasks = []
+        for i in range(n):
+            sched = start + i / rate
+            delay = sched - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(sched)))
+        await asyncio.gather(*tasks)
+    p50, p90, p99 = summary(lat)
+    return {"p50": p50, "p90": p90, "p99": p99, "errors": errors, "n": len(lat)}
+
+
+async def ttfb(url: str, headers: dict[str, str], n: int) -> list[float]:
+    out = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for _ in range(n):
+            t = time.perf_counter()
+            async with s.post(url, data=STREAM_BODY, headers=headers) as r:
+                assert r.status == 200
+                await r.content.readany()
+                out.append(time.perf_counter() - t)
+                await r.read()
+    return out
+
+
+def wrk(url: str, headers: dict[str, str], conns: int, duration: float) -> dict[str, float]:
+    hdr = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(f'wrk.method = "POST"\nwrk.body = [[{BODY.decode()}]]\n{hdr}')
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency", "-s", lua.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(lua.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "requests": total, "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+# -- servers ------------------------------------------------------------------
+
+
+def start_upstream(port: int) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "uvicorn",
+            "tests.gateway.stub_upstream:app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return p
+
+
+def setup_metis(env: dict[str, str], upstream: str) -> str:
+    """Migrate a fresh database; workspace, credentials, capped user/team key. Returns the key."""
+    os.environ.update(env)
+    from metis.config import get_settings
+    from metis.credentials import add_credential
+    from metis.db.engine import make_engine
+    from metis.db.migrate import upgrade
+    from metis.identity.keys import issue_key
+    from metis.identity.teams import set_caps
+    from metis.workspaces import add_workspace
+
+    eng = make_engine()
+    upgrade(eng)
+    with eng.begin() as c:
+        ws = add_workspace(c, "bench")
+        for prov in ("openai", "anthropic"):
+            add_credential(
+                c,
+                get_settings(),
+                workspace_id=ws.id,
+                provider=prov,
+                purposes=["inference"],
+                mode="standard",
+                secret="sk-bench-upstream-0000",
+                base_url=upstream,
+            )
+        _, secret = issue_key(
+            c,
+            name="bench",
+            workspace=ws.id,
+            user="bench-user",
+            team="bench-team",
+            daily_cap_nanousd=10**12,
+            create_user=True,
+            create_team=True,
+        )
+        set_caps(c, "bench-team", daily_cap_nanousd=10**13, monthly_cap_nanousd=10**14)
+    eng.dispose()
+    return secret
+
+
+def start_litellm(port: int, upstream_port: int, venv: Path, tmp: Path) -> subprocess.Popen[bytes]:
+    cfg = tmp / "litellm.yaml"
+    cfg.write_text(
+        "model_list:\n  - model_name: gpt-4o-mini\n    litellm_params:\n"
+        f"      model: openai/gpt-4o-mini\n      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        "      api_key: sk-anything\nlitellm_settings:\n  telemetry: false\n"
+        "general_settings:\n  master_key: sk-bench-master-key\n"
+    )
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    p = subprocess.Popen(
+        [
+            str(venv / "bin" / "litellm"),
+            "--config",
+            str(cfg),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=180)
+    return p
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per timed scenario")
+    ap.add_argument("--c1", type=int, default=1000, help="requests in the concurrency-1 runs")
+    ap.add_argument("--rates", default="100,500,1000")
+    ap.add_argument("--no-litellm", action="store_true")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is required (apt-get install wrk)")
+    tmp = Path(tempfile.mkdtemp(prefix="metis-bench-"))
+    from metis.secrets.master_key import generate_key_text
+
+    env = {
+        "METIS_HOME": str(tmp),
+        "METIS_DATABASE_URL": f"sqlite:///{tmp / 'metis.db'}",
+        "METIS_MASTER_KEY": generate_key_text(),
+        "METIS_LOG_LEVEL": "WARNING",
+    }
+    up_port, gw_port = free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, Any] = {}
+    try:
+        procs.append(start_upstream(up_port))
+        secret = setup_metis(env, f"http://127.0.0.1:{up_port}")
+        gw = subprocess.Popen([METIS, "serve", "--port", str(gw_port)], env=dict(os.environ, **env))
+        procs.append(gw)
+        wait_http(f"http://127.0.0.1:{gw_port}/v1/models")
+        direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        through = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        h_direct = {"Content-Type": "application/json", "Authorization": "Bearer sk-x"}
+        h_gw = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
+        asyncio.run(closed_c1(through, h_gw, 300))  # warm up
+        asyncio.run(closed_c1(direct, h_direct, 300))
+
+        d = summary(asyncio.run(closed_c1(direct, h_direct, args.c1)))
+        cpu0 = cpu_seconds(gw.pid)
+        g = summary(asyncio.run(closed_c1(through, h_gw, args.c1)))
+        cpu_c1 = (cpu_seconds(gw.pid) - cpu0) / args.c1
+        results["c1"] = (d, g, cpu_c1)
+
+        for rate in [int(r) for r in args.rates.split(",")]:
+            od = asyncio.run(open_loop(direct, h_direct, rate, args.duration))
+            cpu0 = cpu_seconds(gw.pid)
+            og = asyncio.run(open_loop(through, h_gw, rate, args.duration))
+            cpu = (cpu_seconds(gw.pid) - cpu0) / max(1, og["n"])
+            results[f"open{rate}"] = (od, og, cpu)
+
+        wd = wrk(direct, h_direct, 64, args.duration)
+        cpu0 = cpu_seconds(gw.pid)
+        wg = wrk(through, h_gw, 64, args.duration)
+        cpu64 = (cpu_seconds(gw.pid) - cpu0) / max(1, wg["requests"])
+        results["c64"] = (wd, wg, cpu64)
+
+        td = summary(asyncio.run(ttfb(direct, h_direct, 300)))
+        tg = summary(asyncio.run(ttfb(through, h_gw, 300)))
+        results["ttfb"] = (td, tg)
+
+        venv = Path(os.environ.get("LITELLM_VENV", Path.home() / ".cache" / "litellm-venv"))
+        if not args.no_litellm and (venv / "bin" / "litellm").exists():
+            ll_port = free_port()
+            ll = start_litellm(ll_port, up_port, venv, tmp)
+            procs.append(ll)
+            ll_url = f"http://127.0.0.1:{ll_port}/v1/chat/completions"
+            h_ll = {
+                "Content-Type": "application/json",
+                "Authorization": "Bearer sk-bench-master-key",
+            }
+            asyncio.run(closed_c1(ll_url, h_ll, 100))
+            n_ll = min(args.c1, 300)
+            cpu0 = cpu_seconds(ll.pid)
+            lc1 = summary(asyncio.run(closed_c1(ll_url, h_ll, n_ll)))
+            lcpu1 = (cpu_seconds(ll.pid) - cpu0) / n_ll
+            cpu0 = cpu_seconds(ll.pid)
+            lw = wrk(ll_url, h_ll, 64, args.duration)
+            lcpu = (cpu_seconds(ll.pid) - cpu0) / max(1, lw["requests"])
+            results["litellm"] = (lc1, lcpu1, lw, lcpu)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    report(results, args)
+
+
+def report(r: dict[str, Any], args: argparse.Namespace) -> None:
+    load = os.getloadavg()[0]
+    cpu_model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
+    print(
+        f"\nMachine: nproc={os.cpu_count()}, CPU {cpu_model}, Python {platform.python_version()},"
+        f" load average at end {load:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+    )
+    print(
+        "| scenario | direct p50/p90/p99 ms | gateway p50/p90/p99 ms | overhead p50 / p99 ms |"
+        " gateway CPU ms/req |"
+    )
+    print("|---|---|---|---|---:|")
+
+    def row(name: str, d: tuple[float, ...], g: tuple[float, ...], cpu: float | None) -> None:
+        c = f"{cpu * 1000:.2f}" if cpu is not None else "-"
+        print(
+            f"| {name} | {d[0]:.2f} / {d[1]:.2f} / {d[2]:.2f} | {g[0]:.2f} / {g[1]:.2f} / "
+            f"{g[2]:.2f} | {g[0] - d[0]:+.2f} / {g[2] - d[2]:+.2f} | {c} |"
+        )
+
+    d, g, cpu = r["c1"]
+    row("closed loop, concurrency 1", d, g, cpu)
+    for k, v in r.items():
+        if k.startswith("open"):
+            od, og, cpu = v
+            row(
+                f"open loop {k[4:]} req/s (errors {od['errors']}/{og['errors']})",
+                (od["p50"], od["p90"], od["p99"]),
+                (og["p50"], og["p90"], og["p99"]),
+                cpu,
+            )
+    td, tg = r["ttfb"]
+    row("streaming TTFB, concurrency 1", td, tg, None)
+    wd, wg, cpu64 = r["c64"]
+    print("\n| closed loop, concurrency 64 (wrk, 1 thread) | req/s | non-2xx | CPU ms/req |")
+    print("|---|---:|---:|---:|")
+    print(f"| direct (upstream alone) | {wd['rps']:.0f} | {wd['non2xx']} | - |")
+    print(
+        f"| through Metis (accounting + caps on) | {wg['rps']:.0f} | {wg['non2xx']} |"
+        f" {cpu64 * 1000:.2f} |"
+    )
+    if "litellm" in r:
+        lc1, lcpu1, lw, lcpu = r["litellm"]
+        print(
+            f"| LiteLLM Proxy 1.109.1 (no database: no accounting) | {lw['rps']:.0f} |"
+            f" {lw['non2xx']} | {lcpu * 1000:.2f} |"
+        )
+        print(
+            f"\nLiteLLM concurrency 1: p50/p90/p99 {lc1[0]:.2f} / {lc1[1]:.2f} / {lc1[2]:.2f} ms,"
+            f" CPU {lcpu1 * 1000:.2f} ms/req; Metis/LiteLLM throughput at c64:"
+            f" {wg['rps'] / max(lw['rps'], 1e-9):.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
