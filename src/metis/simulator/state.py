@@ -44,7 +44,6 @@ class SimState:
         self.ledger = Ledger()
         self.faults = Faults(faults)
         self.cache = PromptCache()
-        self.counter = 0
         self.load_history()
 
     def load_history(self) -> None:
@@ -59,9 +58,4 @@ class SimState:
         self.ledger.clear()
         self.cache.clear()
         self.faults.reset()
-        self.counter = 0
         self.load_history()
-
-    def next_id(self) -> int:
-        self.counter += 1
-        return self.counter
