@@ -298,3 +298,37 @@ def test_determinism_across_instances(simulator_factory: Any) -> None:
     assert outs[0].usage == outs[1].usage
     # a different seed gives a different answer (64-bit hash: collision practically impossible)
     assert outs[0].choices[0].message.content != outs[2].choices[0].message.content
+
+
+def test_openai_n_choices(simulator: Simulator) -> None:
+    c = oai(simulator)
+    msgs: Any = [{"role": "user", "content": "several answers"}]
+    one = c.chat.completions.create(model="gpt-4o-mini", messages=msgs)
+    three = c.chat.completions.create(model="gpt-4o-mini", messages=msgs, n=3)
+    assert [ch.index for ch in three.choices] == [0, 1, 2]
+    assert three.choices[0].message.content == one.choices[0].message.content
+    assert len({ch.message.content for ch in three.choices}) == 3
+    words = sum(len((ch.message.content or "").split()) for ch in three.choices)
+    assert three.usage is not None and three.usage.completion_tokens == words
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens  # type: ignore[union-attr]
+    chunks = list(
+        c.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=msgs,
+            n=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    texts = ["", "", ""]
+    for ch in chunks:
+        for choice in ch.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert texts == [ch.message.content for ch in three.choices]
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == three.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model="gpt-4o-mini", messages=msgs, n=0)
+    assert simulator.ground_truth()["total"]["output_tokens"] == (
+        one.usage.completion_tokens + 2 * three.usage.completion_tokens  # type: ignore[union-attr]
+    )

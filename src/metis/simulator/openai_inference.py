@@ -175,6 +175,9 @@ def _validate_chat(body: Any) -> Response | None:
             "function",
         ):
             return _bad(f"Invalid value for 'messages[{i}].role'.", f"messages[{i}].role")
+    n = 1 if body.get("n") is None else body["n"]
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
+        return _bad("Invalid 'n': expected an integer between 1 and 128.", "n")
     if body.get("stream_options") is not None and body.get("stream") is not True:
         return _bad(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -209,19 +212,10 @@ async def chat_completions(request: Request, state: SimState, body: Any) -> Resp
         "model": model,
     }
 
-    if tool is not None:
-        args = tokens.canonical(catalog.args_from_schema(tool.get("parameters"))).decode()
-        completion = tokens.text_tokens(tool["name"]) + tokens.text_tokens(args) + 3
-        reasoning = 0
-        finish = "tool_calls"
-        call_id = "call_" + secrets.token_hex(12)
-        text_words: list[str] = []
-    else:
-        completion, truncated = tokens.output_tokens(h, _cap(body), forced_output(request))
-        reasoning = tokens.reasoning_split(h, model, completion)
-        text_words = tokens.words(h, completion - reasoning)
-        finish = "length" if truncated else "stop"
-
+    n = body.get("n") or 1
+    plans = [_plan(request, body, state.seed, model, h, i, tool) for i in range(n)]
+    completion = sum(p.completion for p in plans)
+    reasoning = sum(p.reasoning for p in plans)
     state.ledger.add(
         Call(
             provider="openai",
@@ -242,27 +236,17 @@ async def chat_completions(request: Request, state: SimState, body: Any) -> Resp
     headers = {"x-request-id": "req_" + cid[9:], "openai-processing-ms": "1"}
 
     if not stream:
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": None,
-            "refusal": None,
-            "annotations": [],
-        }
-        if tool is not None:
-            message["tool_calls"] = [
-                {
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": tool["name"], "arguments": args},
-                }
-            ]
-        else:
-            message["content"] = " ".join(text_words)
         return JSONResponse(
             {
                 **base,
                 "choices": [
-                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                    {
+                        "index": p.index,
+                        "message": p.message(),
+                        "logprobs": None,
+                        "finish_reason": p.finish,
+                    }
+                    for p in plans
                 ],
                 "usage": usage,
                 "service_tier": "default",
@@ -275,45 +259,26 @@ async def chat_completions(request: Request, state: SimState, body: Any) -> Resp
     if include_usage:
         tail["usage"] = None
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         return sse_data(
             {
                 **base,
                 **tail,
                 "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                    {
+                        "index": index,
+                        "delta": delta,
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                    }
                 ],
             }
         )
 
     events: list[bytes] = []
-    if tool is not None:
-        events.append(
-            chunk(
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "index": 0,
-                            "id": call_id,
-                            "type": "function",
-                            "function": {"name": tool["name"], "arguments": ""},
-                        }
-                    ],
-                    "refusal": None,
-                }
-            )
-        )
-        for i in range(0, len(args), 16):
-            events.append(
-                chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + 16]}}]})
-            )
-    else:
-        events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
-        for i, w in enumerate(text_words):
-            events.append(chunk({"content": w if i == 0 else " " + w}))
-    events.append(chunk({}, finish))
+    for p in plans:
+        events += [chunk(p.index, d) for d in p.deltas()]
+        events.append(chunk(p.index, {}, p.finish))
     if include_usage:
         events.append(
             sse_data(
@@ -328,6 +293,92 @@ async def chat_completions(request: Request, state: SimState, body: Any) -> Resp
         )
     events.append(b"data: [DONE]\n\n")
     return SSEResponse(events, headers=headers)
+
+
+class _Choice:
+    """One choice's answer: a tool call or text (its tokens, finish reason, deltas)."""
+
+    def __init__(
+        self,
+        index: int,
+        completion: int,
+        reasoning: int,
+        finish: str,
+        text_words: list[str],
+        tool_name: str | None = None,
+        args: str = "",
+    ) -> None:
+        self.index = index
+        self.completion = completion
+        self.reasoning = reasoning
+        self.finish = finish
+        self.text_words = text_words
+        self.tool_name = tool_name
+        self.args = args
+        self.call_id = "call_" + secrets.token_hex(12) if tool_name else ""
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "annotations": [],
+        }
+        if self.tool_name is not None:
+            message["tool_calls"] = [
+                {
+                    "id": self.call_id,
+                    "type": "function",
+                    "function": {"name": self.tool_name, "arguments": self.args},
+                }
+            ]
+        else:
+            message["content"] = " ".join(self.text_words)
+        return message
+
+    def deltas(self) -> list[dict[str, Any]]:
+        if self.tool_name is not None:
+            first: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": self.call_id,
+                        "type": "function",
+                        "function": {"name": self.tool_name, "arguments": ""},
+                    }
+                ],
+                "refusal": None,
+            }
+            return [first] + [
+                {"tool_calls": [{"index": 0, "function": {"arguments": self.args[i : i + 16]}}]}
+                for i in range(0, len(self.args), 16)
+            ]
+        out: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
+        out += [{"content": w if i == 0 else " " + w} for i, w in enumerate(self.text_words)]
+        return out
+
+
+def _plan(
+    request: Request,
+    body: dict[str, Any],
+    seed: int,
+    model: str,
+    h: int,
+    index: int,
+    tool: dict[str, Any] | None,
+) -> _Choice:
+    """Choice ``index`` (n > 1 gives each choice its own deterministic answer)."""
+    if tool is not None:
+        args = tokens.canonical(catalog.args_from_schema(tool.get("parameters"))).decode()
+        completion = tokens.text_tokens(tool["name"]) + tokens.text_tokens(args) + 3
+        return _Choice(index, completion, 0, "tool_calls", [], tool["name"], args)
+    hi = h if index == 0 else tokens.request_hash(seed, h, index)
+    completion, truncated = tokens.output_tokens(hi, _cap(body), forced_output(request))
+    reasoning = tokens.reasoning_split(hi, model, completion)
+    words = tokens.words(hi, completion - reasoning)
+    return _Choice(index, completion, reasoning, "length" if truncated else "stop", words)
 
 
 _BASE_VECTORS: dict[int, array.array[float]] = {}
