@@ -13,6 +13,9 @@ port) for the test, served by uvicorn in a thread::
 
 ``simulator_factory(seed=..., history_days=..., faults=[...])`` starts more
 (or differently configured) simulators; all stop at test end.
+``simulator_shared``: one simulator for the whole session, reset (calls,
+prompt cache, faults) before each test that uses it: faster when many tests
+need a plain simulator, but its generated keys are the same for every test.
 Keys are generated per simulator; any other ``sk-...`` / ``sk-ant-...`` key
 works too (`new_openai_key()` etc. in `metis.simulator.keys`).
 """
@@ -120,3 +123,18 @@ def simulator_factory() -> Iterator[SimulatorFactory]:
 def simulator(simulator_factory: SimulatorFactory) -> Simulator:
     """A fresh simulator (seed 0, no history, no faults) for this test."""
     return simulator_factory()
+
+
+@pytest.fixture(scope="session")
+def _simulator_session() -> Iterator[Simulator]:
+    app = create_app()
+    srv = ServerThread(app).start()
+    yield Simulator(srv, app)
+    srv.stop()
+
+
+@pytest.fixture
+def simulator_shared(_simulator_session: Simulator) -> Simulator:
+    """The session's simulator, reset for this test (seed 0, no history)."""
+    _simulator_session.reset()
+    return _simulator_session

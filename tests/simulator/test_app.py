@@ -173,3 +173,17 @@ def test_cli_serves(entry: list[str]) -> None:
 def test_cli_rejects_bad_fault(cli: Any) -> None:
     r = cli.run("simulator", "serve", "--fault", "/v1/messages=teapot")
     assert r.exit_code != 0 and r.stderr.startswith("error: bad fault")
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_shared_simulator_is_reset_per_test(simulator_shared: Simulator, run: int) -> None:
+    assert simulator_shared.ground_truth()["total"]["requests"] == 0
+    simulator_shared.set_fault("/v1/models", "503")
+    with httpx.Client(base_url=simulator_shared.url) as http:
+        r = http.post(
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {simulator_shared.openai_key}"},
+            json={"model": "gpt-4o-mini", "messages": MSG},
+        )
+        assert r.status_code == 200
+    assert simulator_shared.ground_truth()["total"]["requests"] == 1
