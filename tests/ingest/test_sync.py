@@ -71,7 +71,9 @@ def test_revision_replaces_values(cli: type[Cli], provisioned: Provisioned, engi
 
 
 # (every simulator fault mode is covered in test_sync_simulator.py; these pin our own fake)
-@pytest.mark.parametrize("kind", ["429", "drop"])
+# ("drop" is left to the simulator: a handler that raises makes this fake's server
+# log and tear down the socket in ways that are noisy under load.)
+@pytest.mark.parametrize("kind", ["429", "truncated"])
 def test_transient_faults_are_retried(
     cli: type[Cli], provisioned: Provisioned, engine: Engine, kind: str
 ) -> None:
