@@ -1,5 +1,7 @@
 """``metis serve``: run the gateway, APIs and background jobs (uvicorn, uvloop, httptools)."""
 
+import os
+
 import typer
 
 
@@ -32,6 +34,9 @@ def serve(
     from metis.config import get_settings
 
     get_settings()  # fail early with a clear error on a bad METIS_* value
+    # Interpreter tuning for a dedicated server process (GC freeze, GIL switch
+    # interval; see metis.gateway.app._tune_interpreter). Inherited by workers.
+    os.environ["METIS_SERVER_TUNING"] = "1"
     uvicorn.run(
         "metis.server:create_app",
         factory=True,
