@@ -187,3 +187,30 @@ def test_upstream_down_is_502_in_inbound_shape(gateway: GatewayServer) -> None:
     finally:
         g2._threads[0].stop()
     assert pytest  # keep import used
+
+
+def test_unpriced_model_recorded_as_none_and_refused_under_a_cap(gateway: GatewayServer) -> None:
+    from prometheus_client import REGISTRY
+
+    def unpriced() -> float:
+        v = REGISTRY.get_sample_value("metis_gateway_unpriced_calls_total", {"provider": "openai"})
+        return v or 0.0
+
+    before = unpriced()
+    _, free = gateway.issue_key("free")
+    _, capped = gateway.issue_key("capped", daily_cap_usd="5")
+    body = {"model": "my-private-finetune", "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {free}"}
+    )
+    assert r.status_code == 200
+    [rec] = records(gateway)
+    assert rec["cost_source"] == "none" and rec["cost_nanousd"] == 0
+    assert rec["pricing_version"] is None and rec["input_tokens"] > 0
+    assert unpriced() == before + 1
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {capped}"},
+    )
+    assert r.status_code == 403 and "no known price" in r.json()["error"]["message"]

@@ -42,7 +42,7 @@ from sqlalchemy import Engine
 
 from metis.config import Settings
 from metis.events import GatewayQuotaExceeded
-from metis.gateway import caps
+from metis.gateway import caps, metrics
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved, SnapshotLoader
 from metis.gateway.plan import RouteContext, RoutePlan, default_plan
 from metis.gateway.shapes import error_body
@@ -138,6 +138,8 @@ class Call:
     reservation: Reservation | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
+
+_REQ = {s: metrics.REQUESTS.labels(s) for s in ("openai", "anthropic")}
 
 ENDPOINTS: dict[str, tuple[str, str]] = {
     "/v1/chat/completions": ("openai", "chat"),
@@ -271,6 +273,7 @@ class Gateway:
         t0 = time.perf_counter()
         rid = request_id()
         self.stats.requests += 1
+        _REQ[shape].inc()
         if scope["method"] != "POST":
             await self._error(send, shape, "not_found", "use POST", rid)
             return
@@ -361,6 +364,7 @@ class Gateway:
         self, send: Send, call: Call, ce: CapExceeded, candidates: list[str]
     ) -> None:
         self.stats.quota_rejections += 1
+        metrics.QUOTA_REJECTIONS.labels(ce.scope).inc()
         p = call.resolved.principal
         limit, current = from_nanousd(ce.limit_nanousd), from_nanousd(ce.current_nanousd)
         self.writer.add(
@@ -741,6 +745,9 @@ class Gateway:
             priced = Priced(None, "none", None, model_raw.lower())
         if priced.cost_nanousd is None and not has_price(provider, target_model):
             self.stats.unpriced_calls += 1
+            metrics.UNPRICED_CALLS.labels(provider).inc()
+        if status not in ("ok", "client_disconnected"):
+            metrics.UPSTREAM_ERRORS.labels(provider).inc()
         if call.reservation is not None:
             self.counters.settle(call.reservation, priced.cost_nanousd or 0)
         facts = CallFacts(

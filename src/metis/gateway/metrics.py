@@ -1,0 +1,20 @@
+"""Prometheus metrics of the gateway (default registry, served on ``/metrics``)."""
+
+from prometheus_client import Counter
+
+REQUESTS = Counter(
+    "metis_gateway_requests", "Inference requests received by the gateway", ["shape"]
+)
+UNPRICED_CALLS = Counter(
+    "metis_gateway_unpriced_calls",
+    "Calls recorded with cost_source=none (model without a known price)",
+    ["provider"],
+)
+QUOTA_REJECTIONS = Counter(
+    "metis_gateway_quota_rejections", "Requests refused by a hard spend cap (429)", ["scope"]
+)
+UPSTREAM_ERRORS = Counter(
+    "metis_gateway_upstream_errors",
+    "Calls that ended in an upstream error, timeout or connection failure",
+    ["provider"],
+)
