@@ -187,3 +187,33 @@ def test_shared_simulator_is_reset_per_test(simulator_shared: Simulator, run: in
         )
         assert r.status_code == 200
     assert simulator_shared.ground_truth()["total"]["requests"] == 1
+
+
+def test_paced_stream_arrives_over_time(simulator: Simulator) -> None:
+    """``x-sim-stream-interval-ms`` sends one event per write, spaced in time."""
+    arrivals: list[float] = []
+    with (
+        httpx.Client(base_url=simulator.url, timeout=10) as http,
+        http.stream(
+            "POST",
+            "/v1/messages",
+            headers={
+                "x-api-key": simulator.anthropic_key,
+                "anthropic-version": "2023-06-01",
+                "x-sim-stream-interval-ms": "30",
+                "x-sim-output-tokens": "5",
+            },
+            json={
+                "model": "claude-haiku-4-5-20251001",
+                "max_tokens": 50,
+                "stream": True,
+                "messages": MSG,
+            },
+        ) as r,
+    ):
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                arrivals.append(time.monotonic())
+    # message_start, block start, ping, 5 deltas, block stop, message_delta, message_stop
+    assert len(arrivals) == 11
+    assert arrivals[-1] - arrivals[0] >= 10 * 0.03 * 0.9

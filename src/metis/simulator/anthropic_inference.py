@@ -40,6 +40,7 @@ from metis.simulator.http import (
     SSEResponse,
     anthropic_error,
     sse_event,
+    stream_interval,
 )
 from metis.simulator.keys import KeyIdentity, anthropic_identity, is_anthropic_key
 from metis.simulator.ledger import Call
@@ -354,7 +355,9 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
         )
     )
     events.append(sse_event("message_stop", {"type": "message_stop"}))
-    return SSEResponse(events, headers=headers)
+    resp = SSEResponse(events, headers=headers)
+    resp.interval = stream_interval(request.headers)
+    return resp
 
 
 async def count_tokens(request: Request, state: SimState, body: Any) -> Response:

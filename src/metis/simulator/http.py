@@ -2,6 +2,7 @@
 provider error envelopes, and how faults are applied to a response.
 """
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -110,8 +111,11 @@ class SSEResponse(Response):
     The first event is sent on its own (clients see the stream open at once),
     the rest in one write: the events are already computed, and per-event
     writes would only make the simulator slower, not more faithful (the
-    client-side SSE parsing is the same). ``cut_at``: send only the first
-    ``cut_at`` events, then drop the connection.
+    client-side SSE parsing is the same). ``interval`` (seconds, from the
+    simulator-only request header ``x-sim-stream-interval-ms``) instead sends
+    one event per write with that pause between them, for tests that must see
+    a stream arrive over time (e.g. that a proxy does not buffer it).
+    ``cut_at``: send only the first ``cut_at`` events, then drop the connection.
     """
 
     media_type = "text/event-stream"
@@ -119,6 +123,7 @@ class SSEResponse(Response):
     def __init__(self, events: Sequence[bytes], *, headers: dict[str, str] | None = None) -> None:
         self.events = events
         self.cut_at: int | None = None
+        self.interval = 0.0
         self.status_code = 200
         self.background = None
         self.body = b""
@@ -130,6 +135,12 @@ class SSEResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         events = self.events if self.cut_at is None else self.events[: self.cut_at]
+        if self.interval > 0:
+            for i, ev in enumerate(events):
+                if i:
+                    await asyncio.sleep(self.interval)
+                await send({"type": "http.response.body", "body": ev, "more_body": True})
+            events = []
         if events:
             await send({"type": "http.response.body", "body": events[0], "more_body": True})
         if len(events) > 1:
@@ -206,6 +217,14 @@ def sse_data(obj: Any) -> bytes:
 def sse_event(name: str, obj: Any) -> bytes:
     """``event: <name>\\ndata: <json>\\n\\n`` (Anthropic's SSE framing)."""
     return b"event: " + name.encode() + b"\ndata: " + _encode(obj) + b"\n\n"
+
+
+def stream_interval(headers: Any) -> float:
+    """Seconds between streamed events from ``x-sim-stream-interval-ms`` (0: no pacing)."""
+    v = headers.get("x-sim-stream-interval-ms")
+    if v and v.isdigit():
+        return min(int(v), 10_000) / 1000
+    return 0.0
 
 
 def bearer(headers: Any) -> str | None:

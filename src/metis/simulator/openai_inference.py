@@ -30,7 +30,14 @@ from starlette.responses import Response
 
 from metis.pricing import has_price
 from metis.simulator import catalog, tokens
-from metis.simulator.http import JSONResponse, SSEResponse, bearer, openai_error, sse_data
+from metis.simulator.http import (
+    JSONResponse,
+    SSEResponse,
+    bearer,
+    openai_error,
+    sse_data,
+    stream_interval,
+)
 from metis.simulator.keys import KeyIdentity, is_openai_key, openai_identity
 from metis.simulator.ledger import Call
 from metis.simulator.state import SimState
@@ -292,7 +299,9 @@ async def chat_completions(request: Request, state: SimState, body: Any) -> Resp
             )
         )
     events.append(b"data: [DONE]\n\n")
-    return SSEResponse(events, headers=headers)
+    resp = SSEResponse(events, headers=headers)
+    resp.interval = stream_interval(request.headers)
+    return resp
 
 
 class _Choice:
