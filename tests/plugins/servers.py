@@ -7,8 +7,8 @@ fast deterministic upstream, tests/gateway/stub_upstream.py). Use
 ``gateway.issue_key(...)`` for a ``gw_`` key, ``gateway.openai(secret)`` /
 ``gateway.anthropic(secret)`` for SDK clients (``max_retries=0``) and
 ``gateway.flush()`` to force the write-behind flush before reading the ledger.
-``gateway_factory(upstream_url)`` builds one against another upstream (e.g. the
-simulator).
+``gateway_factory(upstream_url, workspace="w", secrets={provider: key})`` builds
+one against another upstream (e.g. the simulator, with its generated keys).
 """
 
 from __future__ import annotations
@@ -89,7 +89,18 @@ class GatewayServer:
         return anthropic.Anthropic(api_key=secret, base_url=self.url, max_retries=0, **kw)
 
 
-def start_gateway(engine: Engine, upstream_url: str, workspace: str = "w") -> GatewayServer:
+UPSTREAM_SECRETS = {
+    "openai": "sk-test-openai-upstream-0001",
+    "anthropic": "sk-ant-test-anthropic-upstream-0001",
+}
+
+
+def start_gateway(
+    engine: Engine,
+    upstream_url: str,
+    workspace: str = "w",
+    secrets: dict[str, str] | None = None,
+) -> GatewayServer:
     from metis.config import get_settings
     from metis.credentials import add_credential
     from metis.server import create_app
@@ -132,8 +143,10 @@ def gateway_factory(
 ) -> Iterator[Callable[..., GatewayServer]]:
     made: list[GatewayServer] = []
 
-    def make(upstream_url: str, workspace: str = "w") -> GatewayServer:
-        g = start_gateway(engine, upstream_url, workspace)
+    def make(
+        upstream_url: str, workspace: str = "w", secrets: dict[str, str] | None = None
+    ) -> GatewayServer:
+        g = start_gateway(engine, upstream_url, workspace, secrets)
         made.append(g)
         return g
 
