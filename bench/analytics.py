@@ -236,12 +236,19 @@ def bench_endpoints(url: str, repeat: int) -> list[tuple[str, str, float, float]
         ("/analytics/reliability", "7d", w7),
         ("/analytics/reliability", "90d", w90),
     ]  # fmt: skip
-    for _, _, p in cases:  # the rollup path; the reconciled view is timed separately below
-        p.setdefault("view", "raw")
+    cases = [(n, w, {**p, "view": "raw"}) for n, w, p in cases]  # rollup path; reconciled below
     cases += [
-        ("/analytics/cost?group_by=model&view=reconciled", "7d", {**w7, "group_by": "model"}),
-        ("/analytics/by_team?view=reconciled", "7d", w7),
-        ("/analytics/cost?group_by=model&view=reconciled", "90d", {**w90, "group_by": "model"}),
+        (
+            "/analytics/cost?group_by=model&view=reconciled",
+            "7d",
+            {**w7, "group_by": "model", "view": "reconciled"},
+        ),
+        ("/analytics/by_team?view=reconciled", "7d", {**w7, "view": "reconciled"}),
+        (
+            "/analytics/cost?group_by=model&view=reconciled",
+            "90d",
+            {**w90, "group_by": "model", "view": "reconciled"},
+        ),
     ]
     out = []
     with (
