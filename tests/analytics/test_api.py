@@ -334,6 +334,24 @@ def test_reliability(engine: Engine, api: httpx.Client) -> None:
     assert data[1]["error_rate"] == Decimal("0.5")
     bob = get(api, "/analytics/reliability", user="bob")["data"]
     assert [d["model"] for d in bob] == ["gpt-4o-mini"]
+    assert get(api, "/analytics/reliability")["latency_sample"]["exact"] is True
+
+
+def test_reliability_samples_latency_beyond_the_limit(
+    engine: Engine, api: httpx.Client, monkeypatch: Any
+) -> None:
+    from metis.analytics import service
+
+    _identity(engine)
+    with engine.begin() as c:
+        seed.write(c, [rec(at=T0, cost=1, latency_ms=ms, status="ok" if ms % 3 else "error")
+                       for ms in range(1, 101)])  # fmt: skip
+    monkeypatch.setattr(service, "LATENCY_SAMPLE", 10)
+    body = get(api, "/analytics/reliability")
+    d = body["data"][0]
+    assert (d["calls"], d["errors"]) == (100, 33)  # counts stay exact
+    assert body["latency_sample"] == {"rows": 10, "every": 10, "exact": False}
+    assert 40 <= d["latency_ms"]["p50"] <= 60
 
 
 def test_ingest_health(engine: Engine, api: httpx.Client) -> None:

@@ -9,6 +9,7 @@ Decimals (`metis.money.usd_json`), summed as integer nano-USD before that, so
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -406,13 +407,26 @@ def _percentile(sorted_vals: Sequence[int], q: float) -> int | None:
     return sorted_vals[idx]
 
 
+LATENCY_SAMPLE = 100_000
+
+
 def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
     """``/analytics/reliability``: error rate and latency percentiles per provider/model.
 
-    From the gateway's request records (source ``gateway``: typed ``status`` and
-    ``latency_ms``); an error is a status other than ok/success (see
-    `metis.ledger.rollups.SUCCESS_STATUSES`). Percentiles are nearest-rank.
+    From the gateway's request records (source ``gateway``). Call and error
+    counts are exact, from the rollups (an error is a status other than
+    ok/success, `metis.ledger.rollups.SUCCESS_STATUSES`). Latency percentiles
+    (nearest-rank) read the records' ``latency_ms``: exactly when the window
+    holds at most `LATENCY_SAMPLE` calls, else from a deterministic 1-in-k
+    sample by record id (``latency_sample`` in the response says which).
     """
+    gw = replace(filters, source="gateway")
+    counts = {
+        (a.dims["provider"], a.dims["model"]): a
+        for a in usage(conn, "raw", window, gw, ["provider", "model"])
+    }
+    total = sum(a.record_count for a in counts.values())
+    stride = max(1, math.ceil(total / LATENCY_SAMPLE))
     r = usage_records.c
     conds = [r.source == "gateway", r.window_start >= window.start, r.window_start < window.end]
     for col, v in (
@@ -423,29 +437,26 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
     ):
         if v is not None:
             conds.append(r[col] == v)
-    from metis.ledger.rollups import is_error
-
-    q = select(r.provider, r.model, r.status, r.latency_ms).where(and_(*conds))
+    if stride > 1:
+        conds.append(r.id % stride == 0)
+    conds.append(r.latency_ms.is_not(None))
     lat: dict[tuple[str, str], list[int]] = defaultdict(list)
-    calls: dict[tuple[str, str], int] = defaultdict(int)
-    errs: dict[tuple[str, str], int] = defaultdict(int)
-    for prov, model, status, latency in conn.execution_options(yield_per=10000).execute(q):
-        k = (prov, model)
-        calls[k] += 1
-        if is_error(status):
-            errs[k] += 1
-        if latency is not None:
-            lat[k].append(int(latency))
+    sampled = 0
+    q = select(r.provider, r.model, r.latency_ms).where(and_(*conds))
+    for prov, model, latency in conn.execution_options(yield_per=10000).execute(q):
+        lat[(prov, model)].append(int(latency))
+        sampled += 1
     data: list[JSON] = []
-    for k in sorted(calls, key=lambda k: (-calls[k], k)):
+    for k in sorted(counts, key=lambda k: (-counts[k].record_count, k)):
+        a = counts[k]
         vals = sorted(lat[k])
         data.append(
             {
                 "provider": k[0],
                 "model": k[1],
-                "calls": calls[k],
-                "errors": errs[k],
-                "error_rate": _ratio(errs[k], calls[k]),
+                "calls": a.record_count,
+                "errors": a.error_count,
+                "error_rate": _ratio(a.error_count, a.record_count),
                 "latency_ms": {
                     "p50": _percentile(vals, 0.50),
                     "p90": _percentile(vals, 0.90),
@@ -455,7 +466,9 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
                 },
             }
         )
-    return envelope(window, None, data)
+    return envelope(
+        window, None, data, latency_sample={"rows": sampled, "every": stride, "exact": stride == 1}
+    )
 
 
 def ingest_health(conn: Connection, window: Window, workspace_id: str | None) -> JSON:
