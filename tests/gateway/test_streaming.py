@@ -84,6 +84,6 @@ def test_tap_anthropic_usage_is_canonical() -> None:
         b'event: message_delta\r\ndata: {"type":"message_delta","usage":{"output_tokens":9}}'
         b"\r\n\r\n"
     )
-    tap.feed(s)
+    assert tap.feed(s[:50]) + tap.feed(s[50:]) + tap.flush() == s  # bytes pass unchanged
     t = tap.tokens
     assert (t.input, t.cached, t.cache_creation, t.output) == (17, 10, 2, 9)

@@ -1,7 +1,9 @@
 """SSE pass-through that captures usage on the way.
 
-Upstream bytes are split into complete SSE events (``\\n\\n``-terminated) and
-forwarded as they complete; only events that can carry usage are decoded.
+Upstream bytes are forwarded as they arrive, unchanged, while a copy is split
+into complete SSE events and only events that can carry usage are decoded.
+The one exception is below: when a chunk must be withheld, events are
+forwarded as they complete (so the usage chunk can be dropped whole).
 
 OpenAI: the gateway always asks for ``stream_options.include_usage``; when
 the client did not ask for it, the extra final chunk (``choices: []`` with
@@ -48,6 +50,11 @@ class SSEUsageTap:
         self._buf = b""
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self.withhold_usage_chunk:
+            # Nothing to withhold: forward the upstream's bytes as they arrive
+            # and parse a copy (events split across chunks are reassembled).
+            self._parse(chunk)
+            return chunk
         buf = self._buf + chunk if self._buf else chunk
         if b"\r\n" in buf:
             buf = buf.replace(b"\r\n", b"\n")
@@ -56,19 +63,34 @@ class SSEUsageTap:
             self._buf = buf
             return b""
         complete, self._buf = buf[: end + 2], buf[end + 2 :]
-        if self.shape == "openai":
-            return self._openai(complete)
-        self._anthropic(complete)
-        return complete
+        return self._openai(complete)
 
     def flush(self) -> bytes:
         """Whatever is left at end of stream (an unterminated last event)."""
         rest, self._buf = self._buf, b""
-        if rest and self.shape == "openai":
-            return self._openai(rest)
-        if rest:
-            self._anthropic(rest)
-        return rest
+        if not rest:
+            return b""
+        if not self.withhold_usage_chunk:
+            self._parse_events(rest)
+            return b""  # already forwarded
+        return self._openai(rest)
+
+    def _parse(self, chunk: bytes) -> None:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r\n" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return
+        self._buf = buf[end + 2 :]
+        self._parse_events(buf[: end + 2])
+
+    def _parse_events(self, complete: bytes) -> None:
+        if self.shape == "openai":
+            self._openai(complete)
+        else:
+            self._anthropic(complete)
 
     # OpenAI: decode only events that may carry an id we lack or a usage object.
     def _openai(self, complete: bytes) -> bytes:
