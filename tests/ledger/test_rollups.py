@@ -114,3 +114,15 @@ def test_cli_rebuild_rollups(cli: Any, engine: Engine) -> None:
     assert len(_rollup_rows(engine)) == 2
     bad = cli.run("db", "rebuild-rollups", "--from", "yesterday")
     assert bad.exit_code != 0 and "--from must be a date" in bad.stderr
+
+
+def test_rebuild_keeps_rollups_of_pruned_days(engine: Engine) -> None:
+    with engine.begin() as c:
+        c.execute(insert(workspaces).values(id="ws_1", name="w", created_at=T0))
+        upsert_usage(c, [_rec(1, 0, 1, 10, 5, None), _rec(2, 2, None, 20, 7, "error")])
+        # retention pruned day 0's raw rows; its rollup stays
+        c.execute(delete(usage_records).where(usage_records.c.dedupe_key == "k1"))
+    before = _all_rollups(engine)
+    with engine.begin() as c:
+        assert rollups.rebuild(c) == 1
+    assert _all_rollups(engine) == before

@@ -219,13 +219,22 @@ def recompute_cells(conn: Connection, keys: Iterable[Key]) -> None:
 
 
 def rebuild(conn: Connection, start: date | None = None, end: date | None = None) -> int:
-    """Recompute rollups from raw records for days in ``[start, end)`` (all days by default).
+    """Recompute rollups from raw records for days in ``[start, end)``.
+
+    ``start`` defaults to the first day that still has raw records, so days
+    whose raw rows were pruned keep their rollups; pass it to force a range.
 
     Runs as DELETEs plus INSERT … SELECT … GROUP BY statements inside the
     caller's transaction, so readers see either the old or the new rollups.
     Returns the number of full rollup rows written.
     """
     r = usage_records.c
+    if start is None:
+        # Raw records may have been pruned (METIS_RETENTION_DAYS) while their
+        # rollups are kept: never rebuild days that no longer have raw rows.
+        start = conn.execute(select(func.min(r.usage_date))).scalar()
+        if start is None:
+            return 0
     conds_raw: list[ColumnElement[bool]] = []
     if start is not None:
         conds_raw.append(r.usage_date >= start)
