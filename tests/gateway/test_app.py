@@ -186,7 +186,6 @@ def test_upstream_down_is_502_in_inbound_shape(gateway: GatewayServer) -> None:
         assert r.json()["error"]["type"] == "upstream_error"
     finally:
         g2._threads[0].stop()
-    assert pytest  # keep import used
 
 
 def test_unpriced_model_recorded_as_none_and_refused_under_a_cap(gateway: GatewayServer) -> None:
@@ -214,3 +213,23 @@ def test_unpriced_model_recorded_as_none_and_refused_under_a_cap(gateway: Gatewa
         headers={"authorization": f"Bearer {capped}"},
     )
     assert r.status_code == 403 and "no known price" in r.json()["error"]["message"]
+
+
+def test_upstream_timeout_is_504_in_inbound_shape(
+    gateway_factory: Any, stub_upstream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metis.gateway.upstream as up
+
+    monkeypatch.setattr(up, "READ_TIMEOUT_S", 0.3)
+    g = gateway_factory(stub_upstream)
+    _, secret = g.issue_key()
+    r = httpx.post(
+        g.url + "/v1/messages",
+        json={"model": "hang", "max_tokens": 5, "messages": []},
+        headers={"x-api-key": secret},
+        timeout=10,
+    )
+    assert r.status_code == 504
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "timeout_error"
+    [rec] = records(g)
+    assert rec["status"] == "timeout" and rec["input_tokens"] == 0
