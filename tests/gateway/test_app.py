@@ -233,3 +233,13 @@ def test_upstream_timeout_is_504_in_inbound_shape(
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == "timeout_error"
     [rec] = records(g)
     assert rec["status"] == "timeout" and rec["input_tokens"] == 0
+
+
+def test_models_without_allow_list_both_shapes(gateway: GatewayServer) -> None:
+    _, secret = gateway.issue_key()
+    ids = {m.id for m in gateway.openai(secret).models.list()}
+    assert {"gpt-4o-mini", "claude-haiku-4-5"} <= ids
+    a_ids = {m.id for m in gateway.anthropic(secret).models.list()}
+    assert a_ids == ids
+    r = httpx.get(gateway.url + "/v1/models", headers={"authorization": "Bearer gw_bad"})
+    assert r.status_code == 401
