@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert
 
 from metis.db.tables import provider_credentials, sync_windows, usage_records, workspaces
-from metis.ledger.reconcile import Totals, gateway_url_variants, reconciled_cells, reconciled_totals
+from metis.ledger.reconcile import (
+    Totals,
+    gateway_url_variants,
+    reconciled_aggregate,
+    reconciled_cells,
+    reconciled_totals,
+)
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
 from metis.timeutil import day_start
@@ -98,6 +104,7 @@ def versions(calls: list[Call], covered: set[date], noise: bool) -> list[list[Us
                         c.day,
                         c.hour,
                         c.model,
+                        user_id=f"usr_{c.i % 3}",
                         correlation_id=f"resp-{c.i}",
                         **m,
                     )
@@ -275,6 +282,39 @@ def cover(c: Any, days: set[date]) -> None:
         )
 
 
+@dataclass
+class _Win:
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class _Filters:
+    workspace_id: str | None = WS
+    user_id: str | None = None
+    team_id: str | None = None
+    gateway_key_id: str | None = None
+    source: str | None = None
+
+
+WHOLE = _Win(day_start(DAYS[0]), day_start(DAYS[-1] + timedelta(days=1)))
+LATER = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def grouped(engine: Engine, cols: list[str], **kw: Any) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    with engine.connect() as c:
+        rows = reconciled_aggregate(c, WHOLE, _Filters(**kw), cols, [GW_URL], now=LATER)
+    return {
+        tuple(a.dims[x] for x in cols): (
+            a.input_tokens,
+            a.output_tokens,
+            a.cost_nanousd,
+            a.request_count,
+        )
+        for a in rows
+    }
+
+
 def figures(engine: Engine) -> dict[tuple[str, date], tuple[int, int, int, int]]:
     with engine.connect() as c:
         cells = reconciled_cells(c, DAYS[0], DAYS[-1] + timedelta(days=1), WS, [GW_URL])
@@ -327,6 +367,14 @@ def test_reconciled_equals_ground_truth_in_any_order(
     want = {k: v for k, v in truth(calls, covered).items() if any(v)}
     got = figures(ws_engine)
     assert got == want
+    # The grouped view analytics uses sums to the same figures, whatever the grouping.
+    by_cell = {k: v for k, v in grouped(ws_engine, ["model", "usage_date"]).items() if any(v)}
+    assert by_cell == want
+    by_user = grouped(ws_engine, ["user_id", "source"])
+    total = tuple(sum(v[i] for v in want.values()) for i in range(4))
+    assert tuple(sum(v[i] for v in by_user.values()) for i in range(4)) == total
+    if want:
+        assert grouped(ws_engine, [])[()] == total
     # A second, differently ordered re-import of everything changes no figure.
     again = schedule(recs, random.Random(seed + 1), replays)
     with ws_engine.begin() as c:
@@ -516,3 +564,75 @@ def test_reconciliation_api(ws_engine: Engine, cli: Any, metis_env: dict[str, st
         assert bad.status_code == 400 and bad.json()["error"] == "invalid_window"
         bad = http.get("/analytics/reconciliation", params={"workspace": "x;y"}, headers=h)
         assert bad.status_code == 400
+
+
+def test_grouped_view_residues_filters_and_edges(ws_engine: Engine) -> None:
+    d = D0
+    _load(
+        ws_engine,
+        [
+            rec(
+                "gateway", "g1", d, 1, "gpt-4o", input_tokens=100, request_count=1, user_id="usr_a"
+            ),
+            rec(
+                "gateway", "g2", d, 13, "gpt-4o", input_tokens=10, request_count=1, user_id="usr_b"
+            ),
+            rec("hermes_plugin", "p1", d, 14, "gpt-4o", input_tokens=50, request_count=1),
+            rec(
+                "provider_api_key",
+                "pv1",
+                d,
+                0,
+                "gpt-4o",
+                granularity="1h",
+                input_tokens=400,
+                request_count=4,
+                cost_source="provider_reported",
+            ),
+            rec("gateway", "g3", d, 1, "gpt-4o-mini", input_tokens=300, request_count=3),
+            rec(
+                "provider_api_key",
+                "pv2",
+                d,
+                0,
+                "gpt-4o-mini",
+                granularity="1h",
+                input_tokens=200,
+                request_count=2,
+                cost_source="provider_reported",
+            ),
+        ],
+        {d},
+    )
+    whole = _Win(day_start(d), day_start(d + timedelta(days=1)))
+    with ws_engine.connect() as c:
+        by = {
+            (a.dims["user_id"], a.dims["source"]): a.input_tokens
+            for a in reconciled_aggregate(
+                c, whole, _Filters(), ["user_id", "source"], [GW_URL], now=LATER
+            )
+        }
+        assert by == {
+            ("usr_a", "gateway"): 100,
+            ("usr_b", "gateway"): 10,
+            (None, "gateway"): 300,
+            (None, "hermes_plugin"): 50,
+            (None, "unattributed"): 240,
+            (None, "drift_adjustment"): -100,
+        }
+        assert sum(by.values()) == 600  # the provider totals of both cells
+        only_a = reconciled_aggregate(c, whole, _Filters(user_id="usr_a"), [], [GW_URL], now=LATER)
+        assert [a.input_tokens for a in only_a] == [100]
+        # A past partial day counts its standing rows from the window only.
+        edge = _Win(day_start(d) + timedelta(hours=12), day_start(d + timedelta(days=1)))
+        part = reconciled_aggregate(c, edge, _Filters(), ["source"], [GW_URL], now=LATER)
+        assert {a.dims["source"]: a.input_tokens for a in part} == {
+            "gateway": 10,
+            "hermes_plugin": 50,
+        }
+        # ...but a day reaching "now" reconciles as a whole day.
+        so_far = _Win(day_start(d), day_start(d) + timedelta(hours=15))
+        today = reconciled_aggregate(c, so_far, _Filters(), [], [GW_URL], now=so_far.end)
+        assert today[0].input_tokens == 600
+        with pytest.raises(ValueError, match="cannot group"):
+            reconciled_aggregate(c, whole, _Filters(), ["metadata"], [GW_URL])

@@ -147,7 +147,11 @@ def gateway_url_variants(urls: Iterable[str]) -> list[str]:
 
 
 def _classified(
-    start: date, end: date, workspace_id: str | None, via_gateway: Sequence[str]
+    start: date,
+    end: date,
+    workspace_id: str | None,
+    via_gateway: Sequence[str],
+    extra: Sequence[Any] = (),
 ) -> Any:
     """A subquery of the window's rows with a ``klass`` column (see module docstring)."""
     ur = usage_records
@@ -175,6 +179,7 @@ def _classified(
     conds = [ur.c.usage_date >= start, ur.c.usage_date < end]
     if workspace_id is not None:
         conds.append(ur.c.workspace_id == workspace_id)
+    conds.extend(extra)
     return select(ur, klass, unknown_cost).where(*conds).subquery("c")
 
 
@@ -338,3 +343,132 @@ def cell_json(cell: Cell) -> dict[str, Any]:
         "reconciled": t(cell.reconciled),
         "flags": list(cell.flags),
     }
+
+
+# ------------------------------------------------------------------ grouped view
+
+CELL_DIMS = ("workspace_id", "provider", "model", "usage_date")
+GROUPABLE = (*CELL_DIMS, "source", "user_id", "team_id", "gateway_key_id")
+IDENTITY_DIMS = ("user_id", "team_id", "gateway_key_id")
+UNATTRIBUTED_SOURCE = "unattributed"
+DRIFT_SOURCE = "drift_adjustment"
+
+
+def _split_days(start: datetime, end: datetime, now: datetime) -> tuple[date, date, list[Any]]:
+    """Whole UTC days ``[d0, d1)`` of the window and its partial edges as (start, end) ranges.
+
+    A last day that is today (or later) counts as whole: the window's end is
+    then about "now", and the rest of the day holds no usage yet.
+    """
+    d0 = start.date() if day_start(start.date()) == start else start.date() + timedelta(days=1)
+    d1 = end.date()
+    edges: list[tuple[datetime, datetime]] = []
+    if day_start(d1) < end:
+        if d1 >= now.date():
+            d1 += timedelta(days=1)
+        else:
+            edges.append((max(day_start(d1), start), end))
+    if d0 > start.date():
+        edges.insert(0, (start, min(day_start(d0), end)))
+    if d1 < d0:  # the whole window lies inside one past day
+        return d0, d0, [(start, end)]
+    return d0, d1, edges
+
+
+def reconciled_aggregate(
+    conn: Connection,
+    window: Any,
+    filters: Any,
+    cols: Sequence[str],
+    gateway_urls: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> list[Any]:
+    """Reconciled totals grouped by ``cols`` (`metis.analytics.query.Agg` rows).
+
+    ``window`` has ``start``/``end`` (aware datetimes, half-open); ``filters``
+    has ``workspace_id``, ``user_id``, ``team_id``, ``gateway_key_id``,
+    ``source`` (each None or a value); ``cols`` are names from `GROUPABLE`.
+
+    Rows are the standing attributed rows (gateway + unmatched plugin) plus,
+    per provider-covered cell, an ``unattributed`` residue (source
+    ``unattributed``, no user/team/key) and, where attributed exceeds the
+    provider, a negative ``drift_adjustment`` row, so the groups always sum
+    to the reconciled cell totals. Filtering by user, team, key or source
+    returns only that identity's/source's attributed rows (a residue belongs
+    to nobody). Provider data is daily: whole UTC days reconcile against it;
+    partial days at the window's edges (except a last day reaching the
+    present) count their standing attributed rows only.
+    """
+    from metis.analytics.query import Agg
+    from metis.timeutil import utcnow
+
+    bad = [c for c in cols if c not in GROUPABLE]
+    if bad:
+        raise ValueError(f"cannot group the reconciled view by {bad}")
+    urls = gateway_urls_from_env() if gateway_urls is None else tuple(gateway_urls)
+    via = gateway_url_variants(urls)
+    d0, d1, edges = _split_days(window.start, window.end, now or utcnow())
+    ws = filters.workspace_id
+    ident = {d: getattr(filters, d, None) for d in IDENTITY_DIMS}
+    source = getattr(filters, "source", None)
+    narrowed = source is not None or any(v is not None for v in ident.values())
+    merged: dict[tuple[Any, ...], Any] = {}
+
+    def put(dims: dict[str, Any], vals: dict[str, int]) -> None:
+        key = tuple(dims[c] for c in cols)
+        agg = merged.get(key)
+        if agg is None:
+            agg = merged[key] = Agg(dims={c: dims[c] for c in cols})
+        for m, v in vals.items():
+            setattr(agg, m, getattr(agg, m) + v)
+
+    def standing(start: date, end: date, extra: Sequence[Any]) -> None:
+        conds = list(extra)
+        for dim, v in ident.items():
+            if v is not None:
+                conds.append(usage_records.c[dim] == v)
+        if source is not None:
+            conds.append(usage_records.c.source == source)
+        c = _classified(start, end, ws, via, conds)
+        group = [c.c[x] for x in cols]
+        err = case((and_(c.c.status.is_not(None), func.lower(c.c.status).not_in(_OK)), 1), else_=0)
+        q = select(
+            *group,
+            func.count().label("record_count"),
+            func.sum(err).label("error_count"),
+            *(func.sum(c.c[m]).label(m) for m in MEASURES),
+        ).where(c.c.klass.in_(("gateway", "plugin")))
+        if group:
+            q = q.group_by(*group)
+        for row in conn.execute(q).mappings():
+            if not row["record_count"]:
+                continue
+            vals = {m: int(row[m] or 0) for m in (*MEASURES, "record_count", "error_count")}
+            put({x: row[x] for x in cols}, vals)
+
+    if d0 < d1:
+        standing(d0, d1, ())
+        if not narrowed:
+            for cell in reconciled_cells(conn, d0, d1, ws, urls):
+                base = {
+                    "workspace_id": cell.workspace_id,
+                    "provider": cell.provider,
+                    "model": cell.model,
+                    "usage_date": cell.day,
+                    "user_id": None,
+                    "team_id": None,
+                    "gateway_key_id": None,
+                }
+                if not cell.unattributed.is_zero():
+                    put({**base, "source": UNATTRIBUTED_SOURCE}, cell.unattributed.measures())
+                if cell.has_drift:
+                    neg = {m: -v for m, v in cell.drift.measures().items()}
+                    put({**base, "source": DRIFT_SOURCE}, neg)
+    for a, b in edges:
+        lo, hi = a.date(), (b - timedelta(microseconds=1)).date() + timedelta(days=1)
+        rng = (usage_records.c.window_start >= a, usage_records.c.window_start < b)
+        standing(lo, hi, rng)
+    return list(merged.values())
+
+
+_OK = ("ok", "success", "succeeded", "completed")
