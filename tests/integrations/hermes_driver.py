@@ -17,9 +17,14 @@ def main() -> None:
     base_url, api_key, model, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     discover_plugins()
     plugins = {p["name"]: p for p in get_plugin_manager().list_plugins()}
+    import os
+    from pathlib import Path
+
+    from hermes_state import SessionDB
     from run_agent import AIAgent
 
     agent = AIAgent(
+        session_db=SessionDB(Path(os.environ["HERMES_HOME"]) / "state.db"),
         base_url=base_url,
         api_key=api_key,
         provider="custom",

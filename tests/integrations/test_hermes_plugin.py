@@ -271,3 +271,29 @@ def test_real_hermes_direct_and_via_gateway_reconcile_once(
     assert rec["cost_nanousd"] == truth["cost_nanousd"]
     assert cell["attributed"]["input_tokens"] == truth["input_tokens"]
     assert cell["unattributed"]["input_tokens"] == 0 and "drift" not in cell["flags"]
+
+    # Hermes' own state.db (written by the same run) imports as a session rollup with the
+    # same tokens the plugin pushed call by call; into the live workspace it is skipped.
+    db = tmp_path / "h1" / "state.db"
+    r1 = cli.ok("ingest", "hermes-import", "--state-db", str(db), "--workspace", "w")
+    assert "0 imported" in r1.stdout and "1 skipped" in r1.stdout
+    cli.ok("workspace", "add", "w2")
+    r2 = cli.ok("ingest", "hermes-import", "--state-db", str(db), "--workspace", "w2")
+    assert "1 imported" in r2.stdout
+    with engine.connect() as c:
+        rows = c.execute(
+            select(
+                usage_records.c.workspace_id,
+                usage_records.c.granularity,
+                usage_records.c.input_tokens,
+                usage_records.c.output_tokens,
+                usage_records.c.request_count,
+                usage_records.c.model,
+            ).where(usage_records.c.session_id == direct["session_id"])
+        ).all()
+    live = [r for r in rows if r.workspace_id == gw.workspace_id]
+    (imported,) = [r for r in rows if r.workspace_id != gw.workspace_id]
+    assert imported.granularity == "session" and len(live) == 2
+    assert imported.input_tokens == sum(r.input_tokens for r in live)
+    assert imported.output_tokens == sum(r.output_tokens for r in live)
+    assert imported.request_count == 2 and {r.model for r in rows} == {"gpt-4o-mini"}

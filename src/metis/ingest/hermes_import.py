@@ -66,6 +66,20 @@ def _int(v: Any) -> int:
         return 0
 
 
+def hermes_provider(name: str | None, mode: str | None = None) -> str:
+    """Metis's provider for a Hermes provider name (as the Hermes plugin maps it).
+
+    Hermes calls any OpenAI-compatible endpoint with a custom base URL
+    ``custom``; those speak OpenAI's API, so they are ``openai`` here.
+    """
+    p = (name or "").strip().lower()
+    if mode == "anthropic_messages" or p == "anthropic":
+        return "anthropic"
+    if p in ("", "custom", "openai", "openai-codex", "openai_compatible"):
+        return "openai"
+    return p[:64]
+
+
 def read_state_db(path: Path) -> list[sqlite3.Row]:
     """The usage rows of a Hermes ``state.db`` (opened read-only)."""
     if not path.is_file():
@@ -96,7 +110,7 @@ def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
         end = _ts(r["last_seen"]) or _ts(r["ended_at"]) or start
         if end <= start:
             end = start + timedelta(seconds=1)
-        provider = (bprov or r[17] or "unknown").strip().lower()[:64] or "unknown"
+        provider = hermes_provider(bprov or r[17], bmode)
         cached, creation = _int(cread), _int(cwrite)
         input_total = _int(inp) + cached + creation
         output = _int(outp)
