@@ -28,6 +28,7 @@ from metis.config import Settings
 from metis.db.tables import provider_credentials
 from metis.errors import NotFoundError, ValidationError
 from metis.ids import new_id
+from metis.ledger import versions
 from metis.secrets.envelope import Sealed, open_secret, seal
 from metis.secrets.keyring import load_keyring
 from metis.secrets.master_key import load_master_key
@@ -206,6 +207,7 @@ def add_credential(
             last4 = None
         values.update(secret_ref=str(ref), last4=last4)
     conn.execute(provider_credentials.insert().values(**values))
+    versions.bump(conn, "credentials")  # gateways drop their cached secrets
     return get_credential(conn, cid)
 
 
@@ -264,6 +266,7 @@ def remove_credential(conn: Connection, credential_id: str) -> Credential:
         .where(provider_credentials.c.id == credential_id)
         .values(removed_at=utcnow(), ciphertext=None, nonce=None, secret_ref=None)
     )
+    versions.bump(conn, "credentials")  # gateways drop their cached secrets
     return get_credential(conn, cred.id, include_removed=True)
 
 

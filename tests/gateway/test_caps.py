@@ -226,3 +226,26 @@ def test_revoke_disable_and_cap_change_take_effect_within_one_second(
     with gateway.engine.begin() as conn:
         set_caps(conn, "ops", daily_cap_nanousd=0)
     assert _until(lambda: status(s3) == 429) < 1.0
+
+
+def test_credential_removal_reaches_the_gateway_within_one_second(
+    gateway: GatewayServer,
+) -> None:
+    from metis.credentials import find_credential, remove_credential
+
+    _, secret = gateway.issue_key()
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+    def status() -> int:
+        return httpx.post(
+            gateway.url + "/v1/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {secret}"},
+        ).status_code
+
+    assert status() == 200
+    with gateway.engine.begin() as conn:
+        cred = find_credential(conn, gateway.workspace_id, "openai", "inference")
+        assert cred is not None
+        remove_credential(conn, cred.id)
+    assert _until(lambda: status() == 502) < 1.0
