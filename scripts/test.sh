@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 
 backends=${METIS_TEST_BACKENDS:-"sqlite postgresql"}
+# A separate venv with hermes-agent for the real-Hermes plugin test (skips without it).
+export METIS_HERMES_PYTHON=${METIS_HERMES_PYTHON:-$(scripts/hermes-venv.sh)}
 status=0
 pgdir=""
 cleanup() { [ -n "$pgdir" ] && scripts/pg.sh stop "$pgdir" || true; [ -n "$pgdir" ] && rm -rf "$pgdir"; }

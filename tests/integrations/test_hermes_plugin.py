@@ -1,9 +1,9 @@
 """The Hermes plugin (integrations/hermes): mapping, down-time spooling, and a real Hermes run.
 
 The real-Hermes test needs a Python with ``hermes-agent`` installed, in its own
-venv (its dependencies are not Metis's): ``METIS_HERMES_PYTHON`` (default
-``/tmp/hermes-venv/bin/python`` when present), e.g.
-``python -m venv /tmp/hermes-venv && /tmp/hermes-venv/bin/pip install hermes-agent``.
+venv (its dependencies are not Metis's): ``METIS_HERMES_PYTHON``, else
+``.hermes-venv`` (made by ``scripts/hermes-venv.sh``, which ``scripts/test.sh``
+runs) or ``/tmp/hermes-venv``.
 The test installs the plugin into that venv (``pip install --no-deps``) and
 skips when no such Python exists. It is marked ``slow`` (about a minute).
 """
@@ -140,13 +140,18 @@ def test_downtime_every_item_arrives_once(
 
 
 def _hermes_python() -> str | None:
-    cand = os.environ.get("METIS_HERMES_PYTHON") or "/tmp/hermes-venv/bin/python"
-    if not Path(cand).exists():
-        return None
-    ok = subprocess.run(
-        [cand, "-c", "import hermes_cli.plugins, run_agent"], capture_output=True, timeout=60
-    )
-    return cand if ok.returncode == 0 else None
+    env = os.environ.get("METIS_HERMES_PYTHON")
+    for cand in (
+        [env] if env else [str(ROOT / ".hermes-venv/bin/python"), "/tmp/hermes-venv/bin/python"]
+    ):
+        if not Path(cand).exists():
+            continue
+        ok = subprocess.run(
+            [cand, "-c", "import hermes_cli.plugins, run_agent"], capture_output=True, timeout=60
+        )
+        if ok.returncode == 0:
+            return cand
+    return None
 
 
 @pytest.fixture(scope="module")
