@@ -356,6 +356,12 @@ class Gateway:
             return
         try:
             await self._run_plan(send, receive, call, plan, candidates)
+        except Exception:
+            # A bug, not a user error: answer in the inbound shape if nothing was
+            # sent yet (never a traceback to the client); no request body logged.
+            log.exception("gateway request %s failed", rid)
+            with contextlib.suppress(Exception):
+                await self._error(send, shape, "internal", "internal gateway error", rid)
         finally:
             if call.reservation is not None and not call.reservation.done:
                 self.counters.release(call.reservation)
