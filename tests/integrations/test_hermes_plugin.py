@@ -216,7 +216,7 @@ def test_real_hermes_direct_and_via_gateway_reconcile_once(
 ) -> None:
     gw = gateway_factory(simulator.url)
     monkeypatch.setenv("METIS_GATEWAY_URLS", gw.url)
-    _, gw_secret = gw.issue_key("hermes-gw", user="ada")
+    gw_key_id, gw_secret = gw.issue_key("hermes-gw", user="ada")
     with engine.begin() as c:
         _, ingest_secret = tokens.create_token(c, gw.workspace_id, "hermes")
 
@@ -276,6 +276,14 @@ def test_real_hermes_direct_and_via_gateway_reconcile_once(
     assert rec["cost_nanousd"] == truth["cost_nanousd"]
     assert cell["attributed"]["input_tokens"] == truth["input_tokens"]
     assert cell["unattributed"]["input_tokens"] == 0 and "drift" not in cell["flags"]
+    with engine.connect() as c:  # the gateway's rows carry Ada's key and user id
+        stamped = c.execute(
+            select(usage_records.c.gateway_key_id, usage_records.c.user_id).where(
+                usage_records.c.source == "gateway"
+            )
+        ).all()
+    assert len(stamped) == 2 and {k for k, _ in stamped} == {gw_key_id}
+    assert all(u is not None and u.startswith("usr_") for _, u in stamped)
 
     # Hermes' own state.db (written by the same run) imports as a session rollup with the
     # same tokens the plugin pushed call by call; into the live workspace it is skipped.
