@@ -15,7 +15,8 @@ Guarantees:
   not get better by resending, so those are logged and dropped); 400/413 too
   (logged). Everything else is retried.
 - `Sender.close` (also at interpreter exit) flushes what it can within a
-  short timeout and spools the rest.
+  short timeout and spools the rest. A hard kill of the agent process loses
+  at most the items queued since the last send (one flush interval).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class Sender:
                 rejected = json.loads(payload).get("rejected", [])
             except ValueError:
                 rejected = []
-            self.rejected.extend(rejected)
+            self.rejected = (self.rejected + rejected)[-100:]  # the latest, for diagnostics
             for r in rejected:
                 log.warning(
                     "metis rejected usage item %s: %s", r.get("idempotency_key"), r.get("reasons")

@@ -25,10 +25,10 @@ from sqlalchemy import Connection, select
 from metis import pricing
 from metis.db.tables import usage_records
 from metis.errors import MetisError, ValidationError
-from metis.ingest.push import normalize_base_url
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import UpsertCounts, upsert_usage
 from metis.money import to_nanousd
+from metis.util.urls import normalize_base_url
 
 SOURCE = "hermes_plugin"
 SOURCE_REF = "hermes-import"

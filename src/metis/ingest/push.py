@@ -34,7 +34,6 @@ Contract (also in the OpenAPI document, schema ``UsageItem``):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -63,6 +62,7 @@ from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
 from metis.money import to_nanousd
 from metis.timeutil import iso, utcnow
+from metis.util.urls import normalize_base_url
 
 if TYPE_CHECKING:
     from metis.server import Components
@@ -202,17 +202,6 @@ class PushTarget:
     workspace_id: str
     source: str
     source_ref: str
-
-
-def normalize_base_url(url: str | None) -> str | None:
-    """Lower-case scheme and host, no trailing slash: the form stored and compared."""
-    if not url:
-        return None
-    url = url.strip()
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/]*)(.*)$", url)
-    if m:
-        url = m.group(1).lower() + m.group(2).lower() + m.group(3)
-    return url.rstrip("/") or None
 
 
 def _reasons(exc: ValidationError) -> list[str]:

@@ -39,6 +39,7 @@ from sqlalchemy import Connection, and_, case, exists, func, literal, select
 
 from metis.db.tables import provider_credentials, sync_windows, usage_records
 from metis.timeutil import day_start
+from metis.util.urls import normalize_base_url
 
 PROVIDER_SOURCE = "provider_api_key"
 GATEWAY_SOURCE = "gateway"
@@ -128,8 +129,6 @@ def gateway_url_variants(urls: Iterable[str]) -> list[str]:
     A plugin may report the root or the ``/v1`` base (OpenAI SDKs use ``…/v1``,
     Anthropic's the root) and ``localhost`` or ``127.0.0.1``.
     """
-    from metis.ingest.push import normalize_base_url
-
     out: set[str] = set()
     for u in urls:
         n = normalize_base_url(u)
