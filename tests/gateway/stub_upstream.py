@@ -6,7 +6,7 @@ streaming responses follow each provider's SSE format, including OpenAI's
 final usage chunk when ``stream_options.include_usage`` is set. A prompt
 containing "SLOW" streams 50 chunks 20 ms apart (for disconnect tests); a
 model named "fail-500" answers 500 with a provider-shaped error body; a
-model named "hang" answers after 2 s.
+model named "hang" answers after 1 s.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     cached = 4 if "CACHE" in text and n_in > 8 else 0
     n_out = min(int(req.get("max_tokens") or req.get("max_completion_tokens") or 5), 5)
     slow = "SLOW" in text
-    if model == "hang":  # answers only after 2 s (gateway timeout tests)
-        await asyncio.sleep(2)
+    if model == "hang":  # answers only after 1 s (gateway timeout tests)
+        await asyncio.sleep(1)
     if model == "fail-500":
         if path == "/v1/messages":
             err = {"type": "error", "error": {"type": "api_error", "message": "boom"}}

@@ -33,6 +33,7 @@ class GatewayServer:
     workspace_id: str
     upstream_url: str
     _threads: list[ServerThread] = field(default_factory=list)
+    _clients: list[Any] = field(default_factory=list)
 
     @property
     def gw(self) -> Any:
@@ -81,12 +82,24 @@ class GatewayServer:
     def openai(self, secret: str, **kw: Any) -> Any:
         import openai
 
-        return openai.OpenAI(api_key=secret, base_url=self.url + "/v1", max_retries=0, **kw)
+        c = openai.OpenAI(api_key=secret, base_url=self.url + "/v1", max_retries=0, **kw)
+        self._clients.append(c)
+        return c
 
     def anthropic(self, secret: str, **kw: Any) -> Any:
         import anthropic
 
-        return anthropic.Anthropic(api_key=secret, base_url=self.url, max_retries=0, **kw)
+        c = anthropic.Anthropic(api_key=secret, base_url=self.url, max_retries=0, **kw)
+        self._clients.append(c)
+        return c
+
+    def close(self) -> None:
+        """Close the SDK clients handed out, then stop the servers."""
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        for t in self._threads:
+            t.stop()
 
 
 UPSTREAM_SECRETS = {
@@ -152,8 +165,7 @@ def gateway_factory(
 
     yield make
     for g in made:
-        for t in g._threads:
-            t.stop()
+        g.close()
 
 
 @pytest.fixture

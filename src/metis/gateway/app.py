@@ -42,7 +42,7 @@ from sqlalchemy import Engine
 
 from metis.config import Settings
 from metis.events import GatewayQuotaExceeded
-from metis.gateway import caps, metrics
+from metis.gateway import caps, metrics, upstream
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved, SnapshotLoader
 from metis.gateway.plan import RouteContext, RoutePlan, default_plan
 from metis.gateway.shapes import error_body
@@ -563,7 +563,11 @@ class Gateway:
         url = cred.api_root + call.path
         headers = self._upstream_headers(call, provider, cred)
         try:
-            resp = await self.session.post(url, data=body, headers=headers)
+            # The header wait is bounded here (cancellation makes aiohttp close
+            # the connection cleanly); body reads use the session's sock_read.
+            resp = await asyncio.wait_for(
+                self.session.post(url, data=body, headers=headers), upstream.READ_TIMEOUT_S
+            )
         except TimeoutError:
             return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
         except aiohttp.ClientError as e:

@@ -21,6 +21,9 @@ from metis.config import Settings
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0
+"""Longest wait for the upstream's response headers (then 504)."""
+STREAM_IDLE_TIMEOUT_S = 600.0
+"""Longest silence between two body chunks of an upstream response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ def new_session() -> aiohttp.ClientSession:
         enable_cleanup_closed=False,
     )
     timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S
+        total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=STREAM_IDLE_TIMEOUT_S
     )
     return aiohttp.ClientSession(
         connector=connector,
