@@ -18,6 +18,13 @@ def serve(
     log_level: str = typer.Option(
         "warning", "--log-level", help="uvicorn's access/error log level."
     ),
+    no_scheduler: bool = typer.Option(
+        False,
+        "--no-scheduler",
+        help="Do not run the provider-usage sync scheduler in this process (same as "
+        "METIS_INGEST_SCHEDULER=false), e.g. when a cron job or one dedicated process syncs. "
+        "Running it in every process is also safe: leases let one process sync a credential.",
+    ),
 ) -> None:
     """Serve the gateway (OpenAI- and Anthropic-compatible) and the Metis API.
 
@@ -27,13 +34,16 @@ def serve(
 
     Example:
 
-        metis serve --host 0.0.0.0 --port 8080 --workers 2
+        metis serve --host 0.0.0.0 --port 8080 --workers 2 [--no-scheduler]
     """
     import uvicorn
 
     from metis.config import get_settings
 
     get_settings()  # fail early with a clear error on a bad METIS_* value
+    if no_scheduler:
+        # Read by metis.ingest.scheduler in this process and the uvicorn workers.
+        os.environ["METIS_INGEST_SCHEDULER"] = "false"
     # Interpreter tuning for a dedicated server process (GC freeze, GIL switch
     # interval; see metis.gateway.app._tune_interpreter). Inherited by workers.
     os.environ["METIS_SERVER_TUNING"] = "1"
