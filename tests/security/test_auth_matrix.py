@@ -1,0 +1,288 @@
+"""Auth matrix: every route of ``metis serve`` × every credential kind.
+
+The routes are read from the running app's own route table (the gateway's hot
+routes and every FastAPI route, OpenAPI and docs included), so a new route
+without an entry in `POLICY` fails `test_every_route_has_a_policy`. For each
+credential kind, every route is called once against one real server (module
+scope) on the test database; a pair in `POLICY` must pass authentication (a
+2xx answer to a well-formed request), every other pair must get exactly 401.
+docs/security.md carries the same table.
+"""
+
+import hashlib
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import iter_route_contexts
+from sqlalchemy import text
+
+from metis.db.engine import make_engine
+from metis.db.tables import metadata
+from metis.secrets.master_key import generate_key_text
+from metis.util.server_thread import ServerThread
+from tests.conftest import PG_BASE
+from tests.plugins.servers import GatewayServer, start_gateway
+
+# ---------------------------------------------------------------- the intended pairs
+
+# Credential kinds, each presented the way a client of that kind would.
+KINDS = (
+    "none",  # no credential at all
+    "gateway_key",  # Authorization: Bearer gw_… (live key)
+    "gateway_key_x_api_key",  # x-api-key: gw_… (Anthropic SDK style)
+    "revoked_gateway_key",
+    "disabled_user_key",  # a live key of a disabled user
+    "ingest_token",  # Bearer mit_…
+    "revoked_ingest_token",
+    "admin_token",  # Bearer mta_… from `metis admin token create`
+    "admin_env_token",  # Bearer $METIS_ADMIN_TOKEN
+    "revoked_admin_token",
+    "cron_secret",  # Bearer $METIS_CRON_SECRET
+    "wrong_secret",  # a random gw_-shaped secret nobody issued
+    "admin_token_x_api_key",  # an admin token in the wrong header
+)
+
+GATEWAY = frozenset({"gateway_key", "gateway_key_x_api_key"})
+INGEST = frozenset({"ingest_token"})
+ADMIN = frozenset({"admin_token", "admin_env_token"})
+CRON = frozenset({"cron_secret"})
+PUBLIC = frozenset(KINDS)  # schema, docs and metrics: no data, no secrets
+
+# (method, path template) -> the credential kinds that may use it. Anything
+# not listed for a route must get 401.
+POLICY: dict[tuple[str, str], frozenset[str]] = {
+    # gateway (inference)
+    ("POST", "/v1/chat/completions"): GATEWAY,
+    ("POST", "/v1/embeddings"): GATEWAY,
+    ("POST", "/v1/messages"): GATEWAY,
+    ("GET", "/v1/models"): GATEWAY,
+    # plugin push ingestion
+    ("POST", "/v1/ingest/usage"): INGEST,
+    # external cron trigger
+    ("POST", "/cron/usage"): CRON,
+    # admin / analytics / export API
+    ("GET", "/admin/whoami"): ADMIN,
+    ("GET", "/analytics/cost"): ADMIN,
+    ("GET", "/analytics/by_key"): ADMIN,
+    ("GET", "/analytics/by_team"): ADMIN,
+    ("GET", "/analytics/cache_effectiveness"): ADMIN,
+    ("GET", "/analytics/savings"): ADMIN,
+    ("GET", "/analytics/routing"): ADMIN,
+    ("GET", "/analytics/reliability"): ADMIN,
+    ("GET", "/analytics/ingest"): ADMIN,
+    ("GET", "/analytics/reconciliation"): ADMIN,
+    ("GET", "/export/usage"): ADMIN,
+    ("GET", "/export/audit"): ADMIN,
+    ("GET", "/analytics/user/{user_id}/export"): ADMIN,
+    ("POST", "/analytics/user/{user_id}/forget"): ADMIN,
+    # public: API schema and its viewers, Prometheus metrics (labels carry no identities)
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+}
+
+# The gateway's hot routes dispatch on the path alone; this is the method each serves.
+GATEWAY_METHODS = {
+    "/v1/chat/completions": "POST",
+    "/v1/embeddings": "POST",
+    "/v1/messages": "POST",
+    "/v1/models": "GET",
+}
+
+# Well-formed bodies, so an authenticated call answers 2xx (and a refusal is auth's doing).
+BODIES: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+    },
+    "/v1/embeddings": {"model": "text-embedding-3-small", "input": "hi"},
+    "/v1/messages": {
+        "model": "claude-3-5-haiku-latest",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+    },
+    "/v1/ingest/usage": {"items": []},
+    "/cron/usage": {"days": 1},
+}
+
+
+# ---------------------------------------------------------------- the server
+
+
+@dataclass
+class Matrix:
+    srv: GatewayServer
+    creds: dict[str, dict[str, str]]  # kind -> request headers
+    path_params: dict[str, str]
+
+
+def enumerate_routes(app: Any) -> set[tuple[str, str]]:
+    """(method, path) of every route the server answers, from its own route tables."""
+    comps = app.components
+    out = {(GATEWAY_METHODS.get(p, "?"), p) for p in comps.gateway_routes}
+    for ctx in iter_route_contexts(comps.api.routes):  # included routers flattened
+        path = ctx.path or repr(ctx.original_route)
+        methods = getattr(ctx.original_route, "methods", None)
+        if not methods:  # a mount or websocket route: must be listed too
+            out.add(("MOUNT", path))
+            continue
+        out.update((m, path) for m in methods if m != "HEAD")
+    return out
+
+
+def _fresh_db(template: str, tmp: Path) -> str:
+    """A database of this module's own (mirrors the ``db_url`` fixture, at module scope)."""
+    if PG_BASE:
+        eng = make_engine(template)
+        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        with eng.begin() as c:
+            c.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        eng.dispose()
+        return template
+    path = tmp / "metis.db"
+    shutil.copyfile(template, path)
+    path.chmod(0o600)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="module")
+def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
+    from metis.analytics import admin_tokens
+    from metis.identity.keys import revoke_key
+    from metis.identity.users import add_user, disable_user
+    from metis.ingest import tokens as ingest_tokens
+    from tests.gateway.stub_upstream import app as stub_app
+
+    home = tmp_path_factory.mktemp("auth-matrix") / "home"
+    home.mkdir(mode=0o700)
+    admin_env = "env-admin-" + secrets.token_urlsafe(24)
+    cron = "cron-" + secrets.token_urlsafe(24)
+    with pytest.MonkeyPatch.context() as mp:
+        url = _fresh_db(_template, home)
+        for k, v in {
+            "METIS_HOME": str(home),
+            "METIS_DATABASE_URL": url,
+            "METIS_MASTER_KEY": generate_key_text(),
+            "METIS_ADMIN_TOKEN": admin_env,
+            "METIS_CRON_SECRET": cron,
+            "METIS_INGEST_SCHEDULER": "false",
+            "METIS_LOG_FORMAT": "json",
+        }.items():
+            mp.setenv(k, v)
+        engine = make_engine(url)
+        upstream = ServerThread(stub_app).start()
+        srv = start_gateway(engine, upstream.url)
+        try:
+            _, live = srv.issue_key("live", user="alice", team="eng")
+            revoked_id, revoked = srv.issue_key("revoked", user="alice")
+            _, of_disabled = srv.issue_key("of-disabled", user="mallory")
+            with engine.begin() as c:
+                revoke_key(c, revoked_id, reason="auth matrix")
+                disable_user(c, "mallory")
+                _, itok = ingest_tokens.create_token(c, "w", "live")
+                dead_itok, itok_revoked = ingest_tokens.create_token(c, "w", "dead")
+                ingest_tokens.revoke_token(c, dead_itok.id)
+                _, adm = admin_tokens.create_token(c, "live")
+                _, adm_revoked = admin_tokens.create_token(c, "dead")
+                admin_tokens.revoke_token(c, "dead")
+                forget_me = add_user(c, "Forget Me", alias="forget-me")
+            srv.wait_keys()
+
+            def bearer(s: str) -> dict[str, str]:
+                return {"Authorization": f"Bearer {s}"}
+
+            creds = {
+                "none": {},
+                "gateway_key": bearer(live),
+                "gateway_key_x_api_key": {"x-api-key": live},
+                "revoked_gateway_key": bearer(revoked),
+                "disabled_user_key": bearer(of_disabled),
+                "ingest_token": bearer(itok),
+                "revoked_ingest_token": bearer(itok_revoked),
+                "admin_token": bearer(adm),
+                "admin_env_token": bearer(admin_env),
+                "revoked_admin_token": bearer(adm_revoked),
+                "cron_secret": bearer(cron),
+                "wrong_secret": bearer("gw_" + secrets.token_urlsafe(32)),
+                "admin_token_x_api_key": {"x-api-key": adm},
+            }
+            assert set(creds) == set(KINDS)
+            yield Matrix(srv, creds, {"user_id": forget_me.id})
+        finally:
+            srv.close()
+            upstream.stop()
+            engine.dispose()
+
+
+def _call(http: httpx.Client, m: Matrix, method: str, path: str, kind: str) -> httpx.Response:
+    url = path.format(**m.path_params)
+    headers = {"anthropic-version": "2023-06-01", **m.creds[kind]}
+    body = BODIES.get(path)
+    if method == "POST":
+        return http.post(url, json=body or {}, headers=headers)
+    assert method == "GET", (method, path)
+    return http.get(url, headers=headers)
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_every_route_has_a_policy(matrix: Matrix) -> None:
+    routes = enumerate_routes(matrix.srv.app)
+    missing = sorted(routes - set(POLICY))
+    stale = sorted(set(POLICY) - routes)
+    assert not missing, f"routes without an auth policy in this test (add them): {missing}"
+    assert not stale, f"policy entries for routes that no longer exist: {stale}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_only_intended_pairs_pass(matrix: Matrix, kind: str) -> None:
+    wrong: list[str] = []
+    with httpx.Client(base_url=matrix.srv.url, timeout=30) as http:
+        for (method, path), allowed in sorted(POLICY.items()):
+            r = _call(http, matrix, method, path, kind)
+            if kind in allowed:
+                if not 200 <= r.status_code < 300:
+                    wrong.append(
+                        f"{method} {path}: expected 2xx, got {r.status_code} {r.text[:200]}"
+                    )
+            elif r.status_code != 401:
+                wrong.append(f"{method} {path}: expected 401, got {r.status_code} {r.text[:200]}")
+    assert not wrong, f"credential kind {kind!r}:\n" + "\n".join(wrong)
+
+
+def test_denials_say_what_is_wanted(matrix: Matrix) -> None:
+    """A 401 names the credential the route wants and asks for Bearer (never a bare 401)."""
+    wanted = {
+        "/v1/chat/completions": "API key",
+        "/v1/ingest/usage": "ingest token",
+        "/cron/usage": "METIS_CRON_SECRET",
+        "/analytics/cost": "admin token",
+    }
+    with httpx.Client(base_url=matrix.srv.url, timeout=30) as http:
+        for path, words in wanted.items():
+            method = GATEWAY_METHODS.get(path, "POST" if path in BODIES else "GET")
+            r = _call(http, matrix, method, path, "none")
+            assert r.status_code == 401, path
+            assert words.lower() in r.text.lower(), (path, r.text)
+
+
+def test_secrets_are_stored_as_digests_only(matrix: Matrix) -> None:
+    """The secrets the matrix used are not in the database; their SHA-256 digests are."""
+    eng = matrix.srv.engine
+    live = matrix.creds["gateway_key"]["Authorization"].split()[1]
+    with eng.connect() as c:
+        dump = repr(
+            [tuple(row) for t in metadata.sorted_tables for row in c.execute(t.select()).all()]
+        )
+    assert live not in dump
+    assert hashlib.sha256(live.encode()).hexdigest() in dump
