@@ -61,6 +61,7 @@ def write_key_file(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a stale temp file from a crashed run keeps its old mode otherwise
     with os.fdopen(fd, "w") as f:
         f.write(text + "\n")
     os.replace(tmp, path)
