@@ -32,7 +32,7 @@ from metis.ledger import versions
 from metis.secrets.envelope import Sealed, open_secret, seal
 from metis.secrets.keyring import load_keyring
 from metis.secrets.master_key import load_master_key
-from metis.secrets.refs import SecretRefError, parse_ref, resolve_ref
+from metis.secrets.refs import SecretRefError, SecretRefRefused, parse_ref, resolve_ref
 from metis.timeutil import utcnow
 
 Provider = Literal["openai", "anthropic"]
@@ -202,6 +202,8 @@ def add_credential(
         ref = parse_ref(secret_ref)
         try:
             last4: str | None = _last4(resolve_ref(ref))
+        except SecretRefRefused:
+            raise  # the file exists but breaks the policy: refuse it now, not at first use
         except SecretRefError:
             # The reference may only resolve in the server's environment.
             last4 = None
