@@ -7,27 +7,62 @@ and a non-zero exit; a traceback means a bug.
 import sys
 
 import typer
-from sqlalchemy.exc import OperationalError
 from typer._click.exceptions import ClickException
 
 from metis import __version__
-from metis.cli import admin as admin_cmd
-from metis.cli import alerts as alerts_cmd
-from metis.cli import db as db_cmd
-from metis.cli import export as export_cmd
-from metis.cli import gateway as gateway_cmd
-from metis.cli import ingest as ingest_cmd
-from metis.cli import init as init_cmd
-from metis.cli import provider_key as provider_key_cmd
-from metis.cli import report as report_cmd
-from metis.cli import routing as routing_cmd
-from metis.cli import secrets as secrets_cmd
-from metis.cli import serve as serve_cmd
-from metis.cli import simulator as simulator_cmd
-from metis.cli import workspace as workspace_cmd
+from metis.cli.lazy import LazyCommand, LazyGroup
 from metis.errors import MetisError
 
+# Every command: name -> where it lives and the line `metis --help` shows for it.
+# Modules are imported only when their command runs (see metis.cli.lazy), so
+# `metis --help` and `metis simulator serve` start without FastAPI/SQLAlchemy.
+# To add a command, add a row here (its help must equal the command's own
+# first help line; tests/cli/test_lazy.py checks that).
+COMMANDS: dict[str, LazyCommand] = {
+    "init": LazyCommand(
+        "metis.cli.init:init",
+        "Create $METIS_HOME (0700), the master key (0600) and the database, and migrate it.",
+    ),
+    "serve": LazyCommand(
+        "metis.cli.serve:serve",
+        "Serve the gateway (OpenAI- and Anthropic-compatible) and the Metis API.",
+    ),
+    "db": LazyCommand("metis.cli.db:app", "Database schema and maintenance."),
+    "admin": LazyCommand(
+        "metis.cli.admin:app", "Admin access: tokens for the admin/analytics API."
+    ),
+    "export": LazyCommand("metis.cli.export:app", "Export usage and the audit log."),
+    "report": LazyCommand("metis.cli.report:app", "Reports in the terminal."),
+    "alerts": LazyCommand(
+        "metis.cli.alerts:app", "Alert sinks, delivery status and manual passes."
+    ),
+    "workspace": LazyCommand("metis.cli.workspace:app", "Workspaces: the tenant unit."),
+    "provider-key": LazyCommand(
+        "metis.cli.provider_key:app",
+        "Provider API keys of a workspace (OpenAI, Anthropic), stored encrypted.",
+    ),
+    "routing": LazyCommand(
+        "metis.cli.routing:app", "Routing rules (soft caps, model routing, fallbacks)."
+    ),
+    "secrets": LazyCommand("metis.cli.secrets:app", "Master key maintenance."),
+    "ingest": LazyCommand(
+        "metis.cli.ingest:app", "Usage ingestion: provider sync, plugin push, ingest tokens."
+    ),
+    "simulator": LazyCommand(
+        "metis.cli.simulator:app", "The local OpenAI/Anthropic provider simulator."
+    ),
+    "gateway": LazyCommand(
+        "metis.cli.gateway:app", "Gateway identity: users, teams and gateway keys."
+    ),
+}
+
+
+class _MetisGroup(LazyGroup):
+    lazy = COMMANDS
+
+
 app = typer.Typer(
+    cls=_MetisGroup,
     name="metis",
     help="Metis: a self-hosted LLM spend ledger and gateway.",
     no_args_is_help=True,
@@ -55,22 +90,6 @@ def _root(
     """
 
 
-app.command("init")(init_cmd.init)
-app.command("serve")(serve_cmd.serve)
-app.add_typer(db_cmd.app, name="db")
-app.add_typer(admin_cmd.app, name="admin")
-app.add_typer(export_cmd.app, name="export")
-app.add_typer(report_cmd.app, name="report")
-app.add_typer(alerts_cmd.app, name="alerts")
-app.add_typer(workspace_cmd.app, name="workspace")
-app.add_typer(provider_key_cmd.app, name="provider-key")
-app.add_typer(routing_cmd.app, name="routing")
-app.add_typer(secrets_cmd.app, name="secrets")
-app.add_typer(ingest_cmd.app, name="ingest")
-app.add_typer(simulator_cmd.app, name="simulator")
-app.add_typer(gateway_cmd.app, name="gateway")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code; user errors become one line."""
     try:
@@ -81,9 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     except MetisError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         return exc.exit_code
-    except OperationalError as exc:
-        typer.echo(f"error: database unavailable: {str(exc.orig).splitlines()[0]}", err=True)
-        return 1
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         return 1
@@ -95,7 +111,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         return 130
+    except Exception as exc:
+        unavailable = _database_unavailable(exc)
+        if unavailable is None:
+            raise
+        typer.echo(f"error: database unavailable: {unavailable}", err=True)
+        return 1
     return 0
+
+
+def _database_unavailable(exc: Exception) -> str | None:
+    """The first line of a SQLAlchemy OperationalError's cause, else None.
+
+    Checked without importing SQLAlchemy: a command that never loaded it
+    cannot have raised its errors.
+    """
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError):
+        return None
+    return str(exc.orig).splitlines()[0]
 
 
 def run() -> None:
