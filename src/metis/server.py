@@ -25,6 +25,7 @@ from metis.gateway.app import install as install_gateway
 from metis.gateway.routing.router import install as install_routing
 from metis.ingest.push import install as install_push
 from metis.ingest.scheduler import install as install_pull_sync
+from metis.web.app import install as install_web
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     install_push(comps)
     install_pull_sync(comps)
     install_reconciliation(comps)
+    install_web(comps)
     api = comps.api
     routes = comps.gateway_routes
 

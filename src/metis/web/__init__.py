@@ -1,0 +1,1 @@
+"""The web dashboard (``/ui``), served by ``metis serve``: see `metis.web.app`."""

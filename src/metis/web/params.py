@@ -1,0 +1,106 @@
+"""The filters every dashboard page shares: date range, workspace, view, chart stacking.
+
+Dates are whole UTC days and both ends are inclusive on the page (what a
+date picker means to a person); `PageQuery.window` turns them into the
+half-open ``[from 00:00, to+1 00:00)`` window the analytics library takes.
+The default is the last 7 days up to and including today. Bad values raise
+`UIError` (400) naming the field, before any query runs.
+"""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from urllib.parse import urlencode
+
+from sqlalchemy import Connection
+
+from metis.analytics.params import Filters, ParamError, Window, resolve_workspace
+from metis.analytics.views import View, parse_view
+from metis.timeutil import day_start, utcnow
+
+MAX_DAYS = 366
+STACKS = ("team", "source")
+
+
+class UIError(Exception):
+    """A problem to show the user as an HTML error page with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """Parsed shared filters; ``workspace`` is as given, ``workspace_id`` resolved."""
+
+    start: date
+    end: date  # inclusive
+    workspace: str | None
+    workspace_id: str | None
+    view: View
+    stack: str
+
+    @property
+    def window(self) -> Window:
+        return Window(day_start(self.start), day_start(self.end + timedelta(days=1)))
+
+    @property
+    def end_exclusive(self) -> date:
+        return self.end + timedelta(days=1)
+
+    @property
+    def filters(self) -> Filters:
+        return Filters(workspace_id=self.workspace_id)
+
+    def params(self, **override: str | None) -> dict[str, str]:
+        """The query parameters that reproduce this page state (with overrides)."""
+        out: dict[str, str | None] = {
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "workspace": self.workspace,
+            "view": self.view,
+            "stack": self.stack,
+        }
+        out.update(override)
+        return {k: v for k, v in out.items() if v}
+
+    def qs(self, **override: str | None) -> str:
+        return urlencode(self.params(**override))
+
+
+def _date(value: str, field: str) -> date:
+    try:
+        if len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UIError(400, f"{field} must be a date YYYY-MM-DD (got {value[:40]!r})") from None
+
+
+def parse_page_query(
+    conn: Connection,
+    *,
+    start: str | None,
+    end: str | None,
+    workspace: str | None,
+    view: str | None,
+    stack: str | None,
+    today: date | None = None,
+) -> PageQuery:
+    """Validate and resolve the shared filters (see module docstring)."""
+    today = today or utcnow().date()
+    end_d = _date(end, "to") if end else today
+    start_d = _date(start, "from") if start else end_d - timedelta(days=6)
+    if start_d > end_d:
+        raise UIError(400, "from must be on or before to")
+    if (end_d - start_d).days + 1 > MAX_DAYS:
+        raise UIError(400, f"date range longer than {MAX_DAYS} days")
+    if stack and stack not in STACKS:
+        raise UIError(400, f"stack must be one of {', '.join(STACKS)}")
+    try:
+        v = parse_view(view)
+        ws_id = resolve_workspace(conn, workspace) if workspace else None
+    except ParamError as exc:
+        raise UIError(400, exc.message) from None
+    return PageQuery(start_d, end_d, workspace or None, ws_id, v, stack or "team")

@@ -1,0 +1,115 @@
+"""Tables of the dashboard: one definition rendered as HTML and as CSV.
+
+Every table on a page is a `Table`; the page template renders it and the
+same object answers ``?csv=<table id>``, so an export always holds exactly
+what the page shows (money exact, nine decimals, in the CSV; rounded to six
+decimals on screen with the exact value in ``data-usd``).
+"""
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from metis.money import from_nanousd
+from metis.timeutil import iso
+
+Kind = str  # text | usd | int | datetime | bool | pct
+
+_SIX = Decimal("0.000001")
+
+
+def usd(nanos: int | None) -> Decimal | None:
+    """Exact USD of an integer nano-USD amount (None stays None)."""
+    return None if nanos is None else from_nanousd(nanos)
+
+
+def fmt_usd(value: Decimal | None) -> str:
+    """``$1,234.567891``: six decimals, half-even, for the screen (exports keep all nine)."""
+    if value is None:
+        return "—"
+    q = value.quantize(_SIX, rounding=ROUND_HALF_EVEN)
+    sign = "-" if q < 0 else ""
+    return f"{sign}${abs(q):,.6f}"
+
+
+def fmt_int(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def fmt_cell(kind: Kind, value: Any) -> str:
+    """How a cell shows on the page."""
+    if value is None or value == "":
+        return "—"
+    if kind == "usd":
+        return fmt_usd(Decimal(value))
+    if kind == "int":
+        return fmt_int(int(value))
+    if kind == "pct":
+        return f"{Decimal(value) * 100:.1f}%"
+    if kind == "bool":
+        return "yes" if value else "no"
+    if kind == "datetime" and isinstance(value, datetime):
+        return iso(value).replace("T", " ")[:19] + "Z"
+    return str(value)
+
+
+def csv_cell(value: Any) -> str:
+    """How a cell goes into the CSV: exact, and never a spreadsheet formula."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, int):
+        return str(value)
+    s = str(value)
+    if s[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        s = "'" + s  # CSV injection guard for text cells (names come from users)
+    return s
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    kind: Kind = "text"
+    link: Callable[[dict[str, Any]], str | None] | None = None
+
+
+@dataclass
+class Table:
+    """``rows`` are dicts keyed by column key; ``row_class`` may mark rows (e.g. drift)."""
+
+    id: str
+    title: str
+    columns: list[Column]
+    rows: list[dict[str, Any]]
+    row_class: Callable[[dict[str, Any]], str] | None = None
+    empty: str = "No data in this range."
+    footer: dict[str, Any] | None = None
+    note: str | None = None
+    actions: Callable[[dict[str, Any]], Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def css(self, row: dict[str, Any]) -> str:
+        return self.row_class(row) if self.row_class else ""
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\r\n")
+        cols = [c for c in self.columns if c.kind != "bar"]  # bars are drawings of other cells
+        w.writerow([c.key for c in cols])
+        for row in self.rows:
+            w.writerow([csv_cell(row.get(c.key)) for c in cols])
+        if self.footer is not None:
+            w.writerow([csv_cell(self.footer.get(c.key)) for c in cols])
+        return buf.getvalue()
