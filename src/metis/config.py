@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # Retention (docs/alerts.md): days of raw per-request records and events to
     # keep; None keeps everything. Daily rollups are kept regardless.
     retention_days: int | None = Field(default=None, ge=1)
+    # Database unavailable (docs/gateway.md): a hard cap that needs the database
+    # refuses (closed, 503) or admits and counts later (open); the write-behind
+    # buffer holds at most this many records + events, then new calls get 503.
+    caps_on_db_error: Literal["closed", "open"] = "closed"
+    write_buffer_max_items: int = Field(default=100_000, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

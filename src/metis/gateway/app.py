@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 import msgspec
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from metis.config import Settings
 from metis.events import GatewayQuotaExceeded
@@ -57,7 +58,13 @@ from metis.gateway.upstream import (
 )
 from metis.gateway.usage import Tokens, from_anthropic, from_openai
 from metis.ids import new_id
-from metis.ledger.counters import REFRESH_INTERVAL_S, CapExceeded, Reservation, SpendCounters
+from metis.ledger.counters import (
+    REFRESH_INTERVAL_S,
+    CapExceeded,
+    CountersUnavailable,
+    Reservation,
+    SpendCounters,
+)
 from metis.ledger.writer import PendingEvent, WriteBehind
 from metis.money import from_nanousd
 from metis.pricing import Priced, has_price, price
@@ -168,7 +175,9 @@ class Gateway:
         self.creds = CredentialCache(credential_resolver or db_resolver(engine, settings))
         self.keys.on_change.append(self.creds.invalidate)
         self.counters = SpendCounters(engine)
-        self.writer = WriteBehind(engine, self.counters)
+        self.writer = WriteBehind(engine, self.counters, max_items=settings.write_buffer_max_items)
+        # docs/gateway.md "When the database is unavailable"
+        self.caps_fail_open = settings.caps_on_db_error == "open"
         self.stats = Stats()
         # Seams for routing/translation (issue 8): see metis.gateway.plan.
         self.plan_route: Callable[[RouteContext], RoutePlan] = default_plan
@@ -201,6 +210,7 @@ class Gateway:
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]], what: str) -> None:
         """Run ``job`` every ``interval`` s until shutdown (never cancelled mid-job)."""
         assert self._stop is not None
+        failing = False
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
@@ -209,7 +219,13 @@ class Gateway:
             try:
                 await job()
             except Exception:
-                log.warning("%s failed; keeping the previous state", what, exc_info=True)
+                if not failing:  # once per outage, not every interval
+                    log.warning("%s failed; keeping the previous state", what, exc_info=True)
+                failing = True
+            else:
+                if failing:
+                    log.warning("%s works again", what)
+                failing = False
 
     async def shutdown(self) -> None:
         if self._stop is not None:
@@ -349,13 +365,43 @@ class Gateway:
                     return
                 continue
             est = max(est, t_est)
+        if self.writer.full:  # never drop a record: admit nothing new instead
+            metrics.DB_UNAVAILABLE.labels("buffer_full").inc()
+            await self._error(
+                send,
+                shape,
+                "unavailable",
+                "usage buffer full: the database is not accepting writes; retry later",
+                rid,
+            )
+            return
         try:
             call.reservation = await self.counters.reserve(scopes, est)
         except CapExceeded as ce:
             await self._quota_exceeded(send, call, ce, candidates)
             return
+        except CountersUnavailable:
+            if not self.caps_fail_open:
+                metrics.DB_UNAVAILABLE.labels("caps_refused").inc()
+                await self._error(
+                    send,
+                    shape,
+                    "unavailable",
+                    "spend caps cannot be checked: the database is unavailable "
+                    "(METIS_CAPS_ON_DB_ERROR=closed); retry later",
+                    rid,
+                )
+                return
+            metrics.DB_UNAVAILABLE.labels("caps_fail_open").inc()
+            call.reservation = self.counters.admit_unleased(scopes, est)
         try:
             await self._run_plan(send, receive, call, plan, candidates)
+        except DBAPIError:  # e.g. a credential's first use while the database is down
+            log.warning("gateway request %s: database unavailable", rid)
+            with contextlib.suppress(Exception):
+                await self._error(
+                    send, shape, "unavailable", "the database is unavailable; retry later", rid
+                )
         except Exception:
             # A bug, not a user error: answer in the inbound shape if nothing was
             # sent yet (never a traceback to the client); no request body logged.

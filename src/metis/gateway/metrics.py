@@ -18,3 +18,9 @@ UPSTREAM_ERRORS = Counter(
     "Calls that ended in an upstream error, timeout or connection failure",
     ["provider"],
 )
+DB_UNAVAILABLE = Counter(
+    "metis_gateway_db_unavailable",
+    "Requests that met an unavailable database: refused by caps (fail-closed), "
+    "admitted (fail-open) or refused because the write buffer is full",
+    ["outcome"],
+)

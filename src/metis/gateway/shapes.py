@@ -30,6 +30,8 @@ KINDS: dict[str, tuple[int, str, str | None, str]] = {
     "quota_exceeded": (429, "rate_limit_exceeded", "quota_exceeded", "rate_limit_error"),
     "upstream_error": (502, "upstream_error", "bad_gateway", "api_error"),
     "upstream_timeout": (504, "timeout", "gateway_timeout", "timeout_error"),
+    # the gateway's own database is down (docs/gateway.md "When the database is unavailable")
+    "unavailable": (503, "service_unavailable", "database_unavailable", "api_error"),
     "internal": (500, "server_error", None, "api_error"),
 }
 

@@ -44,11 +44,21 @@ Sharing and restarts
 
 A cap change (lower or higher) drops the lease taken under the old cap and
 re-grants under the new one at the next request for that counter.
+
+Database unavailable
+    A grant that fails with a database error raises `CountersUnavailable`,
+    and further grants fail at once for `GRANT_RETRY_S` (no connect timeout
+    per request while the database is down). The gateway applies
+    ``METIS_CAPS_ON_DB_ERROR``: ``closed`` refuses (503), ``open`` admits with
+    `admit_unleased` -- the reservation is settled as usual and its spend
+    reaches the row when the write-behind can write again, but it was not
+    covered by a lease, so the overshoot bound does not hold during the outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +66,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, and_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from metis.alerts.engine import check_budget_crossings
 from metis.db.tables import spend_counters
@@ -70,6 +81,9 @@ REFRESH_INTERVAL_S = 1.0
 LEASE_FRACTION = 16
 """A grant is at most cap/16 (or four reservations, whichever is larger)."""
 
+GRANT_RETRY_S = 1.0
+"""After a grant failed on a database error, grants fail at once for this long."""
+
 
 class CapExceeded(Exception):
     """A hard cap refused the request (mapped to a 429 by the gateway)."""
@@ -80,6 +94,10 @@ class CapExceeded(Exception):
         self.limit_nanousd = limit_nanousd
         self.current_nanousd = current_nanousd
         self.resets_at = resets_at
+
+
+class CountersUnavailable(Exception):
+    """A lease grant needed the database and it failed (see METIS_CAPS_ON_DB_ERROR)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +185,7 @@ class SpendCounters:
     _c: dict[CounterKey, _Counter] = field(default_factory=dict)
     _deltas: dict[CounterKey, Delta] = field(default_factory=dict)
     grants: int = 0  # database grant transactions (for tests/metrics)
+    _grants_blocked_until: float = 0.0
 
     # -- hot path ---------------------------------------------------------
     async def reserve(self, caps: Sequence[ScopedCap], est_nanousd: int) -> Reservation:
@@ -192,6 +211,19 @@ class SpendCounters:
             for sc in taken:
                 self._c[sc.key].inflight -= est_nanousd
             raise
+        return Reservation(tuple(caps), est_nanousd)
+
+    def admit_unleased(self, caps: Sequence[ScopedCap], est_nanousd: int) -> Reservation:
+        """Admit without a lease (fail-open while the database is unavailable).
+
+        Settled like any reservation; the spend reaches the rows with the
+        write-behind once the database is back.
+        """
+        for sc in caps:
+            ctr = self._c.get(sc.key)
+            if ctr is None:
+                ctr = self._c[sc.key] = _Counter()
+            ctr.inflight += est_nanousd
         return Reservation(tuple(caps), est_nanousd)
 
     def settle(self, res: Reservation, actual_nanousd: int) -> None:
@@ -300,6 +332,8 @@ class SpendCounters:
             assert cap is not None
             if ctr.lease_cap == cap and ctr.inflight < ctr.lease:
                 return  # another request's grant covered us meanwhile
+            if time.monotonic() < self._grants_blocked_until:
+                raise CountersUnavailable("the database is unavailable (a grant just failed)")
             # Pending changes to this row go in the grant's transaction so the
             # headroom it reads counts them.
             pending = self._deltas.pop(sc.key, Delta())
@@ -310,9 +344,12 @@ class SpendCounters:
                 granted, spent = await asyncio.to_thread(
                     _grant_tx, self.engine, sc.key, cap, want, pending
                 )
-            except BaseException:
+            except BaseException as exc:
                 pending.reserved += give_back
                 self.restore_deltas({sc.key: pending})
+                if isinstance(exc, DBAPIError):
+                    self._grants_blocked_until = time.monotonic() + GRANT_RETRY_S
+                    raise CountersUnavailable("the database is unavailable") from exc
                 raise
             self.grants += 1
             ctr.local_spent -= pending.spent
@@ -454,6 +491,7 @@ __all__ = [
     "REFRESH_INTERVAL_S",
     "CapExceeded",
     "CounterKey",
+    "CountersUnavailable",
     "Delta",
     "Reservation",
     "ScopedCap",

@@ -9,11 +9,21 @@ idempotent on the request id), the events, and the spend-counter deltas
 
 Write-behind window: a completed call reaches the database within about
 `FLUSH_INTERVAL_S` plus the flush's own duration (normally < 0.5 s). A failed
-flush keeps the batch and retries on the next tick (records are idempotent, so
-a retry after an ambiguous failure does not double count, and counter deltas
-are re-queued only when the transaction did not commit). `close()` -- run by
-the server's graceful shutdown -- flushes everything still buffered. A hard
-kill loses at most the current window.
+flush keeps the batch and retries (records are idempotent, so a retry after an
+ambiguous failure does not double count, and counter deltas are re-queued only
+when the transaction did not commit). `close()` -- run by the server's
+graceful shutdown -- flushes everything still buffered. A hard kill loses at
+most the current window.
+
+Database unavailable (docs/gateway.md "When the database is unavailable"):
+retries back off from `FLUSH_INTERVAL_S` to `RETRY_MAX_S`; the outage is
+logged once when it starts, every `REPORT_EVERY_S` while it lasts and once
+when writes resume. The buffer is bounded by ``max_items``
+(``METIS_WRITE_BUFFER_MAX_ITEMS``): once it holds that many items `full` is
+true and the gateway refuses new inference requests with 503 (logged once
+per outage) rather than drop records it could not keep; calls already in
+flight still add theirs. Shutdown keeps retrying for ``close_timeout_s`` and
+then logs how many records and events it could not write.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +47,12 @@ from metis.ledger.upsert import upsert_usage
 
 FLUSH_INTERVAL_S = 0.2
 MAX_BATCH = 2000
+MAX_BUFFERED = 100_000
+"""Default bound of the buffer in items (records + events; about 3 per call)."""
+RETRY_MAX_S = 2.0
+"""Longest wait between flush attempts while the database fails."""
+REPORT_EVERY_S = 10.0
+CLOSE_TIMEOUT_S = 10.0
 
 log = logging.getLogger("metis.ledger.writer")
 
@@ -56,12 +73,18 @@ class WriteBehind:
     engine: Engine
     counters: SpendCounters | None = None
     flush_interval_s: float = FLUSH_INTERVAL_S
+    max_items: int = MAX_BUFFERED
+    close_timeout_s: float = CLOSE_TIMEOUT_S
     _records: list[UsageRecord] = field(default_factory=list)
     _events: list[PendingEvent] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _wake: asyncio.Event | None = None
     _flush_lock: asyncio.Lock | None = None
     _stopping: bool = False
+    _down_since: float | None = None  # monotonic start of a write outage
+    _retry_in: float = 0.0
+    _reported_at: float = 0.0
+    _overflow_logged: bool = False
     flushes: int = 0
     failures: int = 0
     on_flush: list[Callable[[int, int], None]] = field(default_factory=list)
@@ -77,12 +100,26 @@ class WriteBehind:
             self._records.append(record)
         if events:
             self._events.extend(events)
-        if self._wake is not None and len(self._records) + len(self._events) >= MAX_BATCH:
+        if (
+            self._wake is not None
+            and len(self._records) + len(self._events) >= MAX_BATCH
+            and self._down_since is None  # backing off: do not hammer a failing database
+        ):
             self._wake.set()
 
     @property
     def pending(self) -> int:
         return len(self._records) + len(self._events)
+
+    @property
+    def full(self) -> bool:
+        """The buffer reached ``max_items``: the gateway admits no new calls."""
+        return len(self._records) + len(self._events) >= self.max_items
+
+    @property
+    def down_for(self) -> float | None:
+        """Seconds since writes started failing, or None while they succeed."""
+        return None if self._down_since is None else time.monotonic() - self._down_since
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -94,15 +131,55 @@ class WriteBehind:
     async def _run(self) -> None:
         assert self._wake is not None
         while not self._stopping:
+            delay = self.flush_interval_s if self._down_since is None else self._retry_in
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
             if self._stopping:
                 return
             try:
-                await self.flush()
-            except Exception:  # keep flushing; the batch was re-queued
-                log.warning("write-behind flush failed; will retry", exc_info=True)
+                n = await self.flush()
+            except Exception as exc:  # keep flushing; the batch was re-queued
+                self._failed(exc)
+            else:
+                if self._down_since is not None:
+                    log.warning(
+                        "database writes resumed after %.1f s; wrote %d buffered items",
+                        time.monotonic() - self._down_since,
+                        n,
+                    )
+                    self._down_since = None
+                    self._overflow_logged = False
+
+    def _failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._reported_at = now
+            self._retry_in = self.flush_interval_s
+            log.error(
+                "database write failed (%s); keeping %d buffered items, retrying",
+                _reason(exc),
+                self.pending,
+                exc_info=True,
+            )
+        else:
+            self._retry_in = min(self._retry_in * 2, RETRY_MAX_S)
+            if now - self._reported_at >= REPORT_EVERY_S:
+                self._reported_at = now
+                log.warning(
+                    "database writes failing for %.0f s (%s); %d items buffered",
+                    now - self._down_since,
+                    _reason(exc),
+                    self.pending,
+                )
+        if self.full and not self._overflow_logged:
+            self._overflow_logged = True
+            log.error(
+                "write-behind buffer full (%d items, METIS_WRITE_BUFFER_MAX_ITEMS=%d): "
+                "new gateway requests get 503 until the database accepts writes",
+                self.pending,
+                self.max_items,
+            )
 
     async def flush(self) -> int:
         """Write everything buffered now, in one transaction; returns items written."""
@@ -142,13 +219,34 @@ class WriteBehind:
             self._wake.set()
             await self._task
             self._task = None
-        for _ in range(3):
+        deadline = time.monotonic() + self.close_timeout_s
+        delay = self.flush_interval_s
+        while True:
             try:
                 await self.flush()
                 return
-            except Exception:
-                log.error("final write-behind flush failed", exc_info=True)
-                await asyncio.sleep(0.2)
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "shutting down with %d usage records and %d events not written "
+                        "(database unavailable for %.0f s: %s); they are lost",
+                        len(self._records),
+                        len(self._events),
+                        self.close_timeout_s,
+                        _reason(exc),
+                    )
+                    return
+                if delay == self.flush_interval_s:
+                    log.warning("final flush failed (%s); retrying", _reason(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own first line (no SQL, no parameters)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
 
 
 def _write(
