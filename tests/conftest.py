@@ -30,6 +30,7 @@ pytest_plugins = [
     "tests.plugins.servers",
     "tests.plugins.identity",
     "tests.plugins.ingest",
+    "tests.plugins.demo",
 ]
 
 PG_BASE = os.environ.get("METIS_TEST_DATABASE_URL")

@@ -27,6 +27,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "metis.cli.serve:serve",
         "Serve the gateway (OpenAI- and Anthropic-compatible) and the Metis API.",
     ),
+    "demo": LazyCommand(
+        "metis.cli.demo:demo",
+        "Run Metis on demo data: simulator, teams, caps, traffic, plugin push, provider sync.",
+    ),
     "db": LazyCommand("metis.cli.db:app", "Database schema and maintenance."),
     "admin": LazyCommand(
         "metis.cli.admin:app", "Admin access: tokens for the admin/analytics API."

@@ -1,0 +1,116 @@
+"""``metis demo`` end to end: a real subprocess, its pages and API, a clean stop.
+
+The session's `demo_server` (tests/plugins/demo.py) is started once and
+stopped with SIGINT at the end of the session, asserting exit code 0 and no
+traceback. Here: what it serves, a SIGTERM stop of a second demo with a
+throwaway home, and the refusal to seed a database twice.
+"""
+
+import signal
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.plugins.demo import (
+    METIS,
+    DemoProcess,
+    assert_clean_exit,
+    demo_database_url,
+    demo_env,
+    start_demo,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_prints_what_a_newcomer_needs(demo_server: DemoProcess) -> None:
+    assert demo_server.dashboard_url.startswith("http://127.0.0.1:")
+    assert demo_server.dashboard_url.endswith("/ui")
+    assert demo_server.admin_token.startswith("mta_")
+    assert demo_server.fields["API"] == demo_server.url + "/docs"
+    assert demo_server.fields["Gateway"] == demo_server.url + "/v1"
+    assert demo_server.gateway_key.startswith("gw_")
+    out = "".join(demo_server.stdout)
+    # Provider secrets are never printed (the simulator's key prefixes).
+    assert "sk-" not in out and "sk-ant-" not in out
+
+
+def test_api_shows_the_seeded_story(demo_server: DemoProcess) -> None:
+    r = demo_server.api("/analytics/by_team")
+    assert r.status_code == 200, r.text
+    teams = {t["team_name"]: t for t in r.json()["data"]}
+    assert Decimal(str(teams["platform"]["cost_usd"])) > 2  # past the $2 soft cap
+    research = teams["research"]
+    assert Decimal(str(research["daily_cap_usd"])) == 3
+    assert Decimal(str(research["cost_usd"])) >= Decimal("2.4")  # ran into its cap
+    routing = demo_server.api("/analytics/routing").json()["data"]
+    assert routing["hard_failures_by_reason"]["quota_exceeded"] >= 3
+    assert set(routing["rule_hits"]) >= {"team-daily-soft-cap-openai"}
+    sources = demo_server.api("/analytics/cost", group_by="source").json()["data"]
+    assert {s["source"] for s in sources} == {"gateway", "hermes_plugin", "provider_api_key"}
+    ingest = demo_server.api("/analytics/ingest").json()["data"]
+    assert sum(1 for c in ingest if c["healthy"] and c["runs"] >= 1) == 2
+    recon = demo_server.api("/analytics/reconciliation")
+    assert recon.status_code == 200, recon.text
+    cells = recon.json()["cells"]
+    assert cells and all(c["covered_by_provider"] for c in cells)
+    assert recon.json()["totals"]["unattributed"]["cost_nanousd"] > 0  # history bypassed Metis
+    assert sum(c["sources"]["plugin_duplicate"]["rows"] for c in cells) == 2
+    assert httpx.get(demo_server.url + "/openapi.json", timeout=10).status_code == 200
+    # Admin routes refuse a gateway key.
+    bad = httpx.get(
+        demo_server.url + "/analytics/by_team",
+        headers={"authorization": f"Bearer {demo_server.gateway_key}"},
+        timeout=10,
+    )
+    assert bad.status_code == 401
+
+
+def test_gateway_answers_with_the_printed_key(demo_server: DemoProcess) -> None:
+    h = {"authorization": f"Bearer {demo_server.gateway_key}"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(demo_server.url + "/v1/chat/completions", json=body, headers=h, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] > 0 and r.headers["x-metis-request-id"]
+
+
+def test_dashboard_is_served(demo_server: DemoProcess) -> None:
+    r = httpx.get(demo_server.dashboard_url, timeout=10)
+    # The dashboard asks for the admin token first (login page or redirect to it).
+    assert r.status_code in (200, 302, 303, 401), r.status_code
+
+
+def test_sigterm_stops_cleanly_and_removes_the_temp_home(tmp_path: Path) -> None:
+    with demo_database_url() as url:
+        env = demo_env(tmp_path, url)
+        del env["METIS_HOME"]  # no home given: the demo makes a temp one
+        env["TMPDIR"] = str(tmp_path)
+        demo = start_demo(tmp_path, env)
+        try:
+            _check_and_stop(demo, tmp_path)
+        finally:
+            demo.stop(signal.SIGKILL)
+
+
+def _check_and_stop(demo: DemoProcess, tmp_path: Path) -> None:
+    home = Path(next(line for line in demo.stdout if line.startswith("Home: ")).split()[1])
+    assert home.parent == tmp_path and home.is_dir()
+    r = httpx.get(demo.url + "/v1/models", headers={"authorization": f"Bearer {demo.gateway_key}"})
+    assert r.status_code == 200
+    assert_clean_exit(demo, demo.stop(signal.SIGTERM))
+    assert not home.exists()
+
+
+def test_refuses_a_database_that_already_has_the_demo(demo_server: DemoProcess) -> None:
+    env = demo_env(demo_server.home, None)
+    if demo_server.database_url:
+        env["METIS_DATABASE_URL"] = demo_server.database_url
+    r = subprocess.run(
+        [*METIS, "demo", "--port", "0"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: this database already has a 'demo' workspace"), r.stderr
+    assert "Traceback" not in r.stderr
