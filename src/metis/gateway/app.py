@@ -630,7 +630,7 @@ class Gateway:
                 if resp.status == 401:
                     self.creds.invalidate(call.resolved.principal.workspace_id, provider)
                 try:
-                    data = await resp.read()
+                    data = upstream.scrub_secret(await resp.read(), cred)
                 except (TimeoutError, aiohttp.ClientError):
                     data = b""
                 ctype = resp.headers.get("content-type", "application/json").encode()

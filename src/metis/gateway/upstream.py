@@ -39,6 +39,19 @@ class UpstreamCredential:
 CredentialResolver = Callable[[str, str], UpstreamCredential | None]
 
 
+def scrub_secret(data: bytes, cred: UpstreamCredential) -> bytes:
+    """``data`` with the credential's secret replaced by ``[redacted]``.
+
+    Some providers and proxies quote the key they were given in an error
+    body; the gateway forwards error bodies to a client that must never see
+    the workspace's provider key (docs/security.md).
+    """
+    secret = cred.secret.encode()
+    if secret and secret in data:
+        return data.replace(secret, b"[redacted]")
+    return data
+
+
 def db_resolver(engine: Engine, settings: Settings) -> CredentialResolver:
     """Resolve (workspace_id, provider) from the credentials store (blocking)."""
 

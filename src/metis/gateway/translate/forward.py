@@ -38,6 +38,7 @@ from metis.gateway.translate.responses import (
     openai_to_anthropic_response,
 )
 from metis.gateway.translate.stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from metis.gateway.upstream import scrub_secret
 
 if TYPE_CHECKING:
     from metis.gateway.app import Attempt, Call, Gateway
@@ -130,7 +131,7 @@ async def cross_shape(
             if resp.status == 401:
                 gw.creds.invalidate(call.resolved.principal.workspace_id, provider)
             try:
-                data = await resp.read()
+                data = scrub_secret(await resp.read(), cred)
             except (TimeoutError, aiohttp.ClientError):
                 data = b""
             shaped = reshape_error(data, resp.status, call.shape, name)
