@@ -1,0 +1,221 @@
+"""Each page answers 200 with the API's figures for the same range; CSV exports; bad input."""
+
+import csv
+import html
+import io
+import re
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.web.conftest import UIClient
+from tests.web.seed import Seeded
+
+PAGES = ("/ui", "/ui/teams", "/ui/keys", "/ui/reconciliation", "/ui/ingestion")
+
+
+def _rng(s: Seeded) -> dict[str, str]:
+    return {"from": (s.today - timedelta(days=6)).isoformat(), "to": s.today.isoformat()}
+
+
+def _api_rng(s: Seeded) -> dict[str, str]:
+    """The same days as the page's inclusive range, as the API's half-open window."""
+    return {
+        "from": (s.today - timedelta(days=6)).isoformat() + "T00:00:00Z",
+        "to": (s.today + timedelta(days=1)).isoformat() + "T00:00:00Z",
+    }
+
+
+def _csv(ui: UIClient, path: str, table: str, **params: str) -> list[dict[str, str]]:
+    r = ui.get(path, params={**params, "csv": table})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"]
+    return list(csv.DictReader(io.StringIO(r.text)))
+
+
+def _usd_cells(page: str, table: str, col: str) -> list[Decimal]:
+    body = page.split(f'data-table="{table}"', 1)[1].split("</table>", 1)[0]
+    return [Decimal(v) for v in re.findall(rf'data-col="{col}" data-usd="([^"]+)"', body)]
+
+
+def _api(api: httpx.Client, path: str, **params: str) -> Any:
+    r = api.get(path, params=params)
+    assert r.status_code == 200, r.text
+    return r.json(parse_float=Decimal)
+
+
+def test_every_page_renders(ui: UIClient, seeded: Seeded) -> None:
+    for path in PAGES:
+        r = ui.get(path, params=_rng(seeded))
+        assert r.status_code == 200, (path, r.text[:500])
+        assert r.headers["content-type"].startswith("text/html")
+        assert "<h1>" in r.text
+    # default range (last 7 days) and the slash form
+    assert ui.get("/ui").status_code == 200
+    assert ui.get("/ui/", follow_redirects=True).status_code == 200
+    css = ui.get("/ui/static/metis.css")
+    assert css.status_code == 200 and "table-wrap" in css.text
+
+
+def test_overview_equals_the_api(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    page = ui.get("/ui", params=_rng(seeded)).text
+    cost = _api(api, "/analytics/cost", group_by="model", **_api_rng(seeded))
+    total = cost["total"]["cost_usd"]
+    assert total == Decimal("5.85")  # provider truths 4 + 0.1 on D0, gateway 1.75 today
+    assert f'id="kpi-cost" data-usd="{total:.9f}"' in page
+    assert "$5.850000" in page
+    models = {
+        r["model"]: Decimal(r["cost_usd"]) for r in _csv(ui, "/ui", "top_models", **_rng(seeded))
+    }
+    assert models == {d["model"]: d["cost_usd"] for d in cost["data"]}
+    users_api = _api(api, "/analytics/cost", group_by="user", **_api_rng(seeded))
+    users = {
+        r["user_id"] or None: Decimal(r["cost_usd"])
+        for r in _csv(ui, "/ui", "top_users", **_rng(seeded))
+    }
+    assert users == {d["user_id"]: d["cost_usd"] for d in users_api["data"]}
+    assert _usd_cells(page, "top_models", "cost_usd") == [d["cost_usd"] for d in cost["data"]]
+    # spend per day by team sums to the same total; by source too
+    by_team = _csv(ui, "/ui", "spend_by_day", **_rng(seeded))
+    assert sum(Decimal(r["cost_usd"]) for r in by_team) == total
+    by_source = _csv(ui, "/ui", "spend_by_day", stack="source", **_rng(seeded))
+    src_api = _api(api, "/analytics/cost", group_by="source", **_api_rng(seeded))
+    per_source: dict[str, Decimal] = {}
+    for r in by_source:
+        per_source[r["source"]] = per_source.get(r["source"], Decimal(0)) + Decimal(r["cost_usd"])
+    assert per_source == {d["source"]: d["cost_usd"] for d in src_api["data"]}
+    assert "<svg" in page and "eng" in page
+    # today vs caps: eng spent $1.50 today through the gateway against its $5 daily cap
+    caps = {r["team"]: r for r in _csv(ui, "/ui", "team_caps", **_rng(seeded))}
+    today = {"from": seeded.today.isoformat(), "to": (seeded.today + timedelta(days=1)).isoformat()}
+    by_team_api = _api(api, "/analytics/by_team", source="gateway", view="raw", **today)
+    eng = next(t for t in by_team_api["data"] if t["team_name"] == "eng")
+    assert Decimal(caps["eng"]["today_usd"]) == eng["cost_usd"] == Decimal("1.5")
+    assert Decimal(caps["eng"]["daily_cap_usd"]) == Decimal(5)
+    assert "ops" not in caps  # no caps
+    keys = _csv(ui, "/ui", "key_caps", **_rng(seeded))
+    assert [(k["key_id"], Decimal(k["today_usd"])) for k in keys] == [("key_a", Decimal("1.5"))]
+
+
+def test_views_and_workspace_filter(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    for view in ("raw", "reconciled"):
+        rows = _csv(ui, "/ui", "top_models", view=view, workspace="w", **_rng(seeded))
+        body = _api(
+            api, "/analytics/cost", group_by="model", view=view, workspace="w", **_api_rng(seeded)
+        )
+        assert {r["model"]: Decimal(r["cost_usd"]) for r in rows} == {
+            d["model"]: d["cost_usd"] for d in body["data"]
+        }
+    page = ui.get("/ui", params={"view": "raw", **_rng(seeded)}).text
+    assert '<option value="raw" selected>' in page
+    # the filters travel with the navigation links
+    assert "/ui/teams?from=" in page and "view=raw" in page
+
+
+def test_teams_page(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    r = ui.get("/ui/teams", params=_rng(seeded))
+    assert r.status_code == 200
+    rows = {t["team"]: t for t in _csv(ui, "/ui/teams", "teams", **_rng(seeded))}
+    body = _api(api, "/analytics/by_team", **_api_rng(seeded))
+    api_teams = {t["team_name"]: t for t in body["data"]}
+    for name in ("eng", "ops"):
+        assert Decimal(rows[name]["cost_usd"]) == api_teams[name]["cost_usd"]
+        assert int(rows[name]["call_count"]) == api_teams[name]["call_count"]
+    assert Decimal(rows["eng"]["daily_cap_usd"]) == Decimal(5)
+    assert Decimal(rows["eng"]["monthly_cap_usd"]) == Decimal(100)
+    assert rows["ops"]["daily_cap_usd"] == ""
+    assert rows["eng"]["users"] == "alice" and rows["ops"]["users"] == "bob"
+    members = _csv(ui, "/ui/teams", "team_users", **_rng(seeded))
+    alice = next(m for m in members if m["user"] == "alice")
+    by_user = {u["user_id"]: u for u in api_teams["eng"]["by_user"]}
+    assert Decimal(alice["cost_usd"]) == by_user["usr_a"]["cost_usd"]
+    assert 'class="capbar' in r.text  # bars drawn
+    assert "<svg" in r.text
+
+
+def test_keys_page_never_shows_secrets(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    r = ui.get("/ui/keys", params=_rng(seeded))
+    assert r.status_code == 200
+    keys = {k["key_id"]: k for k in _csv(ui, "/ui/keys", "keys", **_rng(seeded))}
+    body = _api(api, "/analytics/by_key", **_api_rng(seeded))
+    for d in body["data"]:
+        if d["key_id"]:
+            assert Decimal(keys[d["key_id"]]["cost_usd"]) == d["cost_usd"]
+    assert keys["key_a"]["status"] == "active" and keys["key_a"]["user"] == "alice"
+    # only the display prefix is shown: the stored prefix is 8 characters of a 46-character secret
+    assert re.search(r"gw_[A-Za-z0-9_-]{20,}", r.text) is None
+    users = {u["alias"]: u for u in _csv(ui, "/ui/keys", "users", **_rng(seeded))}
+    assert users["alice"]["active_keys"] == "1"
+
+
+def test_reconciliation_page(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    r = ui.get("/ui/reconciliation", params=_rng(seeded))
+    assert r.status_code == 200
+    api_rng = {"from": _rng(seeded)["from"], "to": (seeded.today + timedelta(days=1)).isoformat()}
+    body = _api(api, "/analytics/reconciliation", **api_rng)
+    rows = _csv(ui, "/ui/reconciliation", "reconciliation", **_rng(seeded))
+    total = rows[-1]
+    assert total["day"] == "total"
+    assert Decimal(total["reconciled_usd"]) * 10**9 == body["totals"]["reconciled"]["cost_nanousd"]
+    assert (
+        Decimal(total["unattributed_usd"]) * 10**9 == body["totals"]["unattributed"]["cost_nanousd"]
+    )
+    assert Decimal(total["drift_usd"]) * 10**9 == body["totals"]["drift"]["cost_nanousd"]
+    d0 = {r["provider"]: r for r in rows if r["day"] == seeded.d0.isoformat()}
+    assert Decimal(d0["openai"]["unattributed_usd"]) == Decimal(1)
+    assert Decimal(d0["openai"]["duplicates_usd"]) == Decimal(2)
+    assert Decimal(d0["anthropic"]["drift_usd"]) == Decimal("0.1")
+    # highlighted rows
+    assert re.search(r'<tr class="[^"]*drift', r.text)
+    assert re.search(r'<tr class="[^"]*unattributed', r.text)
+    cells = _csv(ui, "/ui/reconciliation", "cells", **_rng(seeded))
+    assert len(cells) == len(body["cells"])
+
+
+def test_ingestion_page(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    r = ui.get("/ui/ingestion", params=_rng(seeded))
+    assert r.status_code == 200
+    rows = {c["credential_id"]: c for c in _csv(ui, "/ui/ingestion", "credentials", **_rng(seeded))}
+    body = _api(api, "/analytics/ingest", **_api_rng(seeded))
+    assert set(rows) == {d["credential_id"] for d in body["data"]} == {"cred_oa", "cred_an"}
+    for d in body["data"]:
+        assert rows[d["credential_id"]]["complete_through"] == (d["complete_through"] or "")
+        assert rows[d["credential_id"]]["days_synced"] == "1/7"  # the covered day D0
+    assert "Sync now" in r.text
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "yesterday"}, "from must be a date YYYY-MM-DD"),
+        ({"to": "2026-13-01"}, "to must be a date YYYY-MM-DD"),
+        ({"from": "2026-11-10", "to": "2026-11-01"}, "from must be on or before to"),
+        ({"from": "2020-01-01", "to": "2026-11-01"}, "longer than 366 days"),
+        ({"workspace": "nope"}, "unknown workspace"),
+        ({"workspace": "a b"}, "workspace must match"),
+        ({"view": "cooked"}, "view must be raw or reconciled"),
+        ({"stack": "user"}, "stack must be one of team, source"),
+    ],
+)
+def test_bad_filters_are_400_pages(ui: UIClient, params: dict[str, str], message: str) -> None:
+    r = ui.get("/ui", params=params)
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("text/html")
+    assert message in html.unescape(r.text)
+
+
+def test_unknown_csv_table_is_404(ui: UIClient) -> None:
+    r = ui.get("/ui/teams", params={"csv": "nope"})
+    assert r.status_code == 404 and "no table 'nope'" in html.unescape(r.text)
+
+
+def test_csv_text_cells_are_never_formulas(ui: UIClient, seeded: Seeded, cli: Any) -> None:
+    cli.ok("gateway", "user", "add", "--name", "=HYPERLINK(1)", "--alias", "mallory")
+    users = {u["alias"]: u for u in _csv(ui, "/ui/keys", "users", **_rng(seeded))}
+    assert users["mallory"]["display_name"] == "'=HYPERLINK(1)"
+    rec = _csv(ui, "/ui/reconciliation", "cells", **_rng(seeded))
+    assert all(not r["drift_usd"].startswith("'") for r in rec)  # numbers stay numbers
