@@ -49,6 +49,10 @@ class ServeProcess:
 
     def start(self, timeout: float = 30.0) -> ServeProcess:
         """Start the server and wait until its gateway routes answer."""
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> ServeProcess:
+        """Start the process without waiting (start several, then `wait_ready` each)."""
         argv = [
             sys.executable,
             "-c",
@@ -65,6 +69,11 @@ class ServeProcess:
                 stderr=err,
                 preexec_fn=self._preexec,
             )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> ServeProcess:
+        """Wait until the gateway answers (a 401 to a keyless request)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
