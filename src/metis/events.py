@@ -7,15 +7,17 @@ Payloads carry stable ids only: never an email, an email hash, a secret or a
 request body.
 """
 
+import weakref
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 
+from metis.db import bulk
 from metis.db.tables import events
-from metis.ids import new_id
+from metis.ids import fast_ulid, new_id
 from metis.timeutil import utcnow
 
 CapScope = Literal["key_daily", "user_daily", "team_daily", "team_monthly"]
@@ -203,6 +205,57 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return [_jsonable(x) for x in v]
     return v
+
+
+# -- batch path (the gateway's write-behind) -----------------------------------
+
+EVENT_COLUMNS = ("event_id", "type", "ts", *_TYPED_COLUMNS, "payload")
+"""Column order of `event_values` tuples."""
+
+_encode = msgspec.json.Encoder().encode  # Decimals as strings, like `_jsonable`
+_compiled: "weakref.WeakKeyDictionary[Dialect, bulk.Compiled]" = weakref.WeakKeyDictionary()
+
+
+def event_values(
+    payload: msgspec.Struct, ts: datetime, ids: dict[str, str | None]
+) -> tuple[Any, ...]:
+    """The row `event_row` builds, as a tuple in `EVENT_COLUMNS` order, payload as JSON text.
+
+    Same columns and values as `event_row` (typed ids from ``ids``, else from
+    the payload; money as strings), built without an intermediate dict:
+    the payload Struct is encoded by msgspec in one call.
+    """
+    typed = []
+    for col in _TYPED_COLUMNS:
+        if col in ids:
+            typed.append(ids[col])
+        elif col == "gateway_key_id":
+            typed.append(
+                getattr(payload, "gateway_key_id", None) or getattr(payload, "key_id", None)
+            )
+        else:
+            typed.append(getattr(payload, col, None))
+    return (
+        "evt_" + fast_ulid(),
+        event_type(payload),
+        ts,
+        *typed,
+        _encode(payload).decode(),
+    )
+
+
+def append_event_values(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Append rows from `event_values` in one executemany (no per-row SQLAlchemy work)."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    c = _compiled.get(dialect)
+    if c is None:
+        c = bulk.compile_insert(events.insert().inline(), events, EVENT_COLUMNS, dialect)
+        # The payload is JSON text already: skip the JSON column's serializer.
+        c = bulk.Compiled(c.sql, c.columns, (*c.processors[:-1], None), c.values)
+        _compiled[dialect] = c
+    bulk.executemany(conn, c, c.process(rows))
 
 
 def append_events(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -1,7 +1,8 @@
 """The idempotent write path: replays change nothing, revisions replace values."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert, select
@@ -143,3 +144,54 @@ def test_any_interleaving_leaves_the_last_revision(
         expected[r.dedupe_key] = (r.input_tokens, r.cost_nanousd, r.window_start)
     got = {k: (t, cost, ws) for k, t, cost, ws, _rev in _values(engine)}
     assert got == expected
+
+
+def test_stored_values_equal_a_plain_sqlalchemy_insert(engine: Engine) -> None:
+    """The tuple/driver-level upsert stores byte-for-byte what SQLAlchemy's dict path stores."""
+    _ws(engine)
+    plain = rec("x", tokens=7)
+    rich = msgspec.structs.replace(
+        rec("y", tokens=9),
+        window_start=datetime(2026, 11, 1, 13, 14, 15, 161718, tzinfo=timezone(timedelta(hours=2))),
+        metadata={"tag": "é", "n": [1, 2]},
+        batch=True,
+        user_id="usr_1",
+        status="ok",
+        latency_ms=12,
+        run_id="run_1",
+    )
+    now = datetime(2026, 11, 2, tzinfo=UTC)
+    with engine.begin() as c:
+        for r in (plain, rich):
+            row = {**r.value_dict(), "dedupe_key": "sa-" + r.dedupe_key}
+            row |= {"ingested_at": now, "updated_at": now, "revision": 1, "run_id": r.run_id}
+            row["content_sha256"] = r.content_sha256()
+            c.execute(insert(usage_records).values(**row))
+        upsert_usage(c, [plain, rich])
+    skip = {"id", "dedupe_key", "ingested_at", "updated_at"}
+    with engine.connect() as c:
+        raw = c.exec_driver_sql("SELECT * FROM usage_records ORDER BY dedupe_key")
+        names = list(raw.keys())
+        stored = {
+            r[names.index("dedupe_key")]: {
+                k: v for k, v in zip(names, r, strict=True) if k not in skip
+            }
+            for r in raw.all()
+        }
+    assert stored["x"] == stored["sa-x"]
+    assert stored["y"] == stored["sa-y"]
+    assert stored["y"]["content_sha256"] == rich.content_sha256()
+
+
+def test_content_hash_is_stable() -> None:
+    """Pinned: a changed hash would turn every replay of an existing record into a revision."""
+    r = msgspec.structs.replace(
+        rec("req_1"),
+        window_start=datetime(2026, 11, 30, 12, 34, 56, 789000, tzinfo=UTC),
+        metadata={"tag": "é", "n": [1, 2]},
+        batch=True,
+        run_id="run_x",
+    )
+    assert r.content_sha256() == (
+        "5781acb2de83c32bc0796b805a628add98de2e8444d500482f792f47ed8397f3"
+    )  # computed with the implementation before the write path was optimized

@@ -69,19 +69,26 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
         return self.window_start.date()
 
     def value_dict(self) -> dict[str, Any]:
-        """Every value column (not bookkeeping), as stored."""
-        out = {f: getattr(self, f) for f in self.__struct_fields__ if f not in _BOOKKEEPING}
-        out["usage_date"] = self.usage_date
+        """Every value column (not bookkeeping), as stored, in `VALUE_COLUMNS` order."""
+        out = {f: getattr(self, f) for f in _VALUE_FIELDS}
+        out["usage_date"] = self.window_start.date()
         return out
 
     def content_sha256(self) -> str:
         """A stable hash of the value columns; equal hashes mean a replay."""
-        values = self.value_dict()
-        data = msgspec.json.encode(
-            {
-                k: (v.isoformat() if isinstance(v, datetime | date) else v)
-                for k, v in values.items()
-            },
-            order="sorted",
-        )
-        return hashlib.sha256(data).hexdigest()
+        return content_sha256_of(self.value_dict())
+
+
+_VALUE_FIELDS = tuple(f for f in UsageRecord.__struct_fields__ if f not in _BOOKKEEPING)
+VALUE_COLUMNS = (*_VALUE_FIELDS, "usage_date")
+"""The value columns of a stored record (`UsageRecord.value_dict` keys, in order)."""
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+def content_sha256_of(values: dict[str, Any]) -> str:
+    """`UsageRecord.content_sha256` from an already built `UsageRecord.value_dict`."""
+    data = _encode_sorted(
+        {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in values.items()}
+    )
+    return hashlib.sha256(data).hexdigest()

@@ -12,20 +12,29 @@ transaction: before each chunk the stored versions of its keys are read (on
 PostgreSQL ``FOR UPDATE``; on SQLite after taking the write lock), and for
 every row the upsert returns (inserted or changed) the difference between its
 new and old contribution is added to the rollup rows. Replays return nothing
-and so touch no rollup. Cost per chunk: one indexed SELECT, the upsert, one
-rollup upsert.
+and so touch no rollup (the new contribution is computed from the record
+itself: a returned row holds exactly its values). Cost per chunk: one indexed
+SELECT, the upsert, one rollup upsert.
+
+The upsert is compiled once per dialect and executed with plain tuples at the
+driver level (`metis.db.bulk`, the columns' own bind processors applied): it
+is the gateway write-behind's hottest statement, and SQLAlchemy's per-row
+parameter handling cost more than the database work.
 """
 
+import operator
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, text
+from sqlalchemy import Connection, Dialect, and_, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from metis.db import bulk
 from metis.db.tables import usage_records
 from metis.ledger import rollups
-from metis.ledger.record import UsageRecord
+from metis.ledger.record import VALUE_COLUMNS, UsageRecord, content_sha256_of
 from metis.timeutil import utcnow
 
 _CONFLICT_COLS = ("workspace_id", "source", "dedupe_key")
@@ -51,18 +60,54 @@ class UpsertCounts:
         return self.inserted + self.updated + self.unchanged
 
 
-def _rows(records: Sequence[UsageRecord]) -> list[dict[str, Any]]:
+# Column order of the upsert's VALUES (the table's order, which SQLAlchemy
+# compiles to): the record's value columns, then bookkeeping.
+_VALUE_ORDER = tuple(c.name for c in usage_records.c if c.name in VALUE_COLUMNS)
+_COLUMNS = (*_VALUE_ORDER, "content_sha256", "ingested_at", "updated_at", "revision", "run_id")
+_values_of = operator.itemgetter(*_VALUE_ORDER)
+
+
+def _rows(
+    records: Sequence[UsageRecord], values: Sequence[dict[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """One tuple per record in `_COLUMNS` order (``values``: the records' `value_dict`)."""
     now = utcnow()
-    rows = []
-    for r in records:
-        row = r.value_dict()
-        row["content_sha256"] = r.content_sha256()
-        row["ingested_at"] = now
-        row["updated_at"] = now
-        row["revision"] = 1
-        row["run_id"] = r.run_id
-        rows.append(row)
-    return rows
+    return [
+        (*_values_of(v), content_sha256_of(v), now, now, 1, r.run_id)
+        for r, v in zip(records, values, strict=True)
+    ]
+
+
+_compiled: "weakref.WeakKeyDictionary[Dialect, bulk.Compiled]" = weakref.WeakKeyDictionary()
+
+
+def _upsert_statement(dialect: Dialect) -> bulk.Compiled:
+    """The upsert, compiled once per dialect (VALUES repeated per row at execution)."""
+    c = _compiled.get(dialect)
+    if c is not None:
+        return c
+    ins: Any
+    if dialect.name == "postgresql":
+        ins = postgresql.insert(usage_records)
+    elif dialect.name == "sqlite":
+        ins = sqlite.insert(usage_records)
+    else:  # pragma: no cover - only two backends are supported
+        raise RuntimeError(f"unsupported database dialect {dialect.name}")
+    excluded = ins.excluded
+    update_cols: dict[str, Any] = {
+        col: excluded[col]
+        for col in _COLUMNS
+        if col not in _CONFLICT_COLS and col not in ("ingested_at", "revision")
+    }
+    update_cols["revision"] = usage_records.c.revision + literal_column("1")
+    stmt = ins.on_conflict_do_update(
+        index_elements=list(_CONFLICT_COLS),
+        set_=update_cols,
+        where=usage_records.c.content_sha256 != excluded.content_sha256,
+    ).returning(*(usage_records.c[n] for n in _RETURNED))
+    c = bulk.compile_insert(stmt, usage_records, _COLUMNS, dialect)
+    _compiled[dialect] = c
+    return c
 
 
 def _waves(records: Iterable[UsageRecord]) -> list[list[UsageRecord]]:
@@ -93,42 +138,30 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
     bumped) and unchanged (exact replays).
     """
     counts = UpsertCounts()
-    dialect = conn.dialect.name
+    compiled = _upsert_statement(conn.dialect)
     for wave in _waves(records):
-        rows = _rows(wave)
-        ins: Any
-        if dialect == "postgresql":
-            ins = postgresql.insert(usage_records)
-        elif dialect == "sqlite":
-            ins = sqlite.insert(usage_records)
-        else:  # pragma: no cover - only two backends are supported
-            raise RuntimeError(f"unsupported database dialect {dialect}")
-        excluded = ins.excluded
-        update_cols = {
-            c: excluded[c]
-            for c in rows[0]
-            if c not in _CONFLICT_COLS and c not in ("ingested_at", "revision")
+        values = [r.value_dict() for r in wave]
+        rows = compiled.process(_rows(wave, values))
+        by_key = {
+            (r.workspace_id, r.source, r.dedupe_key): v for r, v in zip(wave, values, strict=True)
         }
-        update_cols["revision"] = usage_records.c.revision + 1
-        stmt = ins.on_conflict_do_update(
-            index_elements=list(_CONFLICT_COLS),
-            set_=update_cols,
-            where=usage_records.c.content_sha256 != excluded.content_sha256,
-        ).returning(*_RETURNED)
         old = _stored_contributions(conn, wave)
-        returned = conn.execute(stmt, rows).mappings().all()
+        returned = conn.exec_driver_sql(
+            compiled.many_sql(len(rows)), tuple(x for row in rows for x in row)
+        ).all()
         deltas: dict[rollups.Key, list[int]] = {}
         raced: set[rollups.Key] = set()
         new = 0
-        for row in returned:
-            if row["revision"] == 1:
+        for ws, src, dk, revision in returned:
+            if revision == 1:
                 new += 1
-            key, vec = rollups.contribution(row)
+            # The stored row now holds exactly this record's values.
+            key, vec = rollups.contribution(by_key[(ws, src, dk)])
             rollups.add(deltas, key, vec, +1)
-            prev = old.get((row["workspace_id"], row["source"], row["dedupe_key"]))
+            prev = old.get((ws, src, dk))
             if prev is not None:
                 rollups.add(deltas, prev[0], prev[1], -1)
-            elif row["revision"] != 1:
+            elif revision != 1:
                 # Another writer inserted this key after our read: its old
                 # values are unknown, so recompute the affected cell from raw rows.
                 raced.add(key)
@@ -141,12 +174,7 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
     return counts
 
 
-_RETURNED = tuple(
-    usage_records.c[c]
-    for c in dict.fromkeys(
-        ("workspace_id", "source", "dedupe_key", "revision", *rollups.SOURCE_COLUMNS)
-    )
-)
+_RETURNED = ("workspace_id", "source", "dedupe_key", "revision")
 
 
 def _stored_contributions(

@@ -35,12 +35,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import msgspec
 from sqlalchemy import Engine
 
-from metis.events import append_events, event_row
+from metis.events import append_event_values, event_values
 from metis.ledger.counters import CounterKey, Delta, SpendCounters, apply_deltas
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
@@ -255,11 +254,11 @@ def _write(
     evs: list[PendingEvent],
     deltas: dict[CounterKey, Delta],
 ) -> None:
-    rows: list[dict[str, Any]] = [event_row(e.payload, ts=e.ts, **e.ids) for e in evs]
+    rows = [event_values(e.payload, e.ts, e.ids) for e in evs]
     with engine.begin() as conn:
         if records:
             upsert_usage(conn, records)
         if rows:
-            append_events(conn, rows)
+            append_event_values(conn, rows)
         if deltas:
             apply_deltas(conn, deltas)

@@ -1,0 +1,41 @@
+"""Compiled tuple inserts: positional order is checked, multi-row VALUES expand."""
+
+import pytest
+from sqlalchemy import Engine, select
+
+from metis.db import bulk
+from metis.db.tables import config_versions
+from metis.timeutil import utcnow
+
+
+def test_rows_are_inserted_with_column_processors(engine: Engine) -> None:
+    cols = ("name", "version", "updated_at")
+    c = bulk.compile_insert(config_versions.insert(), config_versions, cols, engine.dialect)
+    now = utcnow()
+    with engine.begin() as conn:
+        bulk.executemany(conn, c, c.process([("a", 1, now), ("b", 2, now)]))
+    with engine.connect() as conn:
+        rows = conn.execute(select(config_versions).order_by(config_versions.c.name)).all()
+    assert [tuple(r) for r in rows] == [("a", 1, now), ("b", 2, now)]
+
+
+def test_many_sql_repeats_the_values_group(engine: Engine) -> None:
+    cols = ("name", "version", "updated_at")
+    c = bulk.compile_insert(config_versions.insert(), config_versions, cols, engine.dialect)
+    assert c.many_sql(3).count(c.values) == 3
+    now = utcnow()
+    with engine.begin() as conn:
+        params = tuple(x for r in c.process([("a", 1, now), ("b", 2, now)]) for x in r)
+        conn.exec_driver_sql(c.many_sql(2), params)
+    with engine.connect() as conn:
+        assert len(conn.execute(select(config_versions)).all()) == 2
+
+
+def test_column_order_must_match_the_compiled_statement(engine: Engine) -> None:
+    with pytest.raises(RuntimeError, match="statement binds"):
+        bulk.compile_insert(
+            config_versions.insert(),
+            config_versions,
+            ("version", "name", "updated_at"),
+            engine.dialect,
+        )
