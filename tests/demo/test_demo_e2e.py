@@ -6,7 +6,9 @@ traceback. Here: what it serves, a SIGTERM stop of a second demo with a
 throwaway home, and the refusal to seed a database twice.
 """
 
+import os
 import signal
+import socket
 import subprocess
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +26,12 @@ from tests.plugins.demo import (
 )
 
 pytestmark = pytest.mark.slow
+# Signal handling, the temp home and the port check do not depend on the database:
+# run those once (SQLite run); the session demo and the refusal run on both backends.
+sqlite_run_only = pytest.mark.skipif(
+    bool(os.environ.get("METIS_TEST_DATABASE_URL")),
+    reason="backend-independent; covered by the SQLite run",
+)
 
 
 def test_prints_what_a_newcomer_needs(demo_server: DemoProcess) -> None:
@@ -83,12 +91,13 @@ def test_dashboard_is_served(demo_server: DemoProcess) -> None:
     assert r.status_code in (200, 302, 303, 401), r.status_code
 
 
+@sqlite_run_only
 def test_sigterm_stops_cleanly_and_removes_the_temp_home(tmp_path: Path) -> None:
     with demo_database_url() as url:
         env = demo_env(tmp_path, url)
         del env["METIS_HOME"]  # no home given: the demo makes a temp one
         env["TMPDIR"] = str(tmp_path)
-        demo = start_demo(tmp_path, env)
+        demo = start_demo(tmp_path, env, "--history-days", "2")
         try:
             _check_and_stop(demo, tmp_path)
         finally:
@@ -114,3 +123,27 @@ def test_refuses_a_database_that_already_has_the_demo(demo_server: DemoProcess) 
     assert r.returncode == 1
     assert r.stderr.startswith("error: this database already has a 'demo' workspace"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+@sqlite_run_only
+def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = demo_env(tmp_path, None)
+        del env["METIS_HOME"]
+        env["TMPDIR"] = str(tmp_path)
+        r = subprocess.run(
+            [*METIS, "demo", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == 1
+    assert (
+        r.stderr == f"error: cannot listen on 127.0.0.1:{port} (Address already in use): "
+        "pick another --port (0 = any free port)\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing was created

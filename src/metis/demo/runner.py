@@ -9,6 +9,7 @@ throwaway home. The CLI (`metis.cli.demo`) waits for a signal in between.
 import asyncio
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from metis.config import Settings, get_settings
 from metis.db.engine import make_engine
 from metis.db.tables import workspaces
 from metis.demo import plugin, seed, traffic
-from metis.errors import ConflictError, MetisError
+from metis.errors import ConflictError, MetisError, ValidationError
 from metis.home import initialize
 from metis.ingest.sync import RunOutcome, run_sync
 from metis.util.server_thread import ServerThread, free_port
@@ -56,6 +57,18 @@ class DemoResult:
     @property
     def dashboard_url(self) -> str:
         return f"{self.url}/ui"
+
+
+def _check_port(host: str, port: int) -> None:
+    """A clear error instead of a server thread dying on a taken port."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ValidationError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port "
+                "(0 = any free port)"
+            ) from None
 
 
 class Demo:
@@ -103,6 +116,8 @@ class Demo:
         def lap(name: str) -> None:
             timings[name] = round(time.monotonic() - t0, 2)
 
+        port = self.opts.port or free_port(self.opts.host)
+        _check_port(self.opts.host, port)  # before anything is created
         settings = self._home()
         where = "PostgreSQL" if settings.database_url else "SQLite"
         self.echo(f"Home: {settings.home} (database: {where})")
@@ -128,7 +143,6 @@ class Demo:
 
         from metis.server import create_app
 
-        port = self.opts.port or free_port(self.opts.host)
         # Plugin rows of calls sent through this gateway are recognised as such.
         os.environ.setdefault("METIS_GATEWAY_URLS", f"http://{self.opts.host}:{port}")
         self.app = create_app(get_settings())
