@@ -1,15 +1,19 @@
 """Auth matrix: every route of ``metis serve`` × every credential kind.
 
 The routes are read from the running app's own route table (the gateway's hot
-routes and every FastAPI route, OpenAPI and docs included), so a new route
-without an entry in `POLICY` fails `test_every_route_has_a_policy`. For each
-credential kind, every route is called once against one real server (module
-scope) on the test database; a pair in `POLICY` must pass authentication (a
-2xx answer to a well-formed request), every other pair must get exactly 401.
-docs/security.md carries the same table.
+routes, every FastAPI route and mount: API, OpenAPI and docs, dashboard), so
+a new route without an entry in `POLICY` fails `test_every_route_has_a_policy`.
+For each credential kind, every route is called once against one real server
+(module scope) on the test database. A pair in `POLICY` must pass
+authentication (a 2xx answer to a well-formed request, or the dashboard's
+post/redirect/get 303); every other pair must be refused: 401 on the APIs and
+the gateway, on the dashboard a 303 to ``/ui/login?next=…`` (or 403 for a
+form without its CSRF token). docs/security.md
+carries the same table.
 """
 
 import hashlib
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -46,13 +50,19 @@ KINDS = (
     "cron_secret",  # Bearer $METIS_CRON_SECRET
     "wrong_secret",  # a random gw_-shaped secret nobody issued
     "admin_token_x_api_key",  # an admin token in the wrong header
+    "admin_session",  # dashboard session cookie (+ its CSRF token on forms) from /ui/login
+    "admin_session_no_csrf",  # the same cookie, but forms without the CSRF token
+    "revoked_admin_session",  # a session whose admin token was revoked after login
 )
 
 GATEWAY = frozenset({"gateway_key", "gateway_key_x_api_key"})
 INGEST = frozenset({"ingest_token"})
 ADMIN = frozenset({"admin_token", "admin_env_token"})
 CRON = frozenset({"cron_secret"})
-PUBLIC = frozenset(KINDS)  # schema, docs and metrics: no data, no secrets
+UI = frozenset({"admin_session"})
+UI_READ = frozenset({"admin_session", "admin_session_no_csrf"})  # GET pages need no CSRF
+PUBLIC = frozenset(KINDS)  # schema, docs, metrics, login page, static: no data, no secrets
+NOBODY: frozenset[str] = frozenset()
 
 # (method, path template) -> the credential kinds that may use it. Anything
 # not listed for a route must get 401.
@@ -87,6 +97,25 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
+    # dashboard: an admin session cookie (login with an admin token); forms also need CSRF
+    ("GET", "/ui"): UI_READ,
+    ("GET", "/ui/"): PUBLIC,  # a bare 307 to /ui (which then checks), no data
+    ("GET", "/ui/teams"): UI_READ,
+    ("GET", "/ui/keys"): UI_READ,
+    ("GET", "/ui/reconciliation"): UI_READ,
+    ("GET", "/ui/ingestion"): UI_READ,
+    ("POST", "/ui/teams/{team_id}/caps"): UI,
+    ("POST", "/ui/teams/{team_id}/disable"): UI,
+    ("POST", "/ui/users/{user_id}/disable"): UI,
+    ("POST", "/ui/keys/{key_id}/revoke"): UI,
+    ("POST", "/ui/keys"): UI,
+    ("POST", "/ui/ingestion/{credential_id}/sync"): UI,
+    ("POST", "/ui/logout"): UI,
+    ("GET", "/ui/login"): PUBLIC,
+    # a bare POST lacks the login form's double-submit cookie, so it is refused for
+    # everyone; the real login (form + cookie + admin token) makes `admin_session`.
+    ("POST", "/ui/login"): NOBODY,
+    ("MOUNT", "/ui/static"): PUBLIC,
 }
 
 # The gateway's hot routes dispatch on the path alone; this is the method each serves.
@@ -113,6 +142,11 @@ BODIES: dict[str, dict[str, Any]] = {
     "/v1/ingest/usage": {"items": []},
     "/cron/usage": {"days": 1},
 }
+# Dashboard form fields (the CSRF token is added for the kinds that carry one).
+FORMS: dict[str, dict[str, str]] = {
+    "/ui/teams/{team_id}/caps": {"daily_cap_usd": "75", "monthly_cap_usd": ""},
+    "/ui/keys": {"name": "from-ui", "workspace": "w"},
+}
 
 
 # ---------------------------------------------------------------- the server
@@ -122,6 +156,7 @@ BODIES: dict[str, dict[str, Any]] = {
 class Matrix:
     srv: GatewayServer
     creds: dict[str, dict[str, str]]  # kind -> request headers
+    csrf: dict[str, str]  # kind -> CSRF token its dashboard forms carry
     path_params: dict[str, str]
 
 
@@ -157,7 +192,10 @@ def _fresh_db(template: str, tmp: Path) -> str:
 @pytest.fixture(scope="module")
 def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     from metis.analytics import admin_tokens
+    from metis.config import get_settings
+    from metis.credentials import add_credential
     from metis.identity.keys import revoke_key
+    from metis.identity.teams import add_team
     from metis.identity.users import add_user, disable_user
     from metis.ingest import tokens as ingest_tokens
     from tests.gateway.stub_upstream import app as stub_app
@@ -195,7 +233,24 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 _, adm_revoked = admin_tokens.create_token(c, "dead")
                 admin_tokens.revoke_token(c, "dead")
                 forget_me = add_user(c, "Forget Me", alias="forget-me")
+                _, adm_ui_revoked = admin_tokens.create_token(c, "ui-dead")
+                cred = add_credential(
+                    c,
+                    get_settings(),
+                    workspace_id=srv.workspace_id,
+                    provider="openai",
+                    purposes=["usage_admin"],
+                    mode="admin",
+                    secret="sk-admin-auth-matrix-0001",
+                    base_url=upstream.url,  # answers 404 to report calls: a fast failed sync
+                )
+                doomed_team = add_team(c, "doomed")
             srv.wait_keys()
+            doomed_key, _ = srv.issue_key("doomed")
+            session, csrf = _login(srv.url, adm)
+            dead_session, dead_csrf = _login(srv.url, adm_ui_revoked)
+            with engine.begin() as c:
+                admin_tokens.revoke_token(c, "ui-dead")
 
             def bearer(s: str) -> dict[str, str]:
                 return {"Authorization": f"Bearer {s}"}
@@ -214,23 +269,75 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 "cron_secret": bearer(cron),
                 "wrong_secret": bearer("gw_" + secrets.token_urlsafe(32)),
                 "admin_token_x_api_key": {"x-api-key": adm},
+                "admin_session": {"Cookie": session},
+                "admin_session_no_csrf": {"Cookie": session},
+                "revoked_admin_session": {"Cookie": dead_session},
             }
             assert set(creds) == set(KINDS)
-            yield Matrix(srv, creds, {"user_id": forget_me.id})
+            params = {
+                "user_id": forget_me.id,
+                "team_id": doomed_team.id,
+                "key_id": doomed_key,
+                "credential_id": cred.id,
+            }
+            yield Matrix(
+                srv, creds, {"admin_session": csrf, "revoked_admin_session": dead_csrf}, params
+            )
         finally:
             srv.close()
             upstream.stop()
             engine.dispose()
 
 
+def _login(base_url: str, token: str) -> tuple[str, str]:
+    """Log in to the dashboard like a browser; returns (Cookie header, CSRF token)."""
+    from metis.web import session as ui_session
+
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        form = http.get("/ui/login")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert nonce, form.text
+        r = http.post("/ui/login", data={"csrf": nonce.group(1), "token": token, "next": "/ui"})
+        assert r.status_code == 303 and r.headers["location"] == "/ui", r.text
+        value = r.cookies[ui_session.SESSION_COOKIE]
+        page = http.get("/ui/keys")  # the client keeps the session cookie it was given
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and csrf, page.text
+    return f"{ui_session.SESSION_COOKIE}={value}", csrf.group(1)
+
+
+def _url(m: Matrix, method: str, path: str) -> str:
+    if method == "MOUNT":
+        return path + "/metis.css"
+    return path.format(**m.path_params)
+
+
 def _call(http: httpx.Client, m: Matrix, method: str, path: str, kind: str) -> httpx.Response:
-    url = path.format(**m.path_params)
+    url = _url(m, method, path)
+    http.cookies.clear()  # only the credential under test, never a cookie from an earlier answer
     headers = {"anthropic-version": "2023-06-01", **m.creds[kind]}
-    body = BODIES.get(path)
+    if method == "POST" and path.startswith("/ui/"):
+        form = dict(FORMS.get(path, {}))
+        if kind in m.csrf:
+            form["csrf"] = m.csrf[kind]
+        return http.post(url, data=form, headers=headers)
     if method == "POST":
-        return http.post(url, json=body or {}, headers=headers)
-    assert method == "GET", (method, path)
+        return http.post(url, json=BODIES.get(path) or {}, headers=headers)
+    assert method in ("GET", "MOUNT"), (method, path)
     return http.get(url, headers=headers)
+
+
+def verdict(r: httpx.Response) -> str:
+    """'allowed', 'denied' or 'unexpected' for one answer."""
+    location = r.headers.get("location", "")
+    # the dashboard sends a visitor without a session to the login, asking to come back
+    if r.status_code == 401 or (r.status_code == 303 and location.startswith("/ui/login?next=")):
+        return "denied"
+    if r.status_code == 403 and "csrf" in r.text.lower():
+        return "denied"
+    if 200 <= r.status_code < 300 or r.status_code in (303, 307):
+        return "allowed"
+    return "unexpected"
 
 
 # ---------------------------------------------------------------- the tests
@@ -250,13 +357,13 @@ def test_only_intended_pairs_pass(matrix: Matrix, kind: str) -> None:
     with httpx.Client(base_url=matrix.srv.url, timeout=30) as http:
         for (method, path), allowed in sorted(POLICY.items()):
             r = _call(http, matrix, method, path, kind)
-            if kind in allowed:
-                if not 200 <= r.status_code < 300:
-                    wrong.append(
-                        f"{method} {path}: expected 2xx, got {r.status_code} {r.text[:200]}"
-                    )
-            elif r.status_code != 401:
-                wrong.append(f"{method} {path}: expected 401, got {r.status_code} {r.text[:200]}")
+            want = "allowed" if kind in allowed else "denied"
+            got = verdict(r)
+            if got != want:
+                wrong.append(
+                    f"{method} {path}: expected {want}, got {r.status_code} "
+                    f"{r.headers.get('location', '')} {r.text[:200]}"
+                )
     assert not wrong, f"credential kind {kind!r}:\n" + "\n".join(wrong)
 
 
