@@ -106,3 +106,29 @@ async def test_failed_flush_keeps_batch(engine: Engine) -> None:
     with pytest.raises(IntegrityError):
         await w.flush()
     assert w.pending == 1 and w.failures == 1
+
+
+async def test_flushes_reuse_one_connection_until_a_failure_or_close(engine: Engine) -> None:
+    """Kept open between flushes (closing SQLite's last connection checkpoints the WAL)."""
+    with engine.begin() as c:
+        ws = add_workspace(c, "w").id
+    w = WriteBehind(engine, None)
+    w.add(rec(ws, 1))
+    await w.flush()
+    assert w._db is not None
+    first = w._db.conn
+    assert first is not None
+    w.add(rec(ws, 2))
+    await w.flush()
+    assert w._db.conn is first
+    w.add(rec("ws_missing", 3))  # foreign key fails: the connection is dropped
+    with pytest.raises(IntegrityError):
+        await w.flush()
+    assert w._db.conn is None
+    w._records.clear()
+    w.add(rec(ws, 4))  # the next flush opens a new one
+    await w.flush()
+    assert w._db.conn is not None and w._db.conn is not first
+    await w.close()
+    assert w._db.conn is None
+    assert count(engine, usage_records) == 3
