@@ -35,16 +35,29 @@ def _caps(engine: Engine, team_id: str) -> tuple[int | None, int | None]:
 
 
 def test_set_caps(ui: UIClient, engine: Engine, seeded: Seeded) -> None:
+    page = ui.get("/ui/teams").text
+    assert 'action="/ui/teams/caps"' in page and '<option value="team_e">eng</option>' in page
     r = ui.form(
-        "/ui/teams/team_e/caps",
-        {"daily_cap_usd": "7.25", "monthly_cap_usd": "", "return_to": "/ui/teams"},
+        "/ui/teams/caps",
+        {
+            "team": "team_e",
+            "daily_cap_usd": "7.25",
+            "monthly_cap_usd": "",
+            "return_to": "/ui/teams",
+        },
     )
     assert r.headers["location"] == "/ui/teams"
-    assert _flash(ui, r) == "Caps of team eng: daily $7.250000, monthly none"
-    assert _caps(engine, "team_e") == (7_250_000_000, None)
+    # an empty field keeps that cap
+    assert _flash(ui, r) == "Caps of team eng: daily $7.250000, monthly $100.000000"
+    assert _caps(engine, "team_e") == (7_250_000_000, 100 * USD)
     # the flash shows once
     assert 'class="flash' not in ui.get("/ui/teams").text
-    ui.form("/ui/teams/team_o/caps", {"daily_cap_usd": "$1,000", "monthly_cap_usd": "20000"})
+    r = ui.form("/ui/teams/caps", {"team": "team_e", "monthly_cap_usd": "none"})
+    assert _flash(ui, r) == "Caps of team eng: daily $7.250000, monthly none"
+    assert _caps(engine, "team_e") == (7_250_000_000, None)
+    ui.form(
+        "/ui/teams/caps", {"team": "team_o", "daily_cap_usd": "$1,000", "monthly_cap_usd": "20000"}
+    )
     assert _caps(engine, "team_o") == (1000 * USD, 20000 * USD)
 
 
@@ -56,14 +69,18 @@ def test_bad_caps_are_400_and_change_nothing(ui: UIClient, engine: Engine, seede
         ("0.0000000001", "daily cap: at most 9 decimal places"),
         ("NaN", "daily cap: not a finite amount"),
     ):
-        r = ui.form("/ui/teams/team_e/caps", {"daily_cap_usd": value, "monthly_cap_usd": "3"})
+        r = ui.form(
+            "/ui/teams/caps", {"team": "team_e", "daily_cap_usd": value, "monthly_cap_usd": "3"}
+        )
         assert r.status_code == 400, value
         assert message in html.unescape(r.text), r.text
     assert _caps(engine, "team_e") == before
-    r = ui.form("/ui/teams/team_nope/caps", {"daily_cap_usd": "1"})
+    r = ui.form("/ui/teams/caps", {"team": "team_e"})
+    assert r.status_code == 400 and "nothing to change" in r.text
+    r = ui.form("/ui/teams/caps", {"team": "team_nope", "daily_cap_usd": "1"})
     assert r.status_code == 404 and "unknown team 'team_nope'" in html.unescape(r.text)
-    r = ui.form("/ui/teams/bad%20id/caps", {"daily_cap_usd": "1"})
-    assert r.status_code == 400 and "invalid team id" in r.text
+    r = ui.form("/ui/teams/caps", {"team": "bad id", "daily_cap_usd": "1"})
+    assert r.status_code == 400 and "invalid team" in r.text
 
 
 def test_issue_then_revoke_a_key(ui: UIClient, engine: Engine, seeded: Seeded) -> None:

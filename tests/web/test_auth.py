@@ -112,7 +112,7 @@ def test_login_next_stays_on_the_dashboard(anon: httpx.Client, admin_token: str)
 
 def test_post_without_csrf_is_403(ui: UIClient, seeded: object) -> None:
     for path, data in (
-        ("/ui/teams/team_e/caps", {"daily_cap_usd": "1"}),
+        ("/ui/teams/caps", {"team": "team_e", "daily_cap_usd": "1"}),
         ("/ui/keys", {"name": "x", "workspace": "w"}),
         ("/ui/keys/key_a/revoke", {}),
         ("/ui/users/usr_a/disable", {}),

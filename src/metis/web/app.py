@@ -35,7 +35,7 @@ from metis.config import Settings
 from metis.credentials import get_credential, list_credentials
 from metis.errors import ConfigError, ConflictError, MetisError, NotFoundError
 from metis.identity.keys import get_key, issue_key, revoke_key
-from metis.identity.teams import disable_team, get_team, set_caps
+from metis.identity.teams import KEEP, _Keep, disable_team, get_team, set_caps
 from metis.identity.users import disable_user, get_user
 from metis.identity.validate import parse_cap_usd
 from metis.ingest.jobs import run_job
@@ -370,6 +370,7 @@ def ui_slash(request: Request) -> Response:
 
 
 def _opt_cap(form: dict[str, str], field: str, label: str) -> int | None:
+    """An optional cap field in USD: empty or ``none`` is no cap."""
     raw = form.get(field, "").strip().lstrip("$").replace(",", "")
     if raw == "" or raw.lower() == "none":
         return None
@@ -379,16 +380,23 @@ def _opt_cap(form: dict[str, str], field: str, label: str) -> int | None:
         raise UIError(400, exc.message) from None
 
 
-@router.post("/ui/teams/{team_id}/caps")
-async def team_caps(request: Request, team_id: str) -> Response:
+def _cap_change(form: dict[str, str], field: str, label: str) -> int | _Keep | None:
+    """A cap field of the set-caps form: empty keeps the cap, ``none`` clears it."""
+    if not form.get(field, "").strip():
+        return KEEP
+    return _opt_cap(form, field, label)
+
+
+@router.post("/ui/teams/caps")
+async def team_caps(request: Request) -> Response:
     form = await _form(request)
-    _check_id(team_id, "team id")
     engine = app_engine(request)
 
     def do() -> str:
         _authorized_post(request, engine, form)
-        daily = _opt_cap(form, "daily_cap_usd", "daily cap")
-        monthly = _opt_cap(form, "monthly_cap_usd", "monthly cap")
+        team_id = _check_id(form.get("team", ""), "team")
+        daily = _cap_change(form, "daily_cap_usd", "daily cap")
+        monthly = _cap_change(form, "monthly_cap_usd", "monthly cap")
         try:
             with engine.begin() as conn:
                 get_team(conn, team_id)

@@ -48,7 +48,7 @@ def stacked_bars(
     *,
     title: str,
     width: int = 960,
-    height: int = 300,
+    height: int = 250,
 ) -> Markup:
     """Spend per day, one stacked bar per day, one color per series (legend below)."""
     left, right, top, bottom = 70, 10, 10, 40

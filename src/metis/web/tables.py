@@ -82,7 +82,7 @@ class Column:
     key: str
     label: str
     kind: Kind = "text"
-    link: Callable[[dict[str, Any]], str | None] | None = None
+    hidden: bool = False  # in the CSV only (e.g. the exact figures a bar draws)
 
 
 @dataclass
@@ -99,6 +99,10 @@ class Table:
     note: str | None = None
     actions: Callable[[dict[str, Any]], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shown(self) -> list[Column]:
+        return [c for c in self.columns if not c.hidden]
 
     def css(self, row: dict[str, Any]) -> str:
         return self.row_class(row) if self.row_class else ""

@@ -1,0 +1,301 @@
+"""The dashboard in a real headless Chromium against ``metis demo``.
+
+Drives Debian's ``chromium`` through ``chromium-driver`` (Selenium; no browser
+download): logs in with the demo's admin token, visits every page, checks
+that the figures shown equal the admin API's answers for the same range,
+issues a key through the form (and uses it on the gateway), revokes it
+through the UI (and sees the gateway refuse it), asserts that no page logs a
+console error and that nothing overflows horizontally at 1280×800 or at a
+390 px phone width, and saves screenshots of each page at both sizes.
+
+Screenshots go to ``$METIS_SCREENSHOT_DIR`` when set (the README's
+``docs/img/dashboard-overview.png`` is made with
+``METIS_SCREENSHOT_DIR=docs/img``, see docs/dashboard.md), else to pytest's
+temporary directory.
+"""
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from metis.web.tables import fmt_usd
+from tests.plugins.demo import DemoProcess
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+DESKTOP = (1280, 800)
+PHONE = (390, 844)
+PAGES = {
+    "overview": "/ui",
+    "teams": "/ui/teams",
+    "keys": "/ui/keys",
+    "reconciliation": "/ui/reconciliation",
+    "ingestion": "/ui/ingestion",
+}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+        reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
+        "chromium-driver; .ci/run installs them)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-extensions",
+        "--hide-scrollbars",
+        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = os.environ.get("METIS_SCREENSHOT_DIR")
+    path = Path(d) if d else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _by(kind: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return getattr(By, kind)
+
+
+def console_errors(driver: Any) -> list[str]:
+    """Console entries at SEVERE level since the last call (errors, failed loads, CSP)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def set_size(driver: Any, size: tuple[int, int]) -> None:
+    """Make the *viewport* (not the window) this size, so a screenshot is exactly it."""
+    driver.set_window_size(*size)
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    driver.set_window_size(size[0] * 2 - inner[0], size[1] * 2 - inner[1])
+
+
+def overflow(driver: Any) -> int:
+    """How many CSS pixels the page is wider than the viewport (0 = no horizontal scroll)."""
+    return int(
+        driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+    )
+
+
+def visit(driver: Any, url: str) -> None:
+    driver.get(url)
+    assert driver.find_element(_by("TAG_NAME"), "h1").text
+    errors = console_errors(driver)
+    assert not errors, f"console errors on {url}: {errors}"
+
+
+def usd_attr(el: Any) -> Decimal:
+    """The exact figure of a money cell, after checking the shown text is its rounding."""
+    exact = Decimal(el.get_attribute("data-usd"))
+    assert el.text == fmt_usd(exact), (el.text, exact)
+    return exact
+
+
+def table_rows(driver: Any, table: str) -> list[dict[str, Any]]:
+    """Rows of ``table`` as {column key: cell element}."""
+    rows = []
+    for tr in driver.find_elements(_by("CSS_SELECTOR"), f'table[data-table="{table}"] tbody tr'):
+        cells = tr.find_elements(_by("CSS_SELECTOR"), "td[data-col]")
+        rows.append({c.get_attribute("data-col"): c for c in cells})
+    return rows
+
+
+def api_json(demo: DemoProcess, path: str, **params: str) -> Any:
+    r = demo.api(path, **params)
+    assert r.status_code == 200, r.text
+    return r.json(parse_float=Decimal)
+
+
+def page_range(driver: Any) -> tuple[date, date]:
+    """The inclusive day range the page shows (from its date inputs)."""
+    start = driver.find_element(_by("NAME"), "from").get_attribute("value")
+    end = driver.find_element(_by("NAME"), "to").get_attribute("value")
+    return date.fromisoformat(start), date.fromisoformat(end)
+
+
+def api_window(start: date, end: date) -> dict[str, str]:
+    return {"from": f"{start.isoformat()}T00:00:00Z", "to": f"{end + timedelta(1)}T00:00:00Z"}
+
+
+def gateway_status(base: str, secret: str, want: int, timeout: float = 5.0) -> int:
+    """GET /v1/models with ``secret`` until it answers ``want`` (or time is up): its status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = httpx.get(base + "/v1/models", headers={"Authorization": f"Bearer {secret}"})
+        if r.status_code == want or time.monotonic() > deadline:
+            return r.status_code
+        time.sleep(0.1)
+
+
+def screenshot(driver: Any, shots: Path, name: str) -> None:
+    for size, tag in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        set_size(driver, size)
+        assert overflow(driver) <= 0, f"{name} overflows horizontally at {size}"
+        driver.save_screenshot(str(shots / f"dashboard-{name}-{tag}.png"))
+    set_size(driver, DESKTOP)
+
+
+# ---------------------------------------------------------------- the test
+
+
+def test_dashboard_in_chromium(browser: Any, demo_server: DemoProcess, shots: Path) -> None:
+    d = browser
+    base = demo_server.url
+    console_errors(d)  # drop anything from before
+
+    # Not signed in: the dashboard sends the browser to the login page.
+    d.get(demo_server.dashboard_url + "/teams")
+    assert "/ui/login" in d.current_url
+    d.find_element(_by("NAME"), "token").send_keys(demo_server.admin_token)
+    d.find_element(_by("CSS_SELECTOR"), "form.login button[type=submit]").click()
+    assert d.current_url.startswith(base + "/ui/teams")
+    assert not console_errors(d)
+
+    # Overview: KPI and top tables equal /analytics/cost for the page's range.
+    visit(d, base + PAGES["overview"])
+    start, end = page_range(d)
+    win = api_window(start, end)
+    cost = api_json(demo_server, "/analytics/cost", group_by="model", **win)
+    assert usd_attr(d.find_element(_by("ID"), "kpi-cost")) == cost["total"]["cost_usd"]
+    assert cost["total"]["cost_usd"] > 0, "the demo has spend in the default range"
+    models = table_rows(d, "top_models")
+    assert [(r["model"].text, usd_attr(r["cost_usd"])) for r in models] == [
+        (m["model"], m["cost_usd"]) for m in cost["data"][:10]
+    ]
+    users = api_json(demo_server, "/analytics/cost", group_by="user", **win)
+    assert [usd_attr(r["cost_usd"]) for r in table_rows(d, "top_users")] == [
+        u["cost_usd"] for u in users["data"][:10]
+    ]
+    assert d.find_elements(_by("CSS_SELECTOR"), "svg.chart rect")  # the chart has bars
+    screenshot(d, shots, "overview")
+    if os.environ.get("METIS_SCREENSHOT_DIR"):
+        shutil.copyfile(shots / "dashboard-overview-desktop.png", shots / "dashboard-overview.png")
+
+    # Teams: spend in range and caps equal /analytics/by_team.
+    visit(d, base + PAGES["teams"] + f"?from={start}&to={end}")
+    by_team = {
+        t["team_name"]: t for t in api_json(demo_server, "/analytics/by_team", **win)["data"]
+    }
+    rows = table_rows(d, "teams")
+    assert rows
+    for r in rows:
+        api_team = by_team.get(r["team"].text)
+        assert usd_attr(r["cost_usd"]) == (api_team["cost_usd"] if api_team else 0)
+        if api_team and api_team["daily_cap_usd"] is not None:
+            assert f"of {fmt_usd(api_team['daily_cap_usd'])}" in r["daily_bar"].text
+    assert d.find_elements(_by("CSS_SELECTOR"), "td.bar svg")  # cap bars drawn
+    screenshot(d, shots, "teams")
+
+    # Keys and users: per-key spend equals /analytics/by_key.
+    visit(d, base + PAGES["keys"] + f"?from={start}&to={end}")
+    by_key = {k["key_id"]: k for k in api_json(demo_server, "/analytics/by_key", **win)["data"]}
+    for r in table_rows(d, "keys"):
+        kid = r["key_id"].text
+        assert usd_attr(r["cost_usd"]) == (by_key[kid]["cost_usd"] if kid in by_key else 0)
+    screenshot(d, shots, "keys")
+
+    # Issue a key through the form; the secret is shown once and works on the gateway.
+    d.find_element(_by("CSS_SELECTOR"), "form.issue input[name=name]").send_keys("browser-test")
+    d.find_element(_by("CSS_SELECTOR"), "form.issue button[type=submit]").click()
+    secret = d.find_element(_by("ID"), "secret").text
+    assert secret.startswith("gw_")
+    assert not console_errors(d)
+    # the gateway's key cache follows the identity version within about a second
+    assert gateway_status(base, secret, want=200) == 200
+    d.find_element(_by("LINK_TEXT"), "Back to keys").click()
+    assert secret not in d.page_source
+    row = next(r for r in table_rows(d, "keys") if r["name"].text == "browser-test")
+    key_id = row["key_id"].text
+    tr = row["name"].find_element(_by("XPATH"), "..")
+    tr.find_element(_by("CSS_SELECTOR"), "input[name=reason]").send_keys("browser test")
+    tr.find_element(_by("CSS_SELECTOR"), "button.danger").click()
+    flash = d.find_element(_by("CSS_SELECTOR"), "p.flash").text
+    assert flash == f"Key browser-test ({key_id}) revoked"
+    row = next(r for r in table_rows(d, "keys") if r["key_id"].text == key_id)
+    assert row["status"].text == "revoked"
+    assert gateway_status(base, secret, want=401) == 401
+    assert not console_errors(d)
+
+    # Reconciliation: the totals row equals /analytics/reconciliation.
+    visit(d, base + PAGES["reconciliation"] + f"?from={start}&to={end}")
+    recon = api_json(
+        demo_server,
+        "/analytics/reconciliation",
+        **{"from": str(start), "to": str(end + timedelta(1))},
+    )
+    foot = {
+        c.get_attribute("data-col"): c
+        for c in d.find_elements(
+            _by("CSS_SELECTOR"), 'table[data-table="reconciliation"] tfoot td[data-col]'
+        )
+    }
+    for col, name in (
+        ("reconciled_usd", "reconciled"),
+        ("unattributed_usd", "unattributed"),
+        ("drift_usd", "drift"),
+    ):
+        nanos = recon["totals"][name]["cost_nanousd"]
+        assert usd_attr(foot[col]) * 10**9 == nanos, name
+    assert d.find_elements(_by("CSS_SELECTOR"), "tr.unattributed")  # highlighted rows
+    screenshot(d, shots, "reconciliation")
+
+    # Ingestion: each credential's cursor equals /analytics/ingest.
+    visit(d, base + PAGES["ingestion"] + f"?from={start}&to={end}")
+    ingest = {
+        c["credential_id"]: c for c in api_json(demo_server, "/analytics/ingest", **win)["data"]
+    }
+    rows = table_rows(d, "credentials")
+    assert {r["credential_id"].text for r in rows} == set(ingest)
+    for r in rows:
+        want = ingest[r["credential_id"].text]["complete_through"] or "—"
+        assert r["complete_through"].text == want
+    assert d.find_elements(_by("XPATH"), "//button[text()='Sync now']")
+    screenshot(d, shots, "ingestion")
+
+    # Sign out: the session is gone.
+    d.find_element(_by("CSS_SELECTOR"), "form.logout button").click()
+    assert "/ui/login" in d.current_url
+    d.get(base + "/ui")
+    assert "/ui/login" in d.current_url
+    assert not console_errors(d)
