@@ -7,6 +7,7 @@ throwaway home, and the refusal to seed a database twice.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -85,10 +86,28 @@ def test_gateway_answers_with_the_printed_key(demo_server: DemoProcess) -> None:
     assert r.json()["usage"]["prompt_tokens"] > 0 and r.headers["x-metis-request-id"]
 
 
-def test_dashboard_is_served(demo_server: DemoProcess) -> None:
-    r = httpx.get(demo_server.dashboard_url, timeout=10)
-    # The dashboard asks for the admin token first (login page or redirect to it).
-    assert r.status_code in (200, 302, 303, 401), r.status_code
+def test_dashboard_pages_show_the_demo(demo_server: DemoProcess) -> None:
+    """Log in with the printed admin token (real form, CSRF and cookies) and open every page."""
+    with httpx.Client(base_url=demo_server.url, timeout=30) as ui:
+        first = ui.get("/ui")
+        assert first.status_code in (302, 303) and "/ui/login" in first.headers["location"]
+        form = ui.get("/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert form.status_code == 200 and csrf, form.text
+        login = ui.post("/ui/login", data={"csrf": csrf.group(1), "token": demo_server.admin_token})
+        assert login.status_code == 303, login.text
+        pages = {
+            "/ui": ["platform", "research"],
+            "/ui/teams": ["platform", "research"],
+            "/ui/keys": ["alice-laptop", "eval-pipeline"],
+            "/ui/reconciliation": ["claude-opus-4-1", "gpt-4o"],
+            "/ui/ingestion": ["openai", "anthropic"],
+        }
+        for path, expected in pages.items():
+            r = ui.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text[:500])
+            missing = [text for text in expected if text not in r.text]
+            assert not missing, (path, missing)
 
 
 @sqlite_run_only
