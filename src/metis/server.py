@@ -25,6 +25,7 @@ from metis.gateway.app import install as install_gateway
 from metis.gateway.routing.router import install as install_routing
 from metis.ingest.push import install as install_push
 from metis.ingest.scheduler import install as install_pull_sync
+from metis.server_errors import install as install_server_errors
 from metis.web.app import install as install_web
 
 ASGIApp = Callable[
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # Each component adds its routes and hooks here, e.g.:
     #   from metis.gateway.app import install as install_gateway; install_gateway(comps)
     # Alerts first: its shutdown hook then runs last, after the gateway flushed.
+    install_server_errors(comps)  # database down/read-only/full: 503, not 500
     install_alerts(comps)
     install_gateway(comps)
     install_routing(comps)  # after the gateway: plugs into its plan_route/cross_shape seams

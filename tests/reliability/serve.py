@@ -39,12 +39,14 @@ class ServeProcess:
         env: dict[str, str] | None = None,
         *,
         preexec: Callable[[], Any] | None = None,
+        wrap: list[str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "METIS_INGEST_SCHEDULER": "false", **(env or {})}
         self.log_path = log_dir / f"serve-{self.port}.log"
         self._preexec = preexec
+        self._wrap = wrap or []  # a launcher that ends in `exec "$@"` (same pid)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServeProcess:
@@ -54,6 +56,7 @@ class ServeProcess:
     def spawn(self) -> ServeProcess:
         """Start the process without waiting (start several, then `wait_ready` each)."""
         argv = [
+            *self._wrap,
             sys.executable,
             "-c",
             "from metis.cli.main import run; run()",
