@@ -23,15 +23,24 @@ Costs: ``amount`` is a decimal string in cents (``"123.45"`` = $1.2345).
 
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from metis.credentials import Credential
 from metis.errors import MetisError
-from metis.ingest.providers.base import CostItem, UsageItem
+from metis.ingest.providers.base import (
+    MAX_AMOUNT_USD,
+    CostItem,
+    UsageItem,
+    amount_usd,
+    iso_time,
+    opt_str,
+    report_parser,
+    rows,
+    token_count,
+)
 from metis.ingest.providers.http import AdminHTTP
 from metis.money import cents_to_nanousd
-from metis.timeutil import iso, parse_iso
+from metis.timeutil import iso
 
 PROVIDER = "anthropic"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -75,11 +84,27 @@ def headers(cred: Credential, secret: str) -> dict[str, str]:
 
 
 def _int(v: Any) -> int:
-    if v is None:
-        return 0
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise MetisError(f"anthropic usage report: expected an integer, got {v!r}")
-    return v
+    return token_count(v, "anthropic usage report")
+
+
+def _time(v: Any) -> datetime:
+    return iso_time(v, "anthropic report: bucket time")
+
+
+def _text(r: dict[str, Any], keys: Sequence[str], what: str) -> dict[str, str | None]:
+    return {k: opt_str(r.get(k), f"{what}: {k}") for k in keys}
+
+
+_USAGE_TEXT = (
+    "api_key_id",
+    "workspace_id",
+    "model",
+    "service_tier",
+    "context_window",
+    "inference_geo",
+    "account_id",
+    "service_account_id",
+)
 
 
 async def fetch_pages(
@@ -109,31 +134,33 @@ async def fetch_pages(
     raise MetisError(f"anthropic {stream}: more than {MAX_PAGES} pages in one window")
 
 
+@report_parser("anthropic usage report")
 def normalize_usage(pages: Sequence[dict[str, Any]]) -> list[UsageItem]:
     """Messages usage rows as `UsageItem` s in canonical token semantics."""
     items: list[UsageItem] = []
     for page in pages:
-        for bucket in page["data"]:
-            b0, b1 = parse_iso(bucket["starting_at"]), parse_iso(bucket["ending_at"])
-            for r in bucket.get("results") or []:
+        for bucket, results in rows(page):
+            b0, b1 = _time(bucket["starting_at"]), _time(bucket["ending_at"])
+            for r in results:
                 uncached = _int(r.get("uncached_input_tokens"))
                 read = _int(r.get("cache_read_input_tokens"))
                 cc = r.get("cache_creation") or {}
                 w5 = _int(cc.get("ephemeral_5m_input_tokens"))
                 w1h = _int(cc.get("ephemeral_1h_input_tokens"))
                 out = _int(r.get("output_tokens"))
-                tier = r.get("service_tier")
+                text = _text(r, _USAGE_TEXT, "anthropic usage report")
+                tier = text["service_tier"]
                 meta: dict[str, Any] = {"requests_reported": False}
                 stu = r.get("server_tool_use") or {}
                 if stu.get("web_search_requests"):
                     meta["web_search_requests"] = _int(stu["web_search_requests"])
                 for k in ("context_window", "inference_geo", "account_id", "service_account_id"):
-                    if r.get(k) is not None:
-                        meta[k] = r[k]
-                dims = {g: r.get(g) for g in _GROUP_BY[USAGE_STREAM]}
+                    if text[k] is not None:
+                        meta[k] = text[k]
+                dims: dict[str, Any] = {g: text[g] for g in _GROUP_BY[USAGE_STREAM]}
                 for k in ("inference_geo", "account_id", "service_account_id"):
-                    if r.get(k) is not None:  # only present when the server groups by them
-                        dims[k] = r[k]
+                    if text[k] is not None:  # only present when the server groups by them
+                        dims[k] = text[k]
                 items.append(
                     UsageItem(
                         stream=USAGE_STREAM,
@@ -141,14 +168,14 @@ def normalize_usage(pages: Sequence[dict[str, Any]]) -> list[UsageItem]:
                         bucket_end=b1,
                         granularity="1d",
                         dims=dims,
-                        model_raw=r.get("model"),
+                        model_raw=text["model"],
                         input_tokens=uncached + read + w5 + w1h,
                         output_tokens=out,
                         cached_input_tokens=read,
                         cache_creation_input_tokens=w5 + w1h,
                         request_count=0,
-                        provider_api_key_id=r.get("api_key_id"),
-                        provider_workspace_id=r.get("workspace_id"),
+                        provider_api_key_id=text["api_key_id"],
+                        provider_workspace_id=text["workspace_id"],
                         service_tier=tier,
                         batch=None if tier is None else tier == "batch",
                         token_parts={
@@ -158,11 +185,11 @@ def normalize_usage(pages: Sequence[dict[str, Any]]) -> list[UsageItem]:
                             "cache_creation.ephemeral_5m_input_tokens": w5,
                             "cache_creation.ephemeral_1h_input_tokens": w1h,
                         },
-                        match={"workspace_id": r.get("workspace_id")},
+                        match={"workspace_id": text["workspace_id"]},
                         soft={
                             "service_tier": tier,
-                            "context_window": r.get("context_window"),
-                            "inference_geo": r.get("inference_geo"),
+                            "context_window": text["context_window"],
+                            "inference_geo": text["inference_geo"],
                         },
                         metadata=meta,
                     )
@@ -170,42 +197,45 @@ def normalize_usage(pages: Sequence[dict[str, Any]]) -> list[UsageItem]:
     return items
 
 
+@report_parser("anthropic cost report")
 def normalize_costs(pages: Sequence[dict[str, Any]]) -> list[CostItem]:
     """Cost report rows as `CostItem` s (cents strings → nano-USD, exactly)."""
     items: list[CostItem] = []
     for page in pages:
-        for bucket in page["data"]:
-            b0, b1 = parse_iso(bucket["starting_at"]), parse_iso(bucket["ending_at"])
-            for r in bucket.get("results") or []:
+        for bucket, results in rows(page):
+            b0, b1 = _time(bucket["starting_at"]), _time(bucket["ending_at"])
+            for r in results:
                 currency = str(r.get("currency", "USD")).upper()
                 if currency != "USD":
-                    raise MetisError(f"anthropic cost report: unsupported currency {currency!r}")
+                    raise MetisError(
+                        f"anthropic cost report: unsupported currency {currency[:20]!r}"
+                    )
                 amount = r.get("amount")
                 if amount is None:
                     continue
-                if not isinstance(amount, str | int | Decimal):
-                    raise MetisError(f"anthropic cost report: amount {amount!r} is not a decimal")
-                token_type = r.get("token_type")
+                cents = amount_usd(amount, "anthropic cost report: amount", MAX_AMOUNT_USD * 100)
+                text = _text(r, _COST_DIMS, "anthropic cost report")
+                token_type = text["token_type"]
                 items.append(
                     CostItem(
                         stream=COST_STREAM,
                         bucket_start=b0,
                         bucket_end=b1,
-                        amount_nanousd=cents_to_nanousd(Decimal(amount)),
-                        dims={k: r.get(k) for k in _COST_DIMS},
-                        match={"workspace_id": r.get("workspace_id")},
+                        amount_nanousd=cents_to_nanousd(cents),
+                        dims=dict(text),
+                        match={"workspace_id": text["workspace_id"]},
                         soft={
-                            "service_tier": r.get("service_tier"),
-                            "context_window": r.get("context_window"),
-                            "inference_geo": r.get("inference_geo"),
+                            "service_tier": text["service_tier"],
+                            "context_window": text["context_window"],
+                            "inference_geo": text["inference_geo"],
                         },
-                        model=r.get("model"),
+                        model=text["model"],
                         token_part=token_type if token_type in _TOKEN_TYPES else None,
-                        label=r.get("description"),
-                        provider_workspace_id=r.get("workspace_id"),
-                        service_tier=r.get("service_tier"),
+                        label=text["description"],
+                        provider_workspace_id=text["workspace_id"],
+                        service_tier=text["service_tier"],
                         metadata={
-                            k: r[k] for k in ("cost_type", "token_type") if r.get(k) is not None
+                            k: text[k] for k in ("cost_type", "token_type") if text[k] is not None
                         },
                     )
                 )

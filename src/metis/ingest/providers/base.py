@@ -40,17 +40,150 @@ are removed by the sync (see `metis.ingest.sync`), a cost-only record that
 later gains a matching usage row is replaced, never double counted.
 """
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, ParamSpec, TypeVar
 
+from metis.errors import MetisError
 from metis.ledger.record import UsageRecord
 from metis.pricing import normalize_model
+from metis.timeutil import parse_iso
 
 SOURCE = "provider_api_key"
 MAX_DEDUPE = 400
+MAX_TOKENS = 10**15
+"""Largest token count a report row may carry (as for pushed items)."""
+MAX_AMOUNT_USD = Decimal(10**9)
+"""Largest absolute cost a report row may carry; stored nano-USD stay far inside 64 bits."""
+_EARLIEST_TS = 946_684_800  # 2000-01-01
+_LATEST_TS = 4_102_444_800  # 2100-01-01
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def token_count(v: Any, what: str) -> int:
+    """A token or request count from a report: absent/null is 0, else an integer in
+    ``[0, MAX_TOKENS]`` (an integral JSON number such as ``5.0`` counts too).
+
+    Negative, fractional, boolean, non-numeric or absurdly large counts are not
+    what any provider documents: the page is refused (`MetisError`) rather than
+    stored wrong.
+    """
+    if v is None:
+        return 0
+    if isinstance(v, Decimal | float) and not isinstance(v, bool):
+        try:
+            integral = v == int(v)
+        except (ValueError, OverflowError, InvalidOperation):  # NaN, Infinity
+            integral = False
+        if integral:
+            v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise MetisError(f"{what}: expected an integer, got {_show(v)}")
+    if not 0 <= v <= MAX_TOKENS:
+        raise MetisError(f"{what}: {v} is outside 0..{MAX_TOKENS}")
+    return v
+
+
+def amount_usd(v: Any, what: str, limit: Decimal = MAX_AMOUNT_USD) -> Decimal:
+    """A money amount from a report: a JSON number or decimal string, finite, exact,
+    at most ``limit`` either way (refunds and credits may be negative)."""
+    if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
+        raise MetisError(f"{what}: expected a decimal amount, got {_show(v)}")
+    try:
+        d = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+    except (InvalidOperation, ValueError):
+        raise MetisError(f"{what}: expected a decimal amount, got {_show(v)}") from None
+    if not d.is_finite() or abs(d) > limit:
+        raise MetisError(f"{what}: amount {_show(v)} is not a finite amount within {limit}")
+    return d
+
+
+def opt_str(v: Any, what: str, max_len: int = 400) -> str | None:
+    """An optional text field of a report row (ids, model, tier): null or a string."""
+    if v is None:
+        return None
+    if not isinstance(v, str) or len(v) > max_len:
+        raise MetisError(f"{what}: expected a string of at most {max_len} characters")
+    return v
+
+
+def opt_bool(v: Any, what: str) -> bool | None:
+    """An optional boolean field of a report row (OpenAI ``batch``)."""
+    if v is None or isinstance(v, bool):
+        return v
+    raise MetisError(f"{what}: expected true, false or null, got {_show(v)}")
+
+
+def unix_time(v: Any, what: str) -> datetime:
+    """A bucket boundary given as Unix seconds (OpenAI), between 2000 and 2100."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise MetisError(f"{what}: expected Unix seconds, got {_show(v)}")
+    if not _EARLIEST_TS <= v <= _LATEST_TS:
+        raise MetisError(f"{what}: {v} is not a time between 2000 and 2100")
+    return datetime.fromtimestamp(v, UTC)
+
+
+def iso_time(v: Any, what: str) -> datetime:
+    """A bucket boundary given as ISO 8601 text (Anthropic), between 2000 and 2100."""
+    if not isinstance(v, str):
+        raise MetisError(f"{what}: expected an ISO 8601 time, got {_show(v)}")
+    try:
+        dt = parse_iso(v)
+    except (ValueError, OverflowError):
+        raise MetisError(f"{what}: expected an ISO 8601 time, got {_show(v)}") from None
+    if not _EARLIEST_TS <= dt.timestamp() <= _LATEST_TS:
+        raise MetisError(f"{what}: {_show(v)} is not a time between 2000 and 2100")
+    return dt
+
+
+def report_parser(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Make a page normalizer fail only with `MetisError`.
+
+    A page whose structure is not the documented one (a bucket that is not an
+    object, a missing key, a list where an object belongs) becomes one clear
+    error naming the report, never a bare KeyError/TypeError from deep inside.
+    """
+
+    def deco(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except (KeyError, TypeError, AttributeError, IndexError) as exc:
+                raise MetisError(
+                    f"{what}: unexpected response shape ({type(exc).__name__}: {_show(exc)})"
+                ) from None
+
+        return wrapper
+
+    return deco
+
+
+def rows(page: Any) -> list[tuple[Any, list[Any]]]:
+    """``(bucket, results)`` of each bucket of a report page, shape-checked."""
+    if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+        raise TypeError("page is not an object with a data list")
+    out = []
+    for bucket in page["data"]:
+        if not isinstance(bucket, dict):
+            raise TypeError("bucket is not an object")
+        results = bucket.get("results") or []
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            raise TypeError("results is not a list of objects")
+        out.append((bucket, results))
+    return out
+
 
 PriceFn = Callable[["UsageItem"], "PriceResult"]
 

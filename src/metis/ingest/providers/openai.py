@@ -22,13 +22,23 @@ Costs: ``amount.value`` is a JSON number in dollars, parsed as Decimal
 """
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from metis.credentials import Credential
 from metis.errors import MetisError
-from metis.ingest.providers.base import CostItem, UsageItem
+from metis.ingest.providers.base import (
+    CostItem,
+    UsageItem,
+    amount_usd,
+    opt_bool,
+    opt_str,
+    report_parser,
+    rows,
+    token_count,
+    unix_time,
+)
 from metis.ingest.providers.http import AdminHTTP
 from metis.money import to_nanousd
 
@@ -46,6 +56,7 @@ _GROUP_BY = {
     "costs": ("project_id", "api_key_id", "line_item"),
 }
 MAX_PAGES = 1000
+_TEXT = ("project_id", "user_id", "api_key_id", "model", "service_tier")
 
 
 def headers(cred: Credential, secret: str) -> dict[str, str]:
@@ -59,15 +70,11 @@ def headers(cred: Credential, secret: str) -> dict[str, str]:
 
 
 def _ts(v: Any) -> datetime:
-    return datetime.fromtimestamp(int(v), UTC)
+    return unix_time(v, "openai report: bucket time")
 
 
 def _int(v: Any) -> int:
-    if v is None:
-        return 0
-    if isinstance(v, bool) or not isinstance(v, int | Decimal):
-        raise MetisError(f"openai usage report: expected an integer, got {v!r}")
-    return int(v)
+    return token_count(v, "openai usage report")
 
 
 async def fetch_pages(
@@ -97,13 +104,14 @@ async def fetch_pages(
     raise MetisError(f"openai {stream}: more than {MAX_PAGES} pages in one window")
 
 
+@report_parser("openai usage report")
 def normalize_usage(stream: str, pages: Sequence[dict[str, Any]]) -> list[UsageItem]:
     """Usage result rows of completions/embeddings pages as `UsageItem` s."""
     items: list[UsageItem] = []
     for page in pages:
-        for bucket in page["data"]:
+        for bucket, results in rows(page):
             b0, b1 = _ts(bucket["start_time"]), _ts(bucket["end_time"])
-            for r in bucket.get("results") or []:
+            for r in results:
                 inp = _int(r.get("input_tokens"))
                 cached = _int(r.get("input_cached_tokens"))
                 cache_write = _int(r.get("input_cache_write_tokens"))
@@ -111,11 +119,18 @@ def normalize_usage(stream: str, pages: Sequence[dict[str, Any]]) -> list[UsageI
                     uncached = _int(r["input_uncached_tokens"])
                 else:
                     uncached = inp - cached - cache_write
+                if cached + cache_write > inp:
+                    raise MetisError(
+                        f"openai usage report: cached ({cached}) + cache write ({cache_write}) "
+                        f"tokens exceed input_tokens ({inp}), which includes them"
+                    )
                 out = _int(r.get("output_tokens"))
-                dims = {g: r.get(g) for g in _GROUP_BY[stream]}
+                text = {k: opt_str(r.get(k), f"openai usage report: {k}") for k in _TEXT}
+                batch = opt_bool(r.get("batch"), "openai usage report: batch")
+                dims = {g: batch if g == "batch" else text[g] for g in _GROUP_BY[stream]}
                 meta: dict[str, Any] = {}
-                if r.get("user_id") is not None:
-                    meta["openai_user_id"] = r["user_id"]
+                if text["user_id"] is not None:
+                    meta["openai_user_id"] = text["user_id"]
                 items.append(
                     UsageItem(
                         stream=stream,
@@ -123,7 +138,7 @@ def normalize_usage(stream: str, pages: Sequence[dict[str, Any]]) -> list[UsageI
                         bucket_end=b1,
                         granularity="1d",
                         dims=dims,
-                        model_raw=r.get("model"),
+                        model_raw=text["model"],
                         input_tokens=inp,
                         output_tokens=out,
                         cached_input_tokens=cached,
@@ -131,10 +146,10 @@ def normalize_usage(stream: str, pages: Sequence[dict[str, Any]]) -> list[UsageI
                         input_audio_tokens=_int(r.get("input_audio_tokens")),
                         output_audio_tokens=_int(r.get("output_audio_tokens")),
                         request_count=_int(r.get("num_model_requests")),
-                        provider_project_id=r.get("project_id"),
-                        provider_api_key_id=r.get("api_key_id"),
-                        service_tier=r.get("service_tier"),
-                        batch=r.get("batch"),
+                        provider_project_id=text["project_id"],
+                        provider_api_key_id=text["api_key_id"],
+                        service_tier=text["service_tier"],
+                        batch=batch,
                         token_parts={
                             "input": uncached,
                             "cached_input": cached,
@@ -143,8 +158,8 @@ def normalize_usage(stream: str, pages: Sequence[dict[str, Any]]) -> list[UsageI
                             "all_input": inp,
                         },
                         match={
-                            "project_id": r.get("project_id"),
-                            "api_key_id": r.get("api_key_id"),
+                            "project_id": text["project_id"],
+                            "api_key_id": text["api_key_id"],
                         },
                         metadata=meta,
                     )
@@ -190,42 +205,45 @@ def parse_line_item(line_item: str | None, models: set[str]) -> tuple[str | None
     return model, _KINDS.get(kind_text.strip().lower())
 
 
+@report_parser("openai costs")
 def normalize_costs(pages: Sequence[dict[str, Any]], usage: Sequence[UsageItem]) -> list[CostItem]:
     """Cost rows as `CostItem` s, matched by project/API key (and the line item's model)."""
     models = {u.model_raw for u in usage if u.model_raw}
     items: list[CostItem] = []
     for page in pages:
-        for bucket in page["data"]:
+        for bucket, results in rows(page):
             b0, b1 = _ts(bucket["start_time"]), _ts(bucket["end_time"])
-            for r in bucket.get("results") or []:
+            for r in results:
                 amount = r.get("amount") or {}
                 currency = str(amount.get("currency", "usd")).lower()
                 if currency != "usd":
-                    raise MetisError(f"openai costs: unsupported currency {currency!r}")
+                    raise MetisError(f"openai costs: unsupported currency {currency[:20]!r}")
                 value = amount.get("value")
                 if value is None:
                     continue
-                if isinstance(value, float):  # pragma: no cover - pages are parsed as Decimal
-                    value = Decimal(repr(value))
-                model, part = parse_line_item(r.get("line_item"), models)
+                value = amount_usd(value, "openai costs: amount.value")
+                text = {
+                    k: opt_str(r.get(k), f"openai costs: {k}")
+                    for k in ("project_id", "api_key_id", "line_item")
+                }
+                model, part = parse_line_item(text["line_item"], models)
                 items.append(
                     CostItem(
                         stream=COST_STREAM,
                         bucket_start=b0,
                         bucket_end=b1,
-                        amount_nanousd=to_nanousd(Decimal(value)),
-                        dims={g: r.get(g) for g in _GROUP_BY["costs"]},
-                        match={
-                            "project_id": r.get("project_id"),
-                            "api_key_id": r.get("api_key_id"),
-                        },
+                        amount_nanousd=to_nanousd(value),
+                        dims={g: text[g] for g in _GROUP_BY["costs"]},
+                        match={"project_id": text["project_id"], "api_key_id": text["api_key_id"]},
                         model=model,
                         token_part=part,
-                        label=r.get("line_item"),
-                        provider_project_id=r.get("project_id"),
-                        provider_api_key_id=r.get("api_key_id"),
+                        label=text["line_item"],
+                        provider_project_id=text["project_id"],
+                        provider_api_key_id=text["api_key_id"],
                         metadata={
-                            k: r[k] for k in ("quantity", "quantity_unit") if r.get(k) is not None
+                            k: r[k]
+                            for k in ("quantity", "quantity_unit")
+                            if isinstance(r.get(k), int | Decimal | str) and len(str(r[k])) <= 100
                         },
                     )
                 )
