@@ -253,7 +253,7 @@ def append_event_values(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     if c is None:
         c = bulk.compile_insert(events.insert().inline(), events, EVENT_COLUMNS, dialect)
         # The payload is JSON text already: skip the JSON column's serializer.
-        c = bulk.Compiled(c.sql, c.columns, (*c.processors[:-1], None), c.values)
+        c = bulk.Compiled(c.sql, c.columns, (*c.processors[:-1], None), c.values, c.memoize)
         _compiled[dialect] = c
     bulk.executemany(conn, c, c.process(rows))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table
@@ -39,17 +40,30 @@ class Compiled:
     columns: tuple[str, ...]
     processors: tuple[Processor | None, ...]
     values: str
+    memoize: frozenset[int] = frozenset()
+    """Columns (indexes) whose processor is pure and whose values repeat
+    (datetimes, dates: a batch's rows share a few timestamps), so each distinct
+    value is converted once per call."""
 
     def process(self, rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """Apply the columns' bind processors to every row (rows in column order)."""
         procs = [(i, p) for i, p in enumerate(self.processors) if p is not None]
         if not procs:
             return [tuple(r) for r in rows]
+        memo: dict[tuple[int, Any], Any] = {}
+        plain = [(i, p) for i, p in procs if i not in self.memoize]
+        cached = [(i, p) for i, p in procs if i in self.memoize]
         out = []
         for r in rows:
             row = list(r)
-            for i, p in procs:
+            for i, p in plain:
                 row[i] = p(row[i])
+            for i, p in cached:
+                k = (i, row[i])
+                v = memo.get(k, memo)
+                if v is memo:
+                    v = memo[k] = p(row[i])
+                row[i] = v
             out.append(tuple(row))
         return out
 
@@ -86,10 +100,22 @@ def compile_insert(
     if values not in sql:  # pragma: no cover - SQLAlchemy renders one VALUES group
         raise RuntimeError("cannot find the VALUES group of the compiled statement")
     procs: list[Processor | None] = []
-    for name in columns:
+    memoize = set()
+    for i, name in enumerate(columns):
         typ = table.c[name].type
         procs.append(typ.dialect_impl(dialect).bind_processor(dialect))
-    return Compiled(sql, tuple(columns), tuple(procs), values)
+        if _python_type(typ) in (datetime, date):
+            memoize.add(i)
+    return Compiled(sql, tuple(columns), tuple(procs), values, frozenset(memoize))
+
+
+def _python_type(typ: Any) -> type | None:
+    typ = getattr(typ, "impl_instance", typ)  # a TypeDecorator: its underlying type
+    try:
+        t = typ.python_type
+    except NotImplementedError:
+        return None
+    return t if isinstance(t, type) else None
 
 
 def _closing(sql: str, start: int) -> int:
