@@ -166,3 +166,32 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         "pick another --port (0 = any free port)\n"
     )
     assert list(tmp_path.iterdir()) == []  # nothing was created
+
+
+@sqlite_run_only
+def test_interrupt_while_seeding_cleans_up(tmp_path: Path) -> None:
+    env = demo_env(tmp_path, None)
+    del env["METIS_HOME"]
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [*METIS, "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:  # interrupt in the middle of the set-up
+            if line.startswith("Sending gateway traffic"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only when the demo hangs
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Interrupted before the demo was ready; stopped and cleaned up." in err
+    assert "Traceback" not in err and "Press Ctrl-C" not in out
+    assert list(tmp_path.iterdir()) == []  # the temp home is gone

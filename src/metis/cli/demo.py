@@ -46,8 +46,9 @@ def demo(
     serving = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        first = not stop.is_set()
         stop.set()
-        if not serving.is_set():  # still seeding: abandon the steps, clean up below
+        if first and not serving.is_set():  # still seeding: abandon the steps, clean up
             raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -57,7 +58,12 @@ def demo(
     )
     try:
         t0 = time.monotonic()
-        result = run.start()
+        try:
+            result = run.start()
+        except KeyboardInterrupt:
+            run.stop()
+            typer.echo("Interrupted before the demo was ready; stopped and cleaned up.", err=True)
+            raise typer.Exit(130) from None
         serving.set()
         key = result.seeded.keys["alice-laptop"]
         typer.echo(f"Ready in {time.monotonic() - t0:.1f} s.")
