@@ -90,6 +90,8 @@ def test_postgres_down_then_back(
     _, free = issue(engine, "free")
     capped_id, capped = issue(engine, "capped", daily_cap_usd="100")
     open_id, opened = issue(engine, "opened", daily_cap_usd="100")
+    provision(engine, simulator.url, workspace="w2")  # its credentials are never read before
+    _, cold = issue(engine, "cold", workspace="w2")
     env = {"METIS_DATABASE_URL": pg.url}
     closed_srv = ServeProcess(tmp_path, env).spawn()
     open_env = {**env, "METIS_CAPS_ON_DB_ERROR": "open", "METIS_WRITE_BUFFER_MAX_ITEMS": "12"}
@@ -127,6 +129,16 @@ def test_postgres_down_then_back(
         assert isinstance(ae.value.body, dict) and ae.value.body["type"] == "error"
         assert "database is unavailable" in ae.value.body["error"]["message"]
 
+        # A credential's first use needs the database: 503 as well, not 500.
+        oc3, ac3 = _clients(closed_srv.url, cold)
+        clients += [oc3, ac3]
+        with pytest.raises(openai.APIStatusError) as ce:
+            oc3.chat.completions.create(
+                model=OPENAI_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+            )
+        assert ce.value.status_code == 503
+        assert "the database is unavailable; retry later" in str(ce.value)
+
         # Capped key, fail-open: admitted until the 12-item buffer is full, then 503.
         oc2, ac2 = _clients(open_srv.url, opened)
         clients += [oc2, ac2]
@@ -162,6 +174,7 @@ def test_postgres_down_then_back(
         # Both processes serve the capped keys again.
         assert one_call(oc, ac, "openai", 1).status == 200
         assert one_call(oc2, ac2, "anthropic", 2).status == 200
+        assert one_call(oc3, ac3, "openai_stream", 3).status == 200
         assert closed_srv.term() in GRACEFUL_EXIT
         assert open_srv.term() in GRACEFUL_EXIT
     finally:
@@ -173,4 +186,4 @@ def test_postgres_down_then_back(
         log = srv.log()
         assert "database write failed" in log and "database writes resumed" in log, log
         assert log.count("database write failed") == 1  # once per outage, not per retry
-    assert len(gateway_rows(engine)) == len(answered) + 2
+    assert len(gateway_rows(engine)) == len(answered) + 3
