@@ -42,9 +42,9 @@ def test_prints_what_a_newcomer_needs(demo_server: DemoProcess) -> None:
     assert demo_server.fields["API"] == demo_server.url + "/docs"
     assert demo_server.fields["Gateway"] == demo_server.url + "/v1"
     assert demo_server.gateway_key.startswith("gw_")
-    out = "".join(demo_server.stdout)
-    # Provider secrets are never printed (the simulator's key prefixes).
-    assert "sk-" not in out and "sk-ant-" not in out
+    out = "".join(demo_server.stdout) + "".join(demo_server.stderr)
+    # Provider secrets are never printed or logged (the simulator's key prefixes).
+    assert "sk-" not in out
 
 
 def test_api_shows_the_seeded_story(demo_server: DemoProcess) -> None:
@@ -132,7 +132,7 @@ def _check_and_stop(demo: DemoProcess, tmp_path: Path) -> None:
     assert not home.exists()
 
 
-def test_refuses_a_database_that_already_has_the_demo(demo_server: DemoProcess) -> None:
+def test_refuses_a_database_that_has_data(demo_server: DemoProcess) -> None:
     env = demo_env(demo_server.home, None)
     if demo_server.database_url:
         env["METIS_DATABASE_URL"] = demo_server.database_url
@@ -140,7 +140,10 @@ def test_refuses_a_database_that_already_has_the_demo(demo_server: DemoProcess) 
         [*METIS, "demo", "--port", "0"], env=env, capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 1
-    assert r.stderr.startswith("error: this database already has a 'demo' workspace"), r.stderr
+    assert r.stderr.startswith(
+        "error: this database already has data (1 workspaces, 5 users, 2 teams): "
+        "the demo only seeds an empty database"
+    ), r.stderr
     assert "Traceback" not in r.stderr
 
 

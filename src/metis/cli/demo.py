@@ -33,8 +33,9 @@ def demo(
     hard cap), pushes plugin usage, syncs the providers' usage reports, then
     serves the gateway, API and dashboard until Ctrl-C / SIGTERM. The
     database is METIS_DATABASE_URL when set (PostgreSQL works too), else
-    SQLite in the home. Nothing here is a provider secret worth hiding: the
-    printed admin token and gateway key belong to the throwaway demo.
+    SQLite in the home; it must be empty (no workspaces, users or teams).
+    The printed admin token and gateway key belong to the throwaway demo;
+    provider keys (the simulator's) are stored encrypted and never printed.
 
     Example:
 

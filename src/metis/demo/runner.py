@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from metis.config import Settings, get_settings
 from metis.db.engine import make_engine
-from metis.db.tables import workspaces
+from metis.db.tables import teams, users, workspaces
 from metis.demo import plugin, seed, traffic
 from metis.errors import ConflictError, MetisError, ValidationError
 from metis.home import initialize
@@ -98,15 +98,18 @@ class Demo:
         return settings
 
     def _check_fresh(self, engine: Engine) -> None:
+        """Seed only an empty ledger: never mix demo people and spend into real data."""
         with engine.connect() as conn:
-            taken = conn.execute(
-                select(workspaces.c.id).where(workspaces.c.name == seed.WORKSPACE)
-            ).first()
-        if taken is not None:
+            found = {
+                name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for name, table in (("workspaces", workspaces), ("users", users), ("teams", teams))
+            }
+        if any(found.values()):
+            what = ", ".join(f"{n} {name}" for name, n in found.items() if n)
             raise ConflictError(
-                f"this database already has a {seed.WORKSPACE!r} workspace (an earlier demo?): "
-                "run the demo on a fresh --home / METIS_DATABASE_URL, or `metis serve` to "
-                "look at what is there"
+                f"this database already has data ({what}): the demo only seeds an empty "
+                "database; give it a fresh --home (or METIS_HOME / METIS_DATABASE_URL), or "
+                "run `metis serve` to look at what is there"
             )
 
     def start(self) -> DemoResult:
