@@ -118,6 +118,19 @@ def overflow(driver: Any) -> int:
     )
 
 
+def click_and_wait(driver: Any, element: Any) -> None:
+    """Click a link or submit button and wait until the next page has replaced this one."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    old = driver.find_element(_by("TAG_NAME"), "html")
+    element.click()
+    WebDriverWait(driver, 15).until(ec.staleness_of(old))
+    WebDriverWait(driver, 15).until(
+        lambda drv: drv.execute_script("return document.readyState") == "complete"
+    )
+
+
 def visit(driver: Any, url: str) -> None:
     driver.get(url)
     assert driver.find_element(_by("TAG_NAME"), "h1").text
@@ -188,7 +201,7 @@ def test_dashboard_in_chromium(browser: Any, demo_server: DemoProcess, shots: Pa
     d.get(demo_server.dashboard_url + "/teams")
     assert "/ui/login" in d.current_url
     d.find_element(_by("NAME"), "token").send_keys(demo_server.admin_token)
-    d.find_element(_by("CSS_SELECTOR"), "form.login button[type=submit]").click()
+    click_and_wait(d, d.find_element(_by("CSS_SELECTOR"), "form.login button[type=submit]"))
     assert d.current_url.startswith(base + "/ui/teams")
     assert not console_errors(d)
 
@@ -237,19 +250,19 @@ def test_dashboard_in_chromium(browser: Any, demo_server: DemoProcess, shots: Pa
 
     # Issue a key through the form; the secret is shown once and works on the gateway.
     d.find_element(_by("CSS_SELECTOR"), "form.issue input[name=name]").send_keys("browser-test")
-    d.find_element(_by("CSS_SELECTOR"), "form.issue button[type=submit]").click()
+    click_and_wait(d, d.find_element(_by("CSS_SELECTOR"), "form.issue button[type=submit]"))
     secret = d.find_element(_by("ID"), "secret").text
     assert secret.startswith("gw_")
     assert not console_errors(d)
     # the gateway's key cache follows the identity version within about a second
     assert gateway_status(base, secret, want=200) == 200
-    d.find_element(_by("LINK_TEXT"), "Back to keys").click()
+    click_and_wait(d, d.find_element(_by("LINK_TEXT"), "Back to keys"))
     assert secret not in d.page_source
     row = next(r for r in table_rows(d, "keys") if r["name"].text == "browser-test")
     key_id = row["key_id"].text
     tr = row["name"].find_element(_by("XPATH"), "..")
     tr.find_element(_by("CSS_SELECTOR"), "input[name=reason]").send_keys("browser test")
-    tr.find_element(_by("CSS_SELECTOR"), "button.danger").click()
+    click_and_wait(d, tr.find_element(_by("CSS_SELECTOR"), "button.danger"))
     flash = d.find_element(_by("CSS_SELECTOR"), "p.flash").text
     assert flash == f"Key browser-test ({key_id}) revoked"
     row = next(r for r in table_rows(d, "keys") if r["key_id"].text == key_id)
@@ -294,7 +307,7 @@ def test_dashboard_in_chromium(browser: Any, demo_server: DemoProcess, shots: Pa
     screenshot(d, shots, "ingestion")
 
     # Sign out: the session is gone.
-    d.find_element(_by("CSS_SELECTOR"), "form.logout button").click()
+    click_and_wait(d, d.find_element(_by("CSS_SELECTOR"), "form.logout button"))
     assert "/ui/login" in d.current_url
     d.get(base + "/ui")
     assert "/ui/login" in d.current_url
