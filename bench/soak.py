@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import platform
@@ -136,6 +137,16 @@ def setup(env: dict[str, str], sim_url: str, keys: int) -> list[tuple[str, str, 
     return out
 
 
+async def consume(raw: Any, stream: bool) -> None:
+    """Read the whole response (the SDKs' raw ``parse()`` is sync in one, async in the other)."""
+    parsed = raw.parse()
+    if inspect.isawaitable(parsed):
+        parsed = await parsed
+    if stream:
+        async for _ in parsed:
+            pass
+
+
 async def one(
     oc: openai.AsyncOpenAI, ac: anthropic.AsyncAnthropic, kind: str, n: int
 ) -> tuple[int, str | None, float]:
@@ -151,11 +162,7 @@ async def one(
                 max_tokens=64,
                 stream=stream,
             )
-            if stream:
-                async for _ in await raw.parse():
-                    pass
-            else:
-                await raw.parse()
+            await consume(raw, stream)
         else:
             stream = kind.endswith("stream")
             raw = await ac.messages.with_raw_response.create(
@@ -164,11 +171,7 @@ async def one(
                 messages=[{"role": "user", "content": msg}],
                 stream=stream,
             )
-            if stream:
-                async for _ in await raw.parse():
-                    pass
-            else:
-                await raw.parse()
+            await consume(raw, stream)
         return raw.status_code, raw.headers.get("x-metis-request-id"), time.perf_counter() - t0
     except (openai.APIStatusError, anthropic.APIStatusError) as e:
         return e.status_code, None, time.perf_counter() - t0
@@ -195,7 +198,11 @@ async def drive(
     async def run(n: int) -> None:
         k = n % len(keys)
         oc, ac = clients[k]
-        status, rid, lat = await one(oc, ac, KINDS[(n // len(keys)) % 4], n)
+        try:
+            status, rid, lat = await one(oc, ac, KINDS[(n // len(keys)) % 4], n)
+        except Exception as e:  # a bug in this script must fail the run, not vanish
+            print(f"request {n}: {type(e).__name__}: {e}", file=sys.stderr)
+            status, rid, lat = -1, None, 0.0
         results.append((status, rid, lat, k))
 
     next_sample = start
@@ -299,6 +306,7 @@ def verify(
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=600, help="seconds of traffic")
     ap.add_argument("--rate", type=float, default=40, help="requests per second")
@@ -362,6 +370,7 @@ def main() -> int:
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "metis_5xx": sum(v for k, v in statuses.items() if k >= 500),
             "connection_failures": statuses.get(0, 0),
+            "client_errors": statuses.get(-1, 0),
             "latency_ms_200": {
                 "p50": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
                 "p99": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None,
@@ -379,7 +388,9 @@ def main() -> int:
         }
         print(json.dumps(summary, indent=2))
         ok = (
-            summary["metis_5xx"] == 0
+            len(results) == int(args.rate * args.duration)
+            and statuses.get(-1, 0) == 0
+            and summary["metis_5xx"] == 0
             and summary["connection_failures"] == 0
             and check["answered_without_record"] == 0
             and check["duplicate_upstream_ids"] == 0
