@@ -9,14 +9,16 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from metis.db.tables import events, ingest_runs, usage_records
-from metis.demo import seed
+from metis.demo import seed, traffic
 from metis.demo.runner import Demo, DemoOptions, DemoResult
+from metis.gateway.routing.rules import parse_rules
 from metis.ledger.reconcile import reconciled_cells
 from metis.money import to_nanousd
 
@@ -111,3 +113,30 @@ def _check_reconciliation(demo_run: DemoResult, engine: Engine) -> None:
         if cell.day == today:
             assert cell.drift.cost_nanousd == 0 and cell.unattributed.cost_nanousd == 0, cell
             assert cell.provider_reported.input_tokens == cell.attributed.input_tokens, cell
+
+
+def test_routing_rules_are_valid_and_spare_the_research_models() -> None:
+    rules = parse_rules(seed.routing_rules_yaml()).rules
+    assert [r.name for r in rules] == [
+        "team-daily-soft-cap-openai",
+        "team-daily-soft-cap-anthropic",
+    ]
+    downgraded = {m for r in rules for m in (r.when.model_in or ())}
+    assert downgraded == {"gpt-4o", "gpt-4.1", "claude-sonnet-4-5"}
+    assert all(r.when.team_cost_today_exceeds == to_nanousd(seed.SOFT_CAP_USD) for r in rules)
+
+
+def test_written_routing_file_is_kept_when_present(tmp_path: Path) -> None:
+    path = tmp_path / "routing.yaml"
+    assert seed.write_routing_file(path) and path.read_text() == seed.routing_rules_yaml()
+    path.write_text("schema_version: 1\n")
+    assert not seed.write_routing_file(path) and path.read_text() == "schema_version: 1\n"
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [("gpt-4o-mini-2024-07-18", "gpt-4o-mini"), ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+     ("o3", "o3"), ("gpt-4.1", "gpt-4.1")],
+)  # fmt: skip
+def test_family_strips_snapshot_dates(model: str, family: str) -> None:
+    assert traffic.family(model) == family
