@@ -19,14 +19,17 @@ from sqlalchemy import Connection
 from metis.analytics import service
 from metis.analytics.deps import AdminDep, EngineDep, bind_app, require_admin
 from metis.analytics.export_api import router as export_router
-from metis.analytics.httputil import json_response, param_errors
+from metis.analytics.httputil import ADMIN_ERRORS, IDENT, TIME, json_response, one_of, param_errors
 from metis.analytics.params import Filters, Window, parse_window, resolve_filters
+from metis.analytics.query import GROUP_DIMS
 from metis.analytics.views import View, day_window, parse_view
 
 if TYPE_CHECKING:
     from metis.server import Components
 
-router = APIRouter(dependencies=[Depends(require_admin)], tags=["analytics"])
+router = APIRouter(
+    dependencies=[Depends(require_admin)], tags=["analytics"], responses=ADMIN_ERRORS
+)
 
 
 @dataclass
@@ -39,16 +42,30 @@ class Query_:
     view: View
 
 
-FromQ = Annotated[str | None, Query(alias="from", description="ISO 8601 UTC start (inclusive)")]
-ToQ = Annotated[str | None, Query(description="ISO 8601 UTC end (exclusive)")]
-WsQ = Annotated[str | None, Query(description="workspace id or name")]
-UserQ = Annotated[str | None, Query(description="user id (usr_…) or alias")]
-TeamQ = Annotated[str | None, Query(description="team id (team_…) or name")]
-SourceQ = Annotated[
-    str | None, Query(description="only rows of this source (gateway, hermes_plugin, …)")
+FromQ = Annotated[
+    str | None,
+    Query(alias="from", description="ISO 8601 UTC start (inclusive)", json_schema_extra=TIME),
 ]
-KeyQ = Annotated[str | None, Query(description="gateway key id or name")]
-ViewQ = Annotated[str | None, Query(description="raw | reconciled")]
+ToQ = Annotated[
+    str | None, Query(description="ISO 8601 UTC end (exclusive)", json_schema_extra=TIME)
+]
+WsQ = Annotated[str | None, Query(description="workspace id or name", json_schema_extra=IDENT)]
+UserQ = Annotated[
+    str | None, Query(description="user id (usr_…) or alias", json_schema_extra=IDENT)
+]
+TeamQ = Annotated[
+    str | None, Query(description="team id (team_…) or name", json_schema_extra=IDENT)
+]
+SourceQ = Annotated[
+    str | None,
+    Query(
+        description="only rows of this source (gateway, hermes_plugin, …)", json_schema_extra=IDENT
+    ),
+]
+KeyQ = Annotated[str | None, Query(description="gateway key id or name", json_schema_extra=IDENT)]
+ViewQ = Annotated[
+    str | None, Query(description="raw | reconciled", json_schema_extra=one_of("raw", "reconciled"))
+]
 
 
 def _run(
@@ -90,7 +107,11 @@ def whoami(admin: AdminDep) -> dict[str, str]:
 def cost(
     engine: EngineDep,
     group_by: Annotated[
-        str, Query(description="model|provider|day|workspace|gateway_key|user|team|source")
+        str,
+        Query(
+            description="model|provider|day|workspace|gateway_key|user|team|source",
+            json_schema_extra=one_of(*GROUP_DIMS),
+        ),
     ] = "model",
     from_: FromQ = None,
     to: ToQ = None,

@@ -5,35 +5,62 @@ Exports stream (`metis.analytics.exports`): constant memory whatever the size.
 All routes need an admin token.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from metis.analytics import exports, privacy
 from metis.analytics.deps import EngineDep, require_admin
-from metis.analytics.httputil import json_response, param_errors
+from metis.analytics.httputil import (
+    ADMIN_ERRORS,
+    IDENT,
+    TIME,
+    json_response,
+    one_of,
+    param_errors,
+)
 from metis.analytics.params import guard, parse_window, resolve_filters
+from metis.analytics.query import GROUP_DIMS
 
-router = APIRouter(dependencies=[Depends(require_admin)], tags=["export"])
+router = APIRouter(dependencies=[Depends(require_admin)], tags=["export"], responses=ADMIN_ERRORS)
 
 _MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+_GROUPS_RE = "^(" + "|".join(GROUP_DIMS) + ")(,(" + "|".join(GROUP_DIMS) + "))*$"
+_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The rows, streamed (``format``: csv or jsonl)",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+FormatQ = Annotated[str, Query(description="csv | jsonl", json_schema_extra=one_of("csv", "jsonl"))]
+FromQ = Annotated[str | None, Query(alias="from", json_schema_extra=TIME)]
+ToQ = Annotated[str | None, Query(json_schema_extra=TIME)]
+IdentQ = Annotated[str | None, Query(json_schema_extra=IDENT)]
+UserId = Annotated[str, Path(description="user id (usr_…)", json_schema_extra=IDENT)]
 
 
-@router.get("/export/usage")
+@router.get("/export/usage", response_class=StreamingResponse, responses=_STREAMED)
 def export_usage(
     engine: EngineDep,
-    format: Annotated[str, Query(description="csv | jsonl")] = "jsonl",
+    format: FormatQ = "jsonl",
     group_by: Annotated[
-        list[str] | None, Query(description="optional: day,user,team,model,… (repeat or comma)")
+        list[str] | None,
+        Query(
+            description="optional: day,user,team,model,… (repeat or comma)",
+            json_schema_extra={"items": {"type": "string", "pattern": _GROUPS_RE}},
+        ),
     ] = None,
-    from_: Annotated[str | None, Query(alias="from")] = None,
-    to: str | None = None,
-    workspace: str | None = None,
-    user: str | None = None,
-    team: str | None = None,
-    source: str | None = None,
-    gateway_key: str | None = None,
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: IdentQ = None,
+    user: IdentQ = None,
+    team: IdentQ = None,
+    source: IdentQ = None,
+    gateway_key: IdentQ = None,
 ) -> Response:
     """Usage rows in the window (raw, each source's rows) or totals per ``group_by``, streamed."""
     with param_errors():
@@ -50,16 +77,16 @@ def export_usage(
     )
 
 
-@router.get("/export/audit")
+@router.get("/export/audit", response_class=StreamingResponse, responses=_STREAMED)
 def export_audit(
     engine: EngineDep,
-    format: Annotated[str, Query(description="csv | jsonl")] = "jsonl",
+    format: FormatQ = "jsonl",
     with_names: Annotated[bool, Query(description="join display names at export time")] = False,
-    from_: Annotated[str | None, Query(alias="from")] = None,
-    to: str | None = None,
-    workspace: str | None = None,
-    user: str | None = None,
-    team: str | None = None,
+    from_: FromQ = None,
+    to: ToQ = None,
+    workspace: IdentQ = None,
+    user: IdentQ = None,
+    team: IdentQ = None,
 ) -> Response:
     """Key issued/revoked, quota exceeded, and who-paid-what rows (ids only by default)."""
     with param_errors():
@@ -73,7 +100,7 @@ def export_audit(
 
 
 @router.get("/analytics/user/{user_id}/export")
-def user_export(engine: EngineDep, user_id: str) -> Response:
+def user_export(engine: EngineDep, user_id: UserId) -> Response:
     """Everything stored about one user, as portable JSON."""
     with param_errors():
         guard("user", user_id)
@@ -82,7 +109,7 @@ def user_export(engine: EngineDep, user_id: str) -> Response:
 
 
 @router.post("/analytics/user/{user_id}/forget")
-def user_forget(engine: EngineDep, user_id: str) -> Response:
+def user_forget(engine: EngineDep, user_id: UserId) -> Response:
     """Pseudonymize a user in place (idempotent): totals unchanged, no link back to the user."""
     with param_errors():
         guard("user", user_id)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from metis import jsonutil
 from metis.analytics.deps import EngineDep, require_admin
+from metis.analytics.httputil import IDENT, ErrorDetail, ErrorInfo
 from metis.analytics.params import ParamError, resolve_workspace
 from metis.ledger.reconcile import cell_json, reconciled_cells
 from metis.timeutil import parse_iso, utcnow
@@ -23,7 +24,15 @@ if TYPE_CHECKING:
 
 MAX_DAYS = 366
 
-router = APIRouter(dependencies=[Depends(require_admin)], tags=["analytics"])
+router = APIRouter(
+    dependencies=[Depends(require_admin)],
+    tags=["analytics"],
+    responses={
+        400: {"model": ErrorInfo, "description": "A bad window or an unknown workspace"},
+        401: {"model": ErrorDetail, "description": "Missing, invalid or revoked admin token"},
+    },
+)
+_DAY = {"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"}
 
 
 def _day(value: str, name: str) -> date:
@@ -38,9 +47,15 @@ def _day(value: str, name: str) -> date:
 @router.get("/analytics/reconciliation", summary="Reconciled cells with per-source totals")
 def reconciliation(
     engine: EngineDep,
-    start: Annotated[str | None, Query(alias="from", description="First UTC day")] = None,
-    end: Annotated[str | None, Query(alias="to", description="UTC day after the last")] = None,
-    workspace: Annotated[str | None, Query(description="Workspace id or name")] = None,
+    start: Annotated[
+        str | None, Query(alias="from", description="First UTC day", json_schema_extra=_DAY)
+    ] = None,
+    end: Annotated[
+        str | None, Query(alias="to", description="UTC day after the last", json_schema_extra=_DAY)
+    ] = None,
+    workspace: Annotated[
+        str | None, Query(description="Workspace id or name", json_schema_extra=IDENT)
+    ] = None,
 ) -> Response:
     """Cells (workspace, provider, model, UTC day): each source's totals, attributed,
     unattributed, drift, the reconciled figure and flags (docs/reconciliation.md)."""

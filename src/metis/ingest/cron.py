@@ -8,6 +8,7 @@ The optional JSON body picks what to sync: ``{"days": 2, "workspace": "acme",
 "credential": "cred_…"}``. The sync runs in a worker thread and the answer
 lists one summary per credential run (status ``ok``/``failed``/``skipped``);
 the HTTP status is 200 even when a run failed (the run's own status says so).
+A body naming an unknown workspace or credential is a 400 (nothing runs).
 """
 
 import asyncio
@@ -18,6 +19,8 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from metis.analytics.deps import EngineDep, SettingsDep
+from metis.analytics.httputil import ErrorDetail
+from metis.errors import MetisError
 from metis.ingest.jobs import run_job
 from metis.timeutil import iso
 
@@ -30,6 +33,35 @@ class CronRequest(BaseModel):
     days: int | None = Field(None, ge=1, le=31)
     workspace: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,200}$")
     credential: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,200}$")
+
+
+class CronRun(BaseModel):
+    """One credential's sync run."""
+
+    run_id: str
+    credential_id: str
+    provider: str
+    status: str
+    window_start: str | None
+    window_end: str | None
+    stored: int
+    updated: int
+    unchanged: int
+    skipped: int
+    errors: int
+    error: str | None
+
+
+class CronResult(BaseModel):
+    runs: list[CronRun]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "Missing or wrong cron secret"},
+    404: {"model": ErrorDetail, "description": "METIS_CRON_SECRET unset: the trigger is disabled"},
+    400: {"model": ErrorDetail, "description": "The body names an unknown workspace or credential"},
+    422: {"model": ErrorDetail, "description": "The body is not a valid CronRequest"},
+}
 
 
 def check_cron_auth(header: str | None, secret: str | None) -> None:
@@ -55,7 +87,18 @@ def check_cron_auth(header: str | None, secret: str | None) -> None:
         )
 
 
-@router.post("/cron/usage", summary="Run a provider usage sync now")
+@router.post(
+    "/cron/usage",
+    summary="Run a provider usage sync now",
+    response_model=CronResult,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": CronRequest.model_json_schema()}},
+        },
+    },
+)
 async def cron_usage(request: Request, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     secret = settings.cron_secret.get_secret_value() if settings.cron_secret else None
     check_cron_auth(request.headers.get("authorization"), secret)
@@ -66,16 +109,20 @@ async def cron_usage(request: Request, engine: EngineDep, settings: SettingsDep)
         raise HTTPException(
             422, {"error": "invalid_request", "message": str(exc).splitlines()[0]}
         ) from None
-    outcomes = await asyncio.to_thread(
-        run_job,
-        engine,
-        settings,
-        name="cron",
-        workspace=body.workspace,
-        credential=body.credential,
-        kind="sync",
-        days=body.days,
-    )
+    try:
+        outcomes = await asyncio.to_thread(
+            run_job,
+            engine,
+            settings,
+            name="cron",
+            reraise=True,
+            workspace=body.workspace,
+            credential=body.credential,
+            kind="sync",
+            days=body.days,
+        )
+    except MetisError as exc:  # an unknown workspace or credential named in the body
+        raise HTTPException(400, {"error": "invalid_request", "message": exc.message}) from None
     return {
         "runs": [
             {

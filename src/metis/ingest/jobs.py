@@ -10,17 +10,23 @@ from metis.ingest.log import get_logger
 from metis.ingest.sync import RunOutcome, run_sync
 
 
-def run_job(engine: Engine, settings: Settings, *, name: str, **kw: Any) -> list[RunOutcome]:
+def run_job(
+    engine: Engine, settings: Settings, *, name: str, reraise: bool = False, **kw: Any
+) -> list[RunOutcome]:
     """Run a sync over all usage_admin credentials; log and swallow user errors.
 
     Each credential is isolated: its own lease, run row and event, so one bad
-    key never stops the others. Returns the outcomes (empty on a setup error).
+    key never stops the others. Returns the outcomes (empty on a setup error,
+    e.g. an unknown workspace, which is re-raised with ``reraise`` so a caller
+    that took the names from a request can answer 4xx).
     """
     log = get_logger().bind(job=name)
     try:
         outcomes = run_sync(engine, settings, **kw)
     except MetisError as exc:
         log.error("ingest.job_failed", error=exc.message)
+        if reraise:
+            raise
         return []
     log.info(
         "ingest.job_completed",

@@ -56,6 +56,7 @@ from sqlalchemy import Connection, select
 
 from metis import jsonutil, pricing
 from metis.analytics.deps import EngineDep
+from metis.analytics.httputil import ErrorInfo
 from metis.db.tables import usage_records, users
 from metis.ingest import tokens as ingest_tokens
 from metis.ledger.record import UsageRecord
@@ -400,10 +401,16 @@ router = APIRouter(tags=["ingest"])
         "security": [{"IngestToken": []}],
     },
     responses={
-        401: {"description": "Missing, unknown or revoked ingest token"},
-        400: {"description": "Malformed JSON or not a {items: [...]} object"},
-        413: {"description": f"Body over {MAX_BODY_BYTES} bytes or over {MAX_ITEMS} items"},
-        422: {"description": "Some items rejected (the valid ones are stored)"},
+        401: {"model": ErrorInfo, "description": "Missing, unknown or revoked ingest token"},
+        400: {"model": ErrorInfo, "description": "Malformed JSON or not a {items: [...]} object"},
+        413: {
+            "model": ErrorInfo,
+            "description": f"Body over {MAX_BODY_BYTES} bytes or over {MAX_ITEMS} items",
+        },
+        422: {
+            "model": PushResult,
+            "description": "Some items rejected (the valid ones are stored)",
+        },
     },
 )
 async def push_usage(request: Request, engine: EngineDep) -> Response:
