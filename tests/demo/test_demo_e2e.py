@@ -39,7 +39,7 @@ def test_prints_what_a_newcomer_needs(demo_server: DemoProcess) -> None:
     assert demo_server.dashboard_url.startswith("http://127.0.0.1:")
     assert demo_server.dashboard_url.endswith("/ui")
     assert demo_server.admin_token.startswith("mta_")
-    assert demo_server.fields["API"] == demo_server.url + "/docs"
+    assert demo_server.fields["API"] == demo_server.url
     assert demo_server.fields["Gateway"] == demo_server.url + "/v1"
     assert demo_server.gateway_key.startswith("gw_")
     out = "".join(demo_server.stdout) + "".join(demo_server.stderr)

@@ -71,7 +71,10 @@ def demo(
         typer.echo("")
         typer.echo(f"Dashboard: {result.dashboard_url}")
         typer.echo(f"Admin token: {result.admin_token}")
-        typer.echo(f"API: {result.url}/docs (OpenAPI at {result.url}/openapi.json)")
+        typer.echo(
+            f"API: {result.url} (schema at /openapi.json; send the admin token as "
+            "'Authorization: Bearer <token>')"
+        )
         typer.echo(f"Gateway: {result.url}/v1 (OpenAI SDK base_url) and {result.url} (Anthropic)")
         typer.echo(f"Gateway key ({key.name}, team {key.team}): {key.secret}")
         typer.echo(
