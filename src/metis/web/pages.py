@@ -106,7 +106,7 @@ def _cost_table(
 ) -> tuple[Table, dict[str, Any]]:
     res = service.cost(conn, q.window, q.filters, q.view, group_by)
     if group_by == "user":
-        cols = [Column("display_name", "user"), Column("user_id", "user id")]
+        cols = [Column("display_name", "user"), Column("user_id", "user id", hidden=True)]
     else:
         cols = [Column(group_by, group_by)]
     cols += [
