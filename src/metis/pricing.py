@@ -140,6 +140,7 @@ def price(
     (canonical semantics). ``at`` selects time-dependent prices (None = now).
     Token counts that contradict those semantics (a part larger than its
     whole) raise ValueError: that is a normalizer bug, never silently priced.
+    So do counts whose cost would exceed `MAX_COST_NANOUSD`.
     """
     found = _lookup(provider, model)
     if found is None:
@@ -164,7 +165,7 @@ def price(
             + cache_creation_input_tokens * p_write
             + output_tokens * p_out
         )
-        return Priced(to_nanousd(total / _MTOK), "computed", PRICING_VERSION, gp_model.id)
+        return Priced(_bounded(total / _MTOK), "computed", PRICING_VERSION, gp_model.id)
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -173,4 +174,18 @@ def price(
         output_reasoning_tokens=reasoning_tokens or None,
     )
     calc = gp_model.calc_price(usage, gp_provider, genai_request_timestamp=at)
-    return Priced(to_nanousd(calc.total_price), "computed", PRICING_VERSION, gp_model.id)
+    return Priced(_bounded(calc.total_price), "computed", PRICING_VERSION, gp_model.id)
+
+
+MAX_COST_NANOUSD = 10**18
+"""$1e9: no single record costs more; a larger computed cost means the token counts are
+garbage, and storing it would overflow the 64-bit ledger columns."""
+
+
+def _bounded(usd: Decimal) -> int:
+    n = to_nanousd(usd)
+    if n > MAX_COST_NANOUSD:
+        raise ValueError(
+            f"computed cost ${usd:.2f} exceeds $1e9 for one record: implausible counts"
+        )
+    return n
