@@ -1,26 +1,21 @@
-"""The plaintext provider key appears in no log, event, CLI output, or database value."""
+"""The plaintext provider key appears in no log, event, CLI output, or database value.
+
+Focused on provider pull sync and its failure paths (retries, a provider that
+echoes the key back); tests/security/test_secrets_canary.py does the same for
+every secret kind across every command and route.
+"""
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, LargeBinary, select
 
-from metis.db.tables import metadata, provider_credentials
+from metis.db.tables import provider_credentials
 from tests.conftest import BACKEND, Cli, CliResult
 from tests.ingest.fake_admin import Fault
 from tests.ingest.pull_fixtures import ADMIN_KEYS, Provisioned
-
-
-def _all_values(engine: Engine) -> list[tuple[str, str, Any]]:
-    out = []
-    with engine.connect() as conn:
-        for t in metadata.sorted_tables:
-            for row in conn.execute(select(t)).mappings():
-                for col, v in row.items():
-                    out.append((t.name, col, v))
-    return out
+from tests.security.canary import all_values
 
 
 def test_plaintext_key_is_nowhere(
@@ -58,7 +53,7 @@ def test_plaintext_key_is_nowhere(
     assert any(json.loads(ln)["event"] == "ingest.run_completed" for ln in logs)
     # every database value, events and runs included
     found = []
-    for table, col, v in _all_values(engine):
+    for table, col, v in all_values(engine):
         if isinstance(v, bytes | bytearray | memoryview):
             raw = bytes(v)
             assert secret.encode() not in raw, (table, col)

@@ -104,7 +104,7 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/ui/keys"): UI_READ,
     ("GET", "/ui/reconciliation"): UI_READ,
     ("GET", "/ui/ingestion"): UI_READ,
-    ("POST", "/ui/teams/{team_id}/caps"): UI,
+    ("POST", "/ui/teams/caps"): UI,
     ("POST", "/ui/teams/{team_id}/disable"): UI,
     ("POST", "/ui/users/{user_id}/disable"): UI,
     ("POST", "/ui/keys/{key_id}/revoke"): UI,
@@ -144,7 +144,7 @@ BODIES: dict[str, dict[str, Any]] = {
 }
 # Dashboard form fields (the CSRF token is added for the kinds that carry one).
 FORMS: dict[str, dict[str, str]] = {
-    "/ui/teams/{team_id}/caps": {"daily_cap_usd": "75", "monthly_cap_usd": ""},
+    "/ui/teams/caps": {"team": "{team_id}", "daily_cap_usd": "75", "monthly_cap_usd": ""},
     "/ui/keys": {"name": "from-ui", "workspace": "w"},
 }
 
@@ -317,7 +317,7 @@ def _call(http: httpx.Client, m: Matrix, method: str, path: str, kind: str) -> h
     http.cookies.clear()  # only the credential under test, never a cookie from an earlier answer
     headers = {"anthropic-version": "2023-06-01", **m.creds[kind]}
     if method == "POST" and path.startswith("/ui/"):
-        form = dict(FORMS.get(path, {}))
+        form = {k: v.format(**m.path_params) for k, v in FORMS.get(path, {}).items()}
         if kind in m.csrf:
             form["csrf"] = m.csrf[kind]
         return http.post(url, data=form, headers=headers)

@@ -26,6 +26,9 @@ import httpx
 
 from metis import jsonutil
 from metis.alerts.rules import SinkConfig
+from metis.ingest.log import redact_stdlib_logger, register_secret
+
+redact_stdlib_logger("httpx")  # its request log line carries the (secret) Slack URL
 
 SIGNATURE_HEADER = "X-Metis-Signature"
 TIMESTAMP_HEADER = "X-Metis-Timestamp"
@@ -141,6 +144,9 @@ async def send(
         if not sinks.slack_url:
             raise DeliveryError("slack sink is not configured")
         url = sinks.slack_url
+        # The URL is the Slack secret, and httpx logs every request URL at INFO.
+        register_secret(url)
+        register_secret(str(httpx.URL(url)))
         body = jsonutil.dumps(slack_payload(payload))
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     else:

@@ -49,6 +49,38 @@ def _scrub(v: Any) -> Any:
     return v
 
 
+class RedactingFilter(logging.Filter):
+    """stdlib logging filter: scrub registered secrets from a record's message.
+
+    For third-party loggers that print what Metis handed them, e.g. httpx's
+    ``HTTP Request: POST <url>`` line, where a Slack webhook URL is the secret.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with _lock:
+            empty = not _secrets
+        if empty:
+            return True
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed record is logging's problem, not ours
+            return True
+        clean = _scrub(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def redact_stdlib_logger(name: str) -> None:
+    """Attach the redacting filter to logger ``name`` (idempotent)."""
+    lg = logging.getLogger(name)
+    if _FILTER not in lg.filters:
+        lg.addFilter(_FILTER)
+
+
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: blank secret-looking keys, scrub known secret values."""
     for k in list(event):
