@@ -50,20 +50,65 @@ class ImportResult:
     skipped_live: int
 
 
+MAX_TOKENS = 10**15
+MAX_COST_USD = Decimal(10**9)
+_EARLIEST_TS = 946_684_800.0  # 2000-01-01
+_LATEST_TS = 4_102_444_800.0  # 2100-01-01
+
+
 def _ts(v: Any) -> datetime | None:
-    if v is None:
+    """A Hermes epoch-seconds column; None when absent or not a time in 2000..2100."""
+    if v is None or isinstance(v, bool):
         return None
     try:
-        return datetime.fromtimestamp(float(v), tz=UTC)
+        f = float(v)
     except (TypeError, ValueError, OverflowError):
         return None
+    if not _EARLIEST_TS <= f <= _LATEST_TS:  # also rejects NaN
+        return None
+    return datetime.fromtimestamp(f, tz=UTC)
 
 
-def _int(v: Any) -> int:
-    try:
-        return max(0, int(v or 0))
-    except (TypeError, ValueError):
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _int(v: Any, column: str, session: str) -> int:
+    """A Hermes count column: absent is 0, else an integer in ``[0, MAX_TOKENS]``.
+
+    Hermes declares these INTEGER; anything else (negative, fractional, text,
+    huge) means the file is not what we think it is, so the import stops with
+    an error naming the session and column instead of storing a guess.
+    """
+    if v is None:
         return 0
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS:
+        raise ValidationError(
+            f"Hermes session {session!r}: {column} is {_show(v)}, not a token count"
+        )
+    return v
+
+
+def _cost(v: Any, session: str) -> Decimal:
+    """``actual_cost_usd``: a finite amount in ``[0, 1e9]`` (absent is 0)."""
+    if v is None:
+        return Decimal(0)
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValidationError(f"Hermes session {session!r}: actual_cost_usd is {_show(v)}")
+    try:
+        d = Decimal(repr(v)) if isinstance(v, float) else Decimal(str(v).strip())
+    except ArithmeticError:
+        raise ValidationError(
+            f"Hermes session {session!r}: actual_cost_usd is {_show(v)}, not an amount"
+        ) from None
+    if not d.is_finite() or not 0 <= d <= MAX_COST_USD:
+        raise ValidationError(
+            f"Hermes session {session!r}: actual_cost_usd is {_show(v)}, not an amount in 0..1e9"
+        )
+    return d
 
 
 def hermes_provider(name: str | None, mode: str | None = None) -> str:
@@ -104,31 +149,41 @@ def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
         (sid, model, bprov, burl, bmode, task, calls, inp, outp, cread, cwrite, reas, actual) = (
             r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12]
         )  # fmt: skip
+        session = str(sid)[:200]
         start = _ts(r["first_seen"]) or _ts(r["started_at"])
         if start is None:
             continue
         end = _ts(r["last_seen"]) or _ts(r["ended_at"]) or start
         if end <= start:
             end = start + timedelta(seconds=1)
+        if not isinstance(model, str) or not model.strip():
+            raise ValidationError(f"Hermes session {session!r}: model is {_show(model)}")
+        texts = (bprov, burl, bmode, task, r[17], r[18])
+        if not all(t is None or isinstance(t, str) for t in texts):
+            raise ValidationError(f"Hermes session {session!r}: a billing column is not text")
         provider = hermes_provider(bprov or r[17], bmode)
-        cached, creation = _int(cread), _int(cwrite)
-        input_total = _int(inp) + cached + creation
-        output = _int(outp)
-        reasoning = min(_int(reas), output)
-        p = pricing.price(
-            provider,
-            model,
-            input_tokens=input_total,
-            output_tokens=output,
-            cached_input_tokens=cached,
-            cache_creation_input_tokens=creation,
-            reasoning_tokens=reasoning,
-            at=start,
-        )
+        cached = _int(cread, "cache_read_tokens", session)
+        creation = _int(cwrite, "cache_write_tokens", session)
+        input_total = _int(inp, "input_tokens", session) + cached + creation
+        output = _int(outp, "output_tokens", session)
+        reasoning = min(_int(reas, "reasoning_tokens", session), output)
+        try:
+            p = pricing.price(
+                provider,
+                model,
+                input_tokens=input_total,
+                output_tokens=output,
+                cached_input_tokens=cached,
+                cache_creation_input_tokens=creation,
+                reasoning_tokens=reasoning,
+                at=start,
+            )
+        except ValueError as exc:  # a cost beyond any real session
+            raise ValidationError(f"Hermes session {session!r}: {exc}") from None
         cost, cost_source, pv = p.cost_nanousd, p.cost_source, p.pricing_version
         if cost is None:
             cost, pv = 0, None
-            hermes_cost = Decimal(repr(float(actual or 0)))
+            hermes_cost = _cost(actual, session)
             if hermes_cost > 0:
                 cost, cost_source = to_nanousd(hermes_cost), "provider_reported"  # type: ignore[assignment]
         key_src = "\x1f".join(str(x or "") for x in (sid, model, bprov, burl, bmode, task))
@@ -149,11 +204,11 @@ def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
                 cached_input_tokens=cached,
                 cache_creation_input_tokens=creation,
                 reasoning_tokens=reasoning,
-                request_count=_int(calls),
+                request_count=_int(calls, "api_call_count", session),
                 cost_nanousd=cost,
                 cost_source=cost_source,
                 pricing_version=pv,
-                session_id=str(sid)[:200],
+                session_id=session,
                 base_url=normalize_base_url(burl or r[18]),
                 metadata={"hermes_task": task} if task else None,
             )
