@@ -13,6 +13,7 @@ import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -169,3 +170,10 @@ def test_hermes_plugin_spool_is_private(open_umask: None, tmp_path: Path) -> Non
     assert files, "the failed batch was not spooled"
     assert_private_tree(spool)
     assert "mit_canary" not in "".join(f.read_text() for f in files)
+
+
+def test_demo_home_is_private(demo_server: Any) -> None:
+    """``metis demo`` writes its database, master key and routing rules privately too."""
+    home: Path = demo_server.home
+    assert (home / "master.key").exists()
+    assert_private_tree(home)

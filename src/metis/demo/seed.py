@@ -16,6 +16,7 @@ The story the data tells:
 - user ``alice`` also runs an agent whose plugin pushes usage (`metis.demo.plugin`).
 """
 
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -141,7 +142,10 @@ def write_routing_file(path: Path) -> bool:
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(routing_rules_yaml())
+    # 0600 like everything Metis writes in its home (names teams and workspaces)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(routing_rules_yaml())
     return True
 
 
