@@ -1,6 +1,7 @@
 """Dashboard auth: login with an admin token, session cookie flags, CSRF, logout, revocation."""
 
 import re
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -153,3 +154,21 @@ def test_env_token_login_ends_when_the_env_token_changes(
     with ServerThread(create_app()) as srv, httpx.Client(base_url=srv.url) as c:
         c.cookies.set("metis_session", cookie or "", path="/ui")
         assert c.get("/ui").status_code == 303
+
+
+def test_oversized_or_non_form_posts_are_refused(ui: UIClient) -> None:
+    big = ui.post("/ui/keys", data={"csrf": ui.csrf, "name": "x" * 70_000})
+    assert big.status_code == 413 and "form too large" in big.text
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"a=" + b"x" * 1000 + b"&"
+
+    chunked = ui.post(
+        "/ui/keys",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert chunked.status_code == 413
+    as_json = ui.post("/ui/keys", json={"csrf": ui.csrf, "name": "k", "workspace": "w"})
+    assert as_json.status_code == 415 and "x-www-form-urlencoded" in as_json.text

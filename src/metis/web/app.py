@@ -196,14 +196,23 @@ def _redirect_with_flash(
 
 
 async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
+    """The urlencoded form of a POST (at most `MAX_FORM_BYTES`, 50 fields)."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+        raise UIError(413, f"form too large (at most {MAX_FORM_BYTES} bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # bounded even without a Content-Length
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise UIError(413, f"form too large (at most {MAX_FORM_BYTES} bytes)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if not body:
         return {}  # then the CSRF check refuses it (403)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise UIError(415, "forms must be sent as application/x-www-form-urlencoded")
-    if len(body) > MAX_FORM_BYTES:
-        raise UIError(413, "form too large")
     try:
         pairs = parse_qsl(
             body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=50
