@@ -23,6 +23,11 @@ from metis.gateway.usage import Tokens, from_anthropic, from_openai
 
 _decode = msgspec.json.decode
 
+MAX_EVENT = 8 * 1024 * 1024
+"""An unfinished event larger than this is not a usage event: its bytes are forwarded
+(or, when only parsing a copy, dropped) unparsed, so a stream that never sends a blank
+line cannot grow the buffer without bound."""
+
 
 def _data(ev: bytes) -> bytes | None:
     """The concatenated ``data:`` payload of one event (None when absent)."""
@@ -60,10 +65,16 @@ class SSEUsageTap:
             buf = buf.replace(b"\r\n", b"\n")
         end = buf.rfind(b"\n\n")
         if end < 0:
+            if len(buf) > MAX_EVENT:
+                self._buf = b""
+                return buf
             self._buf = buf
             return b""
         complete, self._buf = buf[: end + 2], buf[end + 2 :]
-        return self._openai(complete)
+        out = self._openai(complete)
+        if len(self._buf) > MAX_EVENT:
+            out, self._buf = out + self._buf, b""
+        return out
 
     def flush(self) -> bytes:
         """Whatever is left at end of stream (an unterminated last event)."""
@@ -81,9 +92,11 @@ class SSEUsageTap:
             buf = buf.replace(b"\r\n", b"\n")
         end = buf.rfind(b"\n\n")
         if end < 0:
-            self._buf = buf
+            self._buf = buf if len(buf) <= MAX_EVENT else b""
             return
         self._buf = buf[end + 2 :]
+        if len(self._buf) > MAX_EVENT:
+            self._buf = b""
         self._parse_events(buf[: end + 2])
 
     def _parse_events(self, complete: bytes) -> None:

@@ -24,8 +24,14 @@ class Tokens:
     reported: bool = False  # the upstream sent a usage object
 
 
+MAX_TOKENS = 10**15
+"""Largest count taken from an upstream usage object. Larger, negative, fractional or
+non-integer counts are malformed and read as 0 (as a missing count would be): the
+call is still recorded, and a hostile upstream cannot push a cost beyond 64 bits."""
+
+
 def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_TOKENS else 0
 
 
 def from_openai(u: Any, t: Tokens | None = None) -> Tokens:

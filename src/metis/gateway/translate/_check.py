@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from metis.gateway.translate.errors import TranslationError
+from metis.gateway.usage import MAX_TOKENS
 
 Obj = dict[str, Any]
 
@@ -54,8 +55,8 @@ def boolean(v: Any, field: str) -> bool:
 
 
 def count(v: Any) -> int:
-    """A token count from an upstream usage object: a non-negative int, else 0."""
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+    """A token count from an upstream usage object: an int in ``[0, MAX_TOKENS]``, else 0."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS:
         return 0
     return v
 
