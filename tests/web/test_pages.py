@@ -219,3 +219,10 @@ def test_csv_text_cells_are_never_formulas(ui: UIClient, seeded: Seeded, cli: An
     assert users["mallory"]["display_name"] == "'=HYPERLINK(1)"
     rec = _csv(ui, "/ui/reconciliation", "cells", **_rng(seeded))
     assert all(not r["drift_usd"].startswith("'") for r in rec)  # numbers stay numbers
+
+
+def test_user_text_is_escaped(ui: UIClient, seeded: Seeded, cli: Any) -> None:
+    cli.ok("gateway", "user", "add", "--name", "<img src=x onerror=alert(1)>", "--alias", "eve")
+    page = ui.get("/ui/keys").text
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
