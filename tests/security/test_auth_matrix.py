@@ -393,3 +393,51 @@ def test_secrets_are_stored_as_digests_only(matrix: Matrix) -> None:
         )
     assert live not in dump
     assert hashlib.sha256(live.encode()).hexdigest() in dump
+
+
+def test_an_ingest_token_writes_only_its_own_workspace_and_source(matrix: Matrix) -> None:
+    """A plugin token cannot pick the workspace, source or key its rows are stamped with."""
+    from sqlalchemy import select
+
+    from metis.db.tables import ingest_tokens, usage_records
+    from metis.workspaces import add_workspace
+
+    eng = matrix.srv.engine
+    with eng.begin() as c:
+        other = add_workspace(c, "other-ws")
+    item = {
+        "idempotency_key": "iso-1",
+        "time": "2026-11-01T10:00:00Z",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "input_tokens": 10,
+        "output_tokens": 1,
+    }
+    forged = [
+        {**item, "idempotency_key": "iso-2", "workspace_id": other.id},
+        {**item, "idempotency_key": "iso-3", "source": "gateway"},
+        {**item, "idempotency_key": "iso-4", "gateway_key_id": "key_forged"},
+    ]
+    with httpx.Client(base_url=matrix.srv.url, timeout=30) as http:
+        r = http.post(
+            "/v1/ingest/usage",
+            json={"items": [item, *forged]},
+            headers=matrix.creds["ingest_token"],
+        )
+    assert r.status_code == 422, r.text
+    doc = r.json()
+    assert doc["accepted"] == ["iso-1"]
+    assert sorted(x["idempotency_key"] for x in doc["rejected"]) == ["iso-2", "iso-3", "iso-4"]
+    with eng.connect() as c:
+        tok = c.execute(select(ingest_tokens).where(ingest_tokens.c.name == "live")).one()
+        rows = c.execute(
+            select(usage_records).where(usage_records.c.dedupe_key.like("%iso-%"))
+        ).all()
+    assert len(rows) == 1
+    row = rows[0]._mapping
+    assert (row["workspace_id"], row["source"], row["source_ref"]) == (
+        tok.workspace_id,
+        tok.source,
+        tok.id,
+    )
+    assert row["gateway_key_id"] is None

@@ -329,6 +329,7 @@ def test_canaries_appear_nowhere(
     run("gateway", "user", "add", "--name", "Bob", "--email", "bob@example.org")
     run("gateway", "user", "set-email", "bob", "bob2@example.org")
     run("gateway", "user", "list", "--json", "--show-email")
+    run("gateway", "user", "list")  # masked
     run("gateway", "team", "add", "--name", "eng", "--daily-cap-usd", "50")
     run("gateway", "team", "add", "--name", "ops")
     run("gateway", "team", "set-cap", "eng", "--daily-cap-usd", "75", "--monthly-cap-usd", "none")
@@ -433,6 +434,22 @@ def test_canaries_appear_nowhere(
         sc.text(f"alert delivered to {post.path}", post.body.decode() + repr(post.headers))
     if BACKEND == "sqlite":
         sc.files(home)  # the database with its WAL, the key files excepted below
+    # privacy by default: emails live in the users table only (DESIGN, Security posture)
+    pii = Scanner()
+    for email in ("alice@example.org", "bob@example.org", "bob2@example.org"):
+        pii.add(f"email {email}", email, window=len(email))
+    pii.text("stdlib logging at DEBUG", "\n".join(debug_logs.lines))
+    pii.text("process output", captured.out + captured.err)
+    for argv, r, _ in run.results:
+        shows_email = argv[:3] in (["gateway", "user", "add"], ["gateway", "user", "set-email"])
+        if not shows_email and "--show-email" not in argv and "--with-names" not in argv:
+            pii.text(f"output of metis {' '.join(argv)}", r.output)
+    pii.files(exports)
+    with engine.connect() as conn:
+        from metis.db.tables import events
+
+        pii.text("events table", repr(conn.execute(events.select()).all()))
+    assert pii.hits == [], "emails found outside the users table:\n" + "\n".join(pii.hits)
     assert len(debug_logs.lines) > 100, "the DEBUG log capture caught nothing"
     assert canary_env.receiver.posts, "no alert was delivered: the sink canaries went unused"
     assert sc.scanned > 300
