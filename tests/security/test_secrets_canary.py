@@ -486,6 +486,10 @@ def _exercise_server(
     from metis.server import create_app
 
     live = issued["alice-key:secret"]
+
+    def value(name: str) -> str:
+        return next(c.value for c in sc.canaries if c.name == name)
+
     creds: dict[str, dict[str, str]] = {
         "none": {},
         "gateway key": {"Authorization": f"Bearer {live}"},
@@ -495,7 +499,11 @@ def _exercise_server(
         "admin token": {"Authorization": f"Bearer {adm}"},
         "admin env token": {"Authorization": f"Bearer {os.environ['METIS_ADMIN_TOKEN']}"},
         "cron secret": {"Authorization": f"Bearer {os.environ['METIS_CRON_SECRET']}"},
-        "wrong secret": {"Authorization": "Bearer gw_wrong" + "x" * 40},
+        "revoked ingest token": {"Authorization": f"Bearer {value('revoked ingest token')}"},
+        "revoked admin token": {"Authorization": f"Bearer {value('revoked admin token')}"},
+        # a made-up secret is a canary too: a 401 must not echo what it was given
+        "wrong secret": {"Authorization": f"Bearer {sc.add('wrong secret', 'gw_' + _rand())}"},
+        "wrong secret x-api-key": {"x-api-key": sc.add("wrong x-api-key", "mit_" + _rand())},
         "admin token as basic": {"Authorization": f"Basic {adm}"},
     }
     routes = sorted(enumerate_routes(create_app()))
