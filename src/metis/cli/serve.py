@@ -39,6 +39,7 @@ def serve(
     import uvicorn
 
     from metis.config import get_settings
+    from metis.gateway.limits import HTTP
 
     get_settings()  # fail early with a clear error on a bad METIS_* value
     if no_scheduler:
@@ -54,7 +55,7 @@ def serve(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=HTTP,  # httptools with bounded, timed request heads (metis.gateway.limits)
         lifespan="on",
         access_log=False,
         log_level=log_level,

@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from metis.config import Settings
 from metis.events import GatewayQuotaExceeded
-from metis.gateway import caps, metrics, upstream
+from metis.gateway import caps, limits, metrics, upstream
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved, SnapshotLoader
 from metis.gateway.plan import RouteContext, RoutePlan, default_plan
 from metis.gateway.shapes import error_body
@@ -100,6 +100,10 @@ _dec_resp = msgspec.json.Decoder(_Resp)
 
 
 class _ClientGone(Exception):
+    pass
+
+
+class _BodyTooLarge(Exception):
     pass
 
 
@@ -300,8 +304,22 @@ class Gateway:
             await self._error(send, shape, "authentication_error", str(e), rid)
             return
         try:
-            raw = await _read_body(receive)
+            raw = await _read_body(receive, headers)
         except _ClientGone:
+            return
+        except _BodyTooLarge:
+            await self._error(
+                send,
+                shape,
+                "request_too_large",
+                f"request body over {limits.MAX_BODY_BYTES} bytes",
+                rid,
+            )
+            return
+        except TimeoutError:
+            await self._error(
+                send, shape, "request_timeout", "request body not received in time", rid
+            )
             return
         try:
             req = _dec_req.decode(raw)
@@ -916,21 +934,34 @@ def _token(headers: dict[bytes, bytes]) -> str:
     return key.decode("latin-1").strip() if key is not None else ""
 
 
-async def _read_body(receive: Receive) -> bytes:
-    msg = await receive()
-    if msg["type"] == "http.disconnect":
-        raise _ClientGone
-    body: bytes = msg.get("body", b"")
-    if not msg.get("more_body"):
-        return body
-    parts = [body]
-    while True:
+async def _read_body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+    """The request body, within `limits.MAX_BODY_BYTES` (else `_BodyTooLarge`, before
+    reading when Content-Length says so) and with at most `limits.BODY_IDLE_TIMEOUT_S`
+    between two of its pieces (else TimeoutError)."""
+    length = headers.get(b"content-length")
+    if length is not None and length.isdigit() and int(length) > limits.MAX_BODY_BYTES:
+        raise _BodyTooLarge
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(limits.BODY_IDLE_TIMEOUT_S) as deadline:
         msg = await receive()
         if msg["type"] == "http.disconnect":
             raise _ClientGone
-        parts.append(msg.get("body", b""))
+        body: bytes = msg.get("body", b"")
         if not msg.get("more_body"):
-            return b"".join(parts)
+            return body
+        parts, size = [body], len(body)
+        while True:
+            deadline.reschedule(loop.time() + limits.BODY_IDLE_TIMEOUT_S)
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limits.MAX_BODY_BYTES:
+                raise _BodyTooLarge
+            parts.append(chunk)
+            if not msg.get("more_body"):
+                return b"".join(parts)
 
 
 def install(comps: Any) -> Gateway:

@@ -29,6 +29,7 @@ class ServerThread:
         self.port = port or free_port(host)
         config.setdefault("log_level", "warning")
         config.setdefault("lifespan", "on")
+        config.setdefault("http", "metis.gateway.limits:LimitedHttpToolsProtocol")  # as serve
         self._server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, **config))
         self._thread = threading.Thread(
             target=self._server.run, name=f"uvicorn:{self.port}", daemon=True
