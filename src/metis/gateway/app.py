@@ -947,6 +947,8 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         if msg["type"] == "http.disconnect":
             raise _ClientGone
         body: bytes = msg.get("body", b"")
+        if len(body) > limits.MAX_BODY_BYTES:
+            raise _BodyTooLarge
         if not msg.get("more_body"):
             return body
         parts, size = [body], len(body)
