@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from metis.web.tables import fmt_usd
+from metis.web.tables import fmt_cell, fmt_usd
 from tests.plugins.demo import DemoProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -301,8 +301,9 @@ def test_dashboard_in_chromium(browser: Any, demo_server: DemoProcess, shots: Pa
     rows = table_rows(d, "credentials")
     assert {r["credential_id"].text for r in rows} == set(ingest)
     for r in rows:
-        want = ingest[r["credential_id"].text]["complete_through"] or "—"
-        assert r["complete_through"].text == want
+        want = ingest[r["credential_id"].text]
+        assert r["complete_through"].text == fmt_cell("datetime", want["complete_through"])
+        assert r["last_success_at"].text == fmt_cell("datetime", want["last_success_at"])
     assert d.find_elements(_by("XPATH"), "//button[text()='Sync now']")
     screenshot(d, shots, "ingestion")
 

@@ -557,6 +557,16 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
 # ---------------------------------------------------------------- ingestion
 
 
+def _sync_status(h: dict[str, Any], syncable: bool) -> str:
+    if h["removed"]:
+        return "removed"
+    if not syncable:
+        return "inference only"  # the gateway forwards with it; nothing to sync
+    if h["healthy"]:
+        return "healthy"
+    return "error" if h["last_error"] else "never synced"
+
+
 def ingestion(conn: Connection, q: PageQuery) -> Ctx:
     health = service.ingest_health(conn, q.window, q.workspace_id)["data"]
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
@@ -582,7 +592,7 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
                 "days_synced": f"{n}/{days_total}",
                 "days_synced_n": n,
                 "syncable": cid in syncable,
-                "status": "healthy" if h["healthy"] else ("error" if h["last_error"] else "never"),
+                "status": _sync_status(h, cid in syncable),
             }
         )
     creds_t = Table(
@@ -594,13 +604,13 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
             Column("provider", "provider"),
             Column("mode", "mode"),
             Column("status", "status"),
-            Column("last_success_at", "last sync"),
-            Column("complete_through", "cursor (complete through)"),
+            Column("last_success_at", "last sync", "datetime"),
+            Column("complete_through", "cursor (complete through)", "datetime"),
             Column("days_synced", "days synced in range"),
             Column("runs", "runs in range", "int"),
             Column("failed_runs", "failed", "int"),
             Column("records_stored", "stored", "int"),
-            Column("last_error_at", "last error at"),
+            Column("last_error_at", "last error at", "datetime"),
             Column("last_error", "last error"),
         ],
         rows=rows,

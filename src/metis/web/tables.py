@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from metis.money import from_nanousd
-from metis.timeutil import iso
+from metis.timeutil import iso, parse_iso
 
 Kind = str  # text | usd | int | datetime | bool | pct
 
@@ -52,8 +52,11 @@ def fmt_cell(kind: Kind, value: Any) -> str:
         return f"{Decimal(value) * 100:.1f}%"
     if kind == "bool":
         return "yes" if value else "no"
-    if kind == "datetime" and isinstance(value, datetime):
-        return iso(value).replace("T", " ")[:19] + "Z"
+    if kind == "datetime":
+        if isinstance(value, str):  # ISO 8601 from an API-shaped answer
+            value = parse_iso(value)
+        if isinstance(value, datetime):
+            return iso(value).replace("T", " ")[:19] + "Z"
     return str(value)
 
 
