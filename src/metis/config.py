@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # buffer holds at most this many records + events, then new calls get 503.
     caps_on_db_error: Literal["closed", "open"] = "closed"
     write_buffer_max_items: int = Field(default=100_000, ge=1)
+    # Where the gateway's write-behind flush runs (docs/gateway.md): a child
+    # process (a flush never holds the event loop's GIL), a worker thread, or
+    # auto = process under `metis serve`, thread in embedded/test servers.
+    writer: Literal["auto", "process", "thread"] = "auto"
 
     @field_validator("log_level", mode="before")
     @classmethod

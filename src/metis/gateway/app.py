@@ -179,7 +179,15 @@ class Gateway:
         self.creds = CredentialCache(credential_resolver or db_resolver(engine, settings))
         self.keys.on_change.append(self.creds.invalidate)
         self.counters = SpendCounters(engine)
-        self.writer = WriteBehind(engine, self.counters, max_items=settings.write_buffer_max_items)
+        # The flush runs in a child process under `metis serve` (no GIL contention
+        # with the event loop: docs/performance.md), in a thread when embedded.
+        in_server = os.environ.get("METIS_SERVER_TUNING") == "1"
+        self.writer = WriteBehind(
+            engine,
+            self.counters,
+            max_items=settings.write_buffer_max_items,
+            process=settings.writer == "process" or (settings.writer == "auto" and in_server),
+        )
         # docs/gateway.md "When the database is unavailable"
         self.caps_fail_open = settings.caps_on_db_error == "open"
         self.stats = Stats()

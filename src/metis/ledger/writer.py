@@ -21,6 +21,10 @@ On SQLite this matters: the engine does not pool connections, and closing the
 last connection to a WAL database checkpoints it (~10 ms of checkpoint and
 fsync on every flush, and the WAL file recreated on the next open).
 
+With ``process=True`` (`metis serve`, see `metis.ledger.writer_process`) the
+same transaction runs in a child process instead of a worker thread, so the
+flush's Python work never competes with the event loop for the GIL.
+
 Database unavailable (docs/gateway.md "When the database is unavailable"):
 retries back off from `FLUSH_INTERVAL_S` to `RETRY_MAX_S`; the outage is
 logged once when it starts, every `REPORT_EVERY_S` while it lasts and once
@@ -49,6 +53,7 @@ from metis.events import append_event_values, event_values
 from metis.ledger.counters import CounterKey, Delta, SpendCounters, apply_deltas
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
+from metis.ledger.writer_process import WriterProcess
 
 FLUSH_INTERVAL_S = 0.2
 MAX_BATCH = 2000
@@ -93,7 +98,10 @@ class WriteBehind:
     flushes: int = 0
     failures: int = 0
     on_flush: list[Callable[[int, int], None]] = field(default_factory=list)
+    process: bool = False
+    """Flush in a child process (`metis.ledger.writer_process`) instead of a worker thread."""
     _db: _WriterConnection | None = None
+    _child: WriterProcess | None = None
 
     # -- request path ---------------------------------------------------------
     def add(
@@ -136,6 +144,13 @@ class WriteBehind:
 
     async def _run(self) -> None:
         assert self._wake is not None
+        if self.process:
+            # Spawn the writer child now, so the first flush does not wait for its imports.
+            self._child = WriterProcess(self.engine)
+            try:
+                await self._child.start()
+            except Exception:
+                log.warning("writer process did not start; will retry", exc_info=True)
         while not self._stopping:
             delay = self.flush_interval_s if self._down_since is None else self._retry_in
             with contextlib.suppress(TimeoutError):
@@ -198,9 +213,14 @@ class WriteBehind:
             if not records and not evs and not deltas:
                 return 0
             try:
-                if self._db is None:
-                    self._db = _WriterConnection(self.engine)
-                await asyncio.to_thread(self._db.write, records, evs, deltas)
+                if self.process:
+                    if self._child is None:
+                        self._child = WriterProcess(self.engine)
+                    await self._child.write(records, evs, deltas)
+                else:
+                    if self._db is None:
+                        self._db = _WriterConnection(self.engine)
+                    await asyncio.to_thread(self._db.write, records, evs, deltas)
             except BaseException:
                 self.failures += 1
                 self._records[:0] = records
@@ -232,6 +252,8 @@ class WriteBehind:
         finally:
             if self._db is not None:
                 await asyncio.to_thread(self._db.discard)
+            if self._child is not None:
+                await self._child.close()
 
     async def _final_flush(self) -> None:
         deadline = time.monotonic() + self.close_timeout_s
