@@ -61,6 +61,7 @@ KINDS = ("openai", "openai_stream", "anthropic", "anthropic_stream")
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5-20251001"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+ERRORS: Counter[str] = Counter()  # 5xx bodies and client-side failures, for diagnosis
 
 
 def free_port() -> int:
@@ -174,8 +175,11 @@ async def one(
             await consume(raw, stream)
         return raw.status_code, raw.headers.get("x-metis-request-id"), time.perf_counter() - t0
     except (openai.APIStatusError, anthropic.APIStatusError) as e:
+        if e.status_code >= 500:
+            ERRORS[f"{e.status_code} {e.message}"[:160]] += 1
         return e.status_code, None, time.perf_counter() - t0
-    except (openai.APIError, anthropic.APIError):
+    except (openai.APIError, anthropic.APIError) as e:
+        ERRORS[f"client {type(e).__name__}"] += 1
         return 0, None, time.perf_counter() - t0
 
 
@@ -189,7 +193,7 @@ async def drive(
         )
         for _, s, _ in keys
     ]
-    results: list[tuple[int, str | None, float, int]] = []
+    results: list[tuple[int, str | None, float, int, float]] = []
     rss: list[tuple[float, int]] = []
     tasks: set[asyncio.Task[None]] = set()
     total = int(rate * duration)
@@ -203,7 +207,7 @@ async def drive(
         except Exception as e:  # a bug in this script must fail the run, not vanish
             print(f"request {n}: {type(e).__name__}: {e}", file=sys.stderr)
             status, rid, lat = -1, None, 0.0
-        results.append((status, rid, lat, k))
+        results.append((status, rid, lat, k, time.monotonic() - start))
 
     next_sample = start
     for n in range(total):
@@ -223,6 +227,27 @@ async def drive(
         await oc.close()
         await ac.close()
     return {"results": results, "rss": rss, "elapsed": time.monotonic() - start}
+
+
+def per_minute(
+    results: list[tuple[int, str | None, float, int, float]], rss: list[tuple[float, int]]
+) -> list[dict[str, Any]]:
+    """Per minute of the run (by completion time): statuses, 200 latency p50/p99, max RSS."""
+    out = []
+    for m in range(int(max((r[4] for r in results), default=0) // 60) + 1):
+        rows = [r for r in results if m * 60 <= r[4] < (m + 1) * 60]
+        lat = sorted(r[2] for r in rows if r[0] == 200)
+        mem = [b for t, b in rss if m * 60 <= t < (m + 1) * 60]
+        out.append(
+            {
+                "minute": m,
+                "statuses": {str(k): v for k, v in sorted(Counter(r[0] for r in rows).items())},
+                "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+                "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None,
+                "rss_mib": round(max(mem) / 2**20, 1) if mem else None,
+            }
+        )
+    return out
 
 
 def slope_mib_per_min(points: list[tuple[float, int]]) -> float:
@@ -260,6 +285,8 @@ def verify(
     calls = httpx.get(sim_url + "/_sim/calls", timeout=60).json()["calls"]
     truth = httpx.get(sim_url + "/_sim/ground_truth", timeout=60).json()["total"]
     by_call = {c["response_id"]: c for c in calls}
+    failed = [r for r in rows if r["status"] not in ("ok", "client_disconnected")]
+    rows = [r for r in rows if r["status"] in ("ok", "client_disconnected")]
     fields = (
         "input_tokens",
         "output_tokens",
@@ -294,6 +321,7 @@ def verify(
         )
     return {
         "records": len(rows),
+        "error_records": len(failed),  # calls that failed upstream: recorded, zero cost
         "simulator_calls": len(calls),
         "answered_without_record": len(answered - recorded),
         "duplicate_upstream_ids": len(rows) - len({r["correlation_id"] for r in rows}),
@@ -352,9 +380,9 @@ def main() -> int:
         srv.send_signal(signal.SIGTERM)
         code = srv.wait(60)
         results = run["results"]
-        statuses = Counter(s for s, _, _, _ in results)
-        answered = {rid for s, rid, _, _ in results if s == 200 and rid}
-        lat = sorted(lat for s, _, lat, _ in results if s == 200)
+        statuses = Counter(r[0] for r in results)
+        answered = {r[1] for r in results if r[0] == 200 and r[1]}
+        lat = sorted(r[2] for r in results if r[0] == 200)
         rss = run["rss"]
         half = [p for p in rss if p[0] >= run["elapsed"] / 2]
         first = [p[1] for p in rss if p[0] <= 60]
@@ -382,6 +410,8 @@ def main() -> int:
                 "slope_second_half_mib_per_min": round(slope_mib_per_min(half), 3),
                 "samples": len(rss),
             },
+            "per_minute": per_minute(results, rss),
+            "errors": dict(ERRORS.most_common(10)),
             "load_average_1m": {"start": round(load_before[0], 2), "end": round(load_after[0], 2)},
             "server_exit": code,
             **check,
