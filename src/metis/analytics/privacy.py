@@ -30,6 +30,8 @@ from metis.db.tables import (
     teams,
     usage_records,
     usage_rollups_daily,
+    usage_rollups_daily_identity,
+    usage_rollups_reconcile,
     users,
 )
 from metis.events import GatewayKeyRevoked, event_row
@@ -134,11 +136,8 @@ def forget_user(conn: Connection, user_id: str) -> dict[str, Any]:
     n_records = conn.execute(
         update(usage_records).where(usage_records.c.user_id == user_id).values(user_id=pseudo)
     ).rowcount
-    conn.execute(
-        update(usage_rollups_daily)
-        .where(usage_rollups_daily.c.user_id == user_id)
-        .values(user_id=pseudo)
-    )
+    for rollup in (usage_rollups_daily, usage_rollups_daily_identity, usage_rollups_reconcile):
+        conn.execute(update(rollup).where(rollup.c.user_id == user_id).values(user_id=pseudo))
     conn.execute(
         update(spend_counters)
         .where(spend_counters.c.scope == "user_daily", spend_counters.c.scope_id == user_id)

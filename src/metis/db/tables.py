@@ -270,6 +270,39 @@ usage_rollups_daily_identity = Table(
     sqlite_with_rowid=False,
 )
 
+# The classification the reconciled view needs (`metis.ledger.reconcile`), kept
+# per rollup row for every row that is not a gateway row (gateway rows come
+# from the rollups above): ``klass`` is ``provider`` / ``provider_no_cost``
+# (provider rows; the latter reported no money) or, for plugin sources,
+# ``plugin`` / ``duplicate`` (a gateway row of the workspace has the same
+# correlation id). ``base_url`` stays a dimension because which URLs are this
+# gateway's is configuration read at query time. Maintained with the rollups
+# by `metis.ledger.rollups.apply_deltas`; rebuilt by `metis db rebuild-rollups`.
+usage_rollups_reconcile = Table(
+    "usage_rollups_reconcile",
+    metadata,
+    Column("usage_date", Date, primary_key=True),
+    Column("workspace_id", ID, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("user_id", ID, primary_key=True),
+    Column("team_id", ID, primary_key=True),
+    Column("gateway_key_id", ID, primary_key=True),
+    Column("base_url", Text, primary_key=True),
+    Column("klass", String(16), primary_key=True),
+    Column("record_count", BigInteger, nullable=False, default=0),
+    Column("request_count", BigInteger, nullable=False, default=0),
+    Column("error_count", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_input_tokens", BigInteger, nullable=False, default=0),
+    Column("cache_creation_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_nanousd", BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,
+)
+
 events = Table(
     "events",
     metadata,

@@ -22,22 +22,35 @@ reconciliation", user docs in docs/reconciliation.md):
    attributed cost stands and the cell is flagged ``provider_cost_unknown``.
 3. Uncovered cells: ``gateway + plugin`` stand as they are.
 
-Everything is grouped by cell in one SQL statement (plus one for coverage),
-so the cost is one index range scan of the window's rows.
+The per-cell source totals come from the rollups: gateway rows from
+``usage_rollups_daily_model``, every other row from ``usage_rollups_reconcile``,
+which keeps exactly the classification above per rollup row (maintained by
+the write path, `metis.ledger.rollups`). A 90-day window therefore reads
+days x dimensions rollup rows, not the raw records. The original
+classification of raw rows in SQL is kept (``from_raw=True``): the tests
+check that both give the same cells, and partial days at a window's edges
+(`reconciled_aggregate`) still read raw rows.
 
 Python API for analytics: `reconciled_cells`, `reconciled_totals`,
 `reconciled_aggregate` (grouped, `metis.analytics.views`).
 """
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, exists, func, literal, select
 
-from metis.db.tables import provider_credentials, sync_windows, usage_records
+from metis.db.tables import (
+    provider_credentials,
+    sync_windows,
+    usage_records,
+    usage_rollups_daily_model,
+    usage_rollups_reconcile,
+)
+from metis.ledger import rollups
 from metis.timeutil import day_start
 from metis.util.urls import normalize_base_url
 
@@ -246,21 +259,14 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
     )
 
 
-def reconciled_cells(
-    conn: Connection,
-    start: date,
-    end: date,
-    workspace_id: str | None = None,
-    gateway_urls: Sequence[str] | None = None,
-) -> list[Cell]:
-    """The cells of UTC days ``[start, end)`` (optionally one workspace), sorted.
+CellKey = tuple[str, str, str, date]
 
-    ``gateway_urls`` are the base URLs this Metis gateway is reached by
-    (default ``METIS_GATEWAY_URLS``); plugin rows sent there are the
-    gateway's own traffic.
-    """
-    urls = gateway_urls_from_env() if gateway_urls is None else tuple(gateway_urls)
-    c = _classified(start, end, workspace_id, gateway_url_variants(urls))
+
+def _cell_sources_raw(
+    conn: Connection, start: date, end: date, workspace_id: str | None, via: Sequence[str]
+) -> dict[CellKey, dict[str, Any]]:
+    """Per cell: each class's `Totals` and ``cost_unknown``, classifying raw rows in SQL."""
+    c = _classified(start, end, workspace_id, via)
     cell_cols = [c.c.workspace_id, c.c.provider, c.c.model, c.c.usage_date, c.c.klass]
     q = select(
         *cell_cols,
@@ -268,13 +274,86 @@ def reconciled_cells(
         func.sum(c.c.unknown_cost).label("unknown_cost"),
         *(func.sum(c.c[m]).label(m) for m in MEASURES),
     ).group_by(*cell_cols)
-    cells: dict[tuple[str, str, str, date], dict[str, Any]] = {}
+    cells: dict[CellKey, dict[str, Any]] = {}
     for row in conn.execute(q).mappings():
         k = (row["workspace_id"], row["provider"], row["model"], row["usage_date"])
         d = cells.setdefault(k, {})
         d[row["klass"]] = _totals(row)
         if row["klass"] == "provider":
             d["cost_unknown"] = int(row["unknown_cost"] or 0) == int(row["n"] or 0)
+    return cells
+
+
+def _recon_class(t: Any, via: Sequence[str]) -> Any:
+    """The reconciliation class of a `usage_rollups_reconcile` row (see module docstring)."""
+    whens: list[Any] = [
+        (
+            t.c.klass.in_((rollups.KLASS_PROVIDER, rollups.KLASS_PROVIDER_NO_COST)),
+            literal("provider"),
+        )
+    ]
+    if via:
+        whens.append((t.c.base_url.in_(list(via)), literal("plugin_via_gateway")))
+    whens.append((t.c.klass == rollups.KLASS_DUPLICATE, literal("plugin_duplicate")))
+    return case(*whens, else_=literal("plugin"))
+
+
+def _cell_sources(
+    conn: Connection, start: date, end: date, workspace_id: str | None, via: Sequence[str]
+) -> dict[CellKey, dict[str, Any]]:
+    """`_cell_sources_raw`'s answer, from the rollups (gateway + reconciliation rollup)."""
+    cells: dict[CellKey, dict[str, Any]] = {}
+    m_t, r_t = usage_rollups_daily_model, usage_rollups_reconcile
+    for t, klass in ((m_t, literal("gateway")), (r_t, _recon_class(r_t, via))):
+        cls = klass.label("klass")
+        dims = [t.c.workspace_id, t.c.provider, t.c.model, t.c.usage_date]
+        unknown: Any = literal(0)
+        if t is r_t:
+            unknown = case((t.c.klass == rollups.KLASS_PROVIDER_NO_COST, t.c.record_count), else_=0)
+        q = select(
+            *dims,
+            cls,
+            func.sum(t.c.record_count).label("n"),
+            func.sum(unknown).label("unknown_cost"),
+            *(func.sum(t.c[m]).label(m) for m in MEASURES),
+        ).where(t.c.usage_date >= start, t.c.usage_date < end)
+        if t is m_t:
+            q = q.where(t.c.source == GATEWAY_SOURCE)
+        if workspace_id is not None:
+            q = q.where(t.c.workspace_id == workspace_id)
+        q = q.group_by(*dims, cls)
+        for row in conn.execute(q).mappings():
+            if not row["n"]:
+                continue
+            k = (row["workspace_id"], row["provider"], row["model"], row["usage_date"])
+            d = cells.setdefault(k, {})
+            d[row["klass"]] = _totals(row)
+            if row["klass"] == "provider":
+                d["cost_unknown"] = int(row["unknown_cost"] or 0) == int(row["n"] or 0)
+    return cells
+
+
+def reconciled_cells(
+    conn: Connection,
+    start: date,
+    end: date,
+    workspace_id: str | None = None,
+    gateway_urls: Sequence[str] | None = None,
+    *,
+    from_raw: bool = False,
+) -> list[Cell]:
+    """The cells of UTC days ``[start, end)`` (optionally one workspace), sorted.
+
+    ``gateway_urls`` are the base URLs this Metis gateway is reached by
+    (default ``METIS_GATEWAY_URLS``); plugin rows sent there are the
+    gateway's own traffic. Answered from the rollups; ``from_raw`` classifies
+    the raw rows instead (same result while raw rows exist; days pruned by
+    retention keep their rollups but not their per-request raw rows).
+    """
+    urls = gateway_urls_from_env() if gateway_urls is None else tuple(gateway_urls)
+    via = gateway_url_variants(urls)
+    sources = _cell_sources_raw if from_raw else _cell_sources
+    cells = sources(conn, start, end, workspace_id, via)
     coverage = _coverage(conn, start, end, workspace_id)
     out = []
     for k in sorted(cells):
@@ -292,6 +371,61 @@ def reconciled_cells(
             provider_cost_unknown=bool(d.get("cost_unknown", False)),
         )
         out.append(_settle(cell, coverage.get((k[0], k[1], k[3]))))
+    return out
+
+
+def standing_rows(
+    conn: Connection,
+    start: date,
+    end: date,
+    workspace_id: str | None,
+    narrow: Mapping[str, str | None],
+    cols: Sequence[str],
+    via: Sequence[str],
+) -> list[tuple[dict[str, Any], dict[str, int]]]:
+    """The attributed (gateway + plugin) rows of UTC days ``[start, end)`` grouped by ``cols``.
+
+    From the rollups: gateway rows from the narrowest rollup table with every
+    needed dimension, plugin rows that are neither duplicates nor sent
+    through the gateway from ``usage_rollups_reconcile``. ``narrow`` filters
+    ``user_id``/``team_id``/``gateway_key_id``/``source`` (None = any).
+    Returns (dims, measures) pairs; dims use None for a missing user/team/key,
+    measures are `metis.ledger.rollups.MEASURES`.
+    """
+    conds_of = {k: v for k, v in narrow.items() if v is not None}
+    source = conds_of.get("source")
+    needed = {*cols, *conds_of, "source", "workspace_id"}
+    out: list[tuple[dict[str, Any], dict[str, int]]] = []
+    tables: list[tuple[Any, Any]] = []
+    if source in (None, GATEWAY_SOURCE):
+        gt = next(
+            t
+            for t, dims in sorted(rollups.TABLES, key=lambda td: len(td[1]))
+            if needed <= set(dims)
+        )
+        tables.append((gt, gt.c.source == GATEWAY_SOURCE))
+    if source not in (GATEWAY_SOURCE, PROVIDER_SOURCE):
+        rt = usage_rollups_reconcile
+        cond: Any = rt.c.klass == rollups.KLASS_PLUGIN
+        if via:
+            cond = and_(cond, rt.c.base_url.not_in(list(via)))
+        tables.append((rt, cond))
+    for t, cond in tables:
+        group = [t.c[c] for c in cols]
+        q = select(*group, *(func.sum(t.c[m]).label(m) for m in rollups.MEASURES)).where(
+            cond, t.c.usage_date >= start, t.c.usage_date < end
+        )
+        if workspace_id is not None:
+            q = q.where(t.c.workspace_id == workspace_id)
+        for col, v in conds_of.items():
+            q = q.where(t.c[col] == v)
+        if group:
+            q = q.group_by(*group)
+        for row in conn.execute(q).mappings():
+            if not row["record_count"]:
+                continue
+            dims = {c: (row[c] or None) if c in IDENTITY_DIMS else row[c] for c in cols}
+            out.append((dims, {m: int(row[m] or 0) for m in rollups.MEASURES}))
     return out
 
 
@@ -381,6 +515,8 @@ def reconciled_aggregate(
     cols: Sequence[str],
     gateway_urls: Sequence[str] | None = None,
     now: datetime | None = None,
+    *,
+    from_raw: bool = False,
 ) -> list[Any]:
     """Reconciled totals grouped by ``cols`` (`metis.analytics.query.Agg` rows).
 
@@ -397,6 +533,10 @@ def reconciled_aggregate(
     to nobody). Provider data is daily: whole UTC days reconcile against it;
     partial days at the window's edges (except a last day reaching the
     present) count their standing attributed rows only.
+
+    Whole days are answered from the rollups (`standing_rows`,
+    `reconciled_cells`), edges from raw rows; ``from_raw`` reads raw rows for
+    everything (the reference the tests compare against).
     """
     from metis.analytics.query import Agg
     from metis.timeutil import utcnow
@@ -446,9 +586,14 @@ def reconciled_aggregate(
             put({x: row[x] for x in cols}, vals)
 
     if d0 < d1:
-        standing(d0, d1, ())
+        if from_raw:
+            standing(d0, d1, ())
+        else:
+            narrow = {**ident, "source": source}
+            for dims, vals in standing_rows(conn, d0, d1, ws, narrow, cols, via):
+                put(dims, vals)
         if not narrowed:
-            for cell in reconciled_cells(conn, d0, d1, ws, urls):
+            for cell in reconciled_cells(conn, d0, d1, ws, urls, from_raw=from_raw):
                 base = {
                     "workspace_id": cell.workspace_id,
                     "provider": cell.provider,
