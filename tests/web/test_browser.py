@@ -73,7 +73,7 @@ def browser() -> Iterator[Any]:
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(60)
     try:
         yield driver
     finally:
@@ -125,8 +125,8 @@ def click_and_wait(driver: Any, element: Any) -> None:
 
     old = driver.find_element(_by("TAG_NAME"), "html")
     element.click()
-    WebDriverWait(driver, 15).until(ec.staleness_of(old))
-    WebDriverWait(driver, 15).until(
+    WebDriverWait(driver, 30).until(ec.staleness_of(old))
+    WebDriverWait(driver, 30).until(
         lambda drv: drv.execute_script("return document.readyState") == "complete"
     )
 
