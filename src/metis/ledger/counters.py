@@ -364,18 +364,26 @@ class SpendCounters:
 # -- database helpers (run in a worker thread) -------------------------------
 
 
-def _upsert_stmt(conn: Connection, rows: list[dict[str, Any]]) -> Any:
+_UPSERT: dict[str, Any] = {}
+
+
+def _upsert_stmt(conn: Connection) -> Any:
+    """Add to a counter row (creating it); built once per dialect, run with row dicts."""
     dialect = conn.engine.dialect.name
-    mod: Any = postgresql if dialect == "postgresql" else sqlite
-    ins = mod.insert(spend_counters).values(rows)
-    return ins.on_conflict_do_update(
-        index_elements=["scope", "scope_id", "period"],
-        set_={
-            "spent_nanousd": spend_counters.c.spent_nanousd + ins.excluded.spent_nanousd,
-            "reserved_nanousd": spend_counters.c.reserved_nanousd + ins.excluded.reserved_nanousd,
-            "updated_at": ins.excluded.updated_at,
-        },
-    )
+    stmt = _UPSERT.get(dialect)
+    if stmt is None:
+        mod: Any = postgresql if dialect == "postgresql" else sqlite
+        ins = mod.insert(spend_counters)
+        stmt = _UPSERT[dialect] = ins.on_conflict_do_update(
+            index_elements=["scope", "scope_id", "period"],
+            set_={
+                "spent_nanousd": spend_counters.c.spent_nanousd + ins.excluded.spent_nanousd,
+                "reserved_nanousd": spend_counters.c.reserved_nanousd
+                + ins.excluded.reserved_nanousd,
+                "updated_at": ins.excluded.updated_at,
+            },
+        )
+    return stmt
 
 
 def apply_deltas(conn: Connection, deltas: dict[CounterKey, Delta]) -> None:
@@ -394,7 +402,7 @@ def apply_deltas(conn: Connection, deltas: dict[CounterKey, Delta]) -> None:
         if d.spent or d.reserved
     ]
     if rows:
-        conn.execute(_upsert_stmt(conn, rows))
+        conn.execute(_upsert_stmt(conn), rows)  # in order: no deadlocks between processes
 
 
 def _grant_tx(
@@ -408,19 +416,17 @@ def _grant_tx(
         # One upsert applies the pending change and makes sure the row exists
         # (on SQLite it also takes the write lock before the read below).
         conn.execute(
-            _upsert_stmt(
-                conn,
-                [
-                    {
-                        "scope": key[0],
-                        "scope_id": key[1],
-                        "period": key[2],
-                        "spent_nanousd": pending.spent,
-                        "reserved_nanousd": pending.reserved,
-                        "updated_at": utcnow(),
-                    }
-                ],
-            )
+            _upsert_stmt(conn),
+            [
+                {
+                    "scope": key[0],
+                    "scope_id": key[1],
+                    "period": key[2],
+                    "spent_nanousd": pending.spent,
+                    "reserved_nanousd": pending.reserved,
+                    "updated_at": utcnow(),
+                }
+            ],
         )
         cond = and_(
             spend_counters.c.scope == key[0],

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, and_, literal_column, select, text
+from sqlalchemy import Connection, Dialect, bindparam, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from metis.db import bulk
@@ -177,6 +177,34 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
 _RETURNED = ("workspace_id", "source", "dedupe_key", "revision")
 
 
+_WRITE_LOCK = text("UPDATE usage_rollups_daily SET record_count = record_count WHERE 0 = 1")
+_STORED: dict[str, Any] = {}
+
+
+def _stored_select(dialect: str) -> Any:
+    """SELECT the rollup source columns of one (workspace, source)'s keys; built once."""
+    q = _STORED.get(dialect)
+    if q is None:
+        c = usage_records.c
+        cols = dict.fromkeys(
+            (
+                c.workspace_id,
+                c.source,
+                c.dedupe_key,
+                *(c[n] for n in rollups.SOURCE_COLUMNS if n not in ("workspace_id", "source")),
+            )
+        )
+        q = select(*cols).where(
+            c.workspace_id == bindparam("ws"),
+            c.source == bindparam("src"),
+            c.dedupe_key.in_(bindparam("keys", expanding=True)),
+        )
+        if dialect == "postgresql":
+            q = q.with_for_update()
+        _STORED[dialect] = q
+    return q
+
+
 def _stored_contributions(
     conn: Connection, wave: list[UsageRecord]
 ) -> dict[tuple[str, str, str], tuple[rollups.Key, list[int]]]:
@@ -184,22 +212,13 @@ def _stored_contributions(
     if conn.dialect.name == "sqlite":
         # Take SQLite's write lock before reading, so no other writer can change
         # these rows between this read and the upsert (and no snapshot upgrade fails).
-        conn.execute(text("UPDATE usage_rollups_daily SET record_count = record_count WHERE 0 = 1"))
+        conn.execute(_WRITE_LOCK)
     by_scope: dict[tuple[str, str], list[str]] = {}
     for r in wave:
         by_scope.setdefault((r.workspace_id, r.source), []).append(r.dedupe_key)
     out: dict[tuple[str, str, str], tuple[rollups.Key, list[int]]] = {}
-    c = usage_records.c
-    cols = [
-        c.workspace_id,
-        c.source,
-        c.dedupe_key,
-        *(c[n] for n in rollups.SOURCE_COLUMNS if n not in ("workspace_id", "source")),
-    ]
+    q = _stored_select(conn.dialect.name)
     for (ws, src), keys in by_scope.items():
-        q = select(*cols).where(and_(c.workspace_id == ws, c.source == src, c.dedupe_key.in_(keys)))
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        for row in conn.execute(q).mappings():
+        for row in conn.execute(q, {"ws": ws, "src": src, "keys": keys}).mappings():
             out[(row["workspace_id"], row["source"], row["dedupe_key"])] = rollups.contribution(row)
     return out
