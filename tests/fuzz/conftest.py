@@ -16,9 +16,10 @@ from sqlalchemy import Engine
 from metis.analytics.admin_tokens import create_token as create_admin_token
 from metis.ingest.tokens import create_token as create_ingest_token
 from metis.server import create_app
+from metis.timeutil import utcnow
 from metis.util.server_thread import ServerThread
 from tests.analytics import seed
-from tests.analytics.seed import T0, rec
+from tests.analytics.seed import rec
 
 CRON_SECRET = "cron-secret-for-fuzz-tests-0123456789"
 
@@ -32,7 +33,9 @@ class SeededServer:
 
 
 def _seed(engine: Engine) -> None:
-    """A workspace with users, teams, keys and usage from all three sources."""
+    """A workspace with users, teams, keys and usage from all three sources, yesterday
+    (inside every endpoint's default window, so answers have rows to check)."""
+    t0 = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
     with engine.begin() as c:
         seed.ws(c)
         seed.user(c, "usr_a", "alice", "alice@example.com")
@@ -43,13 +46,13 @@ def _seed(engine: Engine) -> None:
         h = timedelta(hours=1)
         seed.write(
             c,
-            [rec(at=T0 + i * h, cost=333_333_333, key_id="key_a", user_id="usr_a",
+            [rec(at=t0 + i * h, cost=333_333_333, key_id="key_a", user_id="usr_a",
                  team_id="team_e") for i in range(3)]
-            + [rec(at=T0 + h, cost=1_000_000_001, key_id="key_b", user_id="usr_b",
+            + [rec(at=t0 + h, cost=1_000_000_001, key_id="key_b", user_id="usr_b",
                    model="claude-sonnet-4-5", provider="anthropic")]
-            + [rec(at=T0, cost=5_000_000_000, source="provider_api_key",
+            + [rec(at=t0, cost=5_000_000_000, source="provider_api_key",
                    status=None, latency_ms=None, input_tokens=1000, output_tokens=100)]
-            + [rec(at=T0 + 2 * h, cost=7, source="hermes_plugin", correlation_id="chatcmpl-x",
+            + [rec(at=t0 + 2 * h, cost=7, source="hermes_plugin", correlation_id="chatcmpl-x",
                    user_id="usr_b")],
         )  # fmt: skip
 

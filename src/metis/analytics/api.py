@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import Connection
 
-from metis.analytics import service
+from metis.analytics import schemas, service
 from metis.analytics.deps import AdminDep, EngineDep, bind_app, require_admin
 from metis.analytics.export_api import router as export_router
 from metis.analytics.httputil import ADMIN_ERRORS, IDENT, TIME, json_response, one_of, param_errors
@@ -103,7 +103,7 @@ def whoami(admin: AdminDep) -> dict[str, str]:
     return {"token_id": admin.token_id, "name": admin.name}
 
 
-@router.get("/analytics/cost")
+@router.get("/analytics/cost", responses=schemas.ok(schemas.CostResponse))
 def cost(
     engine: EngineDep,
     group_by: Annotated[
@@ -130,7 +130,7 @@ def cost(
     )  # fmt: skip
 
 
-@router.get("/analytics/by_key")
+@router.get("/analytics/by_key", responses=schemas.ok(schemas.ByKeyResponse))
 def by_key(
     engine: EngineDep,
     from_: FromQ = None,
@@ -150,7 +150,7 @@ def by_key(
     )  # fmt: skip
 
 
-@router.get("/analytics/by_team")
+@router.get("/analytics/by_team", responses=schemas.ok(schemas.ByTeamResponse))
 def by_team(
     engine: EngineDep,
     from_: FromQ = None,
@@ -170,7 +170,7 @@ def by_team(
     )  # fmt: skip
 
 
-@router.get("/analytics/cache_effectiveness")
+@router.get("/analytics/cache_effectiveness", responses=schemas.ok(schemas.CacheResponse))
 def cache_effectiveness(
     engine: EngineDep,
     from_: FromQ = None,
@@ -190,7 +190,7 @@ def cache_effectiveness(
     )  # fmt: skip
 
 
-@router.get("/analytics/savings")
+@router.get("/analytics/savings", responses=schemas.ok(schemas.SavingsResponse))
 def savings(
     engine: EngineDep,
     baseline: Annotated[
@@ -215,7 +215,7 @@ def savings(
     return _run(engine, fn, from_, to, workspace, user, team, source, gateway_key, view)
 
 
-@router.get("/analytics/routing")
+@router.get("/analytics/routing", responses=schemas.ok(schemas.RoutingResponse))
 def routing(
     engine: EngineDep,
     from_: FromQ = None,
@@ -233,7 +233,7 @@ def routing(
     )  # fmt: skip
 
 
-@router.get("/analytics/reliability")
+@router.get("/analytics/reliability", responses=schemas.ok(schemas.ReliabilityResponse))
 def reliability(
     engine: EngineDep,
     from_: FromQ = None,
@@ -251,7 +251,7 @@ def reliability(
     )  # fmt: skip
 
 
-@router.get("/analytics/ingest")
+@router.get("/analytics/ingest", responses=schemas.ok(schemas.IngestResponse))
 def ingest(
     engine: EngineDep,
     from_: FromQ = None,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
-from metis.analytics import exports, privacy
+from metis.analytics import exports, privacy, schemas
 from metis.analytics.deps import EngineDep, require_admin
 from metis.analytics.httputil import (
     ADMIN_ERRORS,
@@ -99,7 +99,7 @@ def export_audit(
     )
 
 
-@router.get("/analytics/user/{user_id}/export")
+@router.get("/analytics/user/{user_id}/export", responses=schemas.ok(schemas.UserExport))
 def user_export(engine: EngineDep, user_id: UserId) -> Response:
     """Everything stored about one user, as portable JSON."""
     with param_errors():
@@ -108,7 +108,7 @@ def user_export(engine: EngineDep, user_id: UserId) -> Response:
             return json_response(privacy.export_user(conn, user_id))
 
 
-@router.post("/analytics/user/{user_id}/forget")
+@router.post("/analytics/user/{user_id}/forget", responses=schemas.ok(schemas.ForgetResult))
 def user_forget(engine: EngineDep, user_id: UserId) -> Response:
     """Pseudonymize a user in place (idempotent): totals unchanged, no link back to the user."""
     with param_errors():

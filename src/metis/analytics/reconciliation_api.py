@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
 from metis import jsonutil
+from metis.analytics import schemas
 from metis.analytics.deps import EngineDep, require_admin
 from metis.analytics.httputil import IDENT, ErrorDetail, ErrorInfo
 from metis.analytics.params import ParamError, resolve_workspace
@@ -44,7 +45,11 @@ def _day(value: str, name: str) -> date:
         raise ParamError("invalid_window", f"{name} must be YYYY-MM-DD or ISO 8601") from None
 
 
-@router.get("/analytics/reconciliation", summary="Reconciled cells with per-source totals")
+@router.get(
+    "/analytics/reconciliation",
+    summary="Reconciled cells with per-source totals",
+    responses=schemas.ok(schemas.ReconciliationResponse),
+)
 def reconciliation(
     engine: EngineDep,
     start: Annotated[
