@@ -340,14 +340,8 @@ def _apply(
     ]
     if not rows:
         return
-    ins: Any = (
-        postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-    )
     t = table.c
-    stmt = ins.on_conflict_do_update(
-        index_elements=list(dims),
-        set_={m: t[m] + ins.excluded[m] for m in MEASURES},
-    )
+    stmt = _upsert_stmt(conn.dialect.name, table, dims)
     # Sorted so concurrent writers lock rollup rows in the same order (no deadlocks).
     rows.sort(key=lambda r: tuple(str(r[d]) for d in dims))
     conn.execute(stmt, rows)
@@ -358,6 +352,21 @@ def _apply(
                 t.record_count <= 0, or_(*(_key_match(table, dims, k) for k in emptied))
             )
         )
+
+
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert_stmt(dialect: str, table: Table, dims: tuple[str, ...]) -> Any:
+    """Add measures to a rollup row (creating it); built once per dialect and table."""
+    stmt = _UPSERTS.get((dialect, table.name))
+    if stmt is None:
+        ins: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        stmt = _UPSERTS[(dialect, table.name)] = ins.on_conflict_do_update(
+            index_elements=list(dims),
+            set_={m: table.c[m] + ins.excluded[m] for m in MEASURES},
+        )
+    return stmt
 
 
 def _key_match(table: Table, dims: tuple[str, ...], key: Key) -> ColumnElement[bool]:
