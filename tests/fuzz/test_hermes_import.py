@@ -20,7 +20,11 @@ from hypothesis import strategies as st
 
 from metis.errors import MetisError
 from metis.ingest.hermes_import import MAX_TOKENS, read_state_db, to_records
+from tests.conftest import BACKEND
 from tests.fuzz.settings import fuzz_settings
+
+# No Metis database is involved: run once, in the SQLite pass of the suite.
+pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="database-free; runs on SQLite")
 
 SCHEMA = """
 CREATE TABLE sessions (id TEXT PRIMARY KEY, source TEXT, model TEXT,
@@ -92,7 +96,7 @@ def usage_rows(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @given(st.lists(usage_rows(), min_size=1, max_size=3))
-@fuzz_settings(150)
+@fuzz_settings(80)
 def test_hostile_state_db_rows(rows: list[dict[str, Any]]) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "state.db"

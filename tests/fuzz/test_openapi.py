@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.fuzz.conftest import SeededServer
 from tests.fuzz.settings import fuzz_settings
 
-EXAMPLES = 25
+EXAMPLES = 20
 
 
 def auth_for(path: str, srv: SeededServer) -> dict[str, str]:

@@ -25,8 +25,12 @@ from metis.ingest.providers import anthropic, openai
 from metis.ingest.providers.base import MAX_TOKENS, CostItem, UsageItem, assemble
 from metis.ingest.sync import price_item
 from metis.money import to_nanousd
+from tests.conftest import BACKEND
 from tests.fuzz.hostile import hostile_values, mutated
 from tests.fuzz.settings import fuzz_settings
+
+# No Metis database is involved: run once, in the SQLite pass of the suite.
+pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="database-free; runs on SQLite")
 
 FIX = Path(__file__).parent.parent / "fixtures" / "provider_api"
 INT64 = 2**63 - 1

@@ -20,6 +20,7 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,8 +29,12 @@ from metis.gateway.translate import AnthropicToOpenAIStream, OpenAIToAnthropicSt
 from metis.gateway.translate.errors import TranslationError
 from metis.gateway.translate.sse import SSEDecoder
 from metis.gateway.usage import MAX_TOKENS, Tokens
+from tests.conftest import BACKEND
 from tests.fuzz.hostile import hostile_values, mutated
 from tests.fuzz.settings import fuzz_settings
+
+# No Metis database is involved: run once, in the SQLite pass of the suite.
+pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="database-free; runs on SQLite")
 
 OPENAI_EVENTS = [
     {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o",

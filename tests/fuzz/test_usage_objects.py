@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from metis.gateway.translate.usage import anthropic_usage_to_openai, openai_usage_to_anthropic
 from metis.gateway.usage import MAX_TOKENS, Tokens, from_anthropic, from_openai
+from tests.conftest import BACKEND
 from tests.fuzz.hostile import hostile_values
 from tests.fuzz.settings import fuzz_settings
+
+# No Metis database is involved: run once, in the SQLite pass of the suite.
+pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="database-free; runs on SQLite")
 
 FIELDS = [
     "prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details",
