@@ -226,3 +226,13 @@ def test_user_text_is_escaped(ui: UIClient, seeded: Seeded, cli: Any) -> None:
     page = ui.get("/ui/keys").text
     assert "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_range_presets(ui: UIClient, seeded: Seeded) -> None:
+    page = html.unescape(ui.get("/ui/teams", params={"workspace": "w"}).text)
+    t = seeded.today
+    for days in (7, 30, 90):
+        start = (t - timedelta(days=days - 1)).isoformat()
+        assert f"/ui/teams?from={start}&to={t.isoformat()}&workspace=w" in page
+    assert f'from={t.replace(day=1).isoformat()}&to={t.isoformat()}' in page
+    assert 'aria-current="true">7 days</a>' in page  # the default range

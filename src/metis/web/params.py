@@ -40,6 +40,7 @@ class PageQuery:
     workspace_id: str | None
     view: View
     stack: str
+    today: date
 
     @property
     def window(self) -> Window:
@@ -67,6 +68,24 @@ class PageQuery:
 
     def qs(self, **override: str | None) -> str:
         return urlencode(self.params(**override))
+
+    def presets(self) -> list[tuple[str, str, bool]]:
+        """Quick ranges: (label, query string, whether it is the current range)."""
+        t = self.today
+        ranges = [
+            ("7 days", t - timedelta(days=6), t),
+            ("30 days", t - timedelta(days=29), t),
+            ("90 days", t - timedelta(days=89), t),
+            ("this month", t.replace(day=1), t),
+        ]
+        return [
+            (
+                label,
+                self.qs(**{"from": a.isoformat(), "to": b.isoformat()}),
+                (a, b) == (self.start, self.end),
+            )
+            for label, a, b in ranges
+        ]
 
 
 def _date(value: str, field: str) -> date:
@@ -103,4 +122,4 @@ def parse_page_query(
         ws_id = resolve_workspace(conn, workspace) if workspace else None
     except ParamError as exc:
         raise UIError(400, exc.message) from None
-    return PageQuery(start_d, end_d, workspace or None, ws_id, v, stack or "team")
+    return PageQuery(start_d, end_d, workspace or None, ws_id, v, stack or "team", today)
