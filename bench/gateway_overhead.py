@@ -19,6 +19,9 @@ Scenarios (direct = client -> upstream; gateway = client -> Metis -> upstream):
   thread): the highest throughput, plus the gateway's CPU time per request
   (utime + stime of the server process from /proc over the run / requests).
 - ``ttfb``: streaming chat completion, concurrency 1: time to first byte.
+- ``--writer``: where the gateway's write-behind flush runs (``METIS_WRITER``;
+  default ``auto`` = a child process under ``metis serve``). Gateway CPU is
+  that of the server process *and* its writer child.
 - ``litellm``: LiteLLM Proxy 1.109.1 (``../shared/peers/litellm``, no
   database, so *without* accounting) measured the same way for c64 and c1,
   when ``$LITELLM_VENV`` (default ~/.cache/litellm-venv) exists.
@@ -301,6 +304,12 @@ def main() -> None:
     ap.add_argument("--c1", type=int, default=1000, help="requests in the concurrency-1 runs")
     ap.add_argument("--rates", default="100,500,1000")
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument(
+        "--writer",
+        choices=("auto", "process", "thread"),
+        default="auto",
+        help="METIS_WRITER for the gateway (auto = process under metis serve)",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is required (apt-get install wrk)")
@@ -312,6 +321,7 @@ def main() -> None:
         "METIS_DATABASE_URL": f"sqlite:///{tmp / 'metis.db'}",
         "METIS_MASTER_KEY": generate_key_text(),
         "METIS_LOG_LEVEL": "WARNING",
+        "METIS_WRITER": args.writer,
     }
     up_port, gw_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
@@ -394,7 +404,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
     )
     print(
         f"\nMachine: nproc={os.cpu_count()}, CPU {cpu_model}, Python {platform.python_version()},"
-        f" load average at end {load:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+        f" load average at end {load:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())},"
+        f" nice {os.nice(0)}, METIS_WRITER={args.writer}\n"
     )
     print(
         "| scenario | direct p50/p90/p99 ms | gateway p50/p90/p99 ms | overhead p50 / p99 ms |"
