@@ -193,7 +193,18 @@ def screenshot(driver: Any, shots: Path, name: str) -> None:
 
 
 def test_dashboard_in_chromium(browser: Any, demo_server: DemoProcess, shots: Path) -> None:
-    d = browser
+    try:
+        walk_through(browser, demo_server, shots)
+    except Exception:
+        # leave what the browser saw next to the screenshots, for a failure in CI
+        browser.save_screenshot(str(shots / "failure.png"))
+        (shots / "failure.html").write_text(browser.page_source)
+        print(f"browser was at {browser.current_url}; see {shots}/failure.png")
+        raise
+
+
+def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
+    """Every step of the test above (see the module docstring)."""
     base = demo_server.url
     console_errors(d)  # drop anything from before
 
