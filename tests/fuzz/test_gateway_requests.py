@@ -1,0 +1,88 @@
+"""Hostile request bodies against the real gateway (``metis serve``'s app on 127.0.0.1).
+
+Valid chat/messages/embeddings bodies with a few fields replaced by hostile
+values (wrong types, huge or negative ``max_tokens``, NaN, deep nesting,
+unicode), plus bodies that are not JSON at all, sent with a capped and an
+uncapped key. The gateway may refuse (4xx in the inbound shape's envelope) or
+forward (then whatever the upstream answers); it never answers 500 itself,
+and it stays healthy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.fuzz.hostile import hostile_values, mutated
+from tests.fuzz.settings import fuzz_settings
+from tests.plugins.servers import GatewayServer
+
+BODIES = {
+    "/v1/chat/completions": {
+        "model": "gpt-4o-mini",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": False,
+    },
+    "/v1/messages": {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    },
+    "/v1/embeddings": {"model": "text-embedding-3-small", "input": "hi"},
+}
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, default=str, allow_nan=True).encode("utf-8", "surrogatepass")
+
+
+requests = st.one_of(
+    st.tuples(
+        st.sampled_from(sorted(BODIES)),
+        st.sampled_from(sorted(BODIES)).flatmap(lambda p: mutated(BODIES[p])).map(_encode),
+    ),
+    st.tuples(st.sampled_from(sorted(BODIES)), hostile_values.map(_encode)),
+    st.tuples(st.sampled_from(sorted(BODIES)), st.binary(max_size=200)),
+)
+
+
+@pytest.fixture
+def keys(gateway: GatewayServer) -> list[str]:
+    return [
+        gateway.issue_key("free")[1],
+        gateway.issue_key("capped", user="u", daily_cap_usd="1")[1],
+    ]
+
+
+def test_hostile_request_bodies(gateway: GatewayServer, keys: list[str]) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+
+        @given(requests, st.sampled_from(keys))
+        @fuzz_settings(120, deadline_ms=None)
+        def one(req: tuple[str, bytes], key: str) -> None:
+            path, body = req
+            r = client.post(
+                path,
+                content=body,
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            )
+            assert r.status_code != 500, (path, body[:200], r.text[:300])
+            if r.status_code >= 400 and r.status_code < 500:
+                err = r.json()["error"]  # the inbound shape's envelope
+                assert isinstance(err["message"], str) and err["message"]
+
+        one()
+        # still healthy
+        ok = client.post(
+            "/v1/chat/completions",
+            json=copy.deepcopy(BODIES["/v1/chat/completions"]),
+            headers={"Authorization": f"Bearer {keys[0]}"},
+        )
+        assert ok.status_code == 200, ok.text
