@@ -265,6 +265,7 @@ FLOW_COMMANDS = (
 )
 
 
+@pytest.mark.slow
 def test_canaries_appear_nowhere(
     canary_env: Env,
     simulator: Simulator,
