@@ -29,7 +29,6 @@ import contextlib
 import gc
 import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -57,7 +56,7 @@ from metis.gateway.upstream import (
     new_session,
 )
 from metis.gateway.usage import Tokens, from_anthropic, from_openai
-from metis.ids import new_id
+from metis.ids import fast_ulid, new_id
 from metis.ledger.counters import (
     REFRESH_INTERVAL_S,
     CapExceeded,
@@ -911,21 +910,13 @@ def _tune_interpreter() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_rand = random.Random()  # noqa: S311 - request ids are identifiers, not secrets
-
-
 def request_id() -> str:
     """``req_<ULID>``: millisecond time + 80 random bits, Crockford base32 (26 chars).
 
-    Equivalent to ``metis.ids.new_id("req")`` at a fraction of its cost.
+    Equivalent to ``metis.ids.new_id("req")`` at a fraction of its cost
+    (`metis.ids.fast_ulid`; reseeded in forked workers).
     """
-    v = (time.time_ns() // 1_000_000) << 80 | _rand.getrandbits(80)
-    out = []
-    for _ in range(26):
-        v, r = divmod(v, 32)
-        out.append(_B32[r])
-    return "req_" + "".join(reversed(out))
+    return "req_" + fast_ulid()
 
 
 def _provider_guess(model: str) -> str:
