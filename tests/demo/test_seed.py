@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from metis.db.tables import events, ingest_runs, usage_records
+from metis.db.tables import events, gateway_keys, ingest_runs, usage_records
 from metis.demo import seed, traffic
 from metis.demo.runner import Demo, DemoOptions, DemoResult
 from metis.gateway.routing.rules import parse_rules
@@ -66,6 +66,16 @@ def test_demo_data_tells_the_story(demo_run: DemoResult, engine: Engine) -> None
     assert len(refused) >= 3 and {e["team_id"] for e in refused} == {ids["research"]}
     research_cap = to_nanousd(Decimal(3))
     assert 0.8 * research_cap < _today_spend(engine, ids["research"]) <= research_cap * 1.2
+    # Two keys have their own daily caps, well above what they spent.
+    with engine.connect() as c:
+        caps = dict(
+            c.execute(
+                select(gateway_keys.c.name, gateway_keys.c.daily_cap_nanousd).where(
+                    gateway_keys.c.daily_cap_nanousd.is_not(None)
+                )
+            ).all()
+        )
+    assert caps == {"carol-ci": to_nanousd(5), "eval-pipeline": to_nanousd(1)}
     # Both shapes, streamed and not, are in the call events.
     calls = [e["payload"] for e in _events(engine, "llm.call_completed")]
     assert {(p["inbound_shape"], p["stream"]) for p in calls} == {

@@ -12,7 +12,8 @@ The story the data tells:
 - team ``research`` (daily cap $3, monthly $60) runs Claude Opus and runs into
   its hard daily cap (the gateway answers 429; the soft-cap rule does not
   downgrade Opus or o3);
-- ``eval-pipeline`` is a key without user or team (embeddings and a mini model);
+- ``eval-pipeline`` is a key without user or team (embeddings and a mini model),
+  with its own daily cap, as is carol's CI key;
 - user ``alice`` also runs an agent whose plugin pushes usage (`metis.demo.plugin`).
 """
 
@@ -64,6 +65,7 @@ class KeySpec:
     user: str | None
     team: str | None
     allowed_models: tuple[str, ...] | None = None
+    daily_cap_usd: Decimal | None = None
 
 
 TEAMS = (
@@ -80,10 +82,16 @@ USERS = (
 KEYS = (
     KeySpec("alice-laptop", "alice", "platform"),
     KeySpec("bob-ide", "bob", "platform"),
-    KeySpec("carol-ci", "carol", "platform"),
+    KeySpec("carol-ci", "carol", "platform", daily_cap_usd=Decimal(5)),
     KeySpec("dan-notebook", "dan", "research"),
     KeySpec("erin-agent", "erin", "research"),
-    KeySpec("eval-pipeline", None, None, ("text-embedding-3-small", "gpt-4o-mini")),
+    KeySpec(
+        "eval-pipeline",
+        None,
+        None,
+        ("text-embedding-3-small", "gpt-4o-mini"),
+        daily_cap_usd=Decimal(1),
+    ),
 )
 
 
@@ -189,6 +197,7 @@ def seed(conn: Connection, settings: Settings, upstream_url: str) -> Seeded:
             user=k.user,
             team=k.team,
             allowed_models=k.allowed_models,
+            daily_cap_nanousd=None if k.daily_cap_usd is None else to_nanousd(k.daily_cap_usd),
         )
         out.keys[k.name] = DemoKey(k.name, key.id, secret, k.user, k.team)
     _, out.ingest_token = create_ingest_token(conn, ws.id, "alice-agent")
