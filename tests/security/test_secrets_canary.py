@@ -51,7 +51,7 @@ from metis.simulator.keys import (
 )
 from metis.util.server_thread import ServerThread, free_port
 from tests.alerts.receiver import Receiver
-from tests.conftest import BACKEND, CliResult, invoke
+from tests.conftest import BACKEND, Cli, CliResult, invoke
 from tests.ingest.test_push_cli import _state_db
 from tests.plugins.simulator import Simulator
 from tests.security.canary import Scanner
@@ -178,6 +178,12 @@ def canary_env(
     monkeypatch.setenv("METIS_ADMIN_TOKEN", sc.add("admin env token", "adm-" + _rand()))
     monkeypatch.setenv("METIS_CRON_SECRET", sc.add("cron secret", "cron-" + _rand()))
     monkeypatch.setenv("METIS_LOG_LEVEL", "DEBUG")
+    if BACKEND == "postgresql":  # the test server trusts loopback, so any password works
+        from sqlalchemy.engine import make_url
+
+        password = sc.add("database password", "dbpw-" + _rand())
+        url = make_url(metis_env["METIS_DATABASE_URL"]).set(password=password)
+        monkeypatch.setenv("METIS_DATABASE_URL", url.render_as_string(hide_password=False))
     monkeypatch.setenv("METIS_INGEST_SCHEDULER", "false")
     monkeypatch.setenv("METIS_INGEST_RETRY_BASE_SECONDS", "0.01")
     monkeypatch.setenv("METIS_INGEST_MAX_ATTEMPTS", "2")
@@ -675,3 +681,17 @@ def test_demo_prints_only_its_own_throwaway_secrets(demo_server: Any) -> None:
             if f.is_file() and f.name != "master.key":
                 sc.blob(f"demo file {f.name}", f.read_bytes())
     assert sc.hits == [], "canary secrets found:\n" + "\n".join(sc.hits)
+
+
+def test_database_password_stays_out_of_errors(
+    cli: type[Cli], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the database unreachable, no command or server start prints its password."""
+    password = "dbpw-" + _rand()
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("METIS_DATABASE_URL", f"postgresql://metis:{password}@127.0.0.1:{port}/x")
+    for args in (["db", "status"], ["db", "upgrade"], ["init"], ["workspace", "list"],
+                 ["ingest", "sync"], ["report", "cost"], ["alerts", "run"]):  # fmt: skip
+        r = cli.run(*args)
+        assert r.exit_code != 0 and "database unavailable" in r.stderr, (args, r.output)
+        assert password not in r.output and password[5:13] not in r.output, args
