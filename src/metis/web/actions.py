@@ -58,6 +58,7 @@ def _cap_change(form: dict[str, str], field: str, label: str) -> int | _Keep | N
 
 @router.post("/ui/teams/caps")
 async def team_caps(request: Request) -> Response:
+    """Set a team's caps (empty keeps, ``none`` clears); the gateway's next request sees them."""
     form = await read_form(request)
     engine = app_engine(request)
 
@@ -87,6 +88,7 @@ async def team_caps(request: Request) -> Response:
 
 @router.post("/ui/teams/{team_id}/disable")
 async def team_disable(request: Request, team_id: str) -> Response:
+    """Disable a team: keys bound to it get 401 from the next request (no re-enable in v1)."""
     form = await read_form(request)
     check_id(team_id, "team id")
     engine = app_engine(request)
@@ -106,6 +108,7 @@ async def team_disable(request: Request, team_id: str) -> Response:
 
 @router.post("/ui/users/{user_id}/disable")
 async def user_disable(request: Request, user_id: str) -> Response:
+    """Disable a user: keys bound to them get 401 from the next request (no re-enable in v1)."""
     form = await read_form(request)
     check_id(user_id, "user id")
     engine = app_engine(request)
@@ -126,6 +129,7 @@ async def user_disable(request: Request, user_id: str) -> Response:
 
 @router.post("/ui/keys/{key_id}/revoke")
 async def key_revoke(request: Request, key_id: str) -> Response:
+    """Revoke a key with an optional reason (idempotent: a second revoke changes nothing)."""
     form = await read_form(request)
     check_id(key_id, "key id")
     engine = app_engine(request)
@@ -146,6 +150,7 @@ async def key_revoke(request: Request, key_id: str) -> Response:
 
 @router.post("/ui/keys")
 async def key_issue(request: Request) -> Response:
+    """Issue a key; the answer is the one page that shows its secret (never stored)."""
     form = await read_form(request)
     engine = app_engine(request)
 
@@ -192,6 +197,7 @@ async def key_issue(request: Request) -> Response:
 
 @router.post("/ui/ingestion/{credential_id}/sync")
 async def sync_now(request: Request, credential_id: str) -> Response:
+    """Run the provider sync of one usage_admin credential now (same job as the scheduler)."""
     form = await read_form(request)
     check_id(credential_id, "credential id")
     engine = app_engine(request)

@@ -85,11 +85,13 @@ def _login_page(request: Request, *, error: str | None = None, status: int = 200
 
 @router.get("/ui/login")
 def login_form(request: Request) -> Response:
+    """The login form, with a fresh double-submit CSRF nonce."""
     return _login_page(request)
 
 
 @router.post("/ui/login")
 async def login(request: Request) -> Response:
+    """Check the admin token, set the session cookie and go back to the page asked for."""
     form = await read_form(request)
     cookie = request.cookies.get(session.LOGIN_COOKIE) or ""
     if not cookie or not session.check_csrf(cookie, form.get("csrf")):
@@ -123,6 +125,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/ui/logout")
 async def logout(request: Request) -> Response:
+    """Delete the session cookie (a CSRF-checked POST, so no other site can sign you out)."""
     form = await read_form(request)
     await run_in_threadpool(authorized_post, request, app_engine(request), form)
     resp = RedirectResponse("/ui/login", status_code=303)
@@ -191,6 +194,7 @@ for _name, _path, _title in NAV:
 
 @router.get("/ui/")
 def ui_slash(request: Request) -> Response:
+    """``/ui/`` is ``/ui``."""
     qs = request.url.query
     return RedirectResponse("/ui" + ("?" + qs if qs else ""), status_code=307)
 

@@ -57,6 +57,7 @@ class LoginRequired(Exception):
 
 
 def ui_key(request: Request) -> bytes:
+    """The cookie-signing key (derived once per app; 503 page without a master key)."""
     key = getattr(request.app.state, "metis_ui_key", None)
     if key is None:
         try:
@@ -68,6 +69,7 @@ def ui_key(request: Request) -> bytes:
 
 
 def secure(resp: Response) -> Response:
+    """Add the dashboard's security headers (CSP without inline code, no framing, no caching)."""
     resp.headers["Content-Security-Policy"] = CSP
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["X-Content-Type-Options"] = "nosniff"
@@ -77,12 +79,14 @@ def secure(resp: Response) -> Response:
 
 
 def is_https(request: Request) -> bool:
+    """Whether the browser reached us over https (uvicorn applies X-Forwarded-Proto)."""
     return request.url.scheme == "https"
 
 
 def set_cookie(
     request: Request, resp: Response, name: str, value: str, max_age: int, path: str
 ) -> None:
+    """Set a dashboard cookie: HttpOnly, SameSite=Strict, Secure over https."""
     resp.set_cookie(
         name,
         value,
@@ -110,6 +114,7 @@ def safe_next(value: str | None) -> str:
 
 
 def current_session(request: Request, conn: Connection) -> session.Session:
+    """The request's verified session; `LoginRequired` (303 to the login page) otherwise."""
     s = session.load_session(
         ui_key(request), conn, app_settings(request), request.cookies.get(session.SESSION_COOKIE)
     )
@@ -125,6 +130,7 @@ def render(
     *,
     status: int = 200,
 ) -> HTMLResponse:
+    """A page from ``template`` with the security headers; shows and clears a flash message."""
     flash = None
     raw_flash = request.cookies.get(session.FLASH_COOKIE)
     if raw_flash:
