@@ -12,6 +12,7 @@ import csv
 import io
 import os
 from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,6 +108,25 @@ def _cell(v: Any) -> Any:
     return v
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(v: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading ``'``; numbers stay.
+
+    Model names come from gateway clients and plugins, names from admins: a
+    CSV export must not make a spreadsheet evaluate them (CSV injection).
+    """
+    if isinstance(v, str) and v[:1] in _FORMULA_START:
+        try:
+            if Decimal(v).is_finite():
+                return v
+        except ArithmeticError:
+            pass
+        return "'" + v
+    return v
+
+
 class _Encoder:
     """Rows (dicts over fixed columns) to CSV or JSON Lines bytes."""
 
@@ -125,7 +145,7 @@ class _Encoder:
         if self.fmt == "jsonl":
             return b"".join(jsonutil.dumps(r) + b"\n" for r in rows)
         for r in rows:
-            self._csv.writerow(["" if r.get(c) is None else r[c] for c in self.columns])
+            self._csv.writerow(["" if r.get(c) is None else csv_safe(r[c]) for c in self.columns])
         return self._take()
 
     def _take(self) -> bytes:
