@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
@@ -32,6 +33,15 @@ pytest_plugins = [
     "tests.plugins.ingest",
     "tests.plugins.demo",
 ]
+
+# Hypothesis: CI (CI=true) tries the same examples on every run (no flaky first-time
+# finds, reproducible failures) and keeps no example database; locally examples vary.
+# METIS_HYPOTHESIS_PROFILE=ci|dev picks one explicitly.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("dev")
+hypothesis_settings.load_profile(
+    os.environ.get("METIS_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 PG_BASE = os.environ.get("METIS_TEST_DATABASE_URL")
 BACKEND = "postgresql" if PG_BASE else "sqlite"
