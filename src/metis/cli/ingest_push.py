@@ -128,7 +128,7 @@ def push(
             continue
         try:
             raw.append((n, _decoder.decode(line)))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             bad.append(RejectedItem(index=n, idempotency_key=None, reasons=[f"bad JSON: {exc}"]))
     total = PushResult(rejected=bad)
     with transaction() as conn:

@@ -330,7 +330,7 @@ class Gateway:
             return
         try:
             req = _dec_req.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             await self._error(send, shape, "invalid_request", "body must be a JSON object", rid)
             return
         model = req.model
@@ -716,7 +716,7 @@ class Gateway:
                 from_anthropic(r.usage, tokens)
             else:
                 from_openai(r.usage, tokens)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass
         ctype = resp.headers.get("content-type", "application/json").encode()
         await self._respond(send, resp.status, data, call.request_id, (b"content-type", ctype))

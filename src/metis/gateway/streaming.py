@@ -120,7 +120,7 @@ class SSEUsageTap:
                 if data and data != b"[DONE]":
                     try:
                         obj: Any = _decode(data)
-                    except msgspec.DecodeError:
+                    except (msgspec.DecodeError, RecursionError):
                         obj = None
                     if isinstance(obj, dict):
                         if self.response_id is None and isinstance(obj.get("id"), str):
@@ -151,7 +151,7 @@ class SSEUsageTap:
                 continue
             try:
                 obj: Any = _decode(data)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 continue
             if not isinstance(obj, dict):
                 continue

@@ -445,7 +445,7 @@ async def push_usage(request: Request, engine: EngineDep) -> Response:
         chunks.append(chunk)
     try:
         body = _decoder.decode(b"".join(chunks))
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         return _error(400, "invalid_json", f"malformed JSON: {exc}")
     if not isinstance(body, dict) or set(body) != {"items"} or not isinstance(body["items"], list):
         return _error(

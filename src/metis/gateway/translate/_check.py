@@ -75,5 +75,5 @@ def loads_args(text: str, field: str) -> Any:
         return {}
     try:
         return msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise TranslationError(f"{field} is not valid JSON", field=field) from None

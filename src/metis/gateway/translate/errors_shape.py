@@ -35,7 +35,7 @@ def upstream_message(body: bytes) -> str:
     """The ``error.message`` of an OpenAI or Anthropic error body, else a short default."""
     try:
         doc: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return "upstream error"
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):

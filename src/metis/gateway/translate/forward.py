@@ -80,7 +80,7 @@ def translate_request(call: Call, target: Any) -> bytes:
     """The upstream body for ``target``; raises `TranslationError` on a bad/unsupported body."""
     try:
         body = msgspec.json.decode(call.raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise TranslationError("body must be a JSON object", field="body") from None
     if target.provider == "anthropic":
         out = openai_to_anthropic_request(body, target.model)
@@ -176,7 +176,7 @@ async def _plain(
         else:
             from_openai(doc.get("usage"), tokens)
             out = openai_to_anthropic_response(doc)
-    except (msgspec.DecodeError, TranslationError) as exc:
+    except (msgspec.DecodeError, RecursionError, TranslationError) as exc:
         msg = exc.message if isinstance(exc, TranslationError) else "not JSON"
         status = await gw._error(
             send, call.shape, "upstream_error",

@@ -84,7 +84,7 @@ def decode_data(ev: SSEEvent) -> Any:
     """The JSON payload of an event; `TranslationError` when it is not JSON."""
     try:
         return msgspec.json.decode(ev.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise TranslationError("upstream stream event is not valid JSON", field="stream") from None
 
 

@@ -72,7 +72,7 @@ def provider_message(body: bytes) -> str:
     """The provider's error message from an OpenAI/Anthropic error envelope (or a snippet)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body[:200].decode("utf-8", "replace").strip() or "no body"
     if isinstance(data, dict):
         err = data.get("error")
@@ -178,7 +178,7 @@ class AdminHTTP:
             )
         try:
             return json.loads(body, parse_float=Decimal)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ProviderError(
                 f"{self.provider} {path}: malformed or truncated JSON response", retriable=True
             ) from None
