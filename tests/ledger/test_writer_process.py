@@ -157,3 +157,29 @@ async def test_child_failure_keeps_the_batch_and_a_dead_child_is_replaced(engine
     with engine.connect() as c:
         keys = c.execute(select(usage_records.c.dedupe_key)).scalars().all()
     assert sorted(keys) == ["req_2", "req_3"]
+
+
+async def test_a_flush_during_the_child_start_does_not_spawn_a_second_child(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metis.ledger.writer_process import WriterProcess
+
+    with engine.begin() as c:
+        ws = add_workspace(c, "w").id
+    spawned: list[int] = []
+    spawn = WriterProcess._spawn
+
+    async def counting(self: WriterProcess) -> object:
+        spawned.append(1)
+        return await spawn(self)
+
+    monkeypatch.setattr(WriterProcess, "_spawn", counting)
+    w = WriteBehind(engine, None, flush_interval_s=0.01, process=True)
+    w.start()
+    await asyncio.sleep(0.05)  # the child is still importing
+    w.add(rec(ws, 1))
+    await w.flush()
+    await w.close()
+    assert len(spawned) == 1
+    with engine.connect() as c:
+        assert c.execute(select(usage_records.c.dedupe_key)).scalars().all() == ["req_1"]

@@ -145,12 +145,16 @@ class WriteBehind:
     async def _run(self) -> None:
         assert self._wake is not None
         if self.process:
-            # Spawn the writer child now, so the first flush does not wait for its imports.
-            self._child = WriterProcess(self.engine)
-            try:
-                await self._child.start()
-            except Exception:
-                log.warning("writer process did not start; will retry", exc_info=True)
+            # Spawn the writer child now, so the first flush does not wait for its
+            # imports; under the flush lock, so a flush never spawns a second one.
+            assert self._flush_lock is not None
+            async with self._flush_lock:
+                if self._child is None:
+                    self._child = WriterProcess(self.engine)
+                try:
+                    await self._child.start()
+                except Exception:
+                    log.warning("writer process did not start; will retry", exc_info=True)
         while not self._stopping:
             delay = self.flush_interval_s if self._down_since is None else self._retry_in
             with contextlib.suppress(TimeoutError):
