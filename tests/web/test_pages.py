@@ -234,5 +234,5 @@ def test_range_presets(ui: UIClient, seeded: Seeded) -> None:
     for days in (7, 30, 90):
         start = (t - timedelta(days=days - 1)).isoformat()
         assert f"/ui/teams?from={start}&to={t.isoformat()}&workspace=w" in page
-    assert f'from={t.replace(day=1).isoformat()}&to={t.isoformat()}' in page
+    assert f"from={t.replace(day=1).isoformat()}&to={t.isoformat()}" in page
     assert 'aria-current="true">7 days</a>' in page  # the default range
