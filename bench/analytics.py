@@ -10,6 +10,14 @@ about 1M rows in a subprocess, reporting its peak RSS next to a 10k-row export.
 It also times the write path (`upsert_usage` with rollup maintenance) for
 gateway-like batches.
 
+The sources overlap as in production, so the reconciled view has work to do:
+gateway rows carry the provider response id (``correlation_id``); of the
+plugin rows half report the id of a gateway call (duplicates), a quarter were
+sent through the gateway's URL (``METIS_GATEWAY_URLS``) and a quarter went
+straight to the provider; every workspace x provider day but the last is
+covered by a completed provider sync. ``--reconciled-only`` times just the
+reconciled-view cases and the write path (no export).
+
     .venv/bin/python bench/analytics.py --backend sqlite --rows 10000000
     .venv/bin/python bench/analytics.py --backend postgresql \
         --pg-url postgresql://metis@127.0.0.1:55432/postgres --rows 10000000
@@ -39,7 +47,16 @@ from sqlalchemy.engine import make_url
 
 from metis.db.engine import make_engine, normalize_url
 from metis.db.migrate import upgrade
-from metis.db.tables import gateway_keys, teams, usage_records, users, workspaces
+from metis.db.tables import (
+    gateway_keys,
+    metadata,
+    provider_credentials,
+    sync_windows,
+    teams,
+    usage_records,
+    users,
+    workspaces,
+)
 from metis.ledger import rollups
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
@@ -62,8 +79,9 @@ COLS = (
     "output_tokens", "cached_input_tokens", "cache_creation_input_tokens", "reasoning_tokens",
     "input_audio_tokens", "output_audio_tokens", "request_count", "cost_nanousd", "cost_source",
     "pricing_version", "user_id", "team_id", "gateway_key_id", "status", "latency_ms",
-    "content_sha256", "ingested_at", "updated_at", "revision",
+    "content_sha256", "ingested_at", "updated_at", "revision", "correlation_id", "base_url",
 )  # fmt: skip
+GATEWAY_URL = "http://metis.internal:8080"
 
 
 def log(msg: str) -> None:
@@ -97,6 +115,20 @@ def seed_identity(engine: Engine) -> list[tuple[str, str, str, str]]:
                 "workspace_id": ws, "user_id": u, "team_id": t, "created_at": now})  # fmt: skip
             keys.append((ws, f"key_{i}", u, t))
         c.execute(insert(gateway_keys), rows)
+        # Provider syncs completed every day of the window but the last, per workspace/provider.
+        for i in range(3):
+            for prov in ("openai", "anthropic"):
+                cred = f"cred_{i}_{prov}"
+                c.execute(insert(provider_credentials).values(
+                    id=cred, workspace_id=f"ws_{i}", provider=prov, purpose_inference=False,
+                    purpose_usage_admin=True, mode="admin", created_at=now))  # fmt: skip
+                first = END - timedelta(days=DAYS)
+                c.execute(insert(sync_windows), [
+                    {"credential_id": cred, "window_start": first + timedelta(days=d),
+                     "window_end": first + timedelta(days=d + 1),
+                     "completed_at": first + timedelta(days=d + 1, hours=2), "records": 1}
+                    for d in range(DAYS - 1)
+                ])  # fmt: skip
     return keys
 
 
@@ -108,6 +140,7 @@ def gen_rows(n: int, keys: list[tuple[str, str, str, str]], pg: bool) -> Any:
     now = END
     now_s = now.strftime("%Y-%m-%d %H:%M:%S.%f") if not pg else now
     sha = "0" * 64
+    last_gw: dict[str, int] = {}  # workspace -> index of its latest gateway row
     for i in range(n):
         d = days[i * DAYS // n]
         r = rnd.random()
@@ -118,11 +151,15 @@ def gen_rows(n: int, keys: list[tuple[str, str, str, str]], pg: bool) -> Any:
         cost = (inp * pin + out * pout) // 1000  # nano-USD per token * tokens, roughly
         sec = rnd.randrange(86400)
         ws_dt = datetime(d.year, d.month, d.day, sec // 3600, (sec // 60) % 60, sec % 60)
+        corr: str | None = None
+        base_url: str | None = None
         if r < 0.75:
             ws_id, key, user, team = keys[rnd.randrange(len(keys))]
             src, ref, gran = "gateway", key, "request"
             status = "ok" if rnd.random() > 0.02 else "upstream_error"
             lat = int(rnd.lognormvariate(6.2, 0.6))
+            corr = f"chatcmpl-{i}"
+            last_gw[ws_id] = i
         elif r < 0.93:
             ws_id, _, user, team = keys[rnd.randrange(len(keys))]
             key, src, ref, gran, status, lat = (
@@ -134,6 +171,13 @@ def gen_rows(n: int, keys: list[tuple[str, str, str, str]], pg: bool) -> Any:
                 None,
             )
             team = None
+            kind = rnd.random()
+            if kind < 0.5 and ws_id in last_gw:  # the plugin saw a gateway call's response id
+                corr = f"chatcmpl-{last_gw[ws_id]}"
+            elif kind < 0.75:  # sent through the gateway (Hermes: no response id)
+                base_url = GATEWAY_URL + "/v1"
+            else:  # straight to the provider
+                base_url = "https://api.openai.com/v1"
         else:
             ws_id = f"ws_{rnd.randrange(3)}"
             key = user = team = None
@@ -151,7 +195,7 @@ def gen_rows(n: int, keys: list[tuple[str, str, str, str]], pg: bool) -> Any:
         yield (
             ws_id, src, ref, f"b{i}", start, end, day, gran, prov, model, model, inp, out,
             cached, 0, 0, 0, 0, 1, cost, "computed", "genai-prices-bench", user, team, key,
-            status, lat, sha, ts, ts, 1,
+            status, lat, sha, ts, ts, 1, corr, base_url,
         )  # fmt: skip
 
 
@@ -208,7 +252,9 @@ def timed(fn: Any, repeat: int) -> tuple[float, float]:
     return statistics.median(ts), max(ts)
 
 
-def bench_endpoints(url: str, repeat: int) -> list[tuple[str, str, float, float]]:
+def bench_endpoints(
+    url: str, repeat: int, reconciled_only: bool = False
+) -> list[tuple[str, str, float, float]]:
     from metis.server import create_app
     from metis.util.server_thread import ServerThread
 
@@ -237,19 +283,19 @@ def bench_endpoints(url: str, repeat: int) -> list[tuple[str, str, float, float]
         ("/analytics/reliability", "90d", w90),
     ]  # fmt: skip
     cases = [(n, w, {**p, "view": "raw"}) for n, w, p in cases]  # rollup path; reconciled below
-    cases += [
-        (
-            "/analytics/cost?group_by=model&view=reconciled",
-            "7d",
-            {**w7, "group_by": "model", "view": "reconciled"},
-        ),
-        ("/analytics/by_team?view=reconciled", "7d", {**w7, "view": "reconciled"}),
-        (
-            "/analytics/cost?group_by=model&view=reconciled",
-            "90d",
-            {**w90, "group_by": "model", "view": "reconciled"},
-        ),
-    ]
+    rec = [
+        ("/analytics/cost?group_by=model&view=reconciled", "7d", {**w7, "group_by": "model"}),
+        ("/analytics/by_team?view=reconciled", "7d", w7),
+        ("/analytics/cost?group_by=model&view=reconciled", "90d", {**w90, "group_by": "model"}),
+        ("/analytics/cost?group_by=user&view=reconciled", "90d", {**w90, "group_by": "user"}),
+        ("/analytics/cost?group_by=source&view=reconciled", "90d", {**w90, "group_by": "source"}),
+        ("/analytics/by_team?view=reconciled", "90d", w90),
+        ("/analytics/by_key?view=reconciled", "90d", w90),
+        ("/analytics/reconciliation", "7d", {"from": w7["from"][:10], "to": w7["to"][:10]}),
+        ("/analytics/reconciliation", "90d", {"from": w90["from"][:10], "to": w90["to"][:10]}),
+    ]  # fmt: skip
+    rec = [(n, w, {**p, "view": "reconciled"} if "view=" in n else p) for n, w, p in rec]
+    cases = rec if reconciled_only else cases + rec
     out = []
     with (
         ServerThread(create_app()) as srv,
@@ -264,7 +310,7 @@ def bench_endpoints(url: str, repeat: int) -> list[tuple[str, str, float, float]
                 r = http.get(path, params=params)
                 r.raise_for_status()
 
-            slow = win == "90d" and ("reliability" in name or "reconciled" in name)
+            slow = win == "90d" and "reliability" in name
             reps = 1 if slow else repeat
             call()  # warm
             med, worst = timed(call, reps)
@@ -306,13 +352,15 @@ def bench_export(env: dict[str, str], tmp: Path, rows_target: int, total: int) -
 def bench_write_path(engine: Engine, keys: list[tuple[str, str, str, str]]) -> str:
     """upsert_usage (with rollup maintenance) for gateway-like batches of 200 new records."""
     rnd = random.Random(7)
+    tag = secrets.token_hex(3)  # new records on every run, also against a reused database
     n, batch = 20_000, 200
     recs = []
     for i in range(n):
         ws, key, user, team = keys[rnd.randrange(len(keys))]
         at = END - timedelta(seconds=rnd.randrange(86400))
         recs.append(UsageRecord(
-            workspace_id=ws, source="gateway", source_ref=key, dedupe_key=f"w{i}",
+            workspace_id=ws, source="gateway", source_ref=key, dedupe_key=f"w{tag}{i}",
+            correlation_id=f"chatcmpl-w{tag}{i}",
             window_start=at, window_end=at, granularity="request", provider="openai",
             model="gpt-4o", model_raw="gpt-4o", input_tokens=500, output_tokens=50,
             request_count=1, cost_nanousd=1_500_000, cost_source="computed", user_id=user,
@@ -356,11 +404,24 @@ def main() -> None:
     ap.add_argument("--pg-url", default=os.environ.get("METIS_TEST_DATABASE_URL"))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    ap.add_argument(
+        "--reconciled-only", action="store_true", help="only the reconciled view and write path"
+    )
+    ap.add_argument(
+        "--reuse",
+        metavar="URL",
+        help="time against a database an earlier --keep run left (no load; tables added since "
+        "are created and the rollups rebuilt)",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="metis-bench-"))
     tmp.chmod(0o700)
-    if args.backend == "postgresql":
+    if args.reuse:
+        admin = None
+        url = args.reuse
+        args.keep = True
+    elif args.backend == "postgresql":
         if not args.pg_url:
             sys.exit("--pg-url (or METIS_TEST_DATABASE_URL) is required for postgresql")
         base = normalize_url(args.pg_url)
@@ -375,16 +436,25 @@ def main() -> None:
         url = f"sqlite:///{tmp / 'metis.db'}"
     engine = make_engine(url)
     upgrade(engine)
+    if args.reuse:
+        metadata.create_all(engine)  # the pre-release schema is edited in place
     token = "bench-" + secrets.token_urlsafe(16)
     env = {**os.environ, "METIS_HOME": str(tmp), "METIS_DATABASE_URL": url,
-           "METIS_ADMIN_TOKEN": token}  # fmt: skip
-    os.environ.update({k: env[k] for k in ("METIS_HOME", "METIS_DATABASE_URL",
-                                            "METIS_ADMIN_TOKEN")})  # fmt: skip
+           "METIS_ADMIN_TOKEN": token, "METIS_GATEWAY_URLS": GATEWAY_URL}  # fmt: skip
+    exported = ("METIS_HOME", "METIS_DATABASE_URL", "METIS_ADMIN_TOKEN", "METIS_GATEWAY_URLS")
+    os.environ.update({k: env[k] for k in exported})
     lines = [f"backend {args.backend}, {args.rows:,} usage records over {DAYS} days"]
     try:
-        keys = seed_identity(engine)
-        log(f"loading {args.rows:,} rows into {args.backend}")
-        load_s = load(engine, args.rows, keys)
+        if args.reuse:
+            load_s = 0.0
+            with engine.connect() as c:
+                k = gateway_keys.c
+                q = select(k.workspace_id, k.id, k.user_id, k.team_id).order_by(k.id)
+                keys = [(r[0], r[1], r[2], r[3]) for r in c.execute(q)]
+        else:
+            keys = seed_identity(engine)
+            log(f"loading {args.rows:,} rows into {args.backend}")
+            load_s = load(engine, args.rows, keys)
         t0 = time.perf_counter()
         with engine.begin() as c:
             nroll = rollups.rebuild(c)
@@ -394,14 +464,15 @@ def main() -> None:
         lines.append(f"load {load_s:.0f} s (incl. indexes); rebuild-rollups {rebuild_s:.0f} s "
                      f"-> {nroll:,} rollup rows for {n:,} records")  # fmt: skip
         log(lines[-1])
-        results = bench_endpoints(url, args.repeat)
+        results = bench_endpoints(url, args.repeat, args.reconciled_only)
         lines.append("")
         lines.append("| endpoint | window | median | max |")
         lines.append("|---|---|---|---|")
         for name_, win, med, worst in results:
             lines.append(f"| `{name_}` | {win} | {med * 1000:.0f} ms | {worst * 1000:.0f} ms |")
         lines.append("")
-        lines += bench_export(env, tmp, min(args.export_rows, args.rows), args.rows)
+        if not args.reconciled_only:
+            lines += bench_export(env, tmp, min(args.export_rows, args.rows), args.rows)
         lines.append(bench_write_path(engine, keys))
     finally:
         engine.dispose()

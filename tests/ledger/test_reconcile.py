@@ -15,7 +15,6 @@ from metis.db.tables import (
     provider_credentials,
     sync_windows,
     usage_records,
-    usage_rollups_reconcile,
     workspaces,
 )
 from metis.ledger import rollups
@@ -361,7 +360,7 @@ def test_reconciled_equals_ground_truth_in_any_order(
         for t in (
             usage_records,
             sync_windows,
-            usage_rollups_reconcile,
+            *rollups.RECON_TABLES,
             *(t for t, _ in rollups.TABLES),
         ):
             c.execute(delete(t))

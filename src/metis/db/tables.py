@@ -303,6 +303,30 @@ usage_rollups_reconcile = Table(
     sqlite_with_rowid=False,
 )
 
+# `usage_rollups_reconcile` without user/team/key: what per-cell reconciliation
+# and groupings without an identity dimension read (a few rows per cell).
+usage_rollups_reconcile_model = Table(
+    "usage_rollups_reconcile_model",
+    metadata,
+    Column("usage_date", Date, primary_key=True),
+    Column("workspace_id", ID, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("base_url", Text, primary_key=True),
+    Column("klass", String(16), primary_key=True),
+    Column("record_count", BigInteger, nullable=False, default=0),
+    Column("request_count", BigInteger, nullable=False, default=0),
+    Column("error_count", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_input_tokens", BigInteger, nullable=False, default=0),
+    Column("cache_creation_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_nanousd", BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,
+)
+
 events = Table(
     "events",
     metadata,

@@ -23,9 +23,11 @@ reconciliation", user docs in docs/reconciliation.md):
 3. Uncovered cells: ``gateway + plugin`` stand as they are.
 
 The per-cell source totals come from the rollups: gateway rows from
-``usage_rollups_daily_model``, every other row from ``usage_rollups_reconcile``,
-which keeps exactly the classification above per rollup row (maintained by
-the write path, `metis.ledger.rollups`). A 90-day window therefore reads
+``usage_rollups_daily_model``, every other row from
+``usage_rollups_reconcile_model``, which keeps exactly the classification
+above per rollup row (maintained by the write path, `metis.ledger.rollups`;
+``usage_rollups_reconcile`` is the same with user/team/key, for groupings by
+identity). A 90-day window therefore reads
 days x dimensions rollup rows, not the raw records. The original
 classification of raw rows in SQL is kept (``from_raw=True``): the tests
 check that both give the same cells, and partial days at a window's edges
@@ -49,6 +51,7 @@ from metis.db.tables import (
     usage_records,
     usage_rollups_daily_model,
     usage_rollups_reconcile,
+    usage_rollups_reconcile_model,
 )
 from metis.ledger import rollups
 from metis.timeutil import day_start
@@ -83,7 +86,7 @@ class Totals:
     rows: int = 0
 
     def __add__(self, other: "Totals") -> "Totals":
-        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        return Totals(*[getattr(self, f) + getattr(other, f) for f in _TOTALS_FIELDS])
 
     def measures(self) -> dict[str, int]:
         return {m: getattr(self, m) for m in MEASURES}
@@ -97,6 +100,7 @@ class Totals:
 
 
 ZERO = Totals()
+_TOTALS_FIELDS = tuple(f.name for f in fields(Totals))
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,7 @@ def _cell_sources(
 ) -> dict[CellKey, dict[str, Any]]:
     """`_cell_sources_raw`'s answer, from the rollups (gateway + reconciliation rollup)."""
     cells: dict[CellKey, dict[str, Any]] = {}
-    m_t, r_t = usage_rollups_daily_model, usage_rollups_reconcile
+    m_t, r_t = usage_rollups_daily_model, usage_rollups_reconcile_model
     for t, klass in ((m_t, literal("gateway")), (r_t, _recon_class(r_t, via))):
         cls = klass.label("klass")
         dims = [t.c.workspace_id, t.c.provider, t.c.model, t.c.usage_date]
@@ -405,7 +409,9 @@ def standing_rows(
         )
         tables.append((gt, gt.c.source == GATEWAY_SOURCE))
     if source not in (GATEWAY_SOURCE, PROVIDER_SOURCE):
-        rt = usage_rollups_reconcile
+        rt = usage_rollups_reconcile_model
+        if not needed <= set(rollups.RECON_MODEL_DIMS):
+            rt = usage_rollups_reconcile
         cond: Any = rt.c.klass == rollups.KLASS_PLUGIN
         if via:
             cond = and_(cond, rt.c.base_url.not_in(list(via)))

@@ -54,6 +54,7 @@ from metis.db.tables import (
     usage_rollups_daily_identity,
     usage_rollups_daily_model,
     usage_rollups_reconcile,
+    usage_rollups_reconcile_model,
 )
 
 DIMS = (
@@ -109,6 +110,9 @@ SOURCE_COLUMNS = (
 GATEWAY_SOURCE = "gateway"
 PROVIDER_SOURCE = "provider_api_key"
 RECON_DIMS = (*DIMS, "base_url", "klass")
+# Its projection without user/team/key (`usage_rollups_reconcile_model`).
+RECON_MODEL_DIMS = (*MODEL_DIMS, "base_url", "klass")
+RECON_TABLES: tuple[Table, ...] = (usage_rollups_reconcile, usage_rollups_reconcile_model)
 KLASS_PROVIDER = "provider"
 KLASS_PROVIDER_NO_COST = "provider_no_cost"  # a provider row with cost_source = none
 KLASS_PLUGIN = "plugin"
@@ -183,7 +187,13 @@ def apply_deltas(conn: Connection, deltas: Mapping[Key, Sequence[int]]) -> None:
     """
     for table, dims in TABLES:
         _apply(conn, table, dims, _project(deltas, dims))
-    _apply(conn, usage_rollups_reconcile, RECON_DIMS, _reconcile_deltas(conn, deltas))
+    rd = _reconcile_deltas(conn, deltas)
+    _apply(conn, usage_rollups_reconcile, RECON_DIMS, rd)
+    idx = [RECON_DIMS.index(d) for d in RECON_MODEL_DIMS]
+    projected: dict[Key, list[int]] = {}
+    for k, v in rd.items():
+        add(projected, tuple(k[i] for i in idx), v, +1)
+    _apply(conn, usage_rollups_reconcile_model, RECON_MODEL_DIMS, projected)
 
 
 def _pair_lock(conn: Connection, pairs: Iterable[tuple[str, str]]) -> None:
@@ -453,6 +463,15 @@ def _recon_select(where: ColumnElement[bool] | None) -> Any:
     return q.group_by(*dim_cols, base_url, klass)
 
 
+def _recon_model_select(where: ColumnElement[bool] | None) -> Any:
+    """SELECT `usage_rollups_reconcile_model` rows from the full reconciliation rollup."""
+    f = usage_rollups_reconcile.c
+    q = select(*(f[d] for d in RECON_MODEL_DIMS), *(func.sum(f[m]).label(m) for m in MEASURES))
+    if where is not None:
+        q = q.where(where)
+    return q.group_by(*(f[d] for d in RECON_MODEL_DIMS))
+
+
 def recompute_cells(conn: Connection, keys: Iterable[Key]) -> None:
     """Recompute the rollup rows of the given keys from raw records (after a write race)."""
     r = usage_records.c
@@ -470,6 +489,15 @@ def recompute_cells(conn: Connection, keys: Iterable[Key]) -> None:
         rt = usage_rollups_reconcile
         conn.execute(delete(rt).where(_key_match(rt, DIMS, key)))
         conn.execute(insert(rt).from_select([*RECON_DIMS, *MEASURES], _recon_select(cond)))
+        rm = usage_rollups_reconcile_model
+        mkey = tuple(key[DIMS.index(d)] for d in MODEL_DIMS)
+        conn.execute(delete(rm).where(_key_match(rm, MODEL_DIMS, mkey)))
+        conn.execute(
+            insert(rm).from_select(
+                [*RECON_MODEL_DIMS, *MEASURES],
+                _recon_model_select(_key_match(rt, MODEL_DIMS, mkey)),
+            )
+        )
         for table, dims in TABLES[1:]:
             pkey = tuple(key[DIMS.index(d)] for d in dims)
             conn.execute(delete(table).where(_key_match(table, dims, pkey)))
@@ -510,7 +538,7 @@ def rebuild(conn: Connection, start: date | None = None, end: date | None = None
             c.append(table.c.usage_date < end)
         return and_(*c) if c else None
 
-    for table in (*(t for t, _ in TABLES), usage_rollups_reconcile):
+    for table in (*(t for t, _ in TABLES), *RECON_TABLES):
         cond = roll_conds(table)
         conn.execute(delete(table).where(cond) if cond is not None else delete(table))
     raw_cond = and_(*conds_raw) if conds_raw else None
@@ -520,6 +548,12 @@ def rebuild(conn: Connection, start: date | None = None, end: date | None = None
     conn.execute(
         insert(usage_rollups_reconcile).from_select(
             [*RECON_DIMS, *MEASURES], _recon_select(raw_cond)
+        )
+    )
+    conn.execute(
+        insert(usage_rollups_reconcile_model).from_select(
+            [*RECON_MODEL_DIMS, *MEASURES],
+            _recon_model_select(roll_conds(usage_rollups_reconcile)),
         )
     )
     for table, dims in TABLES[1:]:

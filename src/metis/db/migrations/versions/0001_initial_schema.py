@@ -470,6 +470,36 @@ def upgrade() -> None:
         ),
         sqlite_with_rowid=False,
     )
+    op.create_table(
+        "usage_rollups_reconcile_model",
+        sa.Column("usage_date", sa.Date(), nullable=False),
+        sa.Column("workspace_id", sa.String(length=40), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("base_url", sa.Text(), nullable=False),
+        sa.Column("klass", sa.String(length=16), nullable=False),
+        sa.Column("record_count", sa.BigInteger(), nullable=False),
+        sa.Column("request_count", sa.BigInteger(), nullable=False),
+        sa.Column("error_count", sa.BigInteger(), nullable=False),
+        sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cached_input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cache_creation_input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_nanousd", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "usage_date",
+            "workspace_id",
+            "source",
+            "provider",
+            "model",
+            "base_url",
+            "klass",
+            name=op.f("pk_usage_rollups_reconcile_model"),
+        ),
+        sqlite_with_rowid=False,
+    )
     op.create_index(
         "ix_usage_rollups_daily_date_user",
         "usage_rollups_daily",
@@ -565,6 +595,7 @@ def downgrade() -> None:
     op.drop_table("usage_rollups_daily")
     op.drop_table("usage_rollups_daily_model")
     op.drop_table("usage_rollups_reconcile")
+    op.drop_table("usage_rollups_reconcile_model")
     op.drop_table("usage_rollups_daily_identity")
     op.drop_table("config_versions")
 
