@@ -73,13 +73,28 @@ class Scanner:
         self.text(where, data.decode("latin-1"))
 
     def database(self, engine: Engine) -> None:
-        """Every column of every row of every table (text, JSON, binary)."""
+        """Every column of every row of every table (text, JSON, binary).
+
+        Each table is scanned as one text first (no needle holds the NUL
+        separator, so none matches across two values); only a table with a
+        hit is scanned value by value, to say which column holds it.
+        """
+        by_table: dict[str, list[tuple[str, str]]] = {}
         for table, col, v in all_values(engine):
-            where = f"db {table}.{col}"
+            if v is None:
+                continue
             if isinstance(v, bytes | bytearray | memoryview):
-                self.blob(where, bytes(v))
-            elif v is not None:
-                self.text(where, v if isinstance(v, str) else json.dumps(v, default=str))
+                text = bytes(v).decode("latin-1")
+            else:
+                text = v if isinstance(v, str) else json.dumps(v, default=str)
+            by_table.setdefault(table, []).append((f"db {table}.{col}", text))
+        for values in by_table.values():
+            joined = "\x00".join(t for _, t in values)
+            if any(c.found_in(joined) for c in self.canaries):
+                for where, text in values:
+                    self.text(where, text)
+            else:
+                self.scanned += len(values)
 
     def files(self, root: Path) -> None:
         for p in sorted(root.rglob("*")):
