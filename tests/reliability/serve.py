@@ -105,10 +105,18 @@ class ServeProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        """SIGKILL (no shutdown hook runs) and reap the process."""
+        """SIGKILL the server process (no shutdown hook runs), reap it, and wait
+        for its children (the write-behind's writer process) to exit by themselves:
+        a batch the writer was committing may still land just after the kill, so
+        the database is only read once it is gone."""
         if self.proc is not None and self.proc.poll() is None:
+            kids = _descendants(self.proc.pid)
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+            deadline = time.monotonic() + 15
+            while any(_alive(k) for k in kids):
+                assert time.monotonic() < deadline, f"orphaned children still running: {kids}"
+                time.sleep(0.02)
 
     def log(self) -> str:
         try:
@@ -121,3 +129,26 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        for path in Path(f"/proc/{stack.pop()}/task").glob("*/children"):
+            try:
+                kids = [int(x) for x in path.read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            stack += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
