@@ -344,11 +344,12 @@ def test_canaries_appear_nowhere(
     run("gateway", "team", "set-cap", "eng", "--daily-cap-usd", "75", "--monthly-cap-usd", "none")
     run("gateway", "team", "list", "--json")
     issued: dict[str, str] = {}
-    for name, extra in [("alice-key", ["--user", "alice-liu", "--team", "eng"]),
-                        ("bob-key", ["--user", "bob", "--team", "ops"]),
-                        ("doomed-key", [])]:  # fmt: skip
+    for name, ws, extra in [("alice-key", "acme", ["--user", "alice-liu", "--team", "eng"]),
+                            ("bob-key", "acme", ["--user", "bob", "--team", "ops"]),
+                            ("refs-key", "refs", []),  # upstream keys by env:/file: reference
+                            ("doomed-key", "acme", [])]:  # fmt: skip
         canary = f"gateway key {name}"
-        r = run("gateway", "issue-key", "--name", name, "--workspace", "acme", *extra, "--yes",
+        r = run("gateway", "issue-key", "--name", name, "--workspace", ws, *extra, "--yes",
                 "--json", prints_once=canary)  # fmt: skip
         doc = json.loads(r.stdout)
         secret = doc["token"]
@@ -547,6 +548,11 @@ def _exercise_server(
         ]:
             scan(f"gateway {path}", http.post(path, json=body, headers=gw))
         scan("gateway bad json", http.post("/v1/chat/completions", content=b"{", headers=gw))
+        refs = {"Authorization": f"Bearer {issued['refs-key:secret']}"}
+        for path, body in [("/v1/chat/completions", chat), ("/v1/messages", msgs)]:
+            r = http.post(path, json=body, headers=refs)
+            assert r.status_code == 200, r.text  # the env:/file: referenced keys were used
+            scan(f"gateway {path} via referenced keys", r)
         # upstream failures: the provider rejects the key, then errors out
         for fault in ("429", "500"):
             sim.set_fault("/v1/chat/completions", fault, count=1)
@@ -598,7 +604,7 @@ def _serve_subprocess(run: Run, sc: Scanner, gw_secret: str) -> None:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded 2-core CI machine starts Python slowly
         while True:
             try:
                 httpx.get(url + "/openapi.json", timeout=1)
