@@ -88,3 +88,12 @@ def mutated(draw: st.DrawFn, doc: Any, max_mutations: int = 3) -> Any:
         delete = bool(path) and draw(st.booleans()) and draw(st.booleans())
         doc = _set(doc, path, copy.deepcopy(draw(hostile_values)), delete)
     return doc
+
+
+def deep_json(n: int) -> bytes:
+    """JSON text nested ``n`` arrays deep (past 1000, beyond what json/msgspec decode)."""
+    return b"[" * n + b"]" * n
+
+
+deep_json_texts = st.integers(900, 200_000).map(deep_json)
+"""Raw JSON texts whose nesting makes the decoders raise RecursionError."""

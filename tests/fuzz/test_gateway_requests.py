@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.hostile import hostile_values, mutated
+from tests.fuzz.hostile import deep_json_texts, hostile_values, mutated
 from tests.fuzz.settings import fuzz_settings
 from tests.plugins.servers import GatewayServer
 
@@ -50,6 +50,7 @@ requests = st.one_of(
     ),
     st.tuples(st.sampled_from(sorted(BODIES)), hostile_values.map(_encode)),
     st.tuples(st.sampled_from(sorted(BODIES)), st.binary(max_size=200)),
+    st.tuples(st.sampled_from(sorted(BODIES)), deep_json_texts),
 )
 
 
