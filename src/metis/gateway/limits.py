@@ -9,7 +9,8 @@ limits h11 or a reverse proxy would give:
 - request line + headers at most `MAX_HEAD_BYTES` and `MAX_HEADERS` headers:
   ``431 Request Header Fields Too Large``, connection closed;
 - the head complete within `HEAD_TIMEOUT_S` of its first byte:
-  ``408 Request Timeout``, connection closed.
+  ``408 Request Timeout``, connection closed (a new connection on which
+  nothing arrives within that time is closed without an answer).
 
 The body limits are the gateway's (`metis.gateway.app`): at most
 `MAX_BODY_BYTES` (``413`` in the inbound shape's error envelope) and no
@@ -77,9 +78,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timeout(self) -> None:
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
-            self.transport.write(
-                _plain(b"408 Request Timeout", b"request head not received in time")
-            )
+            # A partial head gets a 408; a connection on which nothing was sent is
+            # closed silently, like an idle keep-alive one (a client that sends just
+            # then must not read a 408 meant for nobody as its answer).
+            if self._head_bytes:
+                self.transport.write(
+                    _plain(b"408 Request Timeout", b"request head not received in time")
+                )
             self.transport.close()
 
     def _reject_head(self) -> None:
