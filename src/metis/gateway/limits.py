@@ -8,7 +8,8 @@ limits h11 or a reverse proxy would give:
 
 - request line + headers at most `MAX_HEAD_BYTES` and `MAX_HEADERS` headers:
   ``431 Request Header Fields Too Large``, connection closed;
-- the head complete within `HEAD_TIMEOUT_S` of its first byte:
+- the head complete within `HEAD_TIMEOUT_S` of the connection opening (of its
+  first byte for a later request on a kept-alive connection):
   ``408 Request Timeout``, connection closed (a new connection on which
   nothing arrives within that time is closed without an answer).
 
