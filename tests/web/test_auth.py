@@ -172,3 +172,18 @@ def test_oversized_or_non_form_posts_are_refused(ui: UIClient) -> None:
     assert chunked.status_code == 413
     as_json = ui.post("/ui/keys", json={"csrf": ui.csrf, "name": "k", "workspace": "w"})
     assert as_json.status_code == 415 and "x-www-form-urlencoded" in as_json.text
+
+
+def test_a_session_works_on_every_replica(metis_env: dict[str, str], admin_token: str) -> None:
+    """Replicas (or --workers) share the master key, so any of them accepts the cookie."""
+    from metis.server import create_app
+
+    with (
+        ServerThread(create_app()) as a,
+        ServerThread(create_app()) as b,
+        httpx.Client(base_url=a.url) as ca,
+        httpx.Client(base_url=b.url) as cb,
+    ):
+        assert login(ca, admin_token).status_code == 303
+        cb.cookies.set("metis_session", ca.cookies.get("metis_session") or "", path="/ui")
+        assert cb.get("/ui").status_code == 200
