@@ -361,6 +361,10 @@ def test_ingest_health(engine: Engine, api: httpx.Client) -> None:
             c.execute(insert(provider_credentials).values(
                 id=cid, workspace_id="ws_1", provider="openai", purpose_inference=False,
                 purpose_usage_admin=True, mode="admin", created_at=T0))  # fmt: skip
+        # used by the gateway only: never synced, so neither healthy nor failing
+        c.execute(insert(provider_credentials).values(
+            id="cred_inf", workspace_id="ws_1", provider="openai", purpose_inference=True,
+            purpose_usage_admin=False, mode="standard", created_at=T0))  # fmt: skip
         c.execute(insert(sync_cursors), [
             {"credential_id": "cred_ok", "stream": "usage", "complete_through": T0,
              "last_success_at": T0, "last_error": None, "last_error_at": None, "updated_at": T0},
@@ -382,4 +386,7 @@ def test_ingest_health(engine: Engine, api: httpx.Client) -> None:
     assert ok["complete_through"] == "2026-11-02T00:00:00Z"
     assert bad["healthy"] is False and bad["failed_runs"] == 1
     assert bad["last_error"] == "401 from provider"
+    assert ok["syncable"] is True and bad["syncable"] is True
+    inf = data["cred_inf"]
+    assert inf["healthy"] is None and inf["syncable"] is False and inf["runs"] == 0
     assert get(api, "/analytics/ingest", workspace="w")["data"] != []

@@ -200,7 +200,14 @@ class IngestRow(_Out):
     records_updated: int
     records_unchanged: int
     last_run_at: str | None
-    healthy: bool
+    syncable: bool | None = Field(
+        description="The credential has the usage_admin purpose, so it is synced; "
+        "null for runs of a credential no longer on record."
+    )
+    healthy: bool | None = Field(
+        description="Last sync succeeded after the last error; null when the "
+        "credential is not synced (inference only)."
+    )
 
 
 class IngestResponse(Envelope):

@@ -472,7 +472,11 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
 
 
 def ingest_health(conn: Connection, window: Window, workspace_id: str | None) -> JSON:
-    """``/analytics/ingest``: sync health per provider credential (cursors + runs in the window)."""
+    """``/analytics/ingest``: sync health per provider credential (cursors + runs in the window).
+
+    ``healthy`` is null for a credential without the usage_admin purpose: it is
+    never synced, so it is neither healthy nor failing (``syncable`` is false).
+    """
     pc = provider_credentials.c
     q = select(pc.id, pc.workspace_id, pc.provider, pc.mode, pc.purpose_usage_admin, pc.removed_at)
     if workspace_id is not None:
@@ -517,6 +521,9 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
             (c["last_error"] for c in curs if c["last_error_at"] == last_error_at), None
         )
         through = [c["complete_through"] for c in curs if c["complete_through"]]
+        # Only usage_admin credentials are synced; an inference-only one has no
+        # health to report (null), rather than looking like a failing sync.
+        syncable = bool(cr.purpose_usage_admin) if cr else None
         data.append(
             {
                 "credential_id": cid,
@@ -534,7 +541,10 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
                 "records_updated": int(ru.updated or 0) if ru else 0,
                 "records_unchanged": int(ru.unchanged or 0) if ru else 0,
                 "last_run_at": iso(ru.last_started_at) if ru and ru.last_started_at else None,
-                "healthy": bool(last_success)
+                "syncable": syncable,
+                "healthy": None
+                if syncable is False
+                else bool(last_success)
                 and (
                     last_error_at is None
                     or (last_success is not None and last_success >= last_error_at)

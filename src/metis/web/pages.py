@@ -22,7 +22,6 @@ from sqlalchemy import Connection, func, select
 from metis.analytics import service
 from metis.analytics.params import Filters, Window
 from metis.analytics.views import usage
-from metis.credentials import list_credentials
 from metis.db.tables import ingest_runs, sync_windows
 from metis.identity.keys import list_keys
 from metis.identity.teams import list_teams
@@ -570,7 +569,6 @@ def _sync_status(h: dict[str, Any], syncable: bool) -> str:
 def ingestion(conn: Connection, q: PageQuery) -> Ctx:
     health = service.ingest_health(conn, q.window, q.workspace_id)["data"]
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
-    syncable = {c.id for c in list_credentials(conn, purpose="usage_admin")}
     days_total = (q.end - q.start).days + 1
     sw = sync_windows.c
     done: dict[str, int] = {
@@ -591,8 +589,8 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
                 "workspace": ws_names.get(h["workspace_id"] or "", h["workspace_id"]),
                 "days_synced": f"{n}/{days_total}",
                 "days_synced_n": n,
-                "syncable": cid in syncable,
-                "status": _sync_status(h, cid in syncable),
+                "syncable": bool(h["syncable"]),
+                "status": _sync_status(h, bool(h["syncable"])),
             }
         )
     creds_t = Table(
@@ -615,7 +613,7 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
         ],
         rows=rows,
         empty="No provider credentials (`metis provider-key add`).",
-        row_class=lambda r: "error" if r["last_error"] and not r["healthy"] else "",
+        row_class=lambda r: "error" if r["last_error"] and r["healthy"] is False else "",
     )
     ir = ingest_runs.c
     runs_q = (
