@@ -29,8 +29,10 @@ def serve(
     """Serve the gateway (OpenAI- and Anthropic-compatible) and the Metis API.
 
     The database comes from METIS_DATABASE_URL (SQLite in METIS_HOME by
-    default); run `metis init` first. On SIGTERM/SIGINT in-flight requests
-    finish and buffered usage records are flushed before exit.
+    default); run `metis init` first, and `metis db upgrade` after an upgrade:
+    on a database that is not at this version's schema serve exits at once
+    with an error. On SIGTERM/SIGINT in-flight requests finish and buffered
+    usage records are flushed before exit.
 
     Example:
 
@@ -38,10 +40,15 @@ def serve(
     """
     import uvicorn
 
+    from metis.cli._common import ready_engine
     from metis.config import get_settings
     from metis.gateway.limits import HTTP
 
-    get_settings()  # fail early with a clear error on a bad METIS_* value
+    s = get_settings()  # fail early with a clear error on a bad METIS_* value
+    # Check the schema once here, before any worker starts: a database that is
+    # uninitialized, behind the code or unreachable is a one-line error (exit 1)
+    # instead of workers that start and then fail on every request.
+    ready_engine(s).dispose()
     if no_scheduler:
         # Read by metis.ingest.scheduler in this process and the uvicorn workers.
         os.environ["METIS_INGEST_SCHEDULER"] = "false"
