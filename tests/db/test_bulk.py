@@ -39,3 +39,19 @@ def test_column_order_must_match_the_compiled_statement(engine: Engine) -> None:
             ("version", "name", "updated_at"),
             engine.dialect,
         )
+
+
+def test_many_inserts_all_rows_in_one_statement(engine: Engine) -> None:
+    """VALUES repeated on SQLite, one array per column (unnest) on PostgreSQL."""
+    cols = ("name", "version", "updated_at")
+    c = bulk.compile_insert(config_versions.insert(), config_versions, cols, engine.dialect)
+    now = utcnow()
+    rows = c.process([(f"k{i}", i, now) for i in range(300)])
+    sql, params = c.many(rows)
+    if engine.dialect.name == "postgresql":
+        assert "unnest(" in sql and len(params) == 3
+    with engine.begin() as conn:
+        conn.exec_driver_sql(sql, params)
+    with engine.connect() as conn:
+        got = conn.execute(select(config_versions).order_by(config_versions.c.version)).all()
+    assert [tuple(r) for r in got] == [(f"k{i}", i, now) for i in range(300)]

@@ -146,9 +146,7 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
             (r.workspace_id, r.source, r.dedupe_key): v for r, v in zip(wave, values, strict=True)
         }
         old = _stored_contributions(conn, wave)
-        returned = conn.exec_driver_sql(
-            compiled.many_sql(len(rows)), tuple(x for row in rows for x in row)
-        ).all()
+        returned = conn.exec_driver_sql(*compiled.many(rows)).all()
         deltas: dict[rollups.Key, list[int]] = {}
         raced: set[rollups.Key] = set()
         new = 0
