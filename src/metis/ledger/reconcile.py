@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, func, literal, select
+from sqlalchemy import BigInteger, Connection, and_, case, cast, exists, func, literal, select
 
 from metis.db.tables import (
     provider_credentials,
@@ -93,10 +93,10 @@ class Totals:
 
     def minus_clamped(self, other: "Totals") -> "Totals":
         """Per measure ``max(self − other, 0)``; rows are not carried."""
-        return Totals(**{m: max(getattr(self, m) - getattr(other, m), 0) for m in MEASURES})
+        return Totals(*[max(getattr(self, m) - getattr(other, m), 0) for m in MEASURES])
 
     def is_zero(self) -> bool:
-        return not any(self.measures().values())
+        return not any(getattr(self, m) for m in MEASURES)
 
 
 ZERO = Totals()
@@ -226,6 +226,12 @@ def _coverage(
     return out
 
 
+def _totals_of(vals: Sequence[Any], n: Any) -> Totals:
+    """Totals from `MEASURES` values in order and a row count."""
+    i, o, ci, cc, r, q, c = (int(v or 0) for v in vals)
+    return Totals(i, o, ci, cc, r, q, c, int(n or 0))
+
+
 def _totals(row: Any) -> Totals:
     return Totals(**{m: int(row[m] or 0) for m in MEASURES}, rows=int(row["n"] or 0))
 
@@ -239,7 +245,7 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
     flags.append("provider_covered")
     if synced_at < day_start(cell.day + timedelta(days=1)):
         flags.append("provider_partial_day")
-    reconciled = Totals(**prov.measures(), rows=prov.rows)
+    reconciled = prov
     unattributed = prov.minus_clamped(attributed)
     drift = attributed.minus_clamped(prov)
     if cell.provider_cost_unknown:
@@ -317,23 +323,23 @@ def _cell_sources(
         q = select(
             *dims,
             cls,
-            func.sum(t.c.record_count).label("n"),
-            func.sum(unknown).label("unknown_cost"),
-            *(func.sum(t.c[m]).label(m) for m in MEASURES),
+            *(
+                cast(func.sum(x), BigInteger)  # plain ints (PostgreSQL sums bigints as numeric)
+                for x in (t.c.record_count, unknown, *(t.c[m] for m in MEASURES))
+            ),
         ).where(t.c.usage_date >= start, t.c.usage_date < end)
         if t is m_t:
             q = q.where(t.c.source == GATEWAY_SOURCE)
         if workspace_id is not None:
             q = q.where(t.c.workspace_id == workspace_id)
         q = q.group_by(*dims, cls)
-        for row in conn.execute(q).mappings():
-            if not row["n"]:
+        for ws, prov, model, day, kl, n, unk, *vals in conn.execute(q).all():
+            if not n:
                 continue
-            k = (row["workspace_id"], row["provider"], row["model"], row["usage_date"])
-            d = cells.setdefault(k, {})
-            d[row["klass"]] = _totals(row)
-            if row["klass"] == "provider":
-                d["cost_unknown"] = int(row["unknown_cost"] or 0) == int(row["n"] or 0)
+            d = cells.setdefault((ws, prov, model, day), {})
+            d[kl] = _totals_of(vals, n)
+            if kl == "provider":
+                d["cost_unknown"] = int(unk or 0) == int(n)
     return cells
 
 
