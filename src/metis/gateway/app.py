@@ -897,9 +897,10 @@ class Gateway:
 def _tune_interpreter() -> None:
     """Latency tuning for a server process (measured in docs/performance.md).
 
-    - The write-behind flush runs in a worker thread and holds the GIL while it
-      builds rows; a 1 ms switch interval (default 5 ms) hands the GIL back to
-      the event loop sooner, which cuts the gateway's tail latency.
+    - Worker threads (key-cache and counter polls; the write-behind flush when
+      ``METIS_WRITER=thread``) hold the GIL while they run Python; a 1 ms
+      switch interval (default 5 ms) hands it back to the event loop sooner.
+      Under `metis serve` the flush itself runs in a child process.
     - Objects alive after startup (modules, price data, caches) are frozen out
       of the cyclic GC and generation 0 is collected less often, so requests
       do not pay for repeated full-heap scans.
