@@ -5,7 +5,8 @@ server process) against the simulator's admin APIs, slowed down by a ``slow``
 fault so the kill lands after some days were committed and before the run
 ends. After a restart, the next sync takes over the dead process's lease at
 once (same host, dead pid), and the ledger equals the simulator's ground
-truth exactly: nothing lost, nothing counted twice.
+truth exactly: nothing lost, nothing counted twice. (That a replayed sync
+changes nothing is tests/ingest/test_sync_simulator.py.)
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def test_sigkill_during_sync_then_restart_converges(
         )  # fmt: skip
     truth = sim.ground_truth()
     assert truth["providers"]["openai"]["input_tokens"] > 0
-    sim.set_fault("*", "slow", delay=0.2)  # every admin call: the sync takes seconds
+    sim.set_fault("*", "slow", delay=0.1)  # every admin call: the sync takes seconds
 
     env = {"METIS_CRON_SECRET": CRON_SECRET}
     srv = ServeProcess(tmp_path, env).start()
@@ -112,10 +113,6 @@ def test_sigkill_during_sync_then_restart_converges(
         assert {r["status"] for r in out[0]["runs"]} == {"ok"}, out
         for p in ("openai", "anthropic"):
             assert _ledger(engine, p) == _truth(truth, p), p
-        # A replay changes nothing.
-        again: list[Any] = []
-        _cron(srv2.url, again)
-        assert all(r["stored"] == 0 and r["updated"] == 0 for r in again[0]["runs"]), again
         assert srv2.term() in GRACEFUL_EXIT
     finally:
         srv2.kill()
