@@ -228,21 +228,15 @@ def _gateway_counts(conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple
     """How many gateway rows hold each (workspace, correlation id), as stored now."""
     r = usage_records.c
     out: dict[tuple[str, str], int] = {}
-    by_ws: dict[str, list[str]] = {}
-    for w, c in pairs:
-        by_ws.setdefault(w, []).append(c)
-    for w, cs in by_ws.items():
-        for i in range(0, len(cs), 500):
-            q = (
-                select(r.correlation_id, func.count())
-                .where(
-                    r.correlation_id.in_(cs[i : i + 500]),
-                    r.workspace_id == w,
-                    r.source == GATEWAY_SOURCE,
-                )
-                .group_by(r.correlation_id)
-            )
-            for c, n in conn.execute(q):
+    cs = sorted({c for _, c in pairs})
+    for i in range(0, len(cs), 500):
+        q = (
+            select(r.workspace_id, r.correlation_id, func.count())
+            .where(r.correlation_id.in_(cs[i : i + 500]), r.source == GATEWAY_SOURCE)
+            .group_by(r.workspace_id, r.correlation_id)
+        )
+        for w, c, n in conn.execute(q):
+            if (w, c) in pairs:
                 out[(w, c)] = int(n)
     return out
 
@@ -252,17 +246,17 @@ def _plugin_rows(conn: Connection, pairs: set[tuple[str, str]]) -> list[Any]:
     r = usage_records.c
     cols = [r.dedupe_key, *(r[n] for n in SOURCE_COLUMNS)]
     out: list[Any] = []
-    by_ws: dict[str, list[str]] = {}
-    for w, c in pairs:
-        by_ws.setdefault(w, []).append(c)
-    for w, cs in by_ws.items():
-        for i in range(0, len(cs), 500):
-            q = select(*cols).where(
-                r.correlation_id.in_(cs[i : i + 500]),
-                r.workspace_id == w,
-                r.source.not_in((GATEWAY_SOURCE, PROVIDER_SOURCE)),
-            )
-            out.extend(conn.execute(q).mappings().all())
+    cs = sorted({c for _, c in pairs})
+    for i in range(0, len(cs), 500):
+        q = select(*cols).where(
+            r.correlation_id.in_(cs[i : i + 500]),
+            r.source.not_in((GATEWAY_SOURCE, PROVIDER_SOURCE)),
+        )
+        out.extend(
+            row
+            for row in conn.execute(q).mappings()
+            if (row["workspace_id"], row["correlation_id"]) in pairs
+        )
     return out
 
 
