@@ -14,7 +14,9 @@ reconciliation", user docs in docs/reconciliation.md):
 2. A cell is *covered* when a provider sync completed the whole UTC day for a
    credential of that workspace and provider (a ``sync_windows`` row with
    ``[day, day+1)``, written by `metis.ingest.sync`). Then the provider total
-   stands for every measure; ``attributed = gateway + plugin``;
+   stands for every measure it reports (`PROVIDER_UNREPORTED` lists those a
+   provider's report lacks: for them the attributed figure stands, with no
+   residue or drift); ``attributed = gateway + plugin``;
    ``unattributed = provider − attributed`` where positive (traffic that
    bypassed Metis); where attributed exceeds the provider the cell carries
    ``drift`` and the provider total still stands. If every provider row of the
@@ -70,6 +72,23 @@ MEASURES = (
     "cost_nanousd",
 )
 GATEWAY_URLS_ENV = "METIS_GATEWAY_URLS"
+
+# Measures a provider's usage report does not carry (the one place this is
+# known; docs/reconciliation.md "Measures a provider does not report"). The
+# ingest adapters store 0 for them (`metis.ingest.providers.anthropic`:
+# no request count, no thinking-token split; `metis.ingest.providers.openai`:
+# no reasoning-token split), so for these measures the provider row is not the
+# truth of a covered cell: the attributed figure (gateway + plugin) stands and
+# no unattributed residue or drift is computed.
+PROVIDER_UNREPORTED: Mapping[str, frozenset[str]] = {
+    "anthropic": frozenset({"request_count", "reasoning_tokens"}),
+    "openai": frozenset({"reasoning_tokens"}),
+}
+
+
+def unreported_measures(provider: str) -> frozenset[str]:
+    """The `MEASURES` ``provider``'s usage report does not carry (`PROVIDER_UNREPORTED`)."""
+    return PROVIDER_UNREPORTED.get(provider, frozenset())
 
 
 @dataclass(frozen=True)
@@ -248,11 +267,16 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
     reconciled = prov
     unattributed = prov.minus_clamped(attributed)
     drift = attributed.minus_clamped(prov)
+    # Measures the provider did not report: its 0 is no figure, so the
+    # attributed one stands and nothing is unattributed or drifting there.
+    own = set(unreported_measures(cell.provider))
     if cell.provider_cost_unknown:
         flags.append("provider_cost_unknown")
-        reconciled = replace(reconciled, cost_nanousd=attributed.cost_nanousd)
-        unattributed = replace(unattributed, cost_nanousd=0)
-        drift = replace(drift, cost_nanousd=0)
+        own.add("cost_nanousd")
+    if own:
+        reconciled = replace(reconciled, **{m: getattr(attributed, m) for m in own})
+        unattributed = replace(unattributed, **dict.fromkeys(own, 0))
+        drift = replace(drift, **dict.fromkeys(own, 0))
     if not unattributed.is_zero():
         flags.append("unattributed")
     if not drift.is_zero():
@@ -486,6 +510,7 @@ def cell_json(cell: Cell) -> dict[str, Any]:
         "unattributed": t(cell.unattributed),
         "drift": t(cell.drift),
         "reconciled": t(cell.reconciled),
+        "provider_unreported": sorted(unreported_measures(cell.provider)) if cell.covered else [],
         "flags": list(cell.flags),
     }
 
