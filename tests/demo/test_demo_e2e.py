@@ -68,6 +68,13 @@ def test_api_shows_the_seeded_story(demo_server: DemoProcess) -> None:
     assert cells and all(c["covered_by_provider"] for c in cells)
     assert recon.json()["totals"]["unattributed"]["cost_nanousd"] > 0  # history bypassed Metis
     assert sum(c["sources"]["plugin_duplicate"]["rows"] for c in cells) == 2
+    for c in cells:  # measures a provider's report lacks never drift or read as 0 calls
+        assert c["drift"]["request_count"] == 0 and c["drift"]["reasoning_tokens"] == 0, c
+        seen = c["sources"]["gateway"]["request_count"] + c["sources"]["plugin"]["request_count"]
+        if c["provider"] == "anthropic":
+            assert c["reconciled"]["request_count"] == seen, c
+    assert any(c["provider"] == "anthropic" and c["reconciled"]["request_count"] for c in cells)
+    assert all(s["reasoning_tokens"] >= 0 and s["call_count"] >= 0 for s in sources)
     assert httpx.get(demo_server.url + "/openapi.json", timeout=10).status_code == 200
     # Admin routes refuse a gateway key.
     bad = httpx.get(
