@@ -84,3 +84,24 @@ async def test_full_buffer_is_reported_once(caplog: pytest.LogCaptureFixture) ->
     await w.close()  # gives up after close_timeout_s and says what is lost
     lost = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
     assert len(lost) == 1 and "2 usage records and 2 events not written" in lost[0], lost
+
+
+async def test_a_batch_being_written_still_counts_toward_full(tmp_path: Path) -> None:
+    """A flush attempt takes the batch out of the buffer while it writes; if that
+    left room, calls admitted meanwhile would overrun the bound on every retry."""
+    w = WriteBehind(_dead(), max_items=2)
+    w.add(rec("ws_x", 1), [ev(1)])
+    assert w.full
+    seen: list[bool] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(w.full)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    with pytest.raises(Exception):  # noqa: B017 - the dead database's own error
+        await w.flush()
+    watcher.cancel()
+    assert seen and all(seen), seen  # full throughout the failing attempt
+    assert w.full and w.pending == 2

@@ -125,7 +125,9 @@ def one_call(oc: openai.OpenAI, ac: anthropic.Anthropic, kind: str, n: int) -> O
                 uid = raw.parse().id
         return Outcome(kind, raw.status_code, rid, uid, time.monotonic())
     except (openai.APIStatusError, anthropic.APIStatusError) as e:
-        return Outcome(kind, e.status_code, e.response.headers.get("x-metis-request-id"))
+        return Outcome(
+            kind, e.status_code, e.response.headers.get("x-metis-request-id"), error=str(e)[:300]
+        )
     except Exception as e:  # SDK errors, and transport errors a stream raises as they are
         # (e.g. RemoteProtocolError when the server dies mid-stream)
         return Outcome(kind, 0, error=type(e).__name__)

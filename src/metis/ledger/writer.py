@@ -95,6 +95,7 @@ class WriteBehind:
     _retry_in: float = 0.0
     _reported_at: float = 0.0
     _overflow_logged: bool = False
+    _in_flight: int = 0  # items of the batch being written (still not stored)
     flushes: int = 0
     failures: int = 0
     on_flush: list[Callable[[int, int], None]] = field(default_factory=list)
@@ -123,12 +124,17 @@ class WriteBehind:
 
     @property
     def pending(self) -> int:
-        return len(self._records) + len(self._events)
+        """Items not stored yet: buffered plus the batch being written."""
+        return len(self._records) + len(self._events) + self._in_flight
 
     @property
     def full(self) -> bool:
-        """The buffer reached ``max_items``: the gateway admits no new calls."""
-        return len(self._records) + len(self._events) >= self.max_items
+        """The buffer reached ``max_items``: the gateway admits no new calls.
+
+        The batch a flush is writing counts too, so a flush attempt against a
+        failing database does not open room for calls it cannot store.
+        """
+        return self.pending >= self.max_items
 
     @property
     def down_for(self) -> float | None:
@@ -216,6 +222,7 @@ class WriteBehind:
             deltas = self.counters.take_deltas() if self.counters is not None else {}
             if not records and not evs and not deltas:
                 return 0
+            self._in_flight = len(records) + len(evs)
             try:
                 if self.process:
                     if self._child is None:
@@ -232,6 +239,8 @@ class WriteBehind:
                 if self.counters is not None:
                     self.counters.restore_deltas(deltas)
                 raise
+            finally:
+                self._in_flight = 0
             if self.counters is not None:
                 self.counters.deltas_applied(deltas)
             self.flushes += 1
