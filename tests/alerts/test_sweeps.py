@@ -1,13 +1,17 @@
 """Periodic rules: unpriced models and reconciliation drift / unattributed share."""
 
+import logging
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, select
 
 from metis.alerts.engine import AlertEngine
 from metis.alerts.rules import load_config
 from metis.config import get_settings
+from metis.db.engine import make_engine
 from metis.db.tables import events
 from metis.ledger.upsert import upsert_usage
 from metis.timeutil import utcnow
@@ -101,3 +105,18 @@ def test_ledger_scans_run_at_their_own_cadence(engine: Engine, fast_alerts: None
         upsert_usage(c, [record(today, 0, model="mystery-2", cost_source="none")])
     assert eng.evaluate(t0 + timedelta(seconds=60)) == 0  # scan not due yet
     assert eng.evaluate(t0 + timedelta(seconds=600)) == 1  # due: found
+
+
+def test_database_unavailable_step_is_one_line_and_retried(
+    tmp_path: Path, fast_alerts: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy/locked or unreachable database skips the step with one warning (no
+    traceback in the log); the next tick runs it again."""
+    gone = tmp_path / "gone"
+    dead = make_engine(f"sqlite:///{gone / 'metis.db'}")
+    shutil.rmtree(gone)  # every connection fails with OperationalError
+    caplog.set_level(logging.WARNING, "metis.alerts")
+    assert AlertEngine(dead, load_config(get_settings())).evaluate(ledger_scans=True) == 0
+    recs = [r for r in caplog.records if r.name == "metis.alerts"]
+    assert len(recs) == 4 and all(r.exc_info is None for r in recs), recs
+    assert "database unavailable (OperationalError)" in recs[0].getMessage()

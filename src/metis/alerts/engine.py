@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, RowMapping, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from ulid import ULID
 
 from metis import jsonutil
@@ -646,6 +647,13 @@ class AlertEngine:
             try:
                 with self.db.begin() as conn:
                     n += int(job(conn))
+            except OperationalError as exc:
+                # Transient (SQLite busy/locked, database restarting): the step runs
+                # again on the next tick, so one line, not a traceback.
+                log.warning(
+                    "alerts: evaluation step skipped, database unavailable (%s); retried next tick",
+                    type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+                )
             except Exception:
                 log.exception("alerts: evaluation step failed")
         return n
