@@ -9,10 +9,12 @@ no-store``.
 """
 
 import asyncio
+from collections.abc import Callable
 from decimal import Decimal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from metis.analytics.deps import app_engine, app_settings
@@ -56,34 +58,48 @@ def _cap_change(form: dict[str, str], field: str, label: str) -> int | _Keep | N
     return _opt_cap(form, field, label)
 
 
-@router.post("/ui/teams/caps")
-async def team_caps(request: Request) -> Response:
-    """Set a team's caps (empty keeps, ``none`` clears); the gateway's next request sees them."""
-    form = await read_form(request)
+async def _change(
+    request: Request, form: dict[str, str], change: Callable[[Connection], str]
+) -> Response:
+    """Check session + CSRF, run ``change`` in one transaction, redirect with its message.
+
+    A library error becomes the 4xx page naming it; nothing is half-written.
+    """
     engine = app_engine(request)
 
     def do() -> str:
         authorized_post(request, engine, form)
-        team_id = check_id(form.get("team", ""), "team")
-        daily = _cap_change(form, "daily_cap_usd", "daily cap")
-        monthly = _cap_change(form, "monthly_cap_usd", "monthly cap")
         try:
             with engine.begin() as conn:
-                get_team(conn, team_id)
-                t = set_caps(conn, team_id, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
+                return change(conn)
         except MetisError as exc:
             raise ui_error(exc) from None
 
-        def show(v: int | None) -> str:
-            return "none" if v is None else fmt_usd(Decimal(v) / 10**9)
-
-        return (
-            f"Caps of team {t.name}: daily {show(t.daily_cap_nanousd)}, "
-            f"monthly {show(t.monthly_cap_nanousd)}"
-        )
-
     msg = await run_in_threadpool(do)
     return redirect_with_flash(request, safe_next(form.get("return_to")), msg)
+
+
+def _show_cap(v: int | None) -> str:
+    return "none" if v is None else fmt_usd(Decimal(v) / 10**9)
+
+
+@router.post("/ui/teams/caps")
+async def team_caps(request: Request) -> Response:
+    """Set a team's caps (empty keeps, ``none`` clears); the gateway's next request sees them."""
+    form = await read_form(request)
+
+    def change(conn: Connection) -> str:
+        team_id = check_id(form.get("team", ""), "team")
+        daily = _cap_change(form, "daily_cap_usd", "daily cap")
+        monthly = _cap_change(form, "monthly_cap_usd", "monthly cap")
+        get_team(conn, team_id)
+        t = set_caps(conn, team_id, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
+        return (
+            f"Caps of team {t.name}: daily {_show_cap(t.daily_cap_nanousd)}, "
+            f"monthly {_show_cap(t.monthly_cap_nanousd)}"
+        )
+
+    return await _change(request, form, change)
 
 
 @router.post("/ui/teams/{team_id}/disable")
@@ -91,19 +107,12 @@ async def team_disable(request: Request, team_id: str) -> Response:
     """Disable a team: keys bound to it get 401 from the next request (no re-enable in v1)."""
     form = await read_form(request)
     check_id(team_id, "team id")
-    engine = app_engine(request)
 
-    def do() -> str:
-        authorized_post(request, engine, form)
-        try:
-            with engine.begin() as conn:
-                t = disable_team(conn, team_id)
-        except MetisError as exc:
-            raise ui_error(exc) from None
+    def change(conn: Connection) -> str:
+        t = disable_team(conn, team_id)
         return f"Team {t.name} disabled: its keys stop working from the next request"
 
-    msg = await run_in_threadpool(do)
-    return redirect_with_flash(request, safe_next(form.get("return_to")), msg)
+    return await _change(request, form, change)
 
 
 @router.post("/ui/users/{user_id}/disable")
@@ -111,20 +120,13 @@ async def user_disable(request: Request, user_id: str) -> Response:
     """Disable a user: keys bound to them get 401 from the next request (no re-enable in v1)."""
     form = await read_form(request)
     check_id(user_id, "user id")
-    engine = app_engine(request)
 
-    def do() -> str:
-        authorized_post(request, engine, form)
-        try:
-            with engine.begin() as conn:
-                get_user(conn, user_id)
-                u = disable_user(conn, user_id)
-        except MetisError as exc:
-            raise ui_error(exc) from None
+    def change(conn: Connection) -> str:
+        get_user(conn, user_id)
+        u = disable_user(conn, user_id)
         return f"User {u.alias} disabled: their keys stop working from the next request"
 
-    msg = await run_in_threadpool(do)
-    return redirect_with_flash(request, safe_next(form.get("return_to")), msg)
+    return await _change(request, form, change)
 
 
 @router.post("/ui/keys/{key_id}/revoke")
@@ -132,20 +134,13 @@ async def key_revoke(request: Request, key_id: str) -> Response:
     """Revoke a key with an optional reason (idempotent: a second revoke changes nothing)."""
     form = await read_form(request)
     check_id(key_id, "key id")
-    engine = app_engine(request)
 
-    def do() -> str:
-        authorized_post(request, engine, form)
-        try:
-            with engine.begin() as conn:
-                get_key(conn, key_id)
-                k, changed = revoke_key(conn, key_id, reason=form.get("reason") or None)
-        except MetisError as exc:
-            raise ui_error(exc) from None
+    def change(conn: Connection) -> str:
+        get_key(conn, key_id)
+        k, changed = revoke_key(conn, key_id, reason=form.get("reason") or None)
         return f"Key {k.name} ({k.id}) " + ("revoked" if changed else "was already revoked")
 
-    msg = await run_in_threadpool(do)
-    return redirect_with_flash(request, safe_next(form.get("return_to")), msg)
+    return await _change(request, form, change)
 
 
 @router.post("/ui/keys")
