@@ -941,7 +941,6 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:
     length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > limits.MAX_BODY_BYTES:
         raise _BodyTooLarge
-    loop = asyncio.get_running_loop()
     async with asyncio.timeout(limits.BODY_IDLE_TIMEOUT_S) as deadline:
         msg = await receive()
         if msg["type"] == "http.disconnect":
@@ -952,6 +951,7 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         if not msg.get("more_body"):
             return body
         parts, size = [body], len(body)
+        loop = asyncio.get_running_loop()
         while True:
             deadline.reschedule(loop.time() + limits.BODY_IDLE_TIMEOUT_S)
             msg = await receive()

@@ -30,7 +30,8 @@ non-integer counts are malformed and read as 0 (as a missing count would be): th
 call is still recorded, and a hostile upstream cannot push a cost beyond 64 bits."""
 
 
-def _int(v: Any) -> int:
+def count(v: Any) -> int:
+    """A token count from an upstream usage object: an int in ``[0, MAX_TOKENS]``, else 0."""
     return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_TOKENS else 0
 
 
@@ -39,12 +40,12 @@ def from_openai(u: Any, t: Tokens | None = None) -> Tokens:
     if not isinstance(u, dict):
         return t
     t.reported = True
-    t.input = _int(u.get("prompt_tokens"))
-    t.output = _int(u.get("completion_tokens"))
+    t.input = count(u.get("prompt_tokens"))
+    t.output = count(u.get("completion_tokens"))
     pd = u.get("prompt_tokens_details")
-    t.cached = _int(pd.get("cached_tokens")) if isinstance(pd, dict) else 0
+    t.cached = count(pd.get("cached_tokens")) if isinstance(pd, dict) else 0
     cd = u.get("completion_tokens_details")
-    t.reasoning = _int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0
+    t.reasoning = count(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0
     return t
 
 
@@ -62,13 +63,13 @@ def from_anthropic(u: Any, t: Tokens | None = None) -> Tokens:
     read = u.get("cache_read_input_tokens")
     write = u.get("cache_creation_input_tokens")
     if read is not None:
-        t.cached = _int(read)
+        t.cached = count(read)
     if write is not None:
-        t.cache_creation = _int(write)
+        t.cache_creation = count(write)
     if plain is not None:
-        t.input = _int(plain) + t.cached + t.cache_creation
+        t.input = count(plain) + t.cached + t.cache_creation
     elif read is not None or write is not None:
         t.input = max(t.input, t.cached + t.cache_creation)
     if u.get("output_tokens") is not None:
-        t.output = _int(u.get("output_tokens"))
+        t.output = count(u.get("output_tokens"))
     return t

@@ -9,7 +9,6 @@ from typing import Any
 import msgspec
 
 from metis.gateway.translate.errors import TranslationError
-from metis.gateway.usage import MAX_TOKENS
 
 Obj = dict[str, Any]
 
@@ -51,13 +50,6 @@ def number(v: Any, field: str) -> int | float:
 def boolean(v: Any, field: str) -> bool:
     if not isinstance(v, bool):
         raise TranslationError(f"{field} must be a boolean", field=field)
-    return v
-
-
-def count(v: Any) -> int:
-    """A token count from an upstream usage object: an int in ``[0, MAX_TOKENS]``, else 0."""
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS:
-        return 0
     return v
 
 

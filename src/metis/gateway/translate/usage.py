@@ -16,7 +16,8 @@ totals are preserved both ways; missing or malformed counts read as 0.
 
 from typing import Any
 
-from metis.gateway.translate._check import Obj, count
+from metis.gateway.translate._check import Obj
+from metis.gateway.usage import count
 
 
 def anthropic_usage_to_openai(usage: Any) -> Obj:
