@@ -5,6 +5,12 @@ leak is the whole secret or any run of `window` consecutive characters of its
 random part: longer than what Metis shows by design (the last four characters
 of a provider key; the ``gw_`` + 7 / ``mit_`` + 6 / ``mta_`` + 6 display
 prefixes of the secrets it issues), so a half-masked secret is caught too.
+
+The default window is 12, five more than the longest display prefix: in a
+database file a stored prefix sits next to other bytes (SQLite packs the
+``display_prefix`` column against the key's name), and with a window of 8 a
+name starting with the secret's eighth character read as a leak, once in 64
+runs. Five coincidental characters happen about once in 10^9.
 """
 
 import json
@@ -25,7 +31,7 @@ _KNOWN_PREFIX = re.compile(r"^(sk-ant-admin01-|sk-ant-api03-|sk-admin-|sk-proj-|
 class Canary:
     name: str
     value: str
-    window: int = 8  # a leak is any run of this many characters of the random part
+    window: int = 12  # a leak is any run of this many characters of the random part
 
     @property
     def random_part(self) -> str:
@@ -52,7 +58,7 @@ class Scanner:
     hits: list[str] = field(default_factory=list)
     scanned: int = 0
 
-    def add(self, name: str, value: str, window: int = 8) -> str:
+    def add(self, name: str, value: str, window: int = 12) -> str:
         self.canaries.append(Canary(name, value, window))
         return value
 

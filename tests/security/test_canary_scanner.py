@@ -17,7 +17,7 @@ def test_whole_and_partial_secrets_are_found() -> None:
     mid = len(sk) // 2
     for text in (
         f"token={gw}",
-        f"prefix {gw[3:11]} suffix",  # 8 random characters, no prefix
+        f"prefix {gw[3:15]} suffix",  # 12 random characters, no prefix
         f"masked sk-...{sk[mid : mid + 7]}...",
         f"err: {sk}",
     ):
@@ -33,6 +33,16 @@ def test_display_forms_are_not_leaks() -> None:
     sc.text("list-keys", f"key_01J… {gw[:DISPLAY_PREFIX_LEN]} active")
     sc.text("provider-key list", f"cred_01J… openai …{sk[-4:]}")
     sc.text("allowed", f"issued: {gw}", allow=("gateway key",))
+    assert sc.hits == []
+
+
+def test_a_stored_prefix_next_to_a_coincidental_character_is_not_a_leak() -> None:
+    """SQLite stores display_prefix right before the key's name; a name that
+    happens to start with the secret's next character once failed CI."""
+    sc = Scanner()
+    gw = sc.add("gateway key", new_secret())
+    shown = gw[:DISPLAY_PREFIX_LEN]
+    sc.blob("metis.db", f"{'a' * 64}{shown}{gw[DISPLAY_PREFIX_LEN]}efs-key".encode())
     assert sc.hits == []
 
 
