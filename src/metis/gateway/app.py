@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import msgspec
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -44,6 +43,7 @@ from metis.config import Settings
 from metis.events import GatewayQuotaExceeded
 from metis.gateway import caps, limits, metrics, upstream
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved, SnapshotLoader
+from metis.gateway.http_client import Response, UpstreamClient, UpstreamError
 from metis.gateway.plan import RouteContext, RoutePlan, default_plan
 from metis.gateway.shapes import error_body
 from metis.gateway.stamping import CallFacts, call_event, route_event, usage_record
@@ -53,7 +53,7 @@ from metis.gateway.upstream import (
     CredentialResolver,
     UpstreamCredential,
     db_resolver,
-    new_session,
+    new_client,
 )
 from metis.gateway.usage import Tokens, from_anthropic, from_openai
 from metis.ids import fast_ulid, new_id
@@ -193,7 +193,7 @@ class Gateway:
         # Seams for routing/translation (issue 8): see metis.gateway.plan.
         self.plan_route: Callable[[RouteContext], RoutePlan] = default_plan
         self.cross_shape: Any = None
-        self.session: aiohttp.ClientSession | None = None
+        self.session: UpstreamClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -204,7 +204,7 @@ class Gateway:
         if os.environ.get("METIS_SERVER_TUNING") == "1":  # set by `metis serve`
             _tune_interpreter()
         await self.keys.load()
-        self.session = new_session()
+        self.session = new_client()
         self.writer.start()
         self._stop = asyncio.Event()
         self._tasks.append(
@@ -634,14 +634,12 @@ class Gateway:
         url = cred.api_root + call.path
         headers = self._upstream_headers(call, provider, cred)
         try:
-            # The header wait is bounded here (cancellation makes aiohttp close
-            # the connection cleanly); body reads use the session's sock_read.
-            resp = await asyncio.wait_for(
-                self.session.post(url, data=body, headers=headers), upstream.READ_TIMEOUT_S
-            )
+            # The header wait is bounded by READ_TIMEOUT_S, each body read by
+            # STREAM_IDLE_TIMEOUT_S (metis.gateway.http_client).
+            resp = await self.session.post(url, body, headers, timeout=upstream.READ_TIMEOUT_S)
         except TimeoutError:
             return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
-        except aiohttp.ClientError as e:
+        except UpstreamError as e:
             return Attempt(
                 False,
                 "connect_error",
@@ -656,7 +654,7 @@ class Gateway:
                     self.creds.invalidate(call.resolved.principal.workspace_id, provider)
                 try:
                     data = upstream.scrub_secret(await resp.read(), cred)
-                except (TimeoutError, aiohttp.ClientError):
+                except (TimeoutError, UpstreamError):
                     data = b""
                 ctype = resp.headers.get("content-type", "application/json").encode()
                 retryable = resp.status == 429 or resp.status >= 500
@@ -690,14 +688,14 @@ class Gateway:
         send: Send,
         call: Call,
         target: Any,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         cred: UpstreamCredential,
     ) -> Attempt:
         try:
             data = await resp.read()
         except TimeoutError:
             return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
-        except aiohttp.ClientError as e:
+        except UpstreamError as e:
             return Attempt(
                 False,
                 "connect_error",
@@ -739,7 +737,7 @@ class Gateway:
         receive: Receive,
         call: Call,
         target: Any,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         cred: UpstreamCredential,
         withhold: bool,
     ) -> Attempt:
@@ -770,12 +768,12 @@ class Gateway:
         watcher = asyncio.create_task(watch())
         status = "ok"
         try:
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.iter_any():
                 out = tap.feed(chunk)
                 if out and not gone.is_set():
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             out = tap.flush()
-        except (TimeoutError, aiohttp.ClientError):
+        except (TimeoutError, UpstreamError):
             status = "upstream_error"
             out = tap.flush()
         finally:

@@ -1,7 +1,7 @@
 """Upstream side: the pooled HTTP client and the in-memory inference-credential cache.
 
-One `aiohttp.ClientSession` per process with keep-alive pooling (no per-request
-connection setup). Credentials: the workspace's provider credential with
+One `metis.gateway.http_client.UpstreamClient` per process with keep-alive
+pooling (no per-request connection setup). Credentials: the workspace's provider credential with
 purpose ``inference`` is looked up and decrypted once, then kept in memory
 (plaintext only in this process's memory, never logged); the cache is cleared
 when the ``identity`` or ``credentials`` configuration version moves (see
@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 from sqlalchemy import Engine
 
 from metis.config import Settings
+from metis.gateway.http_client import UpstreamClient
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0
@@ -93,22 +93,6 @@ class CredentialCache:
             self._cache.pop((workspace_id, provider or ""), None)
 
 
-def new_session() -> aiohttp.ClientSession:
-    """The process's pooled client session (create inside the running loop)."""
-    connector = aiohttp.TCPConnector(
-        limit=0,  # no global cap; the upstream's own limits apply
-        limit_per_host=0,
-        keepalive_timeout=60,
-        ttl_dns_cache=300,
-        enable_cleanup_closed=False,
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=STREAM_IDLE_TIMEOUT_S
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=True,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        raise_for_status=False,
-    )
+def new_client() -> UpstreamClient:
+    """The process's pooled upstream client (create inside the running loop)."""
+    return UpstreamClient(connect_timeout=CONNECT_TIMEOUT_S, idle_timeout=STREAM_IDLE_TIMEOUT_S)

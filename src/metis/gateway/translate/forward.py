@@ -24,9 +24,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import msgspec
 
+from metis.gateway import upstream
+from metis.gateway.http_client import Response, UpstreamError
 from metis.gateway.translate.errors import TranslationError
 from metis.gateway.translate.errors_shape import reshape_error, stream_error_frame
 from metis.gateway.translate.requests import (
@@ -117,11 +118,11 @@ async def cross_shape(
     headers = gw._upstream_headers(call, provider, cred)
     try:
         resp = await gw.session.post(
-            cred.api_root + UPSTREAM_PATH[provider], data=body, headers=headers
+            cred.api_root + UPSTREAM_PATH[provider], body, headers, timeout=upstream.READ_TIMEOUT_S
         )
     except TimeoutError:
         return _failed("timeout", 504, "upstream_timeout", "upstream timed out")
-    except aiohttp.ClientError as e:
+    except UpstreamError as e:
         return _failed(
             "connect_error", 502, "upstream_error",
             f"upstream connection failed: {type(e).__name__}",
@@ -132,7 +133,7 @@ async def cross_shape(
                 gw.creds.invalidate(call.resolved.principal.workspace_id, provider)
             try:
                 data = scrub_secret(await resp.read(), cred)
-            except (TimeoutError, aiohttp.ClientError):
+            except (TimeoutError, UpstreamError):
                 data = b""
             shaped = reshape_error(data, resp.status, call.shape, name)
             retryable = resp.status == 429 or resp.status >= 500
@@ -152,7 +153,7 @@ async def cross_shape(
 
 
 async def _plain(
-    gw: Gateway, send: Any, call: Call, target: Any, resp: aiohttp.ClientResponse, api_root: str
+    gw: Gateway, send: Any, call: Call, target: Any, resp: Response, api_root: str
 ) -> Attempt:
     from metis.gateway.usage import Tokens, from_anthropic, from_openai
 
@@ -160,7 +161,7 @@ async def _plain(
         data = await resp.read()
     except TimeoutError:
         return _failed("timeout", 504, "upstream_timeout", "upstream timed out")
-    except aiohttp.ClientError as e:
+    except UpstreamError as e:
         return _failed(
             "connect_error", 502, "upstream_error",
             f"upstream connection failed: {type(e).__name__}",
@@ -200,7 +201,7 @@ async def _stream(
     receive: Any,
     call: Call,
     target: Any,
-    resp: aiohttp.ClientResponse,
+    resp: Response,
     api_root: str,
 ) -> Attempt:
     from metis.gateway.streaming import SSEUsageTap
@@ -238,7 +239,7 @@ async def _stream(
     status = "ok"
     out = b""
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.iter_any():
             tap.feed(chunk)
             if status != "ok":
                 continue  # keep reading for usage; the client stream already ended
@@ -259,7 +260,7 @@ async def _stream(
                 out = stream_error_frame(call.shape, f"{name}: {exc.message}")
             if status == "ok" and not tr.done:
                 status = "upstream_error"  # the upstream ended without its final event
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, UpstreamError):
         status = "upstream_error"
         tap.flush()
         out = stream_error_frame(call.shape, f"{name}: upstream stream interrupted")
