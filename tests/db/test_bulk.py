@@ -55,3 +55,31 @@ def test_many_inserts_all_rows_in_one_statement(engine: Engine) -> None:
     with engine.connect() as conn:
         got = conn.execute(select(config_versions).order_by(config_versions.c.version)).all()
     assert [tuple(r) for r in got] == [(f"k{i}", i, now) for i in range(300)]
+
+
+def test_sqlite_utc_text_is_what_sqlalchemy_stores() -> None:
+    """The fast SQLite processor for UTCDateTime equals the two-layer SQLAlchemy chain."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects import sqlite
+
+    from metis.db.types import UTCDateTime
+
+    dialect = sqlite.dialect()
+    typ = UTCDateTime()
+    chain = typ.dialect_impl(dialect).bind_processor(dialect)
+    assert chain is not None
+    plus2 = timezone(timedelta(hours=2))
+    values = [
+        datetime(2026, 11, 30, 22, 5, 1, 123456, tzinfo=UTC),
+        datetime(2026, 11, 30, 22, 5, 1, tzinfo=UTC),  # no microseconds: still .000000
+        datetime(2026, 1, 1, 1, 0, 0, 7, tzinfo=plus2),  # crosses the day back to UTC
+        datetime(999, 3, 4, 5, 6, 7, 8, tzinfo=UTC),  # year padded to four digits
+        None,
+    ]
+    for v in values:
+        assert bulk.sqlite_utc_text(v) == chain(v), v
+    with pytest.raises(ValueError, match="naive"):
+        bulk.sqlite_utc_text(datetime(2026, 1, 1))  # naive: the error under test
+    with pytest.raises(ValueError, match="naive"):
+        chain(datetime(2026, 1, 1))

@@ -373,7 +373,7 @@ class Gateway:
         # Hard caps: reserve the worst case over the plan's targets.
         scopes = caps.counters_for(snap, call.started_at)
         capped = any(s.cap_nanousd is not None for s in scopes)
-        max_out = caps.max_output_tokens(msgspec.structs.asdict(req), endpoint)
+        max_out = caps.max_output_tokens(req, endpoint)
         est = 0
         for t in plan.targets:
             t_est = caps.estimate(t.provider, t.model, len(raw), max_out)

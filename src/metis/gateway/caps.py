@@ -47,11 +47,11 @@ def estimate(provider: str, model: str, body_len: int, max_output: int) -> int |
     return -(-n // _MTOK)  # round up
 
 
-def max_output_tokens(body: dict[str, Any], endpoint: str) -> int:
+def max_output_tokens(body: Any, endpoint: str) -> int:
+    """The output bound a request declares (``body``: anything with the two attributes)."""
     if endpoint == "embeddings":
         return 0
-    for k in ("max_completion_tokens", "max_tokens"):
-        v = body.get(k)
+    for v in (body.max_completion_tokens, body.max_tokens):
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             return v
     return DEFAULT_MAX_OUTPUT

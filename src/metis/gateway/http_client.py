@@ -32,6 +32,7 @@ What a caller must know:
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 import zlib
@@ -73,13 +74,21 @@ class _Origin:
     host_header: bytes
 
 
-_BAD_HEADER_BYTES = frozenset(b"\r\n\x00")
+_BAD_HEADER = re.compile(rb"[\r\n\x00]")
+_header_lines: dict[tuple[str, str], bytes] = {}
 
 
 def _header_bytes(name: str, value: str) -> bytes:
-    line = f"{name}: {value}\r\n".encode("latin-1")
-    if any(b in _BAD_HEADER_BYTES for b in line[:-2]):
-        raise UpstreamError(f"header {name!r} holds a control character")
+    """``name: value\r\n``, checked once per distinct pair (the same few on every call)."""
+    key = (name, value)
+    line = _header_lines.get(key)
+    if line is None:
+        line = f"{name}: {value}\r\n".encode("latin-1")
+        if _BAD_HEADER.search(line, 0, len(line) - 2):
+            raise UpstreamError(f"header {name!r} holds a control character")
+        if len(_header_lines) >= 4096:
+            _header_lines.clear()
+        _header_lines[key] = line
     return line
 
 

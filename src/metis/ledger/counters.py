@@ -109,10 +109,11 @@ class ScopedCap:
     period: str
     cap_nanousd: int | None
     resets_at: datetime
+    key: CounterKey = field(init=False, repr=False, compare=False)
+    """(scope, scope_id, period): built once, read several times per request."""
 
-    @property
-    def key(self) -> CounterKey:
-        return (self.scope, self.scope_id, self.period)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.scope, self.scope_id, self.period))
 
 
 def _next_day(now: datetime) -> datetime:

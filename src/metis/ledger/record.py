@@ -8,6 +8,7 @@ of it. Normalizers convert from each provider's own semantics.
 """
 
 import hashlib
+import typing
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -86,9 +87,27 @@ VALUE_COLUMNS = (*_VALUE_FIELDS, "usage_date")
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
+_TIME_COLUMNS = (
+    *(
+        f
+        for f, t in typing.get_type_hints(UsageRecord).items()
+        if f in _VALUE_FIELDS and {datetime, date} & {t, *typing.get_args(t)}
+    ),
+    "usage_date",
+)
+"""The value columns holding a datetime or date (hashed as their ``isoformat``)."""
+
+
 def content_sha256_of(values: dict[str, Any]) -> str:
-    """`UsageRecord.content_sha256` from an already built `UsageRecord.value_dict`."""
-    data = _encode_sorted(
-        {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in values.items()}
-    )
-    return hashlib.sha256(data).hexdigest()
+    """`UsageRecord.content_sha256` from an already built `UsageRecord.value_dict`.
+
+    The hashed text is the sorted-key JSON of the values with datetimes and
+    dates as ``isoformat`` (the stored hashes depend on exactly this; a test
+    pins it against the original definition).
+    """
+    v = dict(values)
+    for k in _TIME_COLUMNS:
+        x = v[k]
+        if x is not None:
+            v[k] = x.isoformat()
+    return hashlib.sha256(_encode_sorted(v)).hexdigest()
