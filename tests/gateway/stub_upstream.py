@@ -12,6 +12,7 @@ model named "hang" answers after 1 s.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import msgspec
@@ -94,7 +95,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": 0},
         }
-        rid = "chatcmpl-stub123"
+        rid = "chatcmpl-" + os.urandom(12).hex()  # unique per response, as the real API
         if not req.get("stream"):
             body = {
                 "id": rid,
@@ -168,7 +169,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if path == "/v1/messages":
         plain = n_in - cached
-        rid = "msg_stub123"
+        rid = "msg_" + os.urandom(12).hex()
         if not req.get("stream"):
             body = {
                 "id": rid,
