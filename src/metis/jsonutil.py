@@ -10,6 +10,11 @@ import msgspec
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
+DECODE_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, RecursionError)
+"""What decoding untrusted JSON can raise: malformed input, or nesting deep
+enough to exhaust the stack (msgspec raises RecursionError; found by fuzzing).
+Catch these, never bare Exception, around every decode of outside bytes."""
+
 
 def dumps(obj: Any) -> bytes:
     """Encode ``obj`` as compact JSON bytes."""

@@ -15,6 +15,7 @@ from metis.errors import MetisError
 from metis.ingest import tokens
 from metis.ingest.hermes_import import import_state_db
 from metis.ingest.push import MAX_ITEMS, PushResult, PushTarget, RejectedItem, ingest_items
+from metis.jsonutil import DECODE_ERRORS
 from metis.timeutil import iso
 from metis.workspaces import get_workspace
 
@@ -128,7 +129,7 @@ def push(
             continue
         try:
             raw.append((n, _decoder.decode(line)))
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except DECODE_ERRORS as exc:
             bad.append(RejectedItem(index=n, idempotency_key=None, reasons=[f"bad JSON: {exc}"]))
     total = PushResult(rejected=bad)
     with transaction() as conn:

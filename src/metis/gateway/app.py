@@ -57,6 +57,7 @@ from metis.gateway.upstream import (
 )
 from metis.gateway.usage import Tokens, from_anthropic, from_openai
 from metis.ids import fast_ulid, new_id
+from metis.jsonutil import DECODE_ERRORS
 from metis.ledger.counters import (
     REFRESH_INTERVAL_S,
     CapExceeded,
@@ -94,6 +95,7 @@ class _Resp(msgspec.Struct):
     usage: Any = None
 
 
+_BODY_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, msgspec.ValidationError)
 _dec_req = msgspec.json.Decoder(_Req)
 _dec_resp = msgspec.json.Decoder(_Resp)
 
@@ -330,7 +332,7 @@ class Gateway:
             return
         try:
             req = _dec_req.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except _BODY_ERRORS:
             await self._error(send, shape, "invalid_request", "body must be a JSON object", rid)
             return
         model = req.model
@@ -714,7 +716,7 @@ class Gateway:
                 from_anthropic(r.usage, tokens)
             else:
                 from_openai(r.usage, tokens)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except _BODY_ERRORS:
             pass
         ctype = resp.headers.get("content-type", "application/json").encode()
         await self._respond(send, resp.status, data, call.request_id, (b"content-type", ctype))

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from metis.gateway.usage import Tokens, from_anthropic, from_openai
+from metis.jsonutil import DECODE_ERRORS
 
 _decode = msgspec.json.decode
 
@@ -120,7 +121,7 @@ class SSEUsageTap:
                 if data and data != b"[DONE]":
                     try:
                         obj: Any = _decode(data)
-                    except (msgspec.DecodeError, RecursionError):
+                    except DECODE_ERRORS:
                         obj = None
                     if isinstance(obj, dict):
                         if self.response_id is None and isinstance(obj.get("id"), str):
@@ -151,7 +152,7 @@ class SSEUsageTap:
                 continue
             try:
                 obj: Any = _decode(data)
-            except (msgspec.DecodeError, RecursionError):
+            except DECODE_ERRORS:
                 continue
             if not isinstance(obj, dict):
                 continue

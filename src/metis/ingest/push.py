@@ -59,6 +59,7 @@ from metis.analytics.deps import EngineDep
 from metis.analytics.httputil import ErrorInfo
 from metis.db.tables import usage_records, users
 from metis.ingest import tokens as ingest_tokens
+from metis.jsonutil import DECODE_ERRORS
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
 from metis.money import to_nanousd
@@ -445,7 +446,7 @@ async def push_usage(request: Request, engine: EngineDep) -> Response:
         chunks.append(chunk)
     try:
         body = _decoder.decode(b"".join(chunks))
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except DECODE_ERRORS as exc:
         return _error(400, "invalid_json", f"malformed JSON: {exc}")
     if not isinstance(body, dict) or set(body) != {"items"} or not isinstance(body["items"], list):
         return _error(

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from metis.gateway.translate.errors import TranslationError
+from metis.jsonutil import DECODE_ERRORS
 
 Obj = dict[str, Any]
 
@@ -67,5 +68,5 @@ def loads_args(text: str, field: str) -> Any:
         return {}
     try:
         return msgspec.json.decode(text)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         raise TranslationError(f"{field} is not valid JSON", field=field) from None

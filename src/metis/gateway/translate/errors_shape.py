@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from metis.jsonutil import dumps
+from metis.jsonutil import DECODE_ERRORS, dumps
 
 _OPENAI_TYPE = {
     400: "invalid_request_error",
@@ -35,7 +35,7 @@ def upstream_message(body: bytes) -> str:
     """The ``error.message`` of an OpenAI or Anthropic error body, else a short default."""
     try:
         doc: Any = msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         return "upstream error"
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):

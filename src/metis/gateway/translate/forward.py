@@ -40,12 +40,15 @@ from metis.gateway.translate.responses import (
 )
 from metis.gateway.translate.stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 from metis.gateway.upstream import scrub_secret
+from metis.jsonutil import DECODE_ERRORS
 
 if TYPE_CHECKING:
     from metis.gateway.app import Attempt, Call, Gateway
 
 UPSTREAM_PATH = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 _JSON = (b"content-type", b"application/json")
+
+_UPSTREAM_BODY_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, TranslationError)
 
 
 def _answered(status: str, http_status: int, retryable: bool = False) -> Attempt:
@@ -81,7 +84,7 @@ def translate_request(call: Call, target: Any) -> bytes:
     """The upstream body for ``target``; raises `TranslationError` on a bad/unsupported body."""
     try:
         body = msgspec.json.decode(call.raw)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         raise TranslationError("body must be a JSON object", field="body") from None
     if target.provider == "anthropic":
         out = openai_to_anthropic_request(body, target.model)
@@ -177,7 +180,7 @@ async def _plain(
         else:
             from_openai(doc.get("usage"), tokens)
             out = openai_to_anthropic_response(doc)
-    except (msgspec.DecodeError, RecursionError, TranslationError) as exc:
+    except _UPSTREAM_BODY_ERRORS as exc:
         msg = exc.message if isinstance(exc, TranslationError) else "not JSON"
         status = await gw._error(
             send, call.shape, "upstream_error",

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from metis.gateway.translate.errors import TranslationError
+from metis.jsonutil import DECODE_ERRORS
 
 MAX_LINE = 8 * 1024 * 1024
 
@@ -84,7 +85,7 @@ def decode_data(ev: SSEEvent) -> Any:
     """The JSON payload of an event; `TranslationError` when it is not JSON."""
     try:
         return msgspec.json.decode(ev.data)
-    except (msgspec.DecodeError, RecursionError):
+    except DECODE_ERRORS:
         raise TranslationError("upstream stream event is not valid JSON", field="stream") from None
 
 
