@@ -8,6 +8,7 @@ request body.
 """
 
 import weakref
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -165,6 +166,23 @@ _TYPED_COLUMNS = (
 )
 
 
+def typed_ids(payload: msgspec.Struct, ids: Mapping[str, str | None]) -> tuple[str | None, ...]:
+    """The typed id columns of an event (`_TYPED_COLUMNS` order).
+
+    Each from ``ids`` when given there, else the payload's field of that
+    name (``gateway_key_id`` also from a ``key_id`` field), else None.
+    """
+    out: list[str | None] = []
+    for col in _TYPED_COLUMNS:
+        if col in ids:
+            out.append(ids[col])
+        elif col == "gateway_key_id":
+            out.append(getattr(payload, "gateway_key_id", None) or getattr(payload, "key_id", None))
+        else:
+            out.append(getattr(payload, col, None))
+    return tuple(out)
+
+
 def event_type(payload: msgspec.Struct) -> str:
     """The catalog name of a payload Struct (``gateway.key_issued`` …)."""
     try:
@@ -184,15 +202,7 @@ def event_row(
         "ts": ts or utcnow(),
         "payload": _jsonable(body),
     }
-    for col in _TYPED_COLUMNS:
-        if col in ids:
-            row[col] = ids[col]
-        elif col == "gateway_key_id" and isinstance(body, dict):
-            row[col] = body.get("gateway_key_id") or body.get("key_id")
-        elif isinstance(body, dict):
-            row[col] = body.get(col)
-        else:  # pragma: no cover
-            row[col] = None
+    row.update(zip(_TYPED_COLUMNS, typed_ids(payload, ids), strict=True))
     return row
 
 
@@ -216,32 +226,33 @@ _encode = msgspec.json.Encoder().encode  # Decimals as strings, like `_jsonable`
 _compiled: "weakref.WeakKeyDictionary[Dialect, bulk.Compiled]" = weakref.WeakKeyDictionary()
 
 
+EventParts = tuple[str, datetime, tuple[str | None, ...], str]
+"""(type, ts, typed ids, payload JSON text): an event ready to store, minus its id.
+
+What the process writer sends its child (`metis.ledger.writer_process`): the
+payload is encoded once, in the gateway, and stored as that text."""
+
+
+def event_parts(payload: msgspec.Struct, ts: datetime, ids: Mapping[str, str | None]) -> EventParts:
+    """The `EventParts` of a payload (money as strings, like `event_row`)."""
+    return event_type(payload), ts, typed_ids(payload, ids), _encode(payload).decode()
+
+
+def parts_values(parts: EventParts) -> tuple[Any, ...]:
+    """An `event_values` tuple from `EventParts` (a new event id)."""
+    kind, ts, typed, payload = parts
+    return ("evt_" + fast_ulid(), kind, ts, *typed, payload)
+
+
 def event_values(
-    payload: msgspec.Struct, ts: datetime, ids: dict[str, str | None]
+    payload: msgspec.Struct, ts: datetime, ids: Mapping[str, str | None]
 ) -> tuple[Any, ...]:
     """The row `event_row` builds, as a tuple in `EVENT_COLUMNS` order, payload as JSON text.
 
-    Same columns and values as `event_row` (typed ids from ``ids``, else from
-    the payload; money as strings), built without an intermediate dict:
-    the payload Struct is encoded by msgspec in one call.
+    Same columns and values as `event_row` (tested), built without an
+    intermediate dict: the payload Struct is encoded by msgspec in one call.
     """
-    typed = []
-    for col in _TYPED_COLUMNS:
-        if col in ids:
-            typed.append(ids[col])
-        elif col == "gateway_key_id":
-            typed.append(
-                getattr(payload, "gateway_key_id", None) or getattr(payload, "key_id", None)
-            )
-        else:
-            typed.append(getattr(payload, col, None))
-    return (
-        "evt_" + fast_ulid(),
-        event_type(payload),
-        ts,
-        *typed,
-        _encode(payload).decode(),
-    )
+    return parts_values(event_parts(payload, ts, ids))
 
 
 def append_event_values(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -251,9 +262,10 @@ def append_event_values(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     dialect = conn.dialect
     c = _compiled.get(dialect)
     if c is None:
-        c = bulk.compile_insert(events.insert().inline(), events, EVENT_COLUMNS, dialect)
-        # The payload is JSON text already: skip the JSON column's serializer.
-        c = bulk.Compiled(c.sql, c.columns, (*c.processors[:-1], None), c.values, c.memoize)
+        # The payload is JSON text already: no JSON serializer for that column.
+        c = bulk.compile_insert(
+            events.insert().inline(), events, EVENT_COLUMNS, dialect, raw=("payload",)
+        )
         _compiled[dialect] = c
     bulk.executemany(conn, c, c.process(rows))
 

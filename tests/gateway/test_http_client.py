@@ -11,7 +11,9 @@ import asyncio
 import datetime as dt
 import gzip
 import ipaddress
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -144,24 +146,52 @@ async def test_a_connection_the_upstream_closed_while_idle_is_not_reused(
     await s.stop()
 
 
-async def test_a_pooled_connection_that_breaks_before_any_answer_is_retried_once(
-    client: UpstreamClient,
-) -> None:
+async def test_a_close_not_processed_yet_is_seen_before_reuse(client: UpstreamClient) -> None:
+    """The upstream's FIN is in the socket, but the loop has not read it yet."""
+
+    async def answer_then_close(
+        r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server
+    ) -> None:
+        await s.read_request(r)
+        w.write(ok(b"{}"))
+        await w.drain()
+        await asyncio.sleep(0.05)  # then hang up (no "connection: close" was announced)
+
+    s = await serve(answer_then_close)
+    url = f"http://127.0.0.1:{s.port}/v1/x"
+    resp = await client.post(url, b"{}", {}, timeout=2)
+    assert await resp.read() == b"{}"
+    conn = resp._conn
+    resp.release()
+    assert conn.transport is not None
+    conn.transport.pause_reading()  # the loop will not notice the close by itself
+    await asyncio.sleep(0.2)
+    assert not conn.closed
+    resp = await client.post(url, b"{}", {}, timeout=2)  # a new connection, not an error
+    assert await resp.read() == b"{}"
+    resp.release()
+    assert s.connections == 2
+    await s.stop()
+
+
+async def test_a_request_is_never_sent_twice(client: UpstreamClient) -> None:
+    """The upstream may have acted on (and billed) a request before its connection broke."""
+
     async def drop_second(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         await s.read_request(r)
         w.write(ok(b"first"))
         await w.drain()
-        await s.read_request(r)  # the next request on this connection: hang up unanswered
+        await s.read_request(r)  # the next request on this connection: work, then hang up
+        await asyncio.sleep(0.1)
 
     s = await serve(drop_second)
     url = f"http://127.0.0.1:{s.port}/v1/x"
     resp = await client.post(url, b"{}", {}, timeout=2)
     assert await resp.read() == b"first"
     resp.release()
-    resp = await client.post(url, b"{}", {}, timeout=2)  # reused, dropped, sent again
-    assert await resp.read() == b"first"
-    resp.release()
-    assert s.connections == 2 and len(s.requests) == 3
+    with pytest.raises(ServerDisconnected):
+        await client.post(url, b"{}", {}, timeout=2)
+    assert s.connections == 1 and len(s.requests) == 2
     await s.stop()
 
 
@@ -178,25 +208,41 @@ async def test_no_retry_once_the_upstream_answered_something(client: UpstreamCli
     await s.stop()
 
 
+async def test_an_answer_released_unread_does_not_leave_its_connection_paused(
+    client: UpstreamClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading pauses past HIGH_WATER; a pooled connection must read again."""
+    monkeypatch.setattr(http_client, "HIGH_WATER", 10)
+    s = await serve(keep_alive)
+    url = f"http://127.0.0.1:{s.port}/v1/x"
+    resp = await client.post(url, b"{}", {}, timeout=2)
+    await asyncio.sleep(0.05)  # all of it arrived: more than HIGH_WATER buffered
+    resp.release()  # e.g. the caller failed before reading it
+    resp = await client.post(url, b"{}", {}, timeout=2)
+    assert (await resp.read()).startswith(b'{"n":2,')
+    resp.release()
+    assert s.connections == 1
+    await s.stop()
+
+
 async def test_chunked_close_delimited_and_gzip_bodies(client: UpstreamClient) -> None:
     payload = b'{"usage":{"prompt_tokens":3}}'
 
     async def varied(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        req = await s.read_request(r)
-        if b"/chunked" in req:
-            w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-            for piece in (payload[:10], payload[10:]):
-                w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            w.write(b"0\r\n\r\n")
-        elif b"/gzip" in req:
-            w.write(ok(gzip.compress(payload), b"content-encoding: gzip\r\n"))
-        else:  # HTTP/1.0 style: the body ends when the connection closes
-            w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + payload)
+        while True:
+            req = await s.read_request(r)
+            if b"/chunked" in req:
+                w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                for piece in (payload[:10], payload[10:]):
+                    w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                w.write(b"0\r\n\r\n")
+            elif b"/gzip" in req:
+                w.write(ok(gzip.compress(payload), b"content-encoding: gzip\r\n"))
+            else:  # HTTP/1.0 style: the body ends when the connection closes
+                w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + payload)
+                await w.drain()
+                return
             await w.drain()
-            w.close()
-            return
-        await w.drain()
-        await s.read_request(r)
 
     s = await serve(varied)
     for path in ("/chunked", "/gzip", "/close"):
@@ -212,20 +258,21 @@ async def test_streamed_pieces_arrive_as_sent_and_a_large_body_reads_whole(
     big = b"x" * (3 * http_client.HIGH_WATER)  # past the backpressure mark
 
     async def sse(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        req = await s.read_request(r)
-        if b"/big" in req:
-            w.write(ok(big))
+        while True:
+            req = await s.read_request(r)
+            if b"/big" in req:
+                w.write(ok(big))
+                await w.drain()
+                continue
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+            w.write(b"transfer-encoding: chunked\r\n\r\n")
+            for i in range(3):
+                ev = b"data: %d\n\n" % i
+                w.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                await w.drain()
+                await asyncio.sleep(0.05)
+            w.write(b"0\r\n\r\n")
             await w.drain()
-            return
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
-        w.write(b"transfer-encoding: chunked\r\n\r\n")
-        for i in range(3):
-            ev = b"data: %d\n\n" % i
-            w.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-            await w.drain()
-            await asyncio.sleep(0.05)
-        w.write(b"0\r\n\r\n")
-        await w.drain()
 
     s = await serve(sse)
     resp = await client.post(f"http://127.0.0.1:{s.port}/stream", b"{}", {}, timeout=2)
@@ -284,6 +331,42 @@ async def test_broken_answers_are_upstream_errors(client: UpstreamClient) -> Non
     await s.stop()
 
 
+async def test_cut_or_corrupt_bodies_are_never_a_success(client: UpstreamClient) -> None:
+    payload = b'{"usage":{"prompt_tokens":3}}' * 20
+    packed = gzip.compress(payload)
+
+    async def damaged(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        req = await s.read_request(r)
+        if b"/corrupt-gzip" in req:
+            w.write(ok(packed[:30] + b"\xff" * 20 + packed[50:], b"content-encoding: gzip\r\n"))
+        elif b"/short-gzip" in req:
+            w.write(ok(packed[: len(packed) // 2], b"content-encoding: gzip\r\n"))
+        elif b"/chunked" in req:  # capitalised, and cut before the last chunk
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n")
+        else:  # close-delimited, then a reset instead of a clean close
+            w.write(b"HTTP/1.1 200 OK\r\n\r\n" + payload[:10])
+            await w.drain()
+            sock = w.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.transport.abort()
+            return
+        await w.drain()
+
+    s = await serve(damaged)
+    base = f"http://127.0.0.1:{s.port}"
+    for path, err in (
+        ("/corrupt-gzip", InvalidResponse),
+        ("/short-gzip", InvalidResponse),
+        ("/chunked", ServerDisconnected),
+        ("/reset", ServerDisconnected),
+    ):
+        resp = await client.post(base + path, b"{}", {}, timeout=2)
+        with pytest.raises(err):
+            await resp.read()
+        resp.release()
+    await s.stop()
+
+
 async def test_connect_failures_and_header_injection(client: UpstreamClient) -> None:
     s = await serve(keep_alive)
     port = s.port
@@ -292,6 +375,10 @@ async def test_connect_failures_and_header_injection(client: UpstreamClient) -> 
         await client.post(f"http://127.0.0.1:{port}/v1/x", b"{}", {}, timeout=2)
     with pytest.raises(UpstreamError, match="control character"):
         await client.post("http://127.0.0.1:1/v1/x", b"{}", {"x-a": "v\r\nx-b: 1"}, timeout=2)
+    with pytest.raises(UpstreamError, match="Latin-1"):  # a client's header value, e.g.
+        await client.post(
+            "http://127.0.0.1:1/v1/x", b"{}", {"anthropic-beta": "b-\u20ac"}, timeout=2
+        )
     with pytest.raises(UpstreamError, match="not an http"):
         await client.post("ftp://127.0.0.1/v1/x", b"{}", {}, timeout=2)
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from metis.db.tables import events, spend_counters, usage_records
-from metis.events import LLMCallCompleted, RouteDecided
+from metis.events import LLMCallCompleted, RouteDecided, event_values
 from metis.ledger.counters import Delta
 from metis.ledger.record import UsageRecord
 from metis.ledger.writer import PendingEvent, WriteBehind
@@ -80,9 +80,12 @@ DELTAS = {("key_daily", "key_1", "2026-03-01"): Delta(spent=300, reserved=-200)}
 def test_batch_round_trips_exactly() -> None:
     records = [rec("ws_1", 1), rec("ws_1", 2)]
     pending = evs("ws_1", 1)
-    r2, e2, d2 = decode_batch(encode_batch(records, pending, DELTAS))
+    r2, rows, d2 = decode_batch(encode_batch(records, pending, DELTAS))
     assert r2 == records
-    assert [(e.payload, e.ts, e.ids) for e in e2] == [(e.payload, e.ts, e.ids) for e in pending]
+    # The child gets each event as the row the in-thread writer would store
+    # (all but the fresh event id), its payload encoded once, by the gateway.
+    assert [row[1:] for row in rows] == [event_values(e.payload, e.ts, e.ids)[1:] for e in pending]
+    assert all(row[0].startswith("evt_") for row in rows)
     assert d2 == DELTAS
 
 

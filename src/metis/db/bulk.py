@@ -14,7 +14,7 @@ bind processor is applied (UTC datetimes, dates on SQLite, JSON, booleans).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -93,13 +93,20 @@ class Compiled:
 
 
 def compile_insert(
-    stmt: ClauseElement, table: Table, columns: Sequence[str], dialect: Dialect
+    stmt: ClauseElement,
+    table: Table,
+    columns: Sequence[str],
+    dialect: Dialect,
+    *,
+    raw: Collection[str] = (),
 ) -> Compiled:
     """Compile ``stmt`` (an INSERT into ``table`` of ``columns``) for ``dialect``.
 
     The statement must bind nothing but the inserted values (use
     ``literal_column`` for constants elsewhere). Placeholders become
     positional (``?`` on SQLite, ``%s`` on psycopg) in ``columns`` order.
+    Columns named in ``raw`` get their values as the driver takes them
+    (no bind processor: e.g. JSON already encoded as text).
     """
     compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
     sql = compiled.string
@@ -121,7 +128,9 @@ def compile_insert(
     memoize = set()
     for i, name in enumerate(columns):
         typ = table.c[name].type
-        if dialect.name == "sqlite" and isinstance(typ, UTCDateTime):
+        if name in raw:
+            procs.append(None)
+        elif dialect.name == "sqlite" and isinstance(typ, UTCDateTime):
             procs.append(sqlite_utc_text)  # the same text, in one C call instead of two layers
         else:
             procs.append(typ.dialect_impl(dialect).bind_processor(dialect))

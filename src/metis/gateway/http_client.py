@@ -18,13 +18,16 @@ What a caller must know:
   pieces is bounded by ``idle_timeout``), then call `Response.release`
   exactly once: a fully read keep-alive response returns its connection to
   the pool, anything else closes it.
-- A pooled connection the upstream closed while idle is detected before use
-  (its ``connection_lost`` ran), and a request on one that breaks before any
-  response byte arrives is sent again once on a new connection, as browsers
-  and urllib3 do; nothing is re-sent after the upstream answered anything.
+- A pooled connection the upstream closed while idle is not reused: its
+  ``connection_lost`` ran, it sat idle longer than `IDLE_KEEPALIVE_S`, or
+  its socket is readable (a close or bytes nobody asked for arrived but
+  were not processed yet; urllib3 checks the same). A request is never
+  sent twice: the upstream may have acted on (and billed) a request whose
+  connection then broke, so that is a `ServerDisconnected` for the caller.
 - ``https`` origins use the system trust store and verify the host name.
   The request asks for ``accept-encoding: identity``; a gzip or deflate
-  answer is decoded anyway, any other content coding is an `UpstreamError`.
+  answer is decoded anyway (a corrupt or truncated one is an
+  `InvalidResponse`), any other content coding is an `UpstreamError`.
 - Header names and values with CR, LF or NUL are refused (`UpstreamError`)
   rather than written: no header injection into the upstream request.
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
 import ssl
 import time
 import zlib
@@ -83,7 +87,10 @@ def _header_bytes(name: str, value: str) -> bytes:
     key = (name, value)
     line = _header_lines.get(key)
     if line is None:
-        line = f"{name}: {value}\r\n".encode("latin-1")
+        try:
+            line = f"{name}: {value}\r\n".encode("latin-1")
+        except UnicodeEncodeError:
+            raise UpstreamError(f"header {name!r} is not Latin-1 text") from None
         if _BAD_HEADER.search(line, 0, len(line) - 2):
             raise UpstreamError(f"header {name!r} holds a control character")
         if len(_header_lines) >= 4096:
@@ -139,10 +146,17 @@ class Response:
         self._wake()
 
     def _finish(self) -> None:
-        if self._decoder is not None:
-            tail = self._decoder.flush()
+        if self._exc is not None:  # e.g. a corrupt compressed body: stays an error
+            self._wake()
+            return
+        d = self._decoder
+        if d is not None:
+            tail = d.flush()
             if tail:
                 self._chunks.append(tail)
+            if not d.eof:
+                self._fail(InvalidResponse("compressed body ends before its end marker"))
+                return
         self._done = True
         self._wake()
 
@@ -178,23 +192,23 @@ class Response:
         """The whole (remaining) body."""
         parts: list[bytes] = []
         while True:
+            if self._exc is not None:
+                raise self._exc
             if self._chunks:
                 parts.append(self._take())  # taking resumes a paused connection
             if self._done:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
-            if self._exc is not None:
-                raise self._exc
             await self._wait()
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         """The body as it arrives, each piece whatever was buffered."""
         while True:
+            if self._exc is not None:
+                raise self._exc
             if self._chunks:
                 yield self._take()
             elif self._done:
                 return
-            elif self._exc is not None:
-                raise self._exc
             else:
                 await self._wait()
 
@@ -221,11 +235,9 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
-        self.reused = False
         self._resp: Response | None = None
         self._head: asyncio.Future[Response] | None = None
         self._parser: httptools.HttpResponseParser | None = None
-        self._got_bytes = False
         self._complete = False
         self._paused = False
         self._framed = False  # Content-Length or chunked: not ended by close
@@ -235,7 +247,6 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        self._got_bytes = True
         parser = self._parser
         if parser is None:  # bytes nobody asked for: never reuse this connection
             self.close()
@@ -254,7 +265,7 @@ class _Conn(asyncio.Protocol):
             head = self._head
             if head is not None and not head.done():
                 head.set_exception(ServerDisconnected("upstream closed the connection"))
-            elif not self._framed and resp.status:  # a close-delimited body ends here
+            elif not self._framed and resp.status and exc is None:  # close-delimited: the end
                 self._complete = True
                 resp._finish()
             else:
@@ -276,7 +287,7 @@ class _Conn(asyncio.Protocol):
         if resp.status < 200:  # 1xx (e.g. 103 Early Hints): the real answer follows
             return
         h = resp.headers
-        self._framed = "content-length" in h or "chunked" in h.get("transfer-encoding", "")
+        self._framed = "content-length" in h or "chunked" in h.get("transfer-encoding", "").lower()
         coding = h.get("content-encoding", "identity").strip().lower()
         if coding in ("gzip", "x-gzip"):
             resp._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -311,9 +322,13 @@ class _Conn(asyncio.Protocol):
         self, data: bytes, head_timeout: float, idle_timeout: float
     ) -> asyncio.Future[Response]:
         assert self.transport is not None
+        if self.closed:  # closed between connect and use: fail now, not after the timeout
+            head_done: asyncio.Future[Response] = self.loop.create_future()
+            head_done.set_exception(ServerDisconnected("upstream closed the connection"))
+            return head_done
         self._resp = Response(self, idle_timeout)
         self._parser = httptools.HttpResponseParser(self)
-        self._got_bytes = self._complete = self._framed = False
+        self._complete = self._framed = False
         head = self._head = self.loop.create_future()
         self.transport.write(data)
         timer = self.loop.call_at(self.loop.time() + head_timeout, _expire, head)
@@ -326,6 +341,16 @@ class _Conn(asyncio.Protocol):
             head.set_exception(exc)
         elif self._resp is not None:
             self._resp._fail(exc)
+
+    def readable(self) -> bool:
+        """Whether the socket has something to read (while idle: a close, or stray bytes)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return True
+        try:
+            return bool(select.select([sock.fileno()], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None and not self.closed:
@@ -340,6 +365,7 @@ class _Conn(asyncio.Protocol):
     def response_released(self, complete: bool) -> None:
         self._resp = self._head = None
         if complete and self._complete and not self.closed:
+            self.resume()  # an answer released unread may have paused it
             self.idle_since = time.monotonic()
             self.client._put(self)
         else:
@@ -381,15 +407,8 @@ class UpstreamClient:
         head.append(b"accept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % len(body))
         head.append(body)
         data = b"".join(head)
-        conn = self._pooled(origin)
-        if conn is not None:
-            try:
-                return await self._exchange(conn, data, timeout)
-            except ServerDisconnected:
-                if conn._got_bytes:
-                    raise
-                # closed while idle, before any answer: send again on a new connection
-        return await self._exchange(await self._connect(origin), data, timeout)
+        conn = self._pooled(origin) or await self._connect(origin)
+        return await self._exchange(conn, data, timeout)
 
     async def _exchange(self, conn: _Conn, data: bytes, timeout: float) -> Response:
         try:
@@ -430,8 +449,7 @@ class UpstreamClient:
         now = time.monotonic()
         while idle:
             c = idle.pop()
-            if not c.closed and now - c.idle_since < IDLE_KEEPALIVE_S:
-                c.reused = True
+            if not c.closed and now - c.idle_since < IDLE_KEEPALIVE_S and not c.readable():
                 return c
             c.close()
         return None

@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, Engine
@@ -313,7 +314,15 @@ class _WriterConnection:
         deltas: dict[CounterKey, Delta],
     ) -> None:
         """One transaction: records, events, counter deltas. A failure drops the connection."""
-        rows = [event_values(e.payload, e.ts, e.ids) for e in evs]
+        self.write_rows(records, [event_values(e.payload, e.ts, e.ids) for e in evs], deltas)
+
+    def write_rows(
+        self,
+        records: list[UsageRecord],
+        rows: list[tuple[Any, ...]],
+        deltas: dict[CounterKey, Delta],
+    ) -> None:
+        """`write` with the events as `metis.events.event_values` rows already."""
         try:
             if self.conn is None:
                 self.conn = self.engine.connect()

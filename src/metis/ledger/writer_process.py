@@ -4,8 +4,9 @@ In-thread, a flush of N requests runs ~100 us of Python per request on a
 worker thread of the gateway process; while it runs, the event loop gets the
 GIL back only every switch interval, which is what made the gateway's tail
 latency (docs/performance.md, "Gateway"). Here the gateway encodes the batch
-(msgspec msgpack: a few microseconds per request, on the event loop) and
-sends it over a pipe to ``python -m metis.ledger.writer_process``, which does
+(msgspec msgpack; each event's payload as the JSON text it is stored as,
+so it is encoded once: a few microseconds per request, on the event loop)
+and sends it over a pipe to ``python -m metis.ledger.writer_process``, which does
 exactly what the in-thread flush does (`metis.ledger.writer._WriterConnection`:
 one transaction of records, events and counter deltas) and answers ``ok`` or
 the driver's one-line error. Nothing else changes: the parent keeps the
@@ -38,12 +39,11 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine
 
-from metis.events import EVENT_TYPES, event_type
+from metis.events import event_parts, parts_values
 from metis.ledger.counters import CounterKey, Delta
 from metis.ledger.record import UsageRecord
 
 _LEN = struct.Struct("!I")
-_EVENT_CLASSES = {name: cls for cls, name in EVENT_TYPES.items()}
 START_TIMEOUT_S = 60.0
 """How long the first answer (imports + connecting) may take."""
 ANSWER_TIMEOUT_S = 120.0
@@ -56,9 +56,9 @@ class WriterError(Exception):
 
 class _Event(msgspec.Struct, array_like=True):
     kind: str
-    payload: msgspec.Raw
     ts: datetime
-    ids: dict[str, str | None]
+    typed: tuple[str | None, ...]
+    payload: str  # JSON text, stored as is
 
 
 class _Batch(msgspec.Struct, array_like=True):
@@ -84,26 +84,20 @@ def encode_batch(
     return _enc.encode(
         _Batch(
             records,
-            [
-                _Event(event_type(e.payload), msgspec.Raw(_enc.encode(e.payload)), e.ts, e.ids)
-                for e in evs
-            ],
+            [_Event(*event_parts(e.payload, e.ts, e.ids)) for e in evs],
             [(k[0], k[1], k[2], d.spent, d.reserved) for k, d in deltas.items()],
         )
     )
 
 
-def decode_batch(data: bytes) -> tuple[list[UsageRecord], list[Any], dict[CounterKey, Delta]]:
-    """Inverse of `encode_batch` (payloads decoded to their event Structs)."""
-    from metis.ledger.writer import PendingEvent
-
+def decode_batch(
+    data: bytes,
+) -> tuple[list[UsageRecord], list[tuple[Any, ...]], dict[CounterKey, Delta]]:
+    """Inverse of `encode_batch`: records, event rows (`metis.events.event_values`), deltas."""
     b = _dec_batch.decode(data)
-    evs = [
-        PendingEvent(msgspec.msgpack.decode(e.payload, type=_EVENT_CLASSES[e.kind]), e.ts, e.ids)
-        for e in b.events
-    ]
+    rows = [parts_values((e.kind, e.ts, e.typed, e.payload)) for e in b.events]
     deltas = {(s, i, p): Delta(spent=sp, reserved=rs) for s, i, p, sp, rs in b.deltas}
-    return b.records, evs, deltas
+    return b.records, rows, deltas
 
 
 class WriterProcess:
@@ -217,7 +211,7 @@ def _serve() -> None:
     try:
         while (data := read()) is not None:
             try:
-                db.write(*decode_batch(data))
+                db.write_rows(*decode_batch(data))
             except Exception as e:
                 answer(_Answer(False, _reason(e)))
             else:
