@@ -122,7 +122,7 @@ def install(comps: "Components") -> None:
     async def _start() -> None:
         config = load_config(comps.settings)
         set_active_config(config)
-        db = make_engine(settings=comps.settings)
+        db = make_engine(settings=comps.settings, pooled=True)  # polled every tick
         svc = AlertService(comps.settings, config, db)
         svc.start()
         holder.append(svc)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from metis.config import Settings, get_settings
 
@@ -53,8 +53,17 @@ def _secure_sqlite_file(path: Path) -> None:
         path.chmod(0o600)
 
 
-def make_engine(url: str | None = None, *, settings: Settings | None = None, **kw: Any) -> Engine:
-    """Create an engine for ``url`` or the configured database."""
+def make_engine(
+    url: str | None = None, *, settings: Settings | None = None, pooled: bool = False, **kw: Any
+) -> Engine:
+    """Create an engine for ``url`` or the configured database.
+
+    SQLite engines open a connection per use (NullPool) unless ``pooled``:
+    a long-running poller (the gateway's key cache and spend counters, a few
+    reads a second) keeps a few connections open instead of opening the file
+    and setting its pragmas each time. A pooled connection holds no lock
+    between uses (each use ends with a commit or rollback).
+    """
     if url is None:
         url = (settings or get_settings()).effective_database_url
     url = normalize_url(url)
@@ -63,7 +72,12 @@ def make_engine(url: str | None = None, *, settings: Settings | None = None, **k
         _secure_sqlite_file(path)
         # One file, several threads: SQLite connections are cheap, and NullPool
         # avoids holding a write lock in a pooled connection.
-        kw.setdefault("poolclass", NullPool)
+        if pooled:
+            kw.setdefault("poolclass", QueuePool)
+            kw.setdefault("pool_size", 2)
+            kw.setdefault("max_overflow", 6)
+        else:
+            kw.setdefault("poolclass", NullPool)
         kw.setdefault("connect_args", {"check_same_thread": False, "timeout": 10})
         engine = create_engine(url, **kw)
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -970,7 +970,9 @@ def install(comps: Any) -> Gateway:
     """Register the gateway's hot routes and lifecycle hooks on the server components."""
     from metis.db.engine import make_engine
 
-    gw = Gateway(comps.settings, make_engine(settings=comps.settings))
+    # Pooled: the key cache and counter polls read every second (SQLite would
+    # otherwise open the file and set its pragmas on each poll).
+    gw = Gateway(comps.settings, make_engine(settings=comps.settings, pooled=True))
     comps.gateway_routes.update(gw.routes())
     comps.startup.append(gw.startup)
     comps.shutdown.append(gw.shutdown)
