@@ -43,6 +43,7 @@ async def _send(send: Any, status: int, body: bytes, ctype: bytes = b"applicatio
 class Stats:
     requests = 0
     last_auth: str | None = None
+    last_headers: dict[bytes, bytes] = {}  # noqa: RUF012 - test-only mutable class state
     last_body: dict[str, Any] | None = None
     stream_finished = 0
 
@@ -59,6 +60,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     raw = await _body(receive)
     Stats.requests += 1
     h = dict(scope["headers"])
+    Stats.last_headers = h
     Stats.last_auth = (h.get(b"authorization") or h.get(b"x-api-key") or b"").decode()
     req = msgspec.json.decode(raw) if raw else {}
     Stats.last_body = req

@@ -158,6 +158,25 @@ def test_auth_and_request_errors(gateway: GatewayServer) -> None:
     assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
 
 
+def test_anthropic_headers_pass_through_as_bytes(gateway: GatewayServer) -> None:
+    """Header values are bytes: one that is not UTF-8 is forwarded as received, never a 500."""
+    from tests.gateway.stub_upstream import Stats
+
+    _, secret = gateway.issue_key()
+    r = httpx.post(
+        gateway.url + "/v1/messages",
+        json={"model": "claude-haiku-4-5", "max_tokens": 5, "messages": []},
+        headers=[
+            (b"x-api-key", secret.encode()),
+            (b"anthropic-version", b"2023-06-01"),
+            (b"anthropic-beta", b"tools-\xe9"),
+        ],
+    )
+    assert r.status_code == 200, r.text
+    assert Stats.last_headers[b"anthropic-beta"] == b"tools-\xe9"
+    assert Stats.last_headers[b"anthropic-version"] == b"2023-06-01"
+
+
 def test_upstream_error_keeps_status_and_body(gateway: GatewayServer) -> None:
     _, secret = gateway.issue_key()
     r = httpx.post(

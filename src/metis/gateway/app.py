@@ -611,12 +611,12 @@ class Gateway:
                 "x-api-key": cred.secret,
                 "anthropic-version": call.headers.get(
                     b"anthropic-version", DEFAULT_ANTHROPIC_VERSION
-                ).decode(),
+                ).decode("latin-1"),  # header bytes pass through as received
                 "content-type": "application/json",
             }
             beta = call.headers.get(b"anthropic-beta")
             if beta:
-                h["anthropic-beta"] = beta.decode()
+                h["anthropic-beta"] = beta.decode("latin-1")
             return h
         return {"authorization": "Bearer " + cred.secret, "content-type": "application/json"}
 
