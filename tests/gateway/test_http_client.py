@@ -364,6 +364,14 @@ async def test_cut_or_corrupt_bodies_are_never_a_success(client: UpstreamClient)
         with pytest.raises(err):
             await resp.read()
         resp.release()
+    # A stream cut short still hands over what arrived (a usage event may be in it).
+    resp = await client.post(base + "/chunked", b"{}", {}, timeout=2)
+    pieces = []
+    with pytest.raises(ServerDisconnected):
+        async for piece in resp.iter_any():
+            pieces.append(piece)
+    resp.release()
+    assert pieces == [b"hello"]
     await s.stop()
 
 

@@ -203,10 +203,10 @@ class Response:
     async def iter_any(self) -> AsyncIterator[bytes]:
         """The body as it arrives, each piece whatever was buffered."""
         while True:
-            if self._exc is not None:
-                raise self._exc
-            if self._chunks:
+            if self._chunks:  # what arrived before an error still counts (usage events)
                 yield self._take()
+            elif self._exc is not None:
+                raise self._exc
             elif self._done:
                 return
             else:
@@ -221,8 +221,15 @@ class Response:
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:
+    _fail_future(fut, TimeoutError())
+
+
+def _fail_future(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    """Fail ``fut`` and mark its exception retrieved: its awaiter still gets it,
+    and a waiter cancelled at the same moment leaves no "never retrieved" log."""
     if not fut.done():
-        fut.set_exception(TimeoutError())
+        fut.set_exception(exc)
+        fut.exception()
 
 
 class _Conn(asyncio.Protocol):
@@ -264,7 +271,7 @@ class _Conn(asyncio.Protocol):
         if resp is not None and not self._complete:
             head = self._head
             if head is not None and not head.done():
-                head.set_exception(ServerDisconnected("upstream closed the connection"))
+                _fail_future(head, ServerDisconnected("upstream closed the connection"))
             elif not self._framed and resp.status and exc is None:  # close-delimited: the end
                 self._complete = True
                 resp._finish()
@@ -324,7 +331,7 @@ class _Conn(asyncio.Protocol):
         assert self.transport is not None
         if self.closed:  # closed between connect and use: fail now, not after the timeout
             head_done: asyncio.Future[Response] = self.loop.create_future()
-            head_done.set_exception(ServerDisconnected("upstream closed the connection"))
+            _fail_future(head_done, ServerDisconnected("upstream closed the connection"))
             return head_done
         self._resp = Response(self, idle_timeout)
         self._parser = httptools.HttpResponseParser(self)
@@ -338,7 +345,7 @@ class _Conn(asyncio.Protocol):
     def _broke(self, exc: UpstreamError) -> None:
         head = self._head
         if head is not None and not head.done():
-            head.set_exception(exc)
+            _fail_future(head, exc)
         elif self._resp is not None:
             self._resp._fail(exc)
 
