@@ -233,7 +233,10 @@ class SpendCounters:
             return
         res.done = True
         for sc in res.caps:
-            ctr = self._c.setdefault(sc.key, _Counter())
+            key = sc.key
+            ctr = self._c.get(key)
+            if ctr is None:  # (no setdefault: it would build a _Counter on every call)
+                ctr = self._c[key] = _Counter()
             ctr.inflight -= res.est_nanousd
             before = ctr.db_spent + ctr.local_spent
             ctr.local_spent += actual_nanousd
@@ -248,7 +251,9 @@ class SpendCounters:
                     before + actual_nanousd,
                     sc.cap_nanousd,
                 )
-            d = self._deltas.setdefault(sc.key, Delta())
+            d = self._deltas.get(key)
+            if d is None:
+                d = self._deltas[key] = Delta()
             d.spent += actual_nanousd
             if sc.cap_nanousd is not None and ctr.lease > 0:
                 used = min(actual_nanousd, ctr.lease)
