@@ -420,7 +420,7 @@ class Gateway:
                 )
                 return
             metrics.DB_UNAVAILABLE.labels("caps_fail_open").inc()
-            call.reservation = self.counters.admit_unleased(scopes, est)
+            call.reservation = await self.counters.reserve(scopes, est, leased=False)
         try:
             await self._run_plan(send, receive, call, plan, candidates)
         except DBAPIError:  # e.g. a credential's first use while the database is down

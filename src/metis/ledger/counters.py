@@ -50,7 +50,7 @@ Database unavailable
     and further grants fail at once for `GRANT_RETRY_S` (no connect timeout
     per request while the database is down). The gateway applies
     ``METIS_CAPS_ON_DB_ERROR``: ``closed`` refuses (503), ``open`` admits with
-    `admit_unleased` -- the reservation is settled as usual and its spend
+    ``reserve(..., leased=False)`` -- the reservation is settled as usual and its spend
     reaches the row when the write-behind can write again, but it was not
     covered by a lease, so the overshoot bound does not hold during the outage.
 """
@@ -189,10 +189,15 @@ class SpendCounters:
     _grants_blocked_until: float = 0.0
 
     # -- hot path ---------------------------------------------------------
-    async def reserve(self, caps: Sequence[ScopedCap], est_nanousd: int) -> Reservation:
+    async def reserve(
+        self, caps: Sequence[ScopedCap], est_nanousd: int, *, leased: bool = True
+    ) -> Reservation:
         """Reserve ``est_nanousd`` on every counter; raise `CapExceeded` if a cap refuses.
 
         No database round trip unless a capped counter's lease is used up.
+        ``leased=False`` admits without checking or taking leases (fail-open
+        while the database is unavailable): settled like any reservation, its
+        spend reaches the rows with the write-behind once the database is back.
         """
         taken: list[ScopedCap] = []
         try:
@@ -200,7 +205,9 @@ class SpendCounters:
                 ctr = self._c.get(sc.key)
                 if ctr is None:
                     ctr = self._c[sc.key] = _Counter()
-                if sc.cap_nanousd is not None:
+                if not leased:
+                    pass  # fail-open admission: no grant, no lease bookkeeping
+                elif sc.cap_nanousd is not None:
                     if ctr.inflight >= ctr.lease or ctr.lease_cap != sc.cap_nanousd:
                         await self._grant(sc, ctr, est_nanousd)
                 elif ctr.lease > 0:  # the cap was removed: return its lease
@@ -212,19 +219,6 @@ class SpendCounters:
             for sc in taken:
                 self._c[sc.key].inflight -= est_nanousd
             raise
-        return Reservation(tuple(caps), est_nanousd)
-
-    def admit_unleased(self, caps: Sequence[ScopedCap], est_nanousd: int) -> Reservation:
-        """Admit without a lease (fail-open while the database is unavailable).
-
-        Settled like any reservation; the spend reaches the rows with the
-        write-behind once the database is back.
-        """
-        for sc in caps:
-            ctr = self._c.get(sc.key)
-            if ctr is None:
-                ctr = self._c[sc.key] = _Counter()
-            ctr.inflight += est_nanousd
         return Reservation(tuple(caps), est_nanousd)
 
     def settle(self, res: Reservation, actual_nanousd: int) -> None:
