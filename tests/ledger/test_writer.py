@@ -11,7 +11,7 @@ from metis.db.tables import events, usage_records
 from metis.events import RouteDecided
 from metis.ledger.counters import SpendCounters, read_counter, scopes_for
 from metis.ledger.record import UsageRecord
-from metis.ledger.writer import PendingEvent, WriteBehind
+from metis.ledger.writer import PendingEvent, WriteBehind, _ThreadSink
 from metis.workspaces import add_workspace
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -115,20 +115,21 @@ async def test_flushes_reuse_one_connection_until_a_failure_or_close(engine: Eng
     w = WriteBehind(engine, None)
     w.add(rec(ws, 1))
     await w.flush()
-    assert w._db is not None
-    first = w._db.conn
+    sink = w._sink
+    assert isinstance(sink, _ThreadSink)
+    first = sink.db.conn
     assert first is not None
     w.add(rec(ws, 2))
     await w.flush()
-    assert w._db.conn is first
+    assert sink.db.conn is first
     w.add(rec("ws_missing", 3))  # foreign key fails: the connection is dropped
     with pytest.raises(IntegrityError):
         await w.flush()
-    assert w._db.conn is None
+    assert sink.db.conn is None
     w._records.clear()
     w.add(rec(ws, 4))  # the next flush opens a new one
     await w.flush()
-    assert w._db.conn is not None and w._db.conn is not first
+    assert sink.db.conn is not None and sink.db.conn is not first
     await w.close()
-    assert w._db.conn is None
+    assert sink.db.conn is None
     assert count(engine, usage_records) == 3

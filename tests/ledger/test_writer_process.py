@@ -12,7 +12,7 @@ from metis.events import LLMCallCompleted, RouteDecided, event_values
 from metis.ledger.counters import Delta
 from metis.ledger.record import UsageRecord
 from metis.ledger.writer import PendingEvent, WriteBehind
-from metis.ledger.writer_process import WriterError, decode_batch, encode_batch
+from metis.ledger.writer_process import WriterError, WriterProcess, decode_batch, encode_batch
 from metis.workspaces import add_workspace
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -148,8 +148,9 @@ async def test_child_failure_keeps_the_batch_and_a_dead_child_is_replaced(engine
     w._records.clear()
     w.add(rec(ws, 2))
     await w.flush()  # the same child goes on
-    assert w._child is not None and w._child._proc is not None
-    w._child._proc.kill()
+    child = w._sink
+    assert isinstance(child, WriterProcess) and child._proc is not None
+    child._proc.kill()
     await asyncio.sleep(0.1)
     w.add(rec(ws, 3))
     with pytest.raises(RuntimeError, match="exited"):

@@ -102,8 +102,7 @@ class WriteBehind:
     on_flush: list[Callable[[int, int], None]] = field(default_factory=list)
     process: bool = False
     """Flush in a child process (`metis.ledger.writer_process`) instead of a worker thread."""
-    _db: _WriterConnection | None = None
-    _child: WriterProcess | None = None
+    _sink: _ThreadSink | WriterProcess | None = None  # where batches go, made on first use
 
     # -- request path ---------------------------------------------------------
     def add(
@@ -156,10 +155,8 @@ class WriteBehind:
             # imports; under the flush lock, so a flush never spawns a second one.
             assert self._flush_lock is not None
             async with self._flush_lock:
-                if self._child is None:
-                    self._child = WriterProcess(self.engine)
                 try:
-                    await self._child.start()
+                    await self._the_sink().start()
                 except Exception:
                     log.warning("writer process did not start; will retry", exc_info=True)
         while not self._stopping:
@@ -225,14 +222,7 @@ class WriteBehind:
                 return 0
             self._in_flight = len(records) + len(evs)
             try:
-                if self.process:
-                    if self._child is None:
-                        self._child = WriterProcess(self.engine)
-                    await self._child.write(records, evs, deltas)
-                else:
-                    if self._db is None:
-                        self._db = _WriterConnection(self.engine)
-                    await asyncio.to_thread(self._db.write, records, evs, deltas)
+                await self._the_sink().write(records, evs, deltas)
             except BaseException:
                 self.failures += 1
                 self._records[:0] = records
@@ -264,10 +254,13 @@ class WriteBehind:
         try:
             await self._final_flush()
         finally:
-            if self._db is not None:
-                await asyncio.to_thread(self._db.discard)
-            if self._child is not None:
-                await self._child.close()
+            if self._sink is not None:
+                await self._sink.close()
+
+    def _the_sink(self) -> _ThreadSink | WriterProcess:
+        if self._sink is None:
+            self._sink = WriterProcess(self.engine) if self.process else _ThreadSink(self.engine)
+        return self._sink
 
     async def _final_flush(self) -> None:
         deadline = time.monotonic() + self.close_timeout_s
@@ -298,6 +291,24 @@ def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     lines = str(orig).strip().splitlines()
     return f"{type(orig).__name__}: {lines[0] if lines else ''}"
+
+
+class _ThreadSink:
+    """The in-thread flush: a `_WriterConnection` used from a worker thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.db = _WriterConnection(engine)
+
+    async def start(self) -> None:
+        return  # nothing to start: the connection opens at the first write
+
+    async def write(
+        self, records: list[UsageRecord], evs: list[PendingEvent], deltas: dict[CounterKey, Delta]
+    ) -> None:
+        await asyncio.to_thread(self.db.write, records, evs, deltas)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.db.discard)
 
 
 class _WriterConnection:
