@@ -24,8 +24,7 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 characters
 _rand = random.Random()  # noqa: S311 - ids are identifiers, not secrets
 os.register_at_fork(after_in_child=_rand.seed)  # forked workers must not share a sequence
-_last_ms = -1
-_time_part = ""
+_time_cache = (-1, "")  # (ms, its 10 characters): one tuple, so threads never mix the two
 
 
 def fast_ulid() -> str:
@@ -35,17 +34,18 @@ def fast_ulid() -> str:
     in forked children), which is plenty for uniqueness; never use it for
     secrets. The 10 time characters are encoded once per millisecond.
     """
-    global _last_ms, _time_part
+    global _time_cache
     ms = time.time_ns() // 1_000_000
     p = _PAIRS
-    if ms != _last_ms:  # 50 bits (top 2 zero) -> 10 characters
-        _time_part = (
+    last, time_part = _time_cache
+    if ms != last:  # 50 bits (top 2 zero) -> 10 characters
+        time_part = (
             p[ms >> 40 & 1023] + p[ms >> 30 & 1023] + p[ms >> 20 & 1023] + p[ms >> 10 & 1023]
         ) + p[ms & 1023]
-        _last_ms = ms
+        _time_cache = (ms, time_part)
     r = _rand.getrandbits(80)
     return (
-        _time_part
+        time_part
         + p[r >> 70]
         + p[r >> 60 & 1023]
         + p[r >> 50 & 1023]
