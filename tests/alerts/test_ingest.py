@@ -1,6 +1,6 @@
 """Ingestion alerts: a failing sync alerts once, recovery is reported; slow and stale runs."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
@@ -85,8 +85,14 @@ def _cred(engine: Engine, cid: str = "cred_1", ws: str = "ws_1", age_h: int = 10
     return cid
 
 
-def _run(engine: Engine, status: str, finished_h_ago: float, duration_ms: int = 1000) -> dict:
-    fin = utcnow() - timedelta(hours=finished_h_ago)
+def _run(
+    engine: Engine,
+    status: str,
+    finished_h_ago: float,
+    duration_ms: int = 1000,
+    now: datetime | None = None,
+) -> dict:
+    fin = (now or utcnow()) - timedelta(hours=finished_h_ago)
     row = {
         "id": f"run_{status}_{finished_h_ago}",
         "credential_id": "cred_1",
@@ -119,9 +125,11 @@ def test_slow_run_alerts_once_per_day_with_workspace_override(
     # Overrides are keyed by name or id; the hook knows the id, so key it by id too.
     _rules(metis_env, "  ws_1:\n    sync_slow_after_seconds: 1\n")
     config = load_config(get_settings())
-    slow1 = on_sync_run_finished(_run(engine, "ok", 0.2, 2500), engine=engine, config=config)
-    slow2 = on_sync_run_finished(_run(engine, "ok", 0.1, 3000), engine=engine, config=config)
-    fast = on_sync_run_finished(_run(engine, "ok", 0.05, 500), engine=engine, config=config)
+    # Both slow runs on one UTC day, also when the test runs just after midnight.
+    now = max(utcnow(), utcnow().replace(hour=1, minute=0, second=0, microsecond=0))
+    slow1 = on_sync_run_finished(_run(engine, "ok", 0.2, 2500, now), engine=engine, config=config)
+    slow2 = on_sync_run_finished(_run(engine, "ok", 0.1, 3000, now), engine=engine, config=config)
+    fast = on_sync_run_finished(_run(engine, "ok", 0.05, 500, now), engine=engine, config=config)
     assert len(slow1) == 1 and slow2 == [] and fast == []
     with engine.connect() as c:
         payload = c.execute(select(events.c.payload).where(events.c.type == "alert.fired")).scalar()

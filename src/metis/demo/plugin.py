@@ -62,9 +62,13 @@ def agent_calls(
     with httpx.Client(base_url=sim_url, timeout=30) as http:
         for back in range(days, -1, -1):
             for j in range(per_day):
-                when = (now - timedelta(days=back, hours=1 + 2 * j)).replace(microsecond=0)
-                if when.date() != (now - timedelta(days=back)).date() and back == 0:
-                    continue  # before midnight today: keep today's calls today
+                day = (now - timedelta(days=back)).date()
+                if back == 0:
+                    when = (now - timedelta(hours=1 + 2 * j)).replace(microsecond=0)
+                    if when.date() != day:
+                        continue  # before midnight today: keep today's calls today
+                else:  # mid-morning of that day: inside the synced days at any time of day
+                    when = datetime(day.year, day.month, day.day, (9 + 2 * j) % 24, tzinfo=UTC)
                 provider, model = AGENT_MODELS[(back + j) % 2]
                 question = QUESTIONS[(back * per_day + j) % len(QUESTIONS)]
                 headers = {"x-sim-time": str(int(when.timestamp()))}
