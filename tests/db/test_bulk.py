@@ -57,8 +57,9 @@ def test_many_inserts_all_rows_in_one_statement(engine: Engine) -> None:
     assert [tuple(r) for r in got] == [(f"k{i}", i, now) for i in range(300)]
 
 
-def test_sqlite_utc_text_is_what_sqlalchemy_stores() -> None:
-    """The fast SQLite processor for UTCDateTime equals the two-layer SQLAlchemy chain."""
+def test_utc_datetime_on_sqlite_binds_what_the_two_layer_chain_did(engine: Engine) -> None:
+    """UTCDateTime's one-step SQLite processor equals the two layers it replaces
+    (process_bind_param, then SQLite's DATETIME processor), and reads back the same."""
     from datetime import UTC, datetime, timedelta, timezone
 
     from sqlalchemy.dialects import sqlite
@@ -67,8 +68,14 @@ def test_sqlite_utc_text_is_what_sqlalchemy_stores() -> None:
 
     dialect = sqlite.dialect()
     typ = UTCDateTime()
-    chain = typ.dialect_impl(dialect).bind_processor(dialect)
-    assert chain is not None
+    fast = typ.dialect_impl(dialect).bind_processor(dialect)  # what SQLAlchemy looks up
+    stored = dialect.type_descriptor(typ.load_dialect_impl(dialect))  # SQLite's DATETIME
+    to_text = stored.bind_processor(dialect)
+    assert fast is not None and to_text is not None
+
+    def chain(v: datetime | None) -> object:  # the two layers the fast path replaces
+        return to_text(typ.process_bind_param(v, dialect))
+
     plus2 = timezone(timedelta(hours=2))
     values = [
         datetime(2026, 11, 30, 22, 5, 1, 123456, tzinfo=UTC),
@@ -78,8 +85,17 @@ def test_sqlite_utc_text_is_what_sqlalchemy_stores() -> None:
         None,
     ]
     for v in values:
-        assert bulk.sqlite_utc_text(v) == chain(v), v
-    with pytest.raises(ValueError, match="naive"):
-        bulk.sqlite_utc_text(datetime(2026, 1, 1))  # naive: the error under test
-    with pytest.raises(ValueError, match="naive"):
-        chain(datetime(2026, 1, 1))
+        assert fast(v) == chain(v), v
+    for p in (fast, chain):
+        with pytest.raises(ValueError, match="naive"):
+            p(datetime(2026, 1, 1))  # naive: the error under test
+    if engine.dialect.name == "sqlite":  # through SQLAlchemy's own execute path too
+        cols = ("name", "version", "updated_at")
+        c = bulk.compile_insert(config_versions.insert(), config_versions, cols, engine.dialect)
+        with engine.begin() as conn:
+            bulk.executemany(conn, c, c.process([("tz", 1, values[2])]))
+        with engine.connect() as conn:
+            got = conn.execute(
+                select(config_versions.c.updated_at).where(config_versions.c.name == "tz")
+            ).scalar_one()
+        assert got == values[2] and got.tzinfo is not None

@@ -248,6 +248,7 @@ class _Conn(asyncio.Protocol):
         self._complete = False
         self._paused = False
         self._framed = False  # Content-Length or chunked: not ended by close
+        self.head_timer: asyncio.TimerHandle | None = None  # cancelled by the client
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -338,8 +339,7 @@ class _Conn(asyncio.Protocol):
         self._complete = self._framed = False
         head = self._head = self.loop.create_future()
         self.transport.write(data)
-        timer = self.loop.call_at(self.loop.time() + head_timeout, _expire, head)
-        head.add_done_callback(lambda _f: timer.cancel())
+        self.head_timer = self.loop.call_at(self.loop.time() + head_timeout, _expire, head)
         return head
 
     def _broke(self, exc: UpstreamError) -> None:
@@ -423,6 +423,10 @@ class UpstreamClient:
         except BaseException:  # timeout, broken, cancelled: the answer is not read
             conn.close()
             raise
+        finally:
+            if conn.head_timer is not None:
+                conn.head_timer.cancel()
+                conn.head_timer = None
 
     async def close(self) -> None:
         """Close every connection (idle or in use)."""

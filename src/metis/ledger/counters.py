@@ -205,12 +205,10 @@ class SpendCounters:
                 ctr = self._c.get(sc.key)
                 if ctr is None:
                     ctr = self._c[sc.key] = _Counter()
-                if not leased:
-                    pass  # fail-open admission: no grant, no lease bookkeeping
-                elif sc.cap_nanousd is not None:
+                if leased and sc.cap_nanousd is not None:
                     if ctr.inflight >= ctr.lease or ctr.lease_cap != sc.cap_nanousd:
                         await self._grant(sc, ctr, est_nanousd)
-                elif ctr.lease > 0:  # the cap was removed: return its lease
+                elif leased and ctr.lease > 0:  # the cap was removed: return its lease
                     self._deltas.setdefault(sc.key, Delta()).reserved -= ctr.lease
                     ctr.lease, ctr.lease_cap = 0, None
                 ctr.inflight += est_nanousd
