@@ -88,4 +88,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         await api(scope, receive, send)
 
     app.components = comps  # type: ignore[attr-defined]
+    # Served by metis.gateway.protocol's lean request cycle, skipping the dispatch above.
+    app.fast_routes = routes  # type: ignore[attr-defined]
     return app

@@ -307,6 +307,35 @@ async def test_timeouts_for_the_head_and_between_body_pieces() -> None:
     await s.stop()
 
 
+async def test_the_head_timeout_of_each_request_on_a_reused_connection() -> None:
+    """One head timer per connection serves every request on it: a later request's
+    deadline, shorter or longer than the one the timer was armed for, still holds."""
+
+    async def fast_or_hang(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while True:
+            req = await s.read_request(r)
+            if b"/hang" in req:
+                await asyncio.sleep(10)
+            w.write(ok(b"{}"))
+            await w.drain()
+
+    s = await serve(fast_or_hang)
+    base = f"http://127.0.0.1:{s.port}"
+    loop = asyncio.get_running_loop()
+    for first, second, wait in ((5.0, 0.2, 0.0), (0.3, 0.4, 0.2)):
+        c = UpstreamClient(connect_timeout=2, idle_timeout=2)
+        (await c.post(base + "/ok", b"{}", {}, timeout=first)).release()
+        await asyncio.sleep(wait)  # (second case) the first timer falls due mid-request
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await c.post(base + "/hang", b"{}", {}, timeout=second)
+        took = loop.time() - t0
+        assert second - 0.05 <= took < second + 0.5, (first, second, took)
+        await c.close()
+    assert s.connections == 2  # each client reused its one connection
+    await s.stop()
+
+
 async def test_broken_answers_are_upstream_errors(client: UpstreamClient) -> None:
     async def broken(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         req = await s.read_request(r)

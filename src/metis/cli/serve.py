@@ -62,7 +62,7 @@ def serve(
         port=port,
         workers=workers,
         loop="uvloop",
-        http=HTTP,  # httptools with bounded, timed request heads (metis.gateway.limits)
+        http=HTTP,  # httptools, bounded heads, the gateway's fast cycle (metis.gateway.protocol)
         lifespan="on",
         access_log=False,
         log_level=log_level,

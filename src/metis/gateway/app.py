@@ -313,7 +313,7 @@ class Gateway:
             await self._error(send, shape, "authentication_error", str(e), rid)
             return
         try:
-            raw = await _read_body(receive, headers)
+            raw = await _read_body(receive, headers, scope)
         except _ClientGone:
             return
         except _BodyTooLarge:
@@ -934,36 +934,50 @@ def _token(headers: dict[bytes, bytes]) -> str:
     return key.decode("latin-1").strip() if key is not None else ""
 
 
-async def _read_body(receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+async def _read_body(receive: Receive, headers: dict[bytes, bytes], scope: dict[str, Any]) -> bytes:
     """The request body, within `limits.MAX_BODY_BYTES` (else `_BodyTooLarge`, before
     reading when Content-Length says so) and with at most `limits.BODY_IDLE_TIMEOUT_S`
-    between two of its pieces (else TimeoutError)."""
+    between two of its pieces (else TimeoutError).
+
+    Under `metis.gateway.protocol` the server bounds each wait itself (the scope's
+    ``metis.body_idle_timeout`` extension), so a body that has already arrived, the
+    usual case, costs no timer here."""
     length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > limits.MAX_BODY_BYTES:
         raise _BodyTooLarge
+    if _SERVER_BOUNDS_BODY in scope.get("extensions", ()):
+        return await _collect_body(receive, None)
     async with asyncio.timeout(limits.BODY_IDLE_TIMEOUT_S) as deadline:
+        return await _collect_body(receive, deadline)
+
+
+_SERVER_BOUNDS_BODY = "metis.body_idle_timeout"
+
+
+async def _collect_body(receive: Receive, deadline: asyncio.Timeout | None) -> bytes:
+    msg = await receive()
+    if msg["type"] == "http.disconnect":
+        raise _ClientGone
+    body: bytes = msg.get("body", b"")
+    if len(body) > limits.MAX_BODY_BYTES:
+        raise _BodyTooLarge
+    if not msg.get("more_body"):
+        return body
+    parts, size = [body], len(body)
+    loop = asyncio.get_running_loop()
+    while True:
+        if deadline is not None:
+            deadline.reschedule(loop.time() + limits.BODY_IDLE_TIMEOUT_S)
         msg = await receive()
         if msg["type"] == "http.disconnect":
             raise _ClientGone
-        body: bytes = msg.get("body", b"")
-        if len(body) > limits.MAX_BODY_BYTES:
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limits.MAX_BODY_BYTES:
             raise _BodyTooLarge
+        parts.append(chunk)
         if not msg.get("more_body"):
-            return body
-        parts, size = [body], len(body)
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline.reschedule(loop.time() + limits.BODY_IDLE_TIMEOUT_S)
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limits.MAX_BODY_BYTES:
-                raise _BodyTooLarge
-            parts.append(chunk)
-            if not msg.get("more_body"):
-                return b"".join(parts)
+            return b"".join(parts)
 
 
 def install(comps: Any) -> Gateway:

@@ -248,7 +248,11 @@ class _Conn(asyncio.Protocol):
         self._complete = False
         self._paused = False
         self._framed = False  # Content-Length or chunked: not ended by close
-        self.head_timer: asyncio.TimerHandle | None = None  # cancelled by the client
+        # The wait for a response head is bounded by one timer per connection, not one
+        # per request: it is armed when none is, and when due it fails the head still
+        # awaited if that head's deadline has passed, or re-arms for a later deadline.
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline = self._head_timer_at = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -339,8 +343,24 @@ class _Conn(asyncio.Protocol):
         self._complete = self._framed = False
         head = self._head = self.loop.create_future()
         self.transport.write(data)
-        self.head_timer = self.loop.call_at(self.loop.time() + head_timeout, _expire, head)
+        self._head_deadline = deadline = self.loop.time() + head_timeout
+        if self._head_timer is None:
+            if self._head_timer is not None:  # a shorter timeout than the last one
+                self._head_timer.cancel()
+            self._head_timer_at = deadline
+            self._head_timer = self.loop.call_at(deadline, self._head_due)
         return head
+
+    def _head_due(self) -> None:
+        self._head_timer = None
+        head = self._head
+        if head is None or head.done() or self.closed:
+            return  # no head awaited: armed again by the next request
+        if self.loop.time() >= self._head_deadline:
+            _expire(head)
+        else:  # a later request than the one this timer was armed for
+            self._head_timer_at = self._head_deadline
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_due)
 
     def _broke(self, exc: UpstreamError) -> None:
         head = self._head
@@ -380,6 +400,9 @@ class _Conn(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -423,10 +446,6 @@ class UpstreamClient:
         except BaseException:  # timeout, broken, cancelled: the answer is not read
             conn.close()
             raise
-        finally:
-            if conn.head_timer is not None:
-                conn.head_timer.cancel()
-                conn.head_timer = None
 
     async def close(self) -> None:
         """Close every connection (idle or in use)."""

@@ -32,8 +32,9 @@ HEAD_TIMEOUT_S = 10.0
 MAX_BODY_BYTES = 32 * 1024 * 1024
 BODY_IDLE_TIMEOUT_S = 30.0
 
-HTTP = "metis.gateway.limits:LimitedHttpToolsProtocol"
-"""The ``http=`` of uvicorn for every server Metis runs."""
+HTTP = "metis.gateway.protocol:GatewayHttpProtocol"
+"""The ``http=`` of uvicorn for every server Metis runs (these limits + the gateway's fast
+request cycle, `metis.gateway.protocol`)."""
 
 
 class _HeadTooLarge(Exception):
@@ -58,17 +59,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self._start_head()
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
 
     def _start_head(self) -> None:
         # On a fresh connection the count starts at its first byte; a later request on
         # a kept-alive connection starts counting after the read that began it (so the
         # bound there is MAX_HEAD_BYTES plus at most one read, never a false refusal).
+        # Its timer is armed by data_received, and only if that read left the head
+        # incomplete: a head that arrives whole (nearly always) costs no timer.
         self._head_size = 0
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
 
     def _end_head(self) -> None:
         self._in_head = False
@@ -100,9 +101,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        # Still inside the head after all of it: everything since it began is head.
-        if self._in_head and self._head_bytes > MAX_HEAD_BYTES:
-            self._reject_head()
+        if self._in_head:
+            # Still inside the head after all of it: everything since it began is head.
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._reject_head()
+            elif self._head_timer is None and not self.transport.is_closing():
+                self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
 
     def send_400_response(self, msg: str) -> None:
         if self._too_large:  # the parser stopped on our callback's exception

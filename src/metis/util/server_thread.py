@@ -13,6 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from metis.gateway.limits import HTTP
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago."""
@@ -29,7 +31,7 @@ class ServerThread:
         self.port = port or free_port(host)
         config.setdefault("log_level", "warning")
         config.setdefault("lifespan", "on")
-        config.setdefault("http", "metis.gateway.limits:LimitedHttpToolsProtocol")  # as serve
+        config.setdefault("http", HTTP)  # as serve
         self._server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, **config))
         self._thread = threading.Thread(
             target=self._server.run, name=f"uvicorn:{self.port}", daemon=True
