@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -122,22 +122,27 @@ def _raw(srv: ServerThread) -> socket.socket:
     return s
 
 
+def _recv_until(s: socket.socket, done: Callable[[bytes], bool], data: bytes = b"") -> bytes:
+    """Read until ``done(data)``; a connection closed before that fails the test."""
+    while not done(data):
+        chunk = s.recv(65536)
+        assert chunk, f"closed early after {data!r}"
+        data += chunk
+    return data
+
+
 def _read_responses(s: socket.socket, n: int) -> list[tuple[bytes, bytes]]:
     """Read ``n`` content-length responses: [(head, body)]."""
     buf, out = b"", []
     while len(out) < n:
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            assert chunk, f"closed after {len(out)} responses"
-            buf += chunk
+        buf = _recv_until(s, lambda b: b"\r\n\r\n" in b, buf)
         head, buf = buf.split(b"\r\n\r\n", 1)
         length = next(
             int(line.split(b":")[1])
             for line in head.split(b"\r\n")
             if line.lower().startswith(b"content-length:")
         )
-        while len(buf) < length:
-            buf += s.recv(65536)
+        buf = _recv_until(s, lambda b, n=length: len(b) >= n, buf)
         out.append((head, buf[:length]))
         buf = buf[length:]
     return out
@@ -156,6 +161,44 @@ def test_gateway_paths_take_the_fast_cycle_with_a_full_scope(server: ServerThrea
     # Other paths and methods are uvicorn's general cycle and the app's own dispatch.
     assert httpx.get(server.url + "/other").text == "general"
     assert httpx.put(server.url + "/echo").text == "general"
+
+
+def test_other_requests_on_a_gateway_connection_reach_the_full_app(
+    server: ServerThread,
+) -> None:
+    with _raw(server) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\na")
+        assert json.loads(_read_responses(s, 1)[0][1])["len"] == 1
+        s.sendall(b"GET /other HTTP/1.1\r\nhost: x\r\n\r\n")  # same connection
+        data = _recv_until(s, lambda b: b.endswith(b"0\r\n\r\n"))
+        assert data.startswith(b"HTTP/1.1 404") and b"\r\n7\r\ngeneral\r\n" in data
+        s.sendall(b"HEAD /echo HTTP/1.1\r\nhost: x\r\n\r\n")  # HEAD: headers, no body
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nbb")
+        data = _recv_until(s, lambda b: b.count(b"\r\n\r\n") >= 2)
+        head, rest = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 404") and b"transfer-encoding" not in head.lower()
+        # No body after the HEAD answer: the next bytes are the POST's answer.
+        assert rest.startswith(b"HTTP/1.1 200")
+
+
+def test_a_request_line_split_across_reads_and_an_invalid_request(
+    server: ServerThread,
+) -> None:
+    with _raw(server) as s:
+        for piece in (
+            b"PO",
+            b"ST /ec",
+            b"ho HTTP/1.1\r\nhost: x\r\ncontent-le",
+            b"ngth: 0\r\n\r\n",
+        ):
+            s.sendall(piece)
+            time.sleep(0.05)
+        assert json.loads(_read_responses(s, 1)[0][1])["len"] == 0
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: zz\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 400")  # and the connection is closed
 
 
 def test_keep_alive_and_pipelined_requests_answer_in_order(server: ServerThread) -> None:
@@ -205,9 +248,7 @@ def test_a_streamed_response_is_chunked_and_whole(server: ServerThread) -> None:
         assert b"".join(r.iter_raw()) == b"one two three"
     with _raw(server) as s:  # the wire format itself
         s.sendall(b"POST /stream HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
-        data = b""
-        while not data.endswith(b"0\r\n\r\n"):
-            data += s.recv(65536)
+        data = _recv_until(s, lambda b: b.endswith(b"0\r\n\r\n"))
         assert data.split(b"\r\n\r\n", 1)[1] == b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
 
 

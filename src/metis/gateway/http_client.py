@@ -344,7 +344,7 @@ class _Conn(asyncio.Protocol):
         head = self._head = self.loop.create_future()
         self.transport.write(data)
         self._head_deadline = deadline = self.loop.time() + head_timeout
-        if self._head_timer is None:
+        if self._head_timer is None or deadline < self._head_timer_at:
             if self._head_timer is not None:  # a shorter timeout than the last one
                 self._head_timer.cancel()
             self._head_timer_at = deadline

@@ -48,25 +48,30 @@ def _plain(status: bytes, msg: bytes) -> bytes:
     )
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bounded, timed request head."""
+class HeadLimits:
+    """The head bounds, shared by `LimitedHttpToolsProtocol` and the gateway's own
+    protocol (`metis.gateway.protocol`); needs ``transport`` and ``loop``."""
 
+    transport: Any
+    loop: asyncio.AbstractEventLoop
     _head_bytes = 0  # bytes received since the head began (memory bound while incomplete)
     _head_size = 0  # request target + header lines parsed so far
     _in_head = True
     _head_timer: asyncio.TimerHandle | None = None
     _too_large = False
 
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
+    def _arm_head_timer(self, at: float | None = None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        when = self.loop.time() + HEAD_TIMEOUT_S if at is None else at
+        self._head_timer = self.loop.call_at(when, self._head_timeout)
 
     def _start_head(self) -> None:
         # On a fresh connection the count starts at its first byte; a later request on
         # a kept-alive connection starts counting after the read that began it (so the
         # bound there is MAX_HEAD_BYTES plus at most one read, never a false refusal).
-        # Its timer is armed by data_received, and only if that read left the head
-        # incomplete: a head that arrives whole (nearly always) costs no timer.
+        # Its timer is armed by `_head_checks` after the read, and only if that read
+        # left the head incomplete: a head that arrives whole (nearly always) costs none.
         self._head_size = 0
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
@@ -97,16 +102,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
             self.transport.close()
 
-    def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._head_bytes += len(data)
-        super().data_received(data)
+    def _head_checks(self) -> None:
+        """After a read was parsed: a head still incomplete is bounded in size and time."""
         if self._in_head:
             # Still inside the head after all of it: everything since it began is head.
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._reject_head()
             elif self._head_timer is None and not self.transport.is_closing():
-                self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
+                self._arm_head_timer()
+
+    def _count_header(self, name: bytes, value: bytes, count: int) -> None:
+        # Also checked here: a head that arrived whole in one read is complete by now.
+        self._head_size += len(name) + len(value) + 4
+        if count > MAX_HEADERS or self._head_size > MAX_HEAD_BYTES:
+            self._too_large = True
+            raise _HeadTooLarge
+
+
+class LimitedHttpToolsProtocol(HeadLimits, HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bounded, timed request head."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        self._head_checks()
 
     def send_400_response(self, msg: str) -> None:
         if self._too_large:  # the parser stopped on our callback's exception
@@ -129,11 +153,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)
-        # Also checked here: a head that arrived whole in one read is complete by now.
-        self._head_size += len(name) + len(value) + 4
-        if len(self.headers) > MAX_HEADERS or self._head_size > MAX_HEAD_BYTES:
-            self._too_large = True
-            raise _HeadTooLarge
+        self._count_header(name, value, len(self.headers))
 
     def on_headers_complete(self) -> None:
         self._end_head()

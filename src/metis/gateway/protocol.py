@@ -1,38 +1,39 @@
-"""The HTTP protocol of ``metis serve``: the gateway's routes on a lean request cycle.
+"""The HTTP protocol of ``metis serve``: the gateway's requests without a framework.
 
-`GatewayHttpProtocol` is uvicorn's httptools protocol with the head limits of
-`metis.gateway.limits`, plus one change: a request for one of the gateway's
-own paths (the app's ``fast_routes``: ``/v1/chat/completions``,
-``/v1/messages``, ``/v1/embeddings``, ``/v1/models``) runs on `FastCycle`
-instead of uvicorn's general ``RequestResponseCycle``, and calls the route's
-handler directly instead of the middleware stack and the app's path lookup.
-Every other request (API, dashboard, ingest) is uvicorn's, unchanged.
+Measured at 500 requests/s open loop (docs/performance.md "Round 4"), a
+trivial app costs 0.12 ms CPU per request behind uvicorn's httptools
+protocol and 0.055 ms behind a minimal httptools protocol; for the gateway
+that difference was a sixth of its CPU per request. `GatewayHttpProtocol`
+is that minimal protocol, for the connections that carry gateway calls:
 
-Why: measured at 500 requests/s open loop, uvicorn's general cycle costs
-about 0.06 ms CPU per request more than a minimal httptools protocol
-(0.12 vs 0.06 ms for a trivial app; docs/performance.md "Round 4"); for the
-gateway that was a tenth of its CPU per request. The fast cycle keeps what
-the gateway relies on and drops the rest:
+- A connection whose first request line is for one of the app's
+  ``fast_routes`` (``POST /v1/chat/completions``, ``/v1/messages``,
+  ``/v1/embeddings``, ``GET /v1/models``) stays with this protocol. Its
+  gateway requests call the route's handler directly (no middleware, no
+  path lookup); any other request on it goes to the full app (with
+  uvicorn's proxy-headers middleware), on the same lean cycle.
+- Every other connection (dashboard, API, ingest, metrics) is handed, with
+  the bytes read so far, to uvicorn's own protocol with the head limits
+  (`metis.gateway.limits.LimitedHttpToolsProtocol`), and is served exactly
+  as before.
 
-- The handler is still an ASGI app: same scope (with ``method``, ``path``,
-  ``raw_path``, ``query_string``, ``headers``), same ``receive``/``send``
-  messages, the same flow control (reading pauses above 64 KiB of unread
-  body), ``Expect: 100-continue``, pipelining, keep-alive and graceful
-  shutdown (both through uvicorn's protocol, which sees this cycle through
-  the same attributes as its own), and the same answers to a handler that
-  raises (500 before the response started, connection closed after).
-- Not done on these paths: uvicorn's ``ProxyHeadersMiddleware`` (the
-  gateway never reads ``client`` or ``scheme``), and the access log line
-  (``metis serve`` runs without it).
-- A response with a ``content-length`` goes out in one write (status line,
-  headers and body together); one without is chunked and its head is
-  written at once, so a streaming client sees the headers before the first
-  event.
+What the lean cycle (`FastCycle`) keeps of uvicorn's: ASGI 3 HTTP scope and
+messages; request body flow control (reading pauses above 64 KiB unread);
+``Expect: 100-continue``; pipelining; keep-alive (closed after uvicorn's
+``timeout_keep_alive`` idle; one timer per connection); HTTP/1.0; HEAD;
+graceful shutdown (uvicorn's server calls ``shutdown()`` and waits for the
+tasks); a 500 for a handler that raised before answering, a cut connection
+after; invalid requests get 400, and the head limits of
+`metis.gateway.limits` (431/408) hold. It adds a bound on each wait for a
+gateway request's body (``BODY_IDLE_TIMEOUT_S``, the scope's
+``metis.body_idle_timeout`` extension). Not on these connections: the
+access log (``metis serve`` runs without it), websockets (Metis has none;
+an upgrade request closes the connection) and ``limit_concurrency`` (when
+set, every connection is uvicorn's).
 
-It depends on uvicorn's protocol internals (``cycle``, ``pipeline``,
-``flow``, ``server_state``), hence the upper bound on uvicorn in
-pyproject.toml; tests/gateway/test_protocol.py fails if the fast path is
-not taken.
+It uses a few uvicorn internals (``server_state``, ``config`` fields,
+``FlowControl``), hence the upper bound on uvicorn in pyproject.toml;
+tests/gateway/test_protocol.py fails if the fast path is not taken.
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ import asyncio
 import logging
 import re
 import urllib.parse
+from collections import deque
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 from metis.gateway import limits
-from metis.gateway.limits import LimitedHttpToolsProtocol
+from metis.gateway.limits import HeadLimits, LimitedHttpToolsProtocol, _plain
 
 log = logging.getLogger("uvicorn.error")
 
@@ -91,18 +94,15 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 
 
 class FastCycle:
-    """One request/response on a gateway path (see the module docstring).
-
-    uvicorn's protocol reads and writes ``body``, ``more_body``,
-    ``response_complete``, ``disconnected``, ``keep_alive`` and
-    ``message_event`` exactly as on its own cycle, and starts ``run_asgi``.
-    """
+    """One request/response of `GatewayHttpProtocol`: the ASGI ``receive``/``send``."""
 
     __slots__ = (
+        "_body_timeout",
         "_chunked",
         "_handed_last",
         "_head",
         "_loop",
+        "_no_body",
         "_proto",
         "_remaining",
         "body",
@@ -125,6 +125,7 @@ class FastCycle:
         *,
         keep_alive: bool,
         expect_100_continue: bool,
+        body_timeout: bool,
     ) -> None:
         self._proto = proto
         self._loop = proto.loop
@@ -143,6 +144,8 @@ class FastCycle:
         self._chunked = False
         self._remaining = 0
         self._head: bytes | None = None
+        self._body_timeout = body_timeout  # bound each wait for the body (gateway routes)
+        self._no_body = scope["method"] == "HEAD"
 
     async def run_asgi(self, app: Any) -> None:
         try:
@@ -194,9 +197,9 @@ class FastCycle:
             # Waiting for more of the body is bounded (BODY_IDLE_TIMEOUT_S between two
             # pieces, raised as TimeoutError); waiting for the disconnect after it is not.
             timer = (
-                None
-                if self._handed_last
-                else self._loop.call_later(limits.BODY_IDLE_TIMEOUT_S, _expire, waiter)
+                self._loop.call_later(limits.BODY_IDLE_TIMEOUT_S, _expire, waiter)
+                if self._body_timeout and not self._handed_last
+                else None
             )
             try:
                 await waiter
@@ -238,7 +241,7 @@ class FastCycle:
         has_close = False
         length: int | None = None
         chunked = False
-        for name, value in (*self._proto.server_state.default_headers, *message["headers"]):
+        for name, value in (*self._proto.server_state.default_headers, *message.get("headers", ())):
             if _HEADER_NAME_BAD.search(name):
                 raise RuntimeError("Invalid HTTP header name.")
             if _HEADER_VALUE_BAD.search(value):
@@ -256,7 +259,9 @@ class FastCycle:
             content += (name, b": ", value, b"\r\n")
         if not self.keep_alive and not has_close:
             content.append(b"connection: close\r\n")
-        if length is None and not chunked and status not in (204, 304):
+        if self._no_body:
+            chunked = False
+        elif length is None and not chunked and status not in (204, 304):
             chunked = True
             content.append(b"transfer-encoding: chunked\r\n")
         content.append(b"\r\n")
@@ -269,7 +274,9 @@ class FastCycle:
             self._head = head  # goes out with the body, in one write
 
     def _body(self, body: bytes, more_body: bool) -> None:
-        if self._chunked:
+        if self._no_body:  # HEAD: the headers of the GET answer, no body
+            data, self._remaining = b"", 0
+        elif self._chunked:
             data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
             if not more_body:
                 data += b"0\r\n\r\n"
@@ -294,7 +301,7 @@ class FastCycle:
             self.message_event.set()
             if not self.keep_alive:
                 self.transport.close()
-            self._proto.on_response_complete()
+            self._proto.response_complete()
 
 
 def _fast_routes(app: Any) -> dict[str, Any]:
@@ -310,101 +317,273 @@ def _fast_routes(app: Any) -> dict[str, Any]:
     return {}
 
 
-class GatewayHttpProtocol(LimitedHttpToolsProtocol):
-    """uvicorn's httptools protocol with head limits and the gateway's fast cycle."""
+def _request_lines(routes: dict[str, Any]) -> tuple[bytes, ...]:
+    """How a request for a fast route begins on the wire (method, target, then space or '?')."""
+    out = []
+    for path in routes:
+        for method in _FAST_METHODS:
+            for after in (b" ", b"?"):
+                out.append(method + b" " + path.encode("latin-1") + after)
+    return tuple(out)
 
-    _idle_since: float | None = None  # loop time the last response completed; None: busy
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+class GatewayHttpProtocol(HeadLimits, asyncio.Protocol):
+    """uvicorn's ``http=`` protocol for ``metis serve`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.server_state = server_state
+        self.app_state = app_state
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
+        self.root_path: str = config.root_path
+        self.timeout_keep_alive: float = config.timeout_keep_alive
         self._fast = _fast_routes(self.app)
+        self._lines = (
+            _request_lines(self._fast)
+            if self._fast and not self.root_path and config.limit_concurrency is None
+            else ()
+        )
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.parser: httptools.HttpRequestParser | None = None  # set once the connection is ours
+        self._first = b""  # bytes read before deciding whose connection this is
+        self._opened = 0.0
+        self.cycle: FastCycle | None = None
+        self.pipeline: deque[tuple[FastCycle, Any]] = deque()
+        self._idle_since: float | None = None  # when the last response completed; None: busy
+        self._keep_alive: asyncio.TimerHandle | None = None
+        # per request
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.expect_100_continue = False
+        self._addr: tuple[Any, Any, str] | None = None  # server, client, scheme
 
-    # -- keep-alive ------------------------------------------------------------
-    # uvicorn arms a timer when each response completes and cancels it when the next
-    # request arrives: two timer operations per request. Here one timer per
-    # connection checks when due whether the connection has been idle for
-    # timeout_keep_alive, and re-arms for the rest if not; the close happens at the
-    # same moment as uvicorn's would.
-    def on_response_complete(self) -> None:
+    # -- asyncio.Protocol ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.server_state.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(self.transport)
+        self._opened = self.loop.time()
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:
+            data = self._first + data
+            mine = self._is_gateway_connection(data)
+            if mine is None:  # too short to tell yet
+                self._first = data
+                self._in_head, self._head_bytes = True, len(data)
+                return
+            self._first = b""
+            if not mine:
+                self._hand_over(data)
+                return
+            parser = self.parser = httptools.HttpRequestParser(self)
+            parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self._idle_since = None
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.transport.close()  # no websockets here
+            return
+        except httptools.HttpParserError:
+            if self._too_large:  # the parser stopped on our callback's exception
+                self._reject_head()
+            else:
+                self._send_400("Invalid HTTP request received.")
+            return
+        self._head_checks()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        self._end_head()
+        cycle = self.cycle
+        if cycle is not None:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.message_event.set()
+        if self.flow is not None:
+            self.flow.resume_writing()
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
+            self._keep_alive = None
+        if exc is None:
+            self.transport.close()
+        self.parser = None
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown (uvicorn's server): close when idle, else after this answer."""
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+        else:
+            self.cycle.keep_alive = False
+
+    # -- whose connection ------------------------------------------------------------
+    def _is_gateway_connection(self, data: bytes) -> bool | None:
+        """True if ``data`` begins with a fast route's request line, None if it may still."""
+        undecided = False
+        for line in self._lines:
+            if data.startswith(line):
+                return True
+            if len(data) < len(line) and line.startswith(data):
+                undecided = True
+        return None if undecided else False
+
+    def _hand_over(self, data: bytes) -> None:
+        """Give the connection, and what it sent so far, to uvicorn's protocol."""
+        proto = LimitedHttpToolsProtocol(
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.app_state,
+            _loop=self.loop,
+        )
+        self.server_state.connections.discard(self)
+        self._end_head()
+        proto.connection_made(self.transport)
+        proto._arm_head_timer(self._opened + limits.HEAD_TIMEOUT_S)  # from the opening
+        self.transport.set_protocol(proto)
+        proto.data_received(data)
+
+    # -- parser callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.expect_100_continue = False
+        self._start_head()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._head_size = len(self.url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+        self._count_header(name, value, len(self.headers))
+
+    def on_headers_complete(self) -> None:
+        self._end_head()
+        parser = self.parser
+        assert parser is not None
+        method = parser.get_method()
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        handler = self._fast.get(path) if method in _FAST_METHODS else None
+        http_version = parser.get_http_version()
+        if self._addr is None:
+            t = self.transport
+            self._addr = (get_local_addr(t), get_remote_addr(t), "https" if is_ssl(t) else "http")
+        server, client, scheme = self._addr
+        scope = {
+            "type": "http",
+            "asgi": {"version": self.config.asgi_version, "spec_version": "2.3"},
+            "http_version": http_version,
+            "server": server,
+            "client": client,
+            "scheme": scheme,
+            "root_path": self.root_path,
+            "method": method.decode("ascii"),
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": parsed.query or b"",
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
+        if handler is None:
+            handler = self.app  # the full app, its middlewares included
+        else:
+            scope["extensions"] = {"metis.body_idle_timeout": {}}
+        existing = self.cycle
+        cycle = self.cycle = FastCycle(
+            self,
+            scope,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            expect_100_continue=self.expect_100_continue,
+            body_timeout=handler is not self.app,
+        )
+        if existing is None or existing.response_complete:
+            self._start(cycle, handler)
+        else:  # pipelined: started when the one before completes
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, handler))
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.message_event.set()
+
+    # -- requests ---------------------------------------------------------------------
+    def _start(self, cycle: FastCycle, app: Any) -> None:
+        task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def response_complete(self) -> None:
+        """Called by the cycle once its answer is sent."""
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
         self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
+            self._start(cycle, app)
             return
+        # Keep-alive: one timer per connection, which when due checks whether the
+        # connection has been idle for timeout_keep_alive (else re-arms for the rest),
+        # instead of arming one on every answer and cancelling it on the next request.
         self._idle_since = self.loop.time()
-        if self.timeout_keep_alive_task is None:
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self._keep_alive_due
-            )
-
-    def _unset_keepalive_if_required(self) -> None:
-        self._idle_since = None  # busy again; the timer, if armed, finds that out
+        if self._keep_alive is None:
+            self._keep_alive = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
 
     def _keep_alive_due(self) -> None:
-        self.timeout_keep_alive_task = None
+        self._keep_alive = None
         since = self._idle_since
         if since is None or self.transport.is_closing():
-            return  # busy: armed again when its response completes
+            return  # busy: armed again when its answer completes
         left = since + self.timeout_keep_alive - self.loop.time()
         if left <= 0:
             self.transport.close()
         else:
-            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+            self._keep_alive = self.loop.call_later(left, self._keep_alive_due)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.timeout_keep_alive_task is not None:
-            self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = None
-
-    def on_headers_complete(self) -> None:
-        route = self._fast_route()
-        if route is None:
-            super().on_headers_complete()
-            return
-        handler, path, raw_path, query = route
-        self._end_head()
-        parser = self.parser
-        http_version = parser.get_http_version()
-        scope = self.scope
-        scope["method"] = parser.get_method().decode("ascii")
-        if http_version != "1.1":
-            scope["http_version"] = http_version
-        scope["path"] = path
-        scope["raw_path"] = raw_path
-        scope["query_string"] = query
-        # FastCycle.receive bounds each wait for the body (metis.gateway.app._read_body).
-        scope["extensions"] = {"metis.body_idle_timeout": {}}
-        existing = self.cycle
-        cycle = FastCycle(
-            self,
-            scope,  # type: ignore[arg-type]
-            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
-            expect_100_continue=self.expect_100_continue,
-        )
-        self.cycle = cycle  # type: ignore[assignment]  # same attributes uvicorn uses
-        if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, handler)  # type: ignore[arg-type]
-        else:  # pipelined: uvicorn starts it when the one before completes
-            self.flow.pause_reading()
-            self.pipeline.appendleft((cycle, handler))  # type: ignore[arg-type]
-
-    def _fast_route(self) -> tuple[Any, str, bytes, bytes] | None:
-        """(handler, path, raw_path, query) when this request takes the fast cycle."""
-        if not self._fast or self.limit_concurrency is not None:
-            return None
-        parser = self.parser
-        if parser.get_method() not in _FAST_METHODS or parser.should_upgrade():
-            return None
-        parsed = httptools.parse_url(self.url)
-        path = parsed.path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        path = self.root_path + path
-        handler = self._fast.get(path)
-        if handler is None:
-            return None
-        return handler, path, self.root_path.encode("ascii") + parsed.path, parsed.query or b""
+    def _send_400(self, msg: str) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(_plain(b"400 Bad Request", msg.encode()))
+            self.transport.close()
