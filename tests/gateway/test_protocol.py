@@ -313,3 +313,18 @@ def test_concurrent_clients(server: ServerThread) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_the_servers_default_headers_are_sent_and_honoured() -> None:
+    with ServerThread(general, lifespan="off", headers=[("X-Served-By", "t1")]) as srv:
+        r = httpx.post(srv.url + "/echo", content=b"x")
+        assert r.headers["x-served-by"] == "t1" and "date" in r.headers
+    # A default header the cycle must interpret takes effect, not just gets copied.
+    closing = ServerThread(
+        general, lifespan="off", headers=[("Connection", "close")], timeout_keep_alive=30
+    )
+    with closing as srv, socket.create_connection((srv.host, srv.port), timeout=3) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        head, _ = _read_responses(s, 1)[0]
+        assert head.lower().count(b"connection: close") == 1
+        assert s.recv(10) == b""  # and the connection is closed

@@ -88,6 +88,34 @@ class _Signal:
                 w.set_result(None)
 
 
+class _Defaults:
+    source: list[tuple[bytes, bytes]] | None = None
+    block: bytes | None = None
+
+
+def _default_block(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """uvicorn's default headers (``date``, ``server``, ``--header``) as one checked
+    block, built once per list (uvicorn's server replaces the list every second);
+    None when one of them is a header the cycle must interpret."""
+    if headers is not _Defaults.source:
+        _Defaults.source, _Defaults.block = headers, _join_checked(headers)
+    return _Defaults.block
+
+
+def _join_checked(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    lines = []
+    for name, value in headers:
+        low = name.lower()
+        if (
+            _HEADER_NAME_BAD.search(name)
+            or _HEADER_VALUE_BAD.search(value)
+            or low in (b"content-length", b"transfer-encoding", b"connection")
+        ):
+            return None
+        lines.append(low + b": " + value + b"\r\n")
+    return b"".join(lines)
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -237,11 +265,18 @@ class FastCycle:
         self.response_started = True
         self.waiting_for_100_continue = False
         status = message["status"]
-        content = [_STATUS_LINE[status]]
         has_close = False
         length: int | None = None
         chunked = False
-        for name, value in (*self._proto.server_state.default_headers, *message.get("headers", ())):
+        defaults = self._proto.server_state.default_headers
+        block = _default_block(defaults)
+        if block is None:  # an unusual default header: checked like the answer's own
+            content = [_STATUS_LINE[status]]
+            headers: Any = (*defaults, *message.get("headers", ()))
+        else:
+            content = [_STATUS_LINE[status], block]
+            headers = message.get("headers", ())
+        for name, value in headers:
             if _HEADER_NAME_BAD.search(name):
                 raise RuntimeError("Invalid HTTP header name.")
             if _HEADER_VALUE_BAD.search(value):
@@ -367,6 +402,7 @@ class GatewayHttpProtocol(HeadLimits, asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100_continue = False
         self._addr: tuple[Any, Any, str] | None = None  # server, client, scheme
+        self._asgi: dict[str, str] = {}  # the scope's "asgi", one per connection
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -499,10 +535,11 @@ class GatewayHttpProtocol(HeadLimits, asyncio.Protocol):
         if self._addr is None:
             t = self.transport
             self._addr = (get_local_addr(t), get_remote_addr(t), "https" if is_ssl(t) else "http")
+            self._asgi = {"version": self.config.asgi_version, "spec_version": "2.3"}
         server, client, scheme = self._addr
         scope = {
             "type": "http",
-            "asgi": {"version": self.config.asgi_version, "spec_version": "2.3"},
+            "asgi": self._asgi,
             "http_version": http_version,
             "server": server,
             "client": client,
