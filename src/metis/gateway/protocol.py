@@ -1,10 +1,11 @@
 """The HTTP protocol of ``metis serve``: the gateway's requests without a framework.
 
 Measured at 500 requests/s open loop (docs/performance.md "Round 4"), a
-trivial app costs 0.12 ms CPU per request behind uvicorn's httptools
-protocol and 0.055 ms behind a minimal httptools protocol; for the gateway
-that difference was a sixth of its CPU per request. `GatewayHttpProtocol`
-is that minimal protocol, for the connections that carry gateway calls:
+trivial app costs about 0.12 ms CPU per request behind uvicorn's httptools
+protocol and 0.055 ms behind a minimal httptools protocol; the gateway pays
+that difference on every call. `GatewayHttpProtocol` is a minimal protocol
+for the connections that carry gateway calls (it recovers about a third of
+that gap; the rest is per-request Python it still needs):
 
 - A connection whose first request line is for one of the app's
   ``fast_routes`` (``POST /v1/chat/completions``, ``/v1/messages``,
