@@ -127,6 +127,27 @@ def test_unfinished_requests_get_408(
     assert_healthy(gateway, key)
 
 
+def test_the_head_limits_hold_on_connections_handed_to_uvicorn(
+    gateway: GatewayServer, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that does not begin with a gateway request is uvicorn's
+    (metis.gateway.protocol): the same 431 and 408, the head timer counted
+    from the connection's opening, not from the hand-over."""
+    big = b"X-Big: " + b"a" * (limits.MAX_HEAD_BYTES + 1) + b"\r\n"
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(limits.MAX_HEADERS + 1))
+    for extra in (big, many):
+        status, _ = exchange(gateway, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+        assert status == 431
+    monkeypatch.setattr(limits, "HEAD_TIMEOUT_S", 0.6)
+    with socket.create_connection(("127.0.0.1", _port(gateway)), timeout=10) as s:
+        t0 = time.monotonic()
+        time.sleep(0.4)  # most of the head timeout passes before the first byte
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        status, _ = _read(s)
+        assert status == 408 and time.monotonic() - t0 < 0.6 + 0.4
+    assert_healthy(gateway, key)
+
+
 def test_no_500_was_answered(gateway: GatewayServer, key: str) -> None:
     """The limits answer before the gateway's own error paths: the stats count none."""
     exchange(gateway, post_head("/v1/chat/completions", key, length=limits.MAX_BODY_BYTES + 1))
