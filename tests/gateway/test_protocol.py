@@ -95,6 +95,15 @@ async def hold(scope: dict[str, Any], receive: Any, send: Any) -> None:
     EVENTS.append(msg["type"])
 
 
+async def body_or_gone(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    try:
+        await _read_all(receive)
+    except AssertionError:  # receive() reported the client gone
+        EVENTS.append("gone mid-body")
+        return
+    await _json(send, {})
+
+
 async def general(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
@@ -108,6 +117,7 @@ general.fast_routes = {  # type: ignore[attr-defined]
     "/boom": boom,
     "/boom-late": boom_late,
     "/hold": hold,
+    "/body-or-gone": body_or_gone,
 }
 
 
@@ -328,3 +338,67 @@ def test_the_servers_default_headers_are_sent_and_honoured() -> None:
         head, _ = _read_responses(s, 1)[0]
         assert head.lower().count(b"connection: close") == 1
         assert s.recv(10) == b""  # and the connection is closed
+
+
+def test_an_upgrade_request_is_answered_then_the_connection_closes(server: ServerThread) -> None:
+    """As `curl --http2` asks: no h2c here, the request is answered over HTTP/1.1,
+    never left without an answer. llhttp hands the bytes after an upgrade
+    request's head to the new protocol, so its body is not read (uvicorn's
+    protocol does the same; the gateway answers 400, no upstream call)."""
+    with _raw(server) as s:
+        s.sendall(
+            b"POST /echo HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\n"
+            b"upgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+            b"content-length: 2\r\n\r\n{}"
+        )
+        head, body = _read_responses(s, 1)[0]
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower()
+        assert json.loads(body)["len"] == 0
+        assert s.recv(10) == b""
+
+
+def test_bytes_between_requests_do_not_keep_a_connection_open(server: ServerThread) -> None:
+    with _raw(server) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        _read_responses(s, 1)
+        s.sendall(b"\r\n")  # allowed before a request line; not a request
+        t0 = time.monotonic()
+        assert s.recv(10) == b""  # closed by the keep-alive timeout (0.6 s here)
+        assert time.monotonic() - t0 < 3
+
+
+def test_a_client_gone_mid_body_is_a_disconnect(server: ServerThread) -> None:
+    EVENTS.clear()
+    with _raw(server) as s:
+        s.sendall(b"POST /body-or-gone HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n12345")
+        time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while not EVENTS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert EVENTS == ["gone mid-body"]
+
+
+def test_connections_are_tracked_for_shutdown_across_the_hand_over() -> None:
+    """uvicorn's graceful shutdown walks server_state.connections: a handed-over
+    connection is there once (as uvicorn's protocol), and shutdown lets an
+    answer in flight finish."""
+    srv = ServerThread(general, lifespan="off").start()
+    state = srv._server.server_state
+    try:
+        with _raw(srv) as other, _raw(srv) as gw:
+            other.sendall(b"GET /ot")
+            time.sleep(0.05)
+            other.sendall(b"her HTTP/1.1\r\nhost: x\r\n\r\n")  # split first line: handed over
+            assert _recv_until(other, lambda b: b.endswith(b"0\r\n\r\n")).startswith(
+                b"HTTP/1.1 404"
+            )
+            gw.sendall(b"POST /hold HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+            assert b"first" in gw.recv(65536)
+            kinds = sorted(type(c).__name__ for c in list(state.connections))
+            assert kinds == ["GatewayHttpProtocol", "LimitedHttpToolsProtocol"]
+            total = state.total_requests
+            srv.stop(timeout=0.5)  # shutdown begins; /hold is still answering
+            assert other.recv(10) == b""  # the idle one is closed at once
+    finally:
+        srv.stop()
+    assert total == 1 and not state.connections and not state.tasks

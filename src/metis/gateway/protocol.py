@@ -28,9 +28,10 @@ after; invalid requests get 400, and the head limits of
 `metis.gateway.limits` (431/408) hold. It adds a bound on each wait for a
 gateway request's body (``BODY_IDLE_TIMEOUT_S``, the scope's
 ``metis.body_idle_timeout`` extension). Not on these connections: the
-access log (``metis serve`` runs without it), websockets (Metis has none;
-an upgrade request closes the connection) and ``limit_concurrency`` (when
-set, every connection is uvicorn's).
+access log (``metis serve`` runs without it), websockets and h2c (Metis
+has none: an upgrade request is answered over HTTP/1.1, then the
+connection closes) and ``limit_concurrency`` (when set, every connection
+is uvicorn's).
 
 It uses a few uvicorn internals (``server_state``, ``config`` fields,
 ``FlowControl``), hence the upper bound on uvicorn in pyproject.toml;
@@ -89,18 +90,21 @@ class _Signal:
                 w.set_result(None)
 
 
-class _Defaults:
-    source: list[tuple[bytes, bytes]] | None = None
-    block: bytes | None = None
+_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes | None] = (None, None)
 
 
 def _default_block(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     """uvicorn's default headers (``date``, ``server``, ``--header``) as one checked
     block, built once per list (uvicorn's server replaces the list every second);
-    None when one of them is a header the cycle must interpret."""
-    if headers is not _Defaults.source:
-        _Defaults.source, _Defaults.block = headers, _join_checked(headers)
-    return _Defaults.block
+    None when one of them is a header the cycle must interpret. The cache is one
+    tuple, so servers in threads of one process never pair a list with another's
+    block."""
+    global _defaults
+    source, block = _defaults
+    if headers is not source:
+        block = _join_checked(headers)
+        _defaults = (headers, block)
+    return block
 
 
 def _join_checked(headers: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -428,13 +432,20 @@ class GatewayHttpProtocol(HeadLimits, asyncio.Protocol):
                 return
             parser = self.parser = httptools.HttpRequestParser(self)
             parser.set_dangerous_leniencies(lenient_data_after_close=True)
-        self._idle_since = None
         if self._in_head:
             self._head_bytes += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.transport.close()  # no websockets here
+            # No websockets or h2c here. The request itself was parsed and is being
+            # answered over HTTP/1.1 (as uvicorn does); the parser stops at an
+            # upgrade, so the connection closes after that answer.
+            log.warning("Unsupported upgrade request.")
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
+            else:
+                self.transport.close()
             return
         except httptools.HttpParserError:
             if self._too_large:  # the parser stopped on our callback's exception
@@ -505,6 +516,7 @@ class GatewayHttpProtocol(HeadLimits, asyncio.Protocol):
 
     # -- parser callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._idle_since = None  # busy (bytes between requests, e.g. a stray CRLF, are not)
         self.url = b""
         self.headers = []
         self.expect_100_continue = False
