@@ -33,8 +33,8 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 BODY_IDLE_TIMEOUT_S = 30.0
 
 HTTP = "metis.gateway.protocol:GatewayHttpProtocol"
-"""The ``http=`` of uvicorn for every server Metis runs (these limits + the gateway's fast
-request cycle, `metis.gateway.protocol`)."""
+"""The ``http=`` of uvicorn for every server Metis runs: Metis's own protocol for
+gateway connections, `LimitedHttpToolsProtocol` for the rest (`metis.gateway.protocol`)."""
 
 
 class _HeadTooLarge(Exception):
