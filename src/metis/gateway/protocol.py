@@ -426,7 +426,7 @@ class GatewayHttpProtocol(HeadLimits, asyncio.Protocol):
                 self._first = data
                 self._in_head, self._head_bytes = True, len(data)
                 return
-            self._first = b""
+            self._first, self._head_bytes = b"", 0  # counted again below, whole
             if not mine:
                 self._hand_over(data)
                 return
