@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -61,16 +58,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="for --load idle")
     ap.add_argument("--upstream-only", action="store_true", help="measure the stub alone")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="metis-bench-cpu-"))
-    from metis.secrets.master_key import generate_key_text
-
-    env = {
-        "METIS_HOME": str(tmp),
-        "METIS_DATABASE_URL": f"sqlite:///{tmp / 'metis.db'}",
-        "METIS_MASTER_KEY": generate_key_text(),
-        "METIS_LOG_LEVEL": "WARNING",
-    }
-    up_port, gw_port = g.free_port(), g.free_port()
+    env = g.bench_env("metis-bench-cpu-")
+    up_port = g.free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         up = g.start_upstream(up_port)
@@ -79,14 +68,8 @@ def main() -> None:
             target, url = up, f"http://127.0.0.1:{up_port}/v1/chat/completions"
             headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-x"}
         else:
-            secret = g.setup_metis(env, f"http://127.0.0.1:{up_port}")
-            target = subprocess.Popen(
-                [g.METIS, "serve", "--port", str(gw_port)], env=dict(os.environ, **env)
-            )
+            target, url, headers = g.start_gateway(env, up_port)
             procs.append(target)
-            g.wait_http(f"http://127.0.0.1:{gw_port}/v1/models")
-            url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
         asyncio.run(g.closed_c1(url, headers, 500))  # warm up
         time.sleep(1.5)
         before = _cpu_by_pid(target.pid)
@@ -108,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

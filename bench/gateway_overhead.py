@@ -228,6 +228,32 @@ def start_upstream(port: int) -> subprocess.Popen[bytes]:
     return p
 
 
+def bench_env(prefix: str, **extra: str) -> dict[str, str]:
+    """METIS_* for a fresh SQLite installation in a new temp METIS_HOME."""
+    from metis.secrets.master_key import generate_key_text
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    return {
+        "METIS_HOME": str(tmp),
+        "METIS_DATABASE_URL": f"sqlite:///{tmp / 'metis.db'}",
+        "METIS_MASTER_KEY": generate_key_text(),
+        "METIS_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def start_gateway(
+    env: dict[str, str], upstream_port: int
+) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    """Set up Metis for the stub upstream, start `metis serve`: (process, chat URL, headers)."""
+    secret = setup_metis(env, f"http://127.0.0.1:{upstream_port}")
+    port = free_port()
+    proc = subprocess.Popen([METIS, "serve", "--port", str(port)], env=dict(os.environ, **env))
+    wait_http(f"http://127.0.0.1:{port}/v1/models")
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions", headers
+
+
 def setup_metis(env: dict[str, str], upstream: str) -> str:
     """Migrate a fresh database; workspace, credentials, capped user/team key. Returns the key."""
     os.environ.update(env)
@@ -313,29 +339,16 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is required (apt-get install wrk)")
-    tmp = Path(tempfile.mkdtemp(prefix="metis-bench-"))
-    from metis.secrets.master_key import generate_key_text
-
-    env = {
-        "METIS_HOME": str(tmp),
-        "METIS_DATABASE_URL": f"sqlite:///{tmp / 'metis.db'}",
-        "METIS_MASTER_KEY": generate_key_text(),
-        "METIS_LOG_LEVEL": "WARNING",
-        "METIS_WRITER": args.writer,
-    }
-    up_port, gw_port = free_port(), free_port()
+    env = bench_env("metis-bench-", METIS_WRITER=args.writer)
+    up_port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     results: dict[str, Any] = {}
     try:
         procs.append(start_upstream(up_port))
-        secret = setup_metis(env, f"http://127.0.0.1:{up_port}")
-        gw = subprocess.Popen([METIS, "serve", "--port", str(gw_port)], env=dict(os.environ, **env))
+        gw, through, h_gw = start_gateway(env, up_port)
         procs.append(gw)
-        wait_http(f"http://127.0.0.1:{gw_port}/v1/models")
         direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-        through = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         h_direct = {"Content-Type": "application/json", "Authorization": "Bearer sk-x"}
-        h_gw = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
         asyncio.run(closed_c1(through, h_gw, 300))  # warm up
         asyncio.run(closed_c1(direct, h_direct, 300))
 
@@ -365,7 +378,7 @@ def main() -> None:
         venv = Path(os.environ.get("LITELLM_VENV", Path.home() / ".cache" / "litellm-venv"))
         if not args.no_litellm and (venv / "bin" / "litellm").exists():
             ll_port = free_port()
-            ll = start_litellm(ll_port, up_port, venv, tmp)
+            ll = start_litellm(ll_port, up_port, venv, Path(env["METIS_HOME"]))
             procs.append(ll)
             ll_url = f"http://127.0.0.1:{ll_port}/v1/chat/completions"
             h_ll = {

@@ -18,8 +18,6 @@ import asyncio
 import os
 import statistics
 import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import gateway_overhead as g
@@ -31,31 +29,15 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    from metis.secrets.master_key import generate_key_text
-
     up = g.free_port()
     procs: list[subprocess.Popen[bytes]] = []
     gws: dict[str, tuple[subprocess.Popen[bytes], str, dict[str, str]]] = {}
     try:
         procs.append(g.start_upstream(up))
         for mode in ("thread", "process"):
-            tmp = Path(tempfile.mkdtemp(prefix=f"metis-ab-{mode}-"))
-            env = {
-                "METIS_HOME": str(tmp),
-                "METIS_DATABASE_URL": f"sqlite:///{tmp / 'metis.db'}",
-                "METIS_MASTER_KEY": generate_key_text(),
-                "METIS_LOG_LEVEL": "WARNING",
-                "METIS_WRITER": mode,
-            }
-            secret = g.setup_metis(env, f"http://127.0.0.1:{up}")
-            port = g.free_port()
-            p = subprocess.Popen(
-                [g.METIS, "serve", "--port", str(port)], env=dict(os.environ, **env)
-            )
+            env = g.bench_env(f"metis-ab-{mode}-", METIS_WRITER=mode)
+            p, url, h = g.start_gateway(env, up)
             procs.append(p)
-            g.wait_http(f"http://127.0.0.1:{port}/v1/models")
-            url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            h = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
             asyncio.run(g.closed_c1(url, h, 300))
             gws[mode] = (p, url, h)
         direct = f"http://127.0.0.1:{up}/v1/chat/completions"

@@ -934,6 +934,9 @@ def _token(headers: dict[bytes, bytes]) -> str:
     return key.decode("latin-1").strip() if key is not None else ""
 
 
+_SERVER_BOUNDS_BODY = "metis.body_idle_timeout"  # scope extension set by metis.gateway.protocol
+
+
 async def _read_body(receive: Receive, headers: dict[bytes, bytes], scope: dict[str, Any]) -> bytes:
     """The request body, within `limits.MAX_BODY_BYTES` (else `_BodyTooLarge`, before
     reading when Content-Length says so) and with at most `limits.BODY_IDLE_TIMEOUT_S`
@@ -949,9 +952,6 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes], scope: dict[
         return await _collect_body(receive, None)
     async with asyncio.timeout(limits.BODY_IDLE_TIMEOUT_S) as deadline:
         return await _collect_body(receive, deadline)
-
-
-_SERVER_BOUNDS_BODY = "metis.body_idle_timeout"
 
 
 async def _collect_body(receive: Receive, deadline: asyncio.Timeout | None) -> bytes:

@@ -2,7 +2,7 @@
 
 Measured at 500 requests/s open loop (docs/performance.md "Round 4"), a
 trivial app costs about 0.12 ms CPU per request behind uvicorn's httptools
-protocol and 0.055 ms behind a minimal httptools protocol; the gateway pays
+protocol and 0.05 ms behind a minimal httptools protocol (`bench/protocol_cpu.py`); the gateway pays
 that difference on every call. `GatewayHttpProtocol` is a minimal protocol
 for the connections that carry gateway calls (it recovers about a third of
 that gap; the rest is per-request Python it still needs):
@@ -75,7 +75,8 @@ _STATUS_LINE = {code: _status_line(code) for code in range(100, 600)}
 
 
 class _Signal:
-    """Wakes the one ``receive()`` that waits; uvicorn's protocol calls ``set()``."""
+    """Wakes the one ``receive()`` that waits; the protocol calls ``set()`` when body
+    bytes, the body's end or a disconnect arrive."""
 
     __slots__ = ("waiter",)
 
