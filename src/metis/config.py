@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     alert_slack_webhook_url: SecretStr | None = None
     # Retention (docs/alerts.md): days of raw per-request records and events to
     # keep; None keeps everything. Daily rollups are kept regardless.
-    retention_days: int | None = Field(default=None, ge=1)
+    retention_days: int | None = Field(default=None, ge=1, le=73_049)  # timeutil.MAX_SPAN_DAYS
     # Database unavailable (docs/gateway.md): a hard cap that needs the database
     # refuses (closed, 503) or admits and counts later (open); the write-behind
     # buffer holds at most this many records + events, then new calls get 503.

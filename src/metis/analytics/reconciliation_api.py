@@ -18,7 +18,7 @@ from metis.analytics.deps import EngineDep, require_admin
 from metis.analytics.httputil import IDENT, ErrorDetail, ErrorInfo
 from metis.analytics.params import ParamError, resolve_workspace
 from metis.ledger.reconcile import cell_json, reconciled_cells
-from metis.timeutil import parse_iso, utcnow
+from metis.timeutil import OutOfRange, check_day, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from metis.server import Components
@@ -38,11 +38,13 @@ _DAY = {"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"}
 
 def _day(value: str, name: str) -> date:
     try:
-        if len(value) == 10:
-            return date.fromisoformat(value)
-        return parse_iso(value).date()
+        d = date.fromisoformat(value) if len(value) == 10 else parse_iso(value).date()
     except ValueError:
         raise ParamError("invalid_window", f"{name} must be YYYY-MM-DD or ISO 8601") from None
+    try:
+        return check_day(d, name)
+    except OutOfRange as exc:
+        raise ParamError("invalid_window", str(exc)) from None
 
 
 @router.get(
