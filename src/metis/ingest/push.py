@@ -60,9 +60,18 @@ from metis.analytics.httputil import ErrorInfo
 from metis.db.tables import usage_records, users
 from metis.ingest import tokens as ingest_tokens
 from metis.jsonutil import DECODE_ERRORS
+from metis.ledger.bounds import ITEM_MAX_COST_USD, ITEM_MAX_TOKENS, LedgerLimitError
 from metis.ledger.record import UsageRecord
-from metis.ledger.upsert import upsert_usage
+from metis.ledger.upsert import begin_write, upsert_usage
 from metis.money import to_nanousd
+from metis.security.fields import (
+    METADATA_KEY_MAX,
+    METADATA_MAX_KEYS,
+    METADATA_TOTAL_MAX,
+    METADATA_VALUE_MAX,
+    FieldError,
+    check_metadata,
+)
 from metis.timeutil import iso, utcnow
 from metis.util.urls import normalize_base_url
 
@@ -74,8 +83,8 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_FUTURE = timedelta(hours=1)
 MAX_WINDOW = timedelta(days=31)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-MAX_TOKENS = 10**15
-MAX_COST_USD = Decimal(10**9)
+MAX_TOKENS = ITEM_MAX_TOKENS
+MAX_COST_USD = ITEM_MAX_COST_USD
 
 _KEY_RE = r"^[\x21-\x7e]{1,200}$"
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$"
@@ -102,7 +111,7 @@ def _cost(v: Any) -> Decimal:
     except ArithmeticError:
         raise ValueError("must be a decimal string or number") from None
     if not d.is_finite() or d < 0 or d > MAX_COST_USD:
-        raise ValueError("must be a finite amount between 0 and 1e9 USD")
+        raise ValueError(f"must be a finite amount between 0 and {MAX_COST_USD} USD")
     return d
 
 
@@ -136,8 +145,8 @@ class UsageItem(BaseModel):
     request_count: TokenCount = Field(1, description="Calls this item stands for.")
     cost_usd: Annotated[Decimal, BeforeValidator(_cost)] | None = Field(
         None,
-        description="Cost in USD as a decimal string or number, stored exactly. "
-        "Absent: computed from Metis's price table.",
+        description="Cost in USD as a decimal string or number, stored exactly; at most "
+        f"{ITEM_MAX_COST_USD} per item. Absent: computed from Metis's price table.",
     )
     session_id: str | None = Field(None, max_length=200)
     user: str | None = Field(None, max_length=200, description="A Metis user alias.")
@@ -149,7 +158,10 @@ class UsageItem(BaseModel):
     )
     service_tier: str | None = Field(None, max_length=64)
     metadata: dict[str, str | int | bool | None] | None = Field(
-        None, description="Small opaque labels (at most 20 keys)."
+        None,
+        description=f"Small opaque labels: at most {METADATA_MAX_KEYS} keys of "
+        f"{METADATA_KEY_MAX} characters, text values of {METADATA_VALUE_MAX}, "
+        f"{METADATA_TOTAL_MAX} bytes in all.",
     )
 
     @model_validator(mode="after")
@@ -170,8 +182,10 @@ class UsageItem(BaseModel):
             )
         if self.reasoning_tokens > self.output_tokens:
             raise ValueError("reasoning_tokens exceed output_tokens (output includes reasoning)")
-        if self.metadata is not None and len(self.metadata) > 20:
-            raise ValueError("metadata has more than 20 keys")
+        try:
+            check_metadata("metadata", self.metadata)
+        except FieldError as exc:
+            raise ValueError(exc.message) from None
         return self
 
 
@@ -346,6 +360,21 @@ def ingest_items(
     if not prepared:
         result.rejected.sort(key=lambda r: r.index)
         return result
+    _store(conn, target, prepared, result)
+    result.rejected.sort(key=lambda r: r.index)
+    return result
+
+
+def _store(
+    conn: Connection, target: PushTarget, prepared: list[_Prepared], result: PushResult
+) -> None:
+    """Upsert ``prepared`` and record in ``result`` what happened to each.
+
+    All in one go when that fits the ledger's bounds; if it does not
+    (`LedgerLimitError`: a rollup cell would pass `metis.ledger.bounds.CELL_MAX`),
+    item by item, each in a savepoint, so only the items that would pass the
+    bound are rejected and the others are stored.
+    """
     keys = sorted({p.key for p in prepared})
     known: dict[str, str] = {}
     for chunk_start in range(0, len(keys), 500):
@@ -358,7 +387,8 @@ def ingest_items(
             )
         ).all()
         known.update({k: h for k, h in rows})
-    for p in prepared:
+
+    def outcome(p: _Prepared) -> None:
         digest = p.record.content_sha256()
         before = known.get(p.key)
         if before is None:
@@ -368,9 +398,25 @@ def ingest_items(
         else:
             result.revised.append(p.key)
         known[p.key] = digest
-    upsert_usage(conn, [p.record for p in prepared])
-    result.rejected.sort(key=lambda r: r.index)
-    return result
+
+    begin_write(conn)
+    try:
+        with conn.begin_nested():
+            upsert_usage(conn, [p.record for p in prepared])
+    except LedgerLimitError:
+        for p in prepared:
+            try:
+                with conn.begin_nested():
+                    upsert_usage(conn, [p.record])
+            except LedgerLimitError as exc:
+                result.rejected.append(
+                    RejectedItem(index=p.index, idempotency_key=p.key, reasons=[exc.message])
+                )
+            else:
+                outcome(p)
+    else:
+        for p in prepared:
+            outcome(p)
 
 
 # --------------------------------------------------------------------------- HTTP
