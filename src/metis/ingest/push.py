@@ -224,7 +224,7 @@ def _reasons(exc: ValidationError) -> list[str]:
     out = []
     for e in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         out.append(f"{loc}: {msg}" if loc else msg)

@@ -43,6 +43,10 @@ EMAIL_MAX = 320
 REASON_MAX = 500
 """Free text an admin attaches (a revocation reason)."""
 STATUS_MAX = 64
+PATH_MAX = 4096
+"""A workspace's optional project path (Linux's PATH_MAX)."""
+MAX_ALLOWED_MODELS = 200
+"""Models in one gateway key's allow-list."""
 METADATA_MAX_KEYS = 20
 METADATA_KEY_MAX = 64
 METADATA_VALUE_MAX = 500
@@ -102,9 +106,12 @@ def check_metadata(field: str, value: Mapping[str, Any] | None) -> dict[str, Any
         raise FieldError(field, f"has more than {METADATA_MAX_KEYS} keys ({len(value)})")
     size = 2
     for k, v in value.items():
-        check_text(f"{field} key", k, METADATA_KEY_MAX)
+        try:
+            check_text(field, k, METADATA_KEY_MAX)
+        except FieldError as exc:
+            raise FieldError(field, f"key {k[:20]!r}…: {exc.reason}") from None
         if isinstance(v, str):
-            check_text(f"{field}.{k[:METADATA_KEY_MAX]}", v, METADATA_VALUE_MAX, min_len=0)
+            check_text(f"{field}.{k}", v, METADATA_VALUE_MAX, min_len=0)
             size += len(v.encode()) + 2
         elif isinstance(v, int) and not isinstance(v, bool):
             if abs(v) >= 2**63:
