@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from metis import __version__
 from metis.alerts.service import install as install_alerts
 from metis.analytics.api import install as install_analytics
+from metis.analytics.deps import throttle_for
 from metis.analytics.reconciliation_api import install as install_reconciliation
 from metis.config import Settings, get_settings
 from metis.gateway.app import install as install_gateway
@@ -48,6 +49,10 @@ class Components:
             description="Admin, analytics and ingest API of Metis.",
             lifespan=self._lifespan,
         )
+        # One failed-auth throttle per process, shared by every surface (the
+        # dashboard, the admin, ingest and cron API, and the gateway's auth).
+        self.throttle = throttle_for(settings)
+        self.api.state.metis_throttle = self.throttle
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from metis import jsonutil
 from metis.analytics import schemas
 from metis.analytics.deps import EngineDep, require_admin
-from metis.analytics.httputil import IDENT, ErrorDetail, ErrorInfo
+from metis.analytics.httputil import ADMIN_ERRORS, IDENT, ErrorDetail, ErrorInfo
 from metis.analytics.params import ParamError, resolve_workspace
 from metis.ledger.reconcile import cell_json, reconciled_cells
 from metis.timeutil import OutOfRange, check_day, parse_iso, utcnow
@@ -31,6 +31,7 @@ router = APIRouter(
     responses={
         400: {"model": ErrorInfo, "description": "A bad window or an unknown workspace"},
         401: {"model": ErrorDetail, "description": "Missing, invalid or revoked admin token"},
+        429: ADMIN_ERRORS[429],
     },
 )
 _DAY = {"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"}

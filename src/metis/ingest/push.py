@@ -4,7 +4,9 @@ Contract (also in the OpenAPI document, schema ``UsageItem``):
 
 - Auth: ``Authorization: Bearer mit_…`` (an ingest token, `metis.ingest.tokens`).
   The token fixes the workspace and the ``source`` (``hermes_plugin`` by default);
-  ``source_ref`` is the token id. Wrong, unknown or revoked token: 401.
+  ``source_ref`` is the token id. Wrong, unknown or revoked token: 401; too
+  many of those from one client or for one token prefix: 429 with
+  ``Retry-After`` (`metis.security.throttle`).
 - Body: ``{"items": [UsageItem, ...]}``, at most `MAX_ITEMS` items and
   `MAX_BODY_BYTES` bytes (413 beyond either). Malformed JSON or a body that is
   not that object (unknown top-level field, ``items`` not a list): 400.
@@ -55,7 +57,7 @@ from pydantic import (
 from sqlalchemy import Connection, select
 
 from metis import jsonutil, pricing
-from metis.analytics.deps import EngineDep
+from metis.analytics.deps import EngineDep, auth_throttle, client_address
 from metis.analytics.httputil import ErrorInfo
 from metis.db.tables import usage_records, users
 from metis.ingest import tokens as ingest_tokens
@@ -449,6 +451,11 @@ router = APIRouter(tags=["ingest"])
     },
     responses={
         401: {"model": ErrorInfo, "description": "Missing, unknown or revoked ingest token"},
+        429: {
+            "model": ErrorInfo,
+            "description": "Too many failed authentications from this client or for this "
+            "token prefix (see Retry-After)",
+        },
         400: {"model": ErrorInfo, "description": "Malformed JSON or not a {items: [...]} object"},
         413: {
             "model": ErrorInfo,
@@ -463,6 +470,18 @@ router = APIRouter(tags=["ingest"])
 async def push_usage(request: Request, engine: EngineDep) -> Response:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
+    throttle = auth_throttle(request)
+    keys = throttle.keys(client_address(request), secret.strip() or None)
+    wait = throttle.retry_after(*keys)
+    if wait is not None:  # before the token is looked at (metis.security.throttle)
+        seconds = throttle.retry_after_header(wait)
+        return _error(
+            429,
+            "too_many_failures",
+            f"too many failed authentications from this client or for this token; "
+            f"retry in {seconds} s",
+            **{"Retry-After": seconds},
+        )
     if scheme.lower() != "bearer" or not secret.strip():
         return _error(
             401,
@@ -473,6 +492,7 @@ async def push_usage(request: Request, engine: EngineDep) -> Response:
     with engine.connect() as conn:
         tok = ingest_tokens.verify(conn, secret.strip())
     if tok is None:
+        throttle.failed(*keys)
         return _error(
             401, "unauthorized", "invalid or revoked ingest token", **{"WWW-Authenticate": "Bearer"}
         )
