@@ -27,6 +27,7 @@ from metis.gateway.routing.router import install as install_routing
 from metis.ingest.push import install as install_push
 from metis.ingest.scheduler import install as install_pull_sync
 from metis.server_errors import install as install_server_errors
+from metis.web.apidocs import install as install_apidocs
 from metis.web.app import install as install_web
 
 ASGIApp = Callable[
@@ -48,6 +49,10 @@ class Components:
             version=__version__,
             description="Admin, analytics and ingest API of Metis.",
             lifespan=self._lifespan,
+            # FastAPI's /docs and /redoc load scripts from a CDN: metis.web.apidocs
+            # serves them from the package instead, under a CSP.
+            docs_url=None,
+            redoc_url=None,
         )
         # One failed-auth throttle per process, shared by every surface (the
         # dashboard, the admin, ingest and cron API, and the gateway's auth).
@@ -81,6 +86,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     install_pull_sync(comps)
     install_reconciliation(comps)
     install_web(comps)
+    install_apidocs(comps)
     api = comps.api
     routes = comps.gateway_routes
 
