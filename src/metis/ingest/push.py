@@ -97,7 +97,10 @@ TokenCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
 def _aware(v: datetime) -> datetime:
     if v.tzinfo is None:
         v = v.replace(tzinfo=UTC)
-    return v.astimezone(UTC)
+    try:
+        return v.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+        raise ValueError("time is outside the supported range (2000-01-01 onwards)") from None
 
 
 UTCTime = Annotated[datetime, AfterValidator(_aware)]
