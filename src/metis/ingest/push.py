@@ -20,7 +20,11 @@ Contract (also in the OpenAPI document, schema ``UsageItem``):
 - Item rules: unknown fields, negative token counts, parts larger than their
   whole (cached > input, reasoning > output), a time more than
   `MAX_FUTURE` ahead or before 2000, a window whose end is not after its
-  start or that is longer than 31 days: rejected with a reason.
+  start or that is longer than 31 days, a field over its length limit
+  (`metis.security.fields`), a cost over USD 100,000,000 or a count over
+  10^15 (`metis.ledger.bounds`): rejected with a reason naming the field.
+  An item that would take a daily rollup cell past the ledger's bound
+  (2^62 per measure) is rejected too; the rest of the batch is stored.
 - Token semantics are canonical (DESIGN.md): ``input_tokens`` counts every
   input token, cache reads and writes included; ``output_tokens`` includes
   reasoning tokens.
