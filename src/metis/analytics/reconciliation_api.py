@@ -34,7 +34,9 @@ router = APIRouter(
         429: ADMIN_ERRORS[429],
     },
 )
-_DAY = {"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"}
+# A day or ISO time (cut to its day); empty means the default, as for the other routes.
+_DAY = {"anyOf": [{"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"},
+                  {"type": "string", "maxLength": 0}, {"type": "null"}]}  # fmt: skip
 
 
 def _day(value: str, name: str) -> date:
