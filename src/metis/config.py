@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     admin_token: SecretStr | None = None
     cron_secret: SecretStr | None = None
+    # `metis serve` refuses METIS_ADMIN_TOKEN / METIS_CRON_SECRET shorter than
+    # MIN_SECRET_CHARS unless this is set (docs/security.md, Limits).
+    allow_weak_secrets: bool = False
+    # Failed-authentication throttling (metis.security.throttle): failures per
+    # client address and per credential prefix per window; 0 turns it off.
+    auth_fail_limit: int = Field(default=20, ge=0, le=1_000_000)
+    auth_fail_prefix_limit: int = Field(default=50, ge=0, le=1_000_000)
+    auth_fail_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     # Routing rules file (docs/routing.md); default $METIS_HOME/routing.yaml.
@@ -35,7 +43,7 @@ class Settings(BaseSettings):
     alert_slack_webhook_url: SecretStr | None = None
     # Retention (docs/alerts.md): days of raw per-request records and events to
     # keep; None keeps everything. Daily rollups are kept regardless.
-    retention_days: int | None = Field(default=None, ge=1)
+    retention_days: int | None = Field(default=None, ge=1, le=73_049)  # timeutil.MAX_SPAN_DAYS
     # Database unavailable (docs/gateway.md): a hard cap that needs the database
     # refuses (closed, 503) or admits and counts later (open); the write-behind
     # buffer holds at most this many records + events, then new calls get 503.
@@ -76,6 +84,36 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home / 'metis.db'}"
+
+
+MIN_SECRET_CHARS = 32
+
+
+def weak_secrets(settings: Settings) -> list[str]:
+    """The secret settings shorter than `MIN_SECRET_CHARS` (names only, never values)."""
+    out = []
+    for name, value in (
+        ("METIS_ADMIN_TOKEN", settings.admin_token),
+        ("METIS_CRON_SECRET", settings.cron_secret),
+    ):
+        if value is not None and 0 < len(value.get_secret_value().strip()) < MIN_SECRET_CHARS:
+            out.append(name)
+    return out
+
+
+def check_secret_strength(settings: Settings) -> None:
+    """Refuse short admin/cron secrets (`ConfigError`) unless METIS_ALLOW_WEAK_SECRETS is set.
+
+    Those two are compared as given (not 256-bit random like issued tokens), so
+    a short one can be guessed; ``openssl rand -hex 32`` makes a good one.
+    """
+    weak = weak_secrets(settings)
+    if weak and not settings.allow_weak_secrets:
+        raise ConfigError(
+            f"{' and '.join(weak)} {'is' if len(weak) == 1 else 'are'} shorter than "
+            f"{MIN_SECRET_CHARS} characters: use a random secret (e.g. `openssl rand -hex 32`), "
+            "or set METIS_ALLOW_WEAK_SECRETS=1 to run with it anyway"
+        )
 
 
 def get_settings() -> Settings:

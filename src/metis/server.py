@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from metis import __version__
 from metis.alerts.service import install as install_alerts
 from metis.analytics.api import install as install_analytics
+from metis.analytics.deps import throttle_for
 from metis.analytics.reconciliation_api import install as install_reconciliation
 from metis.config import Settings, get_settings
 from metis.gateway.app import install as install_gateway
@@ -26,6 +27,7 @@ from metis.gateway.routing.router import install as install_routing
 from metis.ingest.push import install as install_push
 from metis.ingest.scheduler import install as install_pull_sync
 from metis.server_errors import install as install_server_errors
+from metis.web.apidocs import install as install_apidocs
 from metis.web.app import install as install_web
 
 ASGIApp = Callable[
@@ -47,7 +49,15 @@ class Components:
             version=__version__,
             description="Admin, analytics and ingest API of Metis.",
             lifespan=self._lifespan,
+            # FastAPI's /docs and /redoc load scripts from a CDN: metis.web.apidocs
+            # serves them from the package instead, under a CSP.
+            docs_url=None,
+            redoc_url=None,
         )
+        # One failed-auth throttle per process, shared by every surface (the
+        # dashboard, the admin, ingest and cron API, and the gateway's auth).
+        self.throttle = throttle_for(settings)
+        self.api.state.metis_throttle = self.throttle
 
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -76,6 +86,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     install_pull_sync(comps)
     install_reconciliation(comps)
     install_web(comps)
+    install_apidocs(comps)
     api = comps.api
     routes = comps.gateway_routes
 

@@ -1,12 +1,21 @@
-"""Database failures in the API answer 503 with a reason, never a 500 with a traceback.
+"""Database failures in the API answer what they are, never a 500 with a traceback.
 
-A database that is down, read-only or out of disk is an operational state,
-not a bug: the admin, analytics and ingest API (everything outside the
-gateway's hot routes, which have their own policy in `metis.gateway.app`)
-answers ``503 {"error": "database_unavailable", "message": ...}`` naming the
-kind of failure, with ``Retry-After``. The driver's own message goes to the
-log only (it can name hosts and paths). What the failed transaction would
-have written is not there (e.g. a push batch is stored whole or not at all).
+Everything outside the gateway's hot routes (which have their own policy in
+`metis.gateway.app`): the admin, analytics, export, ingest and cron API and
+the dashboard's data. `metis.db.errors.classify` decides:
+
+- a database that is down, read-only, busy or out of disk is an operational
+  state: ``503 {"error": "database_unavailable", "message": ...}`` naming the
+  kind of failure, with ``Retry-After``;
+- a value the database refused is not an outage: ``422
+  value_out_of_range`` (an integer or sum past 64 bits) or ``409 conflict``
+  (a constraint), no ``Retry-After``;
+- a write that would take a rollup past the ledger's bounds
+  (`metis.ledger.bounds.LedgerLimitError`): ``422 ledger_limit_exceeded``;
+- any other database error: ``503 database_error`` naming the error class.
+
+The driver's own message goes to the log only (it can name hosts and paths).
+What the failed transaction would have written is not there.
 """
 
 from __future__ import annotations
@@ -16,19 +25,17 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
+
+from metis.db.errors import classify
+from metis.ledger.bounds import LedgerLimitError
 
 log = logging.getLogger("metis.server")
 
 
 def describe(exc: BaseException) -> str:
     """What kind of database failure ``exc`` is, in words a user can act on."""
-    text = str(getattr(exc, "orig", None) or exc).lower()
-    if "readonly" in text or "read-only" in text:
-        return "the database is read-only"
-    if "full" in text or "no space" in text:
-        return "the database's disk is full"
-    return "the database is unavailable"
+    return classify(exc).message
 
 
 async def _db_error(request: Request, exc: Exception) -> JSONResponse:
@@ -41,13 +48,20 @@ async def _db_error(request: Request, exc: Exception) -> JSONResponse:
         type(orig).__name__,
         first,
     )
+    f = classify(exc)
     return JSONResponse(
-        {"error": "database_unavailable", "message": f"{describe(exc)}; retry later"},
-        status_code=503,
-        headers={"Retry-After": "5"},
+        {"error": f.code, "message": f.message},
+        status_code=f.status,
+        headers={"Retry-After": "5"} if f.retryable else None,
     )
 
 
+async def _ledger_limit(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LedgerLimitError)
+    return JSONResponse({"error": "ledger_limit_exceeded", "message": exc.message}, 422)
+
+
 def install(comps: Any) -> None:
-    """Register the handler on the API app."""
-    comps.api.add_exception_handler(OperationalError, _db_error)
+    """Register the handlers on the API app."""
+    comps.api.add_exception_handler(DBAPIError, _db_error)
+    comps.api.add_exception_handler(LedgerLimitError, _ledger_limit)

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from metis.db.tables import workspaces
 from metis.errors import ConflictError, NotFoundError, ValidationError
 from metis.ids import new_id
+from metis.security.fields import PATH_MAX, check_optional
 from metis.timeutil import utcnow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -29,6 +30,7 @@ def add_workspace(conn: Connection, name: str, path: str | None = None) -> Works
         raise ValidationError(
             f"invalid workspace name {name!r}: use letters, digits, '_', '.', '-' (1-200 chars)"
         )
+    check_optional("path", path, PATH_MAX)
     ws = Workspace(new_id("ws"), name, path, utcnow())
     try:
         with conn.begin_nested():

@@ -94,8 +94,7 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     # public: API schema and its viewers, Prometheus metrics (labels carry no identities)
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
-    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/assets/{name}"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
     # dashboard: an admin session cookie (login with an admin token); forms also need CSRF
     ("GET", "/ui"): UI_READ,
@@ -158,6 +157,7 @@ class Matrix:
     creds: dict[str, dict[str, str]]  # kind -> request headers
     csrf: dict[str, str]  # kind -> CSRF token its dashboard forms carry
     path_params: dict[str, str]
+    admin_token: str = ""  # for a throwaway session: logout ends the session it is given
 
 
 def enumerate_routes(app: Any) -> set[tuple[str, str]]:
@@ -214,6 +214,9 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "METIS_CRON_SECRET": cron,
             "METIS_INGEST_SCHEDULER": "false",
             "METIS_LOG_FORMAT": "json",
+            # Hundreds of deliberate failures from one address: the verdicts under
+            # test are 401/403; throttling has its own tests (test_auth_throttle.py).
+            "METIS_AUTH_FAIL_LIMIT": "0",
         }.items():
             mp.setenv(k, v)
         engine = make_engine(url)
@@ -279,9 +282,14 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 "team_id": doomed_team.id,
                 "key_id": doomed_key,
                 "credential_id": cred.id,
+                "name": "swagger-init.js",  # an API docs asset
             }
             yield Matrix(
-                srv, creds, {"admin_session": csrf, "revoked_admin_session": dead_csrf}, params
+                srv,
+                creds,
+                {"admin_session": csrf, "revoked_admin_session": dead_csrf},
+                params,
+                adm,
             )
         finally:
             srv.close()
@@ -316,10 +324,16 @@ def _call(http: httpx.Client, m: Matrix, method: str, path: str, kind: str) -> h
     url = _url(m, method, path)
     http.cookies.clear()  # only the credential under test, never a cookie from an earlier answer
     headers = {"anthropic-version": "2023-06-01", **m.creds[kind]}
+    csrf = m.csrf.get(kind)
+    if path == "/ui/logout" and kind in ("admin_session", "admin_session_no_csrf"):
+        # Logout ends the session server-side: log out a fresh one of the same kind.
+        cookie, fresh_csrf = _login(m.srv.url, m.admin_token)
+        headers["Cookie"] = cookie
+        csrf = fresh_csrf if csrf is not None else None
     if method == "POST" and path.startswith("/ui/"):
         form = {k: v.format(**m.path_params) for k, v in FORMS.get(path, {}).items()}
-        if kind in m.csrf:
-            form["csrf"] = m.csrf[kind]
+        if csrf is not None:
+            form["csrf"] = csrf
         return http.post(url, data=form, headers=headers)
     if method == "POST":
         return http.post(url, json=BODIES.get(path) or {}, headers=headers)

@@ -185,6 +185,9 @@ def canary_env(
         url = make_url(metis_env["METIS_DATABASE_URL"]).set(password=password)
         monkeypatch.setenv("METIS_DATABASE_URL", url.render_as_string(hide_password=False))
     monkeypatch.setenv("METIS_INGEST_SCHEDULER", "false")
+    # Every route is called with every wrong credential from one address: throttling
+    # (tests/security/test_auth_throttle.py) would turn the later calls into 429s.
+    monkeypatch.setenv("METIS_AUTH_FAIL_LIMIT", "0")
     monkeypatch.setenv("METIS_INGEST_RETRY_BASE_SECONDS", "0.01")
     monkeypatch.setenv("METIS_INGEST_MAX_ATTEMPTS", "2")
     home = Path(metis_env["METIS_HOME"])

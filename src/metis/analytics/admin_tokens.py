@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import Connection, select, update
 
 from metis.config import Settings
-from metis.db.tables import admin_tokens
+from metis.db.tables import admin_tokens, dashboard_sessions
 from metis.errors import NotFoundError, ValidationError
 from metis.ids import new_id
 from metis.timeutil import utcnow
@@ -100,6 +100,13 @@ def revoke_token(conn: Connection, ref: str) -> AdminToken:
         revoked_at = utcnow()
         conn.execute(
             update(admin_tokens).where(admin_tokens.c.id == row["id"]).values(revoked_at=revoked_at)
+        )
+        # Its dashboard sessions end with it (load_session also re-checks the token).
+        s = dashboard_sessions.c
+        conn.execute(
+            update(dashboard_sessions)
+            .where(s.token_id == row["id"], s.ended_at.is_(None))
+            .values(ended_at=revoked_at)
         )
     return AdminToken(row["id"], row["name"], row["display_prefix"], row["created_at"], revoked_at)
 

@@ -72,9 +72,8 @@ def export_usage(
                 conn, workspace=workspace, user=user, team=team, source=source,
                 gateway_key=gateway_key,
             )  # fmt: skip
-    return StreamingResponse(
-        exports.usage_export(engine, window, filters, fmt, groups), media_type=_MEDIA[fmt]
-    )
+    chunks = exports.primed(exports.usage_export(engine, window, filters, fmt, groups))
+    return StreamingResponse(chunks, media_type=_MEDIA[fmt])
 
 
 @router.get("/export/audit", response_class=StreamingResponse, responses=_STREAMED)
@@ -94,9 +93,8 @@ def export_audit(
         window = parse_window(from_, to)
         with engine.connect() as conn:
             filters = resolve_filters(conn, workspace=workspace, user=user, team=team)
-    return StreamingResponse(
-        exports.audit_export(engine, window, filters, fmt, with_names), media_type=_MEDIA[fmt]
-    )
+    chunks = exports.primed(exports.audit_export(engine, window, filters, fmt, with_names))
+    return StreamingResponse(chunks, media_type=_MEDIA[fmt])
 
 
 @router.get("/analytics/user/{user_id}/export", responses=schemas.ok(schemas.UserExport))

@@ -10,6 +10,7 @@ Money is exact USD text (nine decimals).
 
 import csv
 import io
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
@@ -185,7 +186,6 @@ def usage_export(
                  "cached_input_tokens", "cache_creation_input_tokens", "reasoning_tokens",
                  "cost_usd"]  # fmt: skip
         enc = _Encoder(fmt, names)
-        yield enc.header()
         with engine.connect() as conn:
             aggs = aggregate_raw(conn, window, filters, cols)
         aggs.sort(key=lambda a: tuple("" if a.dims[c] is None else str(a.dims[c]) for c in cols))
@@ -203,11 +203,12 @@ def usage_export(
                 cost_usd=usd_json(a.cost_nanousd),
             )
             batch.append(row)
-        yield enc.rows(batch)
+        # One chunk, computed before anything is sent: a failure is a status, never a cut file.
+        yield enc.header() + enc.rows(batch)
         return
     names = [c if c != "cost_nanousd" else "cost_usd" for c in USAGE_COLUMNS]
     enc = _Encoder(fmt, names)
-    yield enc.header()
+    head = enc.header()  # sent with the first rows, once the query has run
     q = (
         select(*(usage_records.c[c] for c in USAGE_COLUMNS))
         .where(and_(*_usage_conds(window, filters)))
@@ -221,7 +222,10 @@ def usage_export(
                 d = {c: _cell(r[c]) for c in USAGE_COLUMNS if c != "cost_nanousd"}
                 d["cost_usd"] = usd_json(r["cost_nanousd"])
                 out.append(d)
-            yield enc.rows(out)
+            yield head + enc.rows(out)
+            head = b""
+    if head:
+        yield head
 
 
 def _names(conn: Connection) -> Callable[[str, str | None], str | None]:
@@ -253,7 +257,7 @@ def audit_export(
     if with_names:
         cols += ["user_name", "team_name", "key_name"]
     enc = _Encoder(fmt, cols)
-    yield enc.header()
+    head = enc.header()  # sent with the first rows, once the query has run
     e = events.c
     conds = [e.type.in_(list(AUDIT_EVENT_TYPES)), e.ts >= window.start, e.ts < window.end]
     for col, v in (
@@ -300,7 +304,8 @@ def audit_export(
                         }
                     )
                 )
-            yield enc.rows(out)
+            yield head + enc.rows(out)
+            head = b""
         aggs = aggregate_raw(
             conn, window, filters, ["usage_date", "user_id", "team_id", "gateway_key_id", "model"]
         )
@@ -324,16 +329,41 @@ def audit_export(
             )
             for a in aggs
         ]
-        yield enc.rows(out)
+        yield head + enc.rows(out)
+
+
+def primed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Run an export up to its first chunk now, then hand on the rest.
+
+    Every export's first chunk comes after its first query ran, so calling
+    this before an HTTP response starts makes a database error (or a bad
+    window found late) an error status instead of a 200 whose body stops
+    early. A failure after that first chunk aborts the connection: the
+    chunked body is never terminated, so clients see an incomplete transfer,
+    never a short file that looks whole.
+    """
+    first = next(chunks, None)
+    return chunks if first is None else itertools.chain((first,), chunks)
 
 
 def write_private(path: Path, chunks: Iterator[bytes]) -> int:
-    """Write ``chunks`` to ``path`` created 0600 (exports may hold attribution); returns bytes."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write ``chunks`` to ``path`` created 0600 (exports may hold attribution); returns bytes.
+
+    Written to a temporary file beside ``path`` and renamed into place at the
+    end, so an export that fails half-way leaves no partial file that looks
+    like a complete one (the error is raised, the temporary file removed).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     n = 0
-    with os.fdopen(fd, "wb") as fh:
-        for chunk in chunks:
-            fh.write(chunk)
-            n += len(chunk)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+                n += len(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return n

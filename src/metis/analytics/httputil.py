@@ -38,6 +38,11 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "A bad or unknown parameter (invalid_window, unknown_user, …)",
     },
     401: {"model": ErrorDetail, "description": "Missing, invalid or revoked admin token"},
+    429: {
+        "model": ErrorDetail,
+        "description": "Too many failed authentications from this client or for this "
+        "token prefix (see Retry-After)",
+    },
 }
 """``responses=`` of every admin router."""
 

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 
 from metis.db.tables import gateway_keys, teams, users, workspaces
 from metis.errors import ValidationError
-from metis.timeutil import iso, parse_iso, utcnow
+from metis.timeutil import OutOfRange, check_time, iso, parse_iso, utcnow
 
 SAFE_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 DEFAULT_DAYS = 7
@@ -57,15 +57,23 @@ class Filters:
 
 
 def parse_window(start: str | None, end: str | None, *, now: datetime | None = None) -> Window:
-    """``from``/``to`` as ISO 8601 (UTC when no offset); default the last 7 days."""
+    """``from``/``to`` as ISO 8601 (UTC when no offset); default the last 7 days.
+
+    Both must lie in the supported range (`metis.timeutil.EARLIEST` ..
+    `metis.timeutil.LATEST`), else ``invalid_window`` naming the parameter.
+    """
 
     def _parse(v: str, field: str) -> datetime:
         try:
-            return parse_iso(v)
+            dt = parse_iso(v)
         except ValueError:
             raise ParamError(
                 "invalid_window", f"{field} must be ISO 8601 UTC (e.g. 2026-11-01T00:00:00Z)"
             ) from None
+        try:
+            return check_time(dt, field)
+        except OutOfRange as exc:
+            raise ParamError("invalid_window", str(exc)) from None
 
     end_dt = _parse(end, "to") if end else (now or utcnow())
     start_dt = _parse(start, "from") if start else end_dt - timedelta(days=DEFAULT_DAYS)

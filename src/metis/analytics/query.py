@@ -28,6 +28,7 @@ from sqlalchemy import Connection, and_, case, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from metis.analytics.params import Filters, Window
+from metis.db.sums import wide_sum
 from metis.db.tables import usage_records, usage_rollups_daily
 from metis.ledger.rollups import MEASURES, NULLABLE_DIMS, SUCCESS_STATUSES, TOKEN_MEASURES
 from metis.ledger.rollups import TABLES as ROLLUP_TABLES
@@ -119,7 +120,7 @@ def rollup_table(cols: Sequence[str], f: Filters) -> Any:
 def _rollup_query(days: tuple[date, date], f: Filters, cols: Sequence[str]) -> Any:
     t = rollup_table(cols, f)
     dim_cols = [t.c[c] for c in cols]
-    q = select(*dim_cols, *(func.sum(t.c[m]).label(m) for m in MEASURES)).where(
+    q = select(*dim_cols, *(wide_sum(t.c[m]).label(m) for m in MEASURES)).where(
         t.c.usage_date >= days[0], t.c.usage_date < days[1], *_filter_conds(t, f, rollup=True)
     )
     return q.group_by(*dim_cols) if dim_cols else q
@@ -137,10 +138,10 @@ def _raw_query(rng: tuple[datetime, datetime], f: Filters, cols: Sequence[str]) 
     q = select(
         *dim_cols,
         func.count().label("record_count"),
-        func.sum(t.c.request_count).label("request_count"),
+        wide_sum(t.c.request_count).label("request_count"),
         func.sum(err).label("error_count"),
-        *(func.sum(t.c[m]).label(m) for m in TOKEN_MEASURES),
-        func.sum(t.c.cost_nanousd).label("cost_nanousd"),
+        *(wide_sum(t.c[m]).label(m) for m in TOKEN_MEASURES),
+        wide_sum(t.c.cost_nanousd).label("cost_nanousd"),
     ).where(
         t.c.window_start >= rng[0], t.c.window_start < rng[1], *_filter_conds(t, f, rollup=False)
     )

@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse, Response
 from metis import jsonutil
 from metis.analytics import schemas
 from metis.analytics.deps import EngineDep, require_admin
-from metis.analytics.httputil import IDENT, ErrorDetail, ErrorInfo
+from metis.analytics.httputil import ADMIN_ERRORS, IDENT, ErrorDetail, ErrorInfo
 from metis.analytics.params import ParamError, resolve_workspace
 from metis.ledger.reconcile import cell_json, reconciled_cells
-from metis.timeutil import parse_iso, utcnow
+from metis.timeutil import OutOfRange, check_day, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from metis.server import Components
@@ -31,18 +31,23 @@ router = APIRouter(
     responses={
         400: {"model": ErrorInfo, "description": "A bad window or an unknown workspace"},
         401: {"model": ErrorDetail, "description": "Missing, invalid or revoked admin token"},
+        429: ADMIN_ERRORS[429],
     },
 )
-_DAY = {"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"}
+# A day or ISO time (cut to its day); empty means the default, as for the other routes.
+_DAY = {"anyOf": [{"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"},
+                  {"type": "string", "maxLength": 0}, {"type": "null"}]}  # fmt: skip
 
 
 def _day(value: str, name: str) -> date:
     try:
-        if len(value) == 10:
-            return date.fromisoformat(value)
-        return parse_iso(value).date()
+        d = date.fromisoformat(value) if len(value) == 10 else parse_iso(value).date()
     except ValueError:
         raise ParamError("invalid_window", f"{name} must be YYYY-MM-DD or ISO 8601") from None
+    try:
+        return check_day(d, name)
+    except OutOfRange as exc:
+        raise ParamError("invalid_window", str(exc)) from None
 
 
 @router.get(
@@ -72,7 +77,7 @@ def reconciliation(
         if (end_d - start_d).days > MAX_DAYS:
             raise ParamError("invalid_window", f"window longer than {MAX_DAYS} days")
         with engine.connect() as conn:
-            ws = resolve_workspace(conn, workspace) if workspace else None
+            ws = resolve_workspace(conn, workspace) if workspace is not None else None
             cells = reconciled_cells(conn, start_d, end_d, ws)
     except ParamError as exc:
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=400)

@@ -31,6 +31,7 @@ from sqlalchemy import Connection, and_, case, func, select
 
 from metis.analytics.params import Filters, ParamError, Window
 from metis.analytics.query import Agg, aggregate_raw
+from metis.db.sums import wide_sum
 from metis.ledger.rollups import MEASURES, NULLABLE_DIMS, SUCCESS_STATUSES, TOKEN_MEASURES
 from metis.timeutil import day_start
 
@@ -121,10 +122,10 @@ def reconciled_aggregate(
         select(
             *dim_exprs,
             func.count().label("record_count"),
-            func.sum(c.c.request_count).label("request_count"),
+            wide_sum(c.c.request_count).label("request_count"),
             func.sum(err).label("error_count"),
-            *(func.sum(c.c[m]).label(m) for m in TOKEN_MEASURES),
-            func.sum(c.c.cost_nanousd).label("cost_nanousd"),
+            *(wide_sum(c.c[m]).label(m) for m in TOKEN_MEASURES),
+            wide_sum(c.c.cost_nanousd).label("cost_nanousd"),
         )
         .where(*conds)
         .group_by(*dim_exprs)

@@ -67,12 +67,15 @@ def rebuild_rollups(
     from metis.cli._common import transaction
     from metis.errors import ValidationError
     from metis.ledger.rollups import rebuild
+    from metis.timeutil import OutOfRange, check_day
 
     def _day(v: str | None, flag: str) -> date | None:
         if v is None:
             return None
         try:
-            return date.fromisoformat(v)
+            return check_day(date.fromisoformat(v), flag)
+        except OutOfRange as exc:
+            raise ValidationError(str(exc)) from None
         except ValueError:
             raise ValidationError(f"{flag} must be a date like 2026-11-01, got {v!r}") from None
 
@@ -100,7 +103,11 @@ def prune(
         False, "--include-audit", help="Also delete old audit events (gateway.*)."
     ),
     retention_days: int | None = typer.Option(
-        None, "--retention-days", min=1, help="Override METIS_RETENTION_DAYS for this run."
+        None,
+        "--retention-days",
+        min=1,
+        max=73_049,  # metis.timeutil.MAX_SPAN_DAYS: 2000-01-01 .. 2200-01-01
+        help="Override METIS_RETENTION_DAYS for this run.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

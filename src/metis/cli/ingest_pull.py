@@ -67,7 +67,7 @@ def sync(
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="Only this workspace."),
     credential: str | None = typer.Option(None, "--credential", help="Only this credential id."),
     days: int | None = typer.Option(
-        None, "--days", min=1, help="Days to re-fetch, ending today (default 2)."
+        None, "--days", min=1, max=400, help="Days to re-fetch, ending today (default 2)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON run summaries."),
 ) -> None:

@@ -116,27 +116,34 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("Interrupted.", err=True)
         return 130
     except Exception as exc:
-        unavailable = _database_unavailable(exc)
-        if unavailable is None:
+        message = _database_error(exc)
+        if message is None:
             raise
-        typer.echo(f"error: database unavailable: {unavailable}", err=True)
+        typer.echo(f"error: {message}", err=True)
         return 1
     return 0
 
 
-def _database_unavailable(exc: Exception) -> str | None:
-    """The first line of a SQLAlchemy OperationalError's cause, else None.
+def _database_error(exc: Exception) -> str | None:
+    """One line for a SQLAlchemy database error (what kind, `metis.db.errors`), else None.
 
-    Checked without importing SQLAlchemy: a command that never loaded it
-    cannot have raised its errors.
+    An outage keeps the driver's first line (``database unavailable: …``: the
+    operator needs the host or path); a refused value says so instead of
+    "unavailable". Checked without importing SQLAlchemy: a command that never
+    loaded it cannot have raised its errors.
     """
     if "sqlalchemy" not in sys.modules:
         return None
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DBAPIError, OperationalError
 
-    if not isinstance(exc, OperationalError):
+    if not isinstance(exc, DBAPIError):
         return None
-    return str(exc.orig).splitlines()[0]
+    from metis.db.errors import classify
+
+    f = classify(exc)
+    if isinstance(exc, OperationalError) and f.code == "database_unavailable":
+        return f"database unavailable: {str(exc.orig).splitlines()[0]}"
+    return f.message
 
 
 def run() -> None:

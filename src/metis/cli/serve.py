@@ -31,8 +31,10 @@ def serve(
     The database comes from METIS_DATABASE_URL (SQLite in METIS_HOME by
     default); run `metis init` first, and `metis db upgrade` after an upgrade:
     on a database that is not at this version's schema serve exits at once
-    with an error. On SIGTERM/SIGINT in-flight requests finish and buffered
-    usage records are flushed before exit.
+    with an error. METIS_ADMIN_TOKEN and METIS_CRON_SECRET, when set, need at
+    least 32 characters (METIS_ALLOW_WEAK_SECRETS=1 overrides). On
+    SIGTERM/SIGINT in-flight requests finish and buffered usage records are
+    flushed before exit.
 
     Example:
 
@@ -41,10 +43,11 @@ def serve(
     import uvicorn
 
     from metis.cli._common import ready_engine
-    from metis.config import get_settings
+    from metis.config import check_secret_strength, get_settings
     from metis.gateway.limits import HTTP
 
     s = get_settings()  # fail early with a clear error on a bad METIS_* value
+    check_secret_strength(s)
     # Check the schema once here, before any worker starts: a database that is
     # uninitialized, behind the code or unreachable is a one-line error (exit 1)
     # instead of workers that start and then fail on every request.

@@ -134,6 +134,22 @@ admin_tokens = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
 )
 
+# Dashboard sessions (metis.web.session): server-side, so logout and token
+# revocation end them on every process. The cookie holds a random secret;
+# only its SHA-256 is stored.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("token_id", ID, nullable=False, index=True),
+    Column("token_fp", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+)
+
 usage_records = Table(
     "usage_records",
     metadata,

@@ -11,6 +11,9 @@ when the ``identity`` or ``credentials`` configuration version moves (see
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,17 +42,72 @@ class UpstreamCredential:
 CredentialResolver = Callable[[str, str], UpstreamCredential | None]
 
 
+REDACTED = b"[redacted]"
+
+
 def scrub_secret(data: bytes, cred: UpstreamCredential) -> bytes:
-    """``data`` with the credential's secret replaced by ``[redacted]``.
+    """``data`` with every recognisable copy of the credential's secret replaced by ``[redacted]``.
 
     Some providers and proxies quote the key they were given in an error
     body; the gateway forwards error bodies to a client that must never see
-    the workspace's provider key (docs/security.md).
+    the workspace's provider key (docs/security.md). A copy is found in any
+    of these forms, each character independently, case-insensitively:
+
+    - as is; JSON ``\\uXXXX`` escapes (with any number of backslashes, so a
+      JSON document quoted inside a JSON string too), ``\\/`` for ``/``;
+    - URL-encoded (``%XX``, also double-encoded ``%25XX``; ``+`` for a space);
+    - ``\\xXX`` escapes and HTML character references (``&#115;``, ``&#x73;``);
+    - hex of the whole secret; base64 of it (standard or URL-safe alphabet)
+      at any alignment inside a longer encoded text, e.g. a quoted
+      ``Authorization: Basic …`` header.
+
+    What is not recognised: other encodings (compression, encryption, a
+    secret split by other text) and fragments shorter than the whole secret
+    (the gateway shows the last 4 characters itself).
     """
-    secret = cred.secret.encode()
-    if secret and secret in data:
-        return data.replace(secret, b"[redacted]")
-    return data
+    if not cred.secret:
+        return data
+    pattern, fixed = _scrubber(cred.secret)
+    out = pattern.sub(REDACTED, data)
+    for f in fixed:
+        if f in out:
+            out = out.replace(f, REDACTED)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _scrubber(secret: str) -> tuple[re.Pattern[bytes], tuple[bytes, ...]]:
+    """The per-character pattern and the whole-secret encodings of ``secret`` (see above)."""
+    parts = []
+    for ch in secret:
+        o = ord(ch)
+        forms = [re.escape(ch.encode())]
+        if o < 0x80:
+            h = b"%02x" % o
+            forms += [
+                rb"\\+u00" + h,
+                rb"%(?:25)*" + h,
+                rb"\\+x" + h,
+                rb"&#0*" + str(o).encode() + b";",
+                rb"&#x0*" + h + b";",
+            ]
+            if ch == "/":
+                forms.append(rb"\\+/")
+            if ch == " ":
+                forms.append(rb"\+")
+        else:
+            forms.append(rb"\\+u%04x" % o if o <= 0xFFFF else re.escape(ch.encode()))
+        parts.append(b"(?:" + b"|".join(forms) + b")")
+    pattern = re.compile(b"".join(parts), re.IGNORECASE)
+    raw = secret.encode()
+    fixed = {raw.hex().encode(), raw.hex().upper().encode()}
+    for k in range(3):  # base64 at each alignment: the chars fixed by the secret's bytes only
+        enc = base64.b64encode(b"\0" * k + raw)
+        core = enc[(0, 2, 3)[k] : (k + len(raw)) // 3 * 4]
+        if len(core) >= 16:
+            fixed.add(core)
+            fixed.add(core.replace(b"+", b"-").replace(b"/", b"_"))
+    return pattern, tuple(sorted(fixed, key=len, reverse=True))
 
 
 def db_resolver(engine: Engine, settings: Settings) -> CredentialResolver:

@@ -25,6 +25,7 @@ from metis.identity.validate import check_alias, check_cap_nanousd, check_team_n
 from metis.ids import new_id
 from metis.ledger import versions
 from metis.money import from_nanousd
+from metis.security.fields import MAX_ALLOWED_MODELS
 from metis.timeutil import iso, utcnow
 from metis.workspaces import Workspace, get_workspace
 
@@ -62,6 +63,8 @@ def _check_models(models: Sequence[str] | None) -> tuple[str, ...] | None:
             out.append(m)
     if not out:
         raise ValidationError("--allow-models needs at least one model")
+    if len(out) > MAX_ALLOWED_MODELS:
+        raise ValidationError(f"--allow-models: more than {MAX_ALLOWED_MODELS} models")
     return tuple(out)
 
 

@@ -1,7 +1,8 @@
 """``POST /cron/usage``: trigger a provider sync from an external scheduler.
 
 Guarded by ``Authorization: Bearer $METIS_CRON_SECRET`` (constant-time
-comparison); any other request gets 401. With no ``METIS_CRON_SECRET`` set the
+comparison); any other request gets 401, and too many of those from one
+client 429 with ``Retry-After`` (`metis.security.throttle`). With no ``METIS_CRON_SECRET`` set the
 route answers 404 ``cron trigger disabled``: nothing can trigger it.
 
 The optional JSON body picks what to sync: ``{"days": 2, "workspace": "acme",
@@ -18,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from metis.analytics.deps import EngineDep, SettingsDep
+from metis.analytics.deps import EngineDep, SettingsDep, check_throttle
 from metis.analytics.httputil import ErrorDetail
 from metis.errors import MetisError
 from metis.ingest.jobs import run_job
@@ -58,6 +59,10 @@ class CronResult(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorDetail, "description": "Missing or wrong cron secret"},
+    429: {
+        "model": ErrorDetail,
+        "description": "Too many failed attempts from this client (see Retry-After)",
+    },
     404: {"model": ErrorDetail, "description": "METIS_CRON_SECRET unset: the trigger is disabled"},
     400: {"model": ErrorDetail, "description": "The body names an unknown workspace or credential"},
     422: {"model": ErrorDetail, "description": "The body is not a valid CronRequest"},
@@ -101,7 +106,15 @@ def check_cron_auth(header: str | None, secret: str | None) -> None:
 )
 async def cron_usage(request: Request, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     secret = settings.cron_secret.get_secret_value() if settings.cron_secret else None
-    check_cron_auth(request.headers.get("authorization"), secret)
+    header = request.headers.get("authorization")
+    if not secret:
+        check_cron_auth(header, secret)  # 404: a disabled trigger has nothing to guess
+    throttle, keys = check_throttle(request, (header or "").partition(" ")[2].strip() or None)
+    try:
+        check_cron_auth(header, secret)
+    except HTTPException:
+        throttle.failed(*keys)
+        raise
     raw = await request.body()
     try:
         body = CronRequest.model_validate_json(raw) if raw.strip() else CronRequest()

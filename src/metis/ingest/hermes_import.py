@@ -25,9 +25,18 @@ from sqlalchemy import Connection, select
 from metis import pricing
 from metis.db.tables import usage_records
 from metis.errors import MetisError, ValidationError
+from metis.ledger.bounds import ITEM_MAX_COST_NANOUSD, ITEM_MAX_COST_USD, ITEM_MAX_TOKENS
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import UpsertCounts, upsert_usage
 from metis.money import to_nanousd
+from metis.security.fields import (
+    BASE_URL_MAX,
+    ID_MAX,
+    METADATA_VALUE_MAX,
+    MODEL_MAX,
+    bounded,
+    bounded_optional,
+)
 from metis.util.urls import normalize_base_url
 
 SOURCE = "hermes_plugin"
@@ -50,8 +59,8 @@ class ImportResult:
     skipped_live: int
 
 
-MAX_TOKENS = 10**15
-MAX_COST_USD = Decimal(10**9)
+MAX_TOKENS = ITEM_MAX_TOKENS
+MAX_COST_USD = ITEM_MAX_COST_USD
 _EARLIEST_TS = 946_684_800.0  # 2000-01-01
 _LATEST_TS = 4_102_444_800.0  # 2100-01-01
 
@@ -93,7 +102,7 @@ def _int(v: Any, column: str, session: str) -> int:
 
 
 def _cost(v: Any, session: str) -> Decimal:
-    """``actual_cost_usd``: a finite amount in ``[0, 1e9]`` (absent is 0)."""
+    """``actual_cost_usd``: a finite amount in ``[0, MAX_COST_USD]`` (absent is 0)."""
     if v is None:
         return Decimal(0)
     if isinstance(v, bool) or not isinstance(v, int | float | str):
@@ -106,7 +115,8 @@ def _cost(v: Any, session: str) -> Decimal:
         ) from None
     if not d.is_finite() or not 0 <= d <= MAX_COST_USD:
         raise ValidationError(
-            f"Hermes session {session!r}: actual_cost_usd is {_show(v)}, not an amount in 0..1e9"
+            f"Hermes session {session!r}: actual_cost_usd is {_show(v)}, "
+            f"not an amount in 0..{MAX_COST_USD}"
         )
     return d
 
@@ -149,7 +159,7 @@ def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
         (sid, model, bprov, burl, bmode, task, calls, inp, outp, cread, cwrite, reas, actual) = (
             r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12]
         )  # fmt: skip
-        session = str(sid)[:200]
+        session = bounded(str(sid), ID_MAX)
         start = _ts(r["first_seen"]) or _ts(r["started_at"])
         if start is None:
             continue
@@ -181,6 +191,11 @@ def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
         except ValueError as exc:  # a cost beyond any real session
             raise ValidationError(f"Hermes session {session!r}: {exc}") from None
         cost, cost_source, pv = p.cost_nanousd, p.cost_source, p.pricing_version
+        if cost is not None and cost > ITEM_MAX_COST_NANOUSD:
+            raise ValidationError(
+                f"Hermes session {session!r}: its tokens price at more than "
+                f"{MAX_COST_USD} USD, beyond any real session"
+            )
         if cost is None:
             cost, pv = 0, None
             hermes_cost = _cost(actual, session)
@@ -197,8 +212,8 @@ def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
                 window_end=end,
                 granularity="session",
                 provider=provider,
-                model=p.model_normalized,
-                model_raw=str(model)[:200],
+                model=bounded(p.model_normalized, MODEL_MAX),
+                model_raw=bounded(str(model), MODEL_MAX),
                 input_tokens=input_total,
                 output_tokens=output,
                 cached_input_tokens=cached,
@@ -209,8 +224,8 @@ def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
                 cost_source=cost_source,
                 pricing_version=pv,
                 session_id=session,
-                base_url=normalize_base_url(burl or r[18]),
-                metadata={"hermes_task": task} if task else None,
+                base_url=bounded_optional(normalize_base_url(burl or r[18]), BASE_URL_MAX),
+                metadata={"hermes_task": bounded(task, METADATA_VALUE_MAX)} if task else None,
             )
         )
     return out

@@ -4,7 +4,9 @@ Contract (also in the OpenAPI document, schema ``UsageItem``):
 
 - Auth: ``Authorization: Bearer mit_…`` (an ingest token, `metis.ingest.tokens`).
   The token fixes the workspace and the ``source`` (``hermes_plugin`` by default);
-  ``source_ref`` is the token id. Wrong, unknown or revoked token: 401.
+  ``source_ref`` is the token id. Wrong, unknown or revoked token: 401; too
+  many of those from one client or for one token prefix: 429 with
+  ``Retry-After`` (`metis.security.throttle`).
 - Body: ``{"items": [UsageItem, ...]}``, at most `MAX_ITEMS` items and
   `MAX_BODY_BYTES` bytes (413 beyond either). Malformed JSON or a body that is
   not that object (unknown top-level field, ``items`` not a list): 400.
@@ -18,7 +20,11 @@ Contract (also in the OpenAPI document, schema ``UsageItem``):
 - Item rules: unknown fields, negative token counts, parts larger than their
   whole (cached > input, reasoning > output), a time more than
   `MAX_FUTURE` ahead or before 2000, a window whose end is not after its
-  start or that is longer than 31 days: rejected with a reason.
+  start or that is longer than 31 days, a field over its length limit
+  (`metis.security.fields`), a cost over USD 100,000,000 or a count over
+  10^15 (`metis.ledger.bounds`): rejected with a reason naming the field.
+  An item that would take a daily rollup cell past the ledger's bound
+  (2^62 per measure) is rejected too; the rest of the batch is stored.
 - Token semantics are canonical (DESIGN.md): ``input_tokens`` counts every
   input token, cache reads and writes included; ``output_tokens`` includes
   reasoning tokens.
@@ -55,14 +61,23 @@ from pydantic import (
 from sqlalchemy import Connection, select
 
 from metis import jsonutil, pricing
-from metis.analytics.deps import EngineDep
+from metis.analytics.deps import EngineDep, auth_throttle, client_address
 from metis.analytics.httputil import ErrorInfo
 from metis.db.tables import usage_records, users
 from metis.ingest import tokens as ingest_tokens
 from metis.jsonutil import DECODE_ERRORS
+from metis.ledger.bounds import ITEM_MAX_COST_USD, ITEM_MAX_TOKENS, LedgerLimitError
 from metis.ledger.record import UsageRecord
-from metis.ledger.upsert import upsert_usage
+from metis.ledger.upsert import begin_write, upsert_usage
 from metis.money import to_nanousd
+from metis.security.fields import (
+    METADATA_KEY_MAX,
+    METADATA_MAX_KEYS,
+    METADATA_TOTAL_MAX,
+    METADATA_VALUE_MAX,
+    FieldError,
+    check_metadata,
+)
 from metis.timeutil import iso, utcnow
 from metis.util.urls import normalize_base_url
 
@@ -74,8 +89,8 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_FUTURE = timedelta(hours=1)
 MAX_WINDOW = timedelta(days=31)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-MAX_TOKENS = 10**15
-MAX_COST_USD = Decimal(10**9)
+MAX_TOKENS = ITEM_MAX_TOKENS
+MAX_COST_USD = ITEM_MAX_COST_USD
 
 _KEY_RE = r"^[\x21-\x7e]{1,200}$"
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$"
@@ -86,7 +101,10 @@ TokenCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
 def _aware(v: datetime) -> datetime:
     if v.tzinfo is None:
         v = v.replace(tzinfo=UTC)
-    return v.astimezone(UTC)
+    try:
+        return v.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+        raise ValueError("time is outside the supported range (2000-01-01 onwards)") from None
 
 
 UTCTime = Annotated[datetime, AfterValidator(_aware)]
@@ -102,7 +120,7 @@ def _cost(v: Any) -> Decimal:
     except ArithmeticError:
         raise ValueError("must be a decimal string or number") from None
     if not d.is_finite() or d < 0 or d > MAX_COST_USD:
-        raise ValueError("must be a finite amount between 0 and 1e9 USD")
+        raise ValueError(f"must be a finite amount between 0 and {MAX_COST_USD} USD")
     return d
 
 
@@ -136,8 +154,8 @@ class UsageItem(BaseModel):
     request_count: TokenCount = Field(1, description="Calls this item stands for.")
     cost_usd: Annotated[Decimal, BeforeValidator(_cost)] | None = Field(
         None,
-        description="Cost in USD as a decimal string or number, stored exactly. "
-        "Absent: computed from Metis's price table.",
+        description="Cost in USD as a decimal string or number, stored exactly; at most "
+        f"{ITEM_MAX_COST_USD} per item. Absent: computed from Metis's price table.",
     )
     session_id: str | None = Field(None, max_length=200)
     user: str | None = Field(None, max_length=200, description="A Metis user alias.")
@@ -149,7 +167,10 @@ class UsageItem(BaseModel):
     )
     service_tier: str | None = Field(None, max_length=64)
     metadata: dict[str, str | int | bool | None] | None = Field(
-        None, description="Small opaque labels (at most 20 keys)."
+        None,
+        description=f"Small opaque labels: at most {METADATA_MAX_KEYS} keys of "
+        f"{METADATA_KEY_MAX} characters, text values of {METADATA_VALUE_MAX}, "
+        f"{METADATA_TOTAL_MAX} bytes in all.",
     )
 
     @model_validator(mode="after")
@@ -170,8 +191,10 @@ class UsageItem(BaseModel):
             )
         if self.reasoning_tokens > self.output_tokens:
             raise ValueError("reasoning_tokens exceed output_tokens (output includes reasoning)")
-        if self.metadata is not None and len(self.metadata) > 20:
-            raise ValueError("metadata has more than 20 keys")
+        try:
+            check_metadata("metadata", self.metadata)
+        except FieldError as exc:
+            raise ValueError(exc.message) from None
         return self
 
 
@@ -210,7 +233,7 @@ def _reasons(exc: ValidationError) -> list[str]:
     out = []
     for e in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         out.append(f"{loc}: {msg}" if loc else msg)
@@ -346,6 +369,21 @@ def ingest_items(
     if not prepared:
         result.rejected.sort(key=lambda r: r.index)
         return result
+    _store(conn, target, prepared, result)
+    result.rejected.sort(key=lambda r: r.index)
+    return result
+
+
+def _store(
+    conn: Connection, target: PushTarget, prepared: list[_Prepared], result: PushResult
+) -> None:
+    """Upsert ``prepared`` and record in ``result`` what happened to each.
+
+    All in one go when that fits the ledger's bounds; if it does not
+    (`LedgerLimitError`: a rollup cell would pass `metis.ledger.bounds.CELL_MAX`),
+    item by item, each in a savepoint, so only the items that would pass the
+    bound are rejected and the others are stored.
+    """
     keys = sorted({p.key for p in prepared})
     known: dict[str, str] = {}
     for chunk_start in range(0, len(keys), 500):
@@ -358,7 +396,8 @@ def ingest_items(
             )
         ).all()
         known.update({k: h for k, h in rows})
-    for p in prepared:
+
+    def outcome(p: _Prepared) -> None:
         digest = p.record.content_sha256()
         before = known.get(p.key)
         if before is None:
@@ -368,9 +407,25 @@ def ingest_items(
         else:
             result.revised.append(p.key)
         known[p.key] = digest
-    upsert_usage(conn, [p.record for p in prepared])
-    result.rejected.sort(key=lambda r: r.index)
-    return result
+
+    begin_write(conn)
+    try:
+        with conn.begin_nested():
+            upsert_usage(conn, [p.record for p in prepared])
+    except LedgerLimitError:
+        for p in prepared:
+            try:
+                with conn.begin_nested():
+                    upsert_usage(conn, [p.record])
+            except LedgerLimitError as exc:
+                result.rejected.append(
+                    RejectedItem(index=p.index, idempotency_key=p.key, reasons=[exc.message])
+                )
+            else:
+                outcome(p)
+    else:
+        for p in prepared:
+            outcome(p)
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -403,6 +458,11 @@ router = APIRouter(tags=["ingest"])
     },
     responses={
         401: {"model": ErrorInfo, "description": "Missing, unknown or revoked ingest token"},
+        429: {
+            "model": ErrorInfo,
+            "description": "Too many failed authentications from this client or for this "
+            "token prefix (see Retry-After)",
+        },
         400: {"model": ErrorInfo, "description": "Malformed JSON or not a {items: [...]} object"},
         413: {
             "model": ErrorInfo,
@@ -417,6 +477,18 @@ router = APIRouter(tags=["ingest"])
 async def push_usage(request: Request, engine: EngineDep) -> Response:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
+    throttle = auth_throttle(request)
+    keys = throttle.keys(client_address(request), secret.strip() or None)
+    wait = throttle.retry_after(*keys)
+    if wait is not None:  # before the token is looked at (metis.security.throttle)
+        seconds = throttle.retry_after_header(wait)
+        return _error(
+            429,
+            "too_many_failures",
+            f"too many failed authentications from this client or for this token; "
+            f"retry in {seconds} s",
+            **{"Retry-After": seconds},
+        )
     if scheme.lower() != "bearer" or not secret.strip():
         return _error(
             401,
@@ -427,6 +499,7 @@ async def push_usage(request: Request, engine: EngineDep) -> Response:
     with engine.connect() as conn:
         tok = ingest_tokens.verify(conn, secret.strip())
     if tok is None:
+        throttle.failed(*keys)
         return _error(
             401, "unauthorized", "invalid or revoked ingest token", **{"WWW-Authenticate": "Bearer"}
         )

@@ -26,7 +26,7 @@ class IngestSettings(BaseSettings):
     ingest_retry_base_seconds: float = Field(1.0, ge=0)
     ingest_retry_max_wait_seconds: float = Field(60.0, ge=0)
     ingest_http_timeout_seconds: float = Field(30.0, gt=0)
-    ingest_default_days: int = Field(2, ge=1)
+    ingest_default_days: int = Field(2, ge=1, le=400)  # as `metis ingest sync --days`
     ingest_lease_seconds: int = Field(900, ge=5)
     ingest_scheduler: bool = True
     ingest_daily_cron: str = "0 1 * * *"

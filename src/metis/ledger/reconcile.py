@@ -47,6 +47,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, and_, case, cast, exists, func, literal, select
 
+from metis.db.sums import wide_sum
 from metis.db.tables import (
     provider_credentials,
     sync_windows,
@@ -306,7 +307,7 @@ def _cell_sources_raw(
         *cell_cols,
         func.count().label("n"),
         func.sum(c.c.unknown_cost).label("unknown_cost"),
-        *(func.sum(c.c[m]).label(m) for m in MEASURES),
+        *(wide_sum(c.c[m]).label(m) for m in MEASURES),
     ).group_by(*cell_cols)
     cells: dict[CellKey, dict[str, Any]] = {}
     for row in conn.execute(q).mappings():
@@ -347,10 +348,9 @@ def _cell_sources(
         q = select(
             *dims,
             cls,
-            *(
-                cast(func.sum(x), BigInteger)  # plain ints (PostgreSQL sums bigints as numeric)
-                for x in (t.c.record_count, unknown, *(t.c[m] for m in MEASURES))
-            ),
+            # plain ints (PostgreSQL sums bigints as numeric); the measures exact at any size
+            *(cast(func.sum(x), BigInteger) for x in (t.c.record_count, unknown)),
+            *(wide_sum(t.c[m]) for m in MEASURES),
         ).where(t.c.usage_date >= start, t.c.usage_date < end)
         if t is m_t:
             q = q.where(t.c.source == GATEWAY_SOURCE)
@@ -448,7 +448,7 @@ def standing_rows(
         tables.append((rt, cond))
     for t, cond in tables:
         group = [t.c[c] for c in cols]
-        q = select(*group, *(func.sum(t.c[m]).label(m) for m in rollups.MEASURES)).where(
+        q = select(*group, *(wide_sum(t.c[m]).label(m) for m in rollups.MEASURES)).where(
             cond, t.c.usage_date >= start, t.c.usage_date < end
         )
         if workspace_id is not None:
@@ -612,7 +612,7 @@ def reconciled_aggregate(
             *group,
             func.count().label("record_count"),
             func.sum(err).label("error_count"),
-            *(func.sum(c.c[m]).label(m) for m in MEASURES),
+            *(wide_sum(c.c[m]).label(m) for m in MEASURES),
         ).where(c.c.klass.in_(("gateway", "plugin")))
         if group:
             q = q.group_by(*group)

@@ -56,6 +56,7 @@ from metis.db.tables import (
     usage_rollups_reconcile,
     usage_rollups_reconcile_model,
 )
+from metis.ledger import bounds
 
 DIMS = (
     "usage_date",
@@ -346,9 +347,12 @@ def _apply(
         return
     t = table.c
     stmt = _upsert_stmt(conn.dialect.name, table, dims)
+    for r in rows:  # so stored (<= CELL_MAX) + delta cannot overflow 64 bits (metis.ledger.bounds)
+        bounds.check_delta(r, MEASURES, [r[m] for m in MEASURES])
     # Sorted so concurrent writers lock rollup rows in the same order (no deadlocks).
     rows.sort(key=lambda r: tuple(str(r[d]) for d in dims))
-    conn.execute(stmt, rows)
+    for row in conn.execute(stmt, rows).mappings():
+        bounds.check_cell(row, MEASURES, [row[m] for m in MEASURES])
     emptied = [k for k, v in deltas.items() if v[0] < 0]
     if emptied:
         conn.execute(
@@ -366,10 +370,12 @@ def _upsert_stmt(dialect: str, table: Table, dims: tuple[str, ...]) -> Any:
     stmt = _UPSERTS.get((dialect, table.name))
     if stmt is None:
         ins: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        # RETURNING the new sums: each is checked against the per-cell bound.
+        named = [table.c[c] for c in ("usage_date", "source", "provider", "model") if c in dims]
         stmt = _UPSERTS[(dialect, table.name)] = ins.on_conflict_do_update(
             index_elements=list(dims),
             set_={m: table.c[m] + ins.excluded[m] for m in MEASURES},
-        )
+        ).returning(*named, *(table.c[m] for m in MEASURES))
     return stmt
 
 

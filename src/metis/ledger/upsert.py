@@ -203,6 +203,17 @@ def _stored_select(dialect: str) -> Any:
     return q
 
 
+def begin_write(conn: Connection) -> None:
+    """Make ``conn``'s transaction a write transaction now (SQLite: take the write lock).
+
+    Call before ``conn.begin_nested()`` on SQLite: the driver begins its
+    transaction lazily at the first write, and a SAVEPOINT opened before that
+    would itself start (and its RELEASE commit) the transaction.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.execute(_WRITE_LOCK)
+
+
 def _stored_contributions(
     conn: Connection, wave: list[UsageRecord]
 ) -> dict[tuple[str, str, str], tuple[rollups.Key, list[int]]]:

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from metis.pricing import has_price
-from metis.simulator import catalog, tokens
+from metis.simulator import catalog, limits, tokens
 from metis.simulator.http import (
     JSONResponse,
     SSEResponse,
@@ -185,6 +185,11 @@ def _validate(body: Any, *, need_max_tokens: bool = True) -> Response | None:
             "messages: Field required"
             if not isinstance(messages, list)
             else "messages: at least one message is required"
+        )
+    if len(messages) > limits.MESSAGES_MAX:
+        return _bad(
+            f"messages: too many messages: {len(messages)} (at most {limits.MESSAGES_MAX} "
+            "per request)"
         )
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from metis.simulator import anthropic_inference, openai_inference
+from metis.simulator import anthropic_inference, limits, openai_inference
 from metis.simulator.faults import REJECTING, Fault, FaultError, validate
 from metis.simulator.http import (
     JSONResponse,
@@ -42,16 +42,59 @@ def _is_anthropic(request: Request) -> bool:
     return "x-api-key" in h or "anthropic-version" in h
 
 
+Precheck = Callable[[bytes], Response | None]
+
+
+def _too_large(provider: Provider) -> Response:
+    """The providers' answer to a body over `limits.MAX_BODY_BYTES`."""
+    if provider == "anthropic":
+        return anthropic_error(
+            413, "Request exceeds the maximum allowed number of bytes.", type="request_too_large"
+        )
+    return openai_error(
+        413,
+        f"Request too large: the body is over {limits.MAX_BODY_BYTES} bytes.",
+        code="request_too_large",
+    )
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None as soon as it passes `limits.MAX_BODY_BYTES` (never held whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.MAX_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _endpoint(
-    state: SimState, provider: Provider | None, handler: Handler, *, json_body: bool
+    state: SimState,
+    provider: Provider | None,
+    handler: Handler,
+    *,
+    json_body: bool,
+    precheck: Precheck | None = None,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: parse the JSON body, apply faults around it."""
+    """Wrap a handler: read the body within the size limit, run ``precheck`` on the raw
+    bytes (limits checked before decoding), parse the JSON, apply faults around it."""
 
     async def endpoint(request: Request) -> Response:
         prov: Provider = provider or ("anthropic" if _is_anthropic(request) else "openai")
         body: Any = None
         if json_body:
-            raw = await request.body()
+            raw = await _read_body(request)
+            if raw is None:
+                return _too_large(prov)
+            if precheck is not None:
+                refused = precheck(raw)
+                if refused is not None:
+                    return refused
             try:
                 body = msgspec.json.decode(raw)
             except msgspec.DecodeError:
@@ -144,8 +187,13 @@ def create_app(
         kw["clock"] = clock
     state = SimState(**kw)
 
-    def ep(provider: Provider | None, handler: Handler, json_body: bool = False) -> Any:
-        return _endpoint(state, provider, handler, json_body=json_body)
+    def ep(
+        provider: Provider | None,
+        handler: Handler,
+        json_body: bool = False,
+        precheck: Precheck | None = None,
+    ) -> Any:
+        return _endpoint(state, provider, handler, json_body=json_body, precheck=precheck)
 
     routes = [
         Route(
@@ -153,7 +201,11 @@ def create_app(
             ep("openai", openai_inference.chat_completions, True),
             methods=["POST"],
         ),
-        Route("/v1/embeddings", ep("openai", openai_inference.embeddings, True), methods=["POST"]),
+        Route(
+            "/v1/embeddings",
+            ep("openai", openai_inference.embeddings, True, openai_inference.embeddings_precheck),
+            methods=["POST"],
+        ),
         Route("/v1/models", ep(None, _models), methods=["GET"]),
         Route("/v1/models/{model:path}", ep("openai", openai_inference.get_model), methods=["GET"]),
         Route(

@@ -25,11 +25,12 @@ import base64
 import secrets
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from metis.pricing import has_price
-from metis.simulator import catalog, tokens
+from metis.simulator import catalog, limits, tokens
 from metis.simulator.http import (
     JSONResponse,
     SSEResponse,
@@ -406,6 +407,29 @@ def _vector(dims: int, h: int) -> array.array[float]:
     return base[off:] + base[:off]
 
 
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+
+def embeddings_precheck(raw: bytes) -> Response | None:
+    """400 for more than `limits.EMBEDDINGS_MAX_INPUTS` inputs, read from the raw body
+    before it is decoded (so a million inputs cost no per-input memory)."""
+    n = limits.embeddings_input_count(raw, limits.EMBEDDINGS_MAX_INPUTS)
+    if n is not None and n > limits.EMBEDDINGS_MAX_INPUTS:
+        return _bad(
+            f"Invalid 'input': array too long. Expected an array with maximum length "
+            f"{limits.EMBEDDINGS_MAX_INPUTS}, but got an array with a greater length instead.",
+            "input",
+        )
+    return None
+
+
+def _embeddings_body(data: list[bytes], model: str, prompt: int) -> Response:
+    """The response, from embeddings already encoded one by one (no list of all floats)."""
+    head = b'{"object":"list","data":['
+    tail = _encode({"model": model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt}})
+    return Response(head + b",".join(data) + b"]," + tail[1:], media_type="application/json")
+
+
 async def embeddings(request: Request, state: SimState, body: Any) -> Response:
     ident = authenticate(request)
     if isinstance(ident, Response):
@@ -432,7 +456,27 @@ async def embeddings(request: Request, state: SimState, body: Any) -> Response:
     if isinstance(body.get("dimensions"), int) and 1 <= body["dimensions"] <= dims:
         dims = body["dimensions"]
     counts = tokens.embedding_input_tokens(body["input"])
+    if len(counts) > limits.EMBEDDINGS_MAX_INPUTS:  # the precheck counts first; this is exact
+        return _bad(
+            f"Invalid 'input': array too long. Expected an array with maximum length "
+            f"{limits.EMBEDDINGS_MAX_INPUTS}, but got an array with length {len(counts)} instead.",
+            "input",
+        )
+    longest = max(counts, default=0)
+    if longest > limits.EMBEDDINGS_MAX_INPUT_TOKENS:
+        return _bad(
+            f"This model's maximum context length is {limits.EMBEDDINGS_MAX_INPUT_TOKENS} "
+            f"tokens, however you requested {longest} tokens ({longest} in your prompt; 0 for "
+            "the completion). Please reduce your prompt; or completion length.",
+            "input",
+        )
     prompt = sum(counts)
+    if prompt > limits.EMBEDDINGS_MAX_TOTAL_TOKENS:
+        return _bad(
+            f"Requested {prompt} tokens, max {limits.EMBEDDINGS_MAX_TOTAL_TOKENS} tokens per "
+            "request",
+            "input",
+        )
     ts = request_time(request, state)
     state.ledger.add(
         Call(
@@ -450,15 +494,8 @@ async def embeddings(request: Request, state: SimState, body: Any) -> Response:
     for i, n in enumerate(counts):
         vec = _vector(dims, state.seed * 7919 + n * 31 + i)
         emb: Any = base64.b64encode(vec.tobytes()).decode() if fmt == "base64" else vec.tolist()
-        data.append({"object": "embedding", "index": i, "embedding": emb})
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
-        }
-    )
+        data.append(_encode({"object": "embedding", "index": i, "embedding": emb}))
+    return _embeddings_body(data, model, prompt)
 
 
 def _model_obj(mid: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Bad input answers a 4xx HTML page naming the problem; nothing is half-written
 (each change is one transaction in the identity library).
 """
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
@@ -26,7 +27,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from metis.analytics.admin_tokens import verify
-from metis.analytics.deps import app_engine, app_settings
+from metis.analytics.deps import app_engine, app_settings, auth_throttle, client_address
 from metis.config import Settings
 from metis.web import pages, session
 from metis.web.actions import router as actions_router
@@ -101,15 +102,22 @@ async def login(request: Request) -> Response:
         return _login_page(request, error="enter an admin token", status=400)
     engine = app_engine(request)
     settings: Settings = app_settings(request)
+    throttle = auth_throttle(request)
+    keys = throttle.keys(client_address(request), token)
+    wait = throttle.retry_after(*keys)
+    if wait is not None:  # checked before the token: guessing gains nothing while throttled
+        return _throttled_login(request, wait)
+    key = ui_key(request)
 
-    def check() -> Any:
-        with engine.connect() as conn:
-            return verify(conn, settings, token)
+    def check() -> str | None:
+        with engine.begin() as conn:
+            ident = verify(conn, settings, token)
+            return None if ident is None else session.create_session(conn, key, ident, token)
 
-    ident = await run_in_threadpool(check)
-    if ident is None:
+    value = await run_in_threadpool(check)
+    if value is None:
+        throttle.failed(*keys)
         return _login_page(request, error="invalid or revoked admin token", status=401)
-    value = session.new_session_cookie(ui_key(request), ident, token)
     resp = RedirectResponse(safe_next(form.get("next")), status_code=303)
     set_cookie(
         request,
@@ -123,11 +131,31 @@ async def login(request: Request) -> Response:
     return secure(resp)
 
 
+def _throttled_login(request: Request, wait: float) -> Response:
+    seconds = max(1, math.ceil(wait))
+    resp = _login_page(
+        request,
+        error=f"too many failed sign-ins from here; try again in {seconds} s",
+        status=429,
+    )
+    resp.headers["Retry-After"] = str(seconds)
+    return resp
+
+
 @router.post("/ui/logout")
 async def logout(request: Request) -> Response:
-    """Delete the session cookie (a CSRF-checked POST, so no other site can sign you out)."""
+    """End the session server-side and delete its cookie (a CSRF-checked POST, so no
+    other site can sign you out); a copy of the cookie no longer opens anything."""
     form = await read_form(request)
-    await run_in_threadpool(authorized_post, request, app_engine(request), form)
+    engine = app_engine(request)
+    await run_in_threadpool(authorized_post, request, engine, form)
+    value = request.cookies.get(session.SESSION_COOKIE)
+
+    def end() -> None:
+        with engine.begin() as conn:
+            session.end_session(conn, value)
+
+    await run_in_threadpool(end)
     resp = RedirectResponse("/ui/login", status_code=303)
     resp.delete_cookie(session.SESSION_COOKIE, path=session.COOKIE_PATH)
     return secure(resp)

@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from metis.analytics.params import Filters, ParamError, Window, resolve_workspace
 from metis.analytics.views import View, parse_view
-from metis.timeutil import day_start, utcnow
+from metis.timeutil import OutOfRange, check_day, day_start, utcnow
 
 MAX_DAYS = 366
 STACKS = ("team", "source")
@@ -92,9 +92,13 @@ def _date(value: str, field: str) -> date:
     try:
         if len(value) != 10:
             raise ValueError
-        return date.fromisoformat(value)
+        d = date.fromisoformat(value)
     except ValueError:
         raise UIError(400, f"{field} must be a date YYYY-MM-DD (got {value[:40]!r})") from None
+    try:
+        return check_day(d, field)  # the supported range (metis.timeutil): never an overflow
+    except OutOfRange as exc:
+        raise UIError(400, str(exc)) from None
 
 
 def parse_page_query(

@@ -1,33 +1,41 @@
-"""Dashboard sessions: a signed cookie bound to a live admin token, and CSRF tokens.
+"""Dashboard sessions: server-side rows bound to a live admin token, and CSRF tokens.
 
-Why a signed cookie and not a server-side table: every gateway replica shares
-the master key, so any process can check a session without new schema or a
-database write per login. The cookie carries no secret: the admin token id,
-a keyed fingerprint of that token's digest (so rotating ``METIS_ADMIN_TOKEN``
-ends its sessions), and a random CSRF nonce. It is signed and time-stamped
-with `itsdangerous` under a key derived from the master key, and every request
-re-checks that the admin token still verifies (a revoked token ends its
-sessions at once).
+A login stores a session row (`metis.db.tables.dashboard_sessions`) and sets
+a cookie holding the session's random secret (256 bits); the table keeps
+only its SHA-256, so a database reader cannot reuse a session. Every request
+looks the session up and checks, on whichever process serves it:
+
+- it was not ended: **logout ends it server-side**, so a copied cookie stops
+  working at once, everywhere;
+- it has not expired (`SESSION_MAX_AGE_S` after login, whatever the activity);
+- its admin token still verifies: a revoked token ends its sessions (revoking
+  also marks them ended), and a keyed fingerprint of the token's digest ends
+  the sessions of a changed ``METIS_ADMIN_TOKEN``. The fingerprint's key is
+  derived from the master key, so rotating the master key ends every session.
 
 Cookie flags: ``HttpOnly``, ``SameSite=Strict``, ``Path=/ui``, ``Secure``
 when the request came over https. CSRF: every POST form carries the
-session's nonce in a hidden ``csrf`` field, compared in constant time; the
-login form (no session yet) uses a double-submit cookie instead.
+session's nonce (stored with the session) in a hidden ``csrf`` field,
+compared in constant time; the login form (no session yet) uses a
+double-submit cookie instead. Flash messages are signed cookies
+(`itsdangerous`, key derived from the master key).
 """
 
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, delete, or_, select, update
 
 from metis.analytics.admin_tokens import ENV_TOKEN_ID, AdminIdentity
 from metis.config import Settings
-from metis.db.tables import admin_tokens
+from metis.db.tables import admin_tokens, dashboard_sessions
 from metis.secrets.master_key import load_master_key
+from metis.timeutil import utcnow
 
 SESSION_COOKIE = "metis_session"
 LOGIN_COOKIE = "metis_login"
@@ -36,6 +44,8 @@ COOKIE_PATH = "/ui"
 SESSION_MAX_AGE_S = 12 * 3600
 LOGIN_MAX_AGE_S = 3600
 FLASH_MAX_AGE_S = 120
+KEEP_ENDED = timedelta(days=1)
+"""Ended or expired session rows are deleted this long after (at the next login)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class Session:
 
 
 def session_key(settings: Settings) -> bytes:
-    """The cookie-signing key: HMAC of the master key with a fixed label (domain separation)."""
+    """The dashboard's key: HMAC of the master key with a fixed label (domain separation)."""
     master = load_master_key(settings)
     return hmac.new(master.key, b"metis-ui-session-key-v1", hashlib.sha256).digest()
 
@@ -62,48 +72,95 @@ def _fingerprint(key: bytes, digest: str) -> str:
     return hmac.new(key, b"fp:" + digest.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def new_session_cookie(key: bytes, ident: AdminIdentity, token: str) -> str:
-    """The cookie value for a login with ``token`` (already verified as ``ident``)."""
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    payload = {
-        "t": ident.token_id,
-        "n": ident.name,
-        "f": _fingerprint(key, digest),
-        "c": secrets.token_urlsafe(24),
-    }
-    return _serializer(key, "session").dumps(payload)
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def create_session(conn: Connection, key: bytes, ident: AdminIdentity, token: str) -> str:
+    """Store a session for a login with ``token`` (already verified as ``ident``).
+
+    Returns the cookie value (the session secret, shown to this browser only).
+    Runs in the caller's write transaction; also deletes long-ended sessions.
+    """
+    now = utcnow()
+    conn.execute(
+        delete(dashboard_sessions).where(
+            or_(
+                dashboard_sessions.c.expires_at < now - KEEP_ENDED,
+                dashboard_sessions.c.ended_at < now - KEEP_ENDED,
+            )
+        )
+    )
+    secret = secrets.token_urlsafe(32)
+    conn.execute(
+        dashboard_sessions.insert().values(
+            id_sha256=_sha256(secret),
+            token_id=ident.token_id,
+            token_fp=_fingerprint(key, _sha256(token)),
+            name=ident.name[:200],
+            csrf=secrets.token_urlsafe(24),
+            created_at=now,
+            expires_at=now + timedelta(seconds=SESSION_MAX_AGE_S),
+            ended_at=None,
+        )
+    )
+    return secret
 
 
 def load_session(
     key: bytes, conn: Connection, settings: Settings, value: str | None
 ) -> Session | None:
-    """The session in cookie ``value`` if its signature, age and admin token are still good."""
-    if not value or len(value) > 4096:
+    """The session of cookie ``value`` if it is live, unexpired and its admin token verifies."""
+    if not value or len(value) > 200:
         return None
-    try:
-        data: Any = _serializer(key, "session").loads(value, max_age=SESSION_MAX_AGE_S)
-    except BadSignature:
+    t = dashboard_sessions.c
+    row = conn.execute(
+        select(t.token_id, t.token_fp, t.name, t.csrf).where(
+            t.id_sha256 == _sha256(value), t.ended_at.is_(None), t.expires_at > utcnow()
+        )
+    ).first()
+    if row is None:
         return None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in "tnfc"):
-        return None
-    token_id, fp = data["t"], data["f"]
     digest: str | None
-    if token_id == ENV_TOKEN_ID:
+    if row.token_id == ENV_TOKEN_ID:
         env = settings.admin_token.get_secret_value() if settings.admin_token else ""
         if not env:
             return None
-        digest = hashlib.sha256(env.encode()).hexdigest()
+        digest = _sha256(env)
     else:
         digest = conn.execute(
             select(admin_tokens.c.secret_sha256).where(
-                admin_tokens.c.id == token_id, admin_tokens.c.revoked_at.is_(None)
+                admin_tokens.c.id == row.token_id, admin_tokens.c.revoked_at.is_(None)
             )
         ).scalar()
         if digest is None:
             return None
-    if not hmac.compare_digest(fp, _fingerprint(key, digest)):
+    if not hmac.compare_digest(row.token_fp, _fingerprint(key, digest)):
         return None
-    return Session(token_id=token_id, name=data["n"], csrf=data["c"])
+    return Session(token_id=row.token_id, name=row.name, csrf=row.csrf)
+
+
+def end_session(conn: Connection, value: str | None) -> None:
+    """End the session of cookie ``value`` (logout); a copy of the cookie stops working."""
+    if not value or len(value) > 200:
+        return
+    t = dashboard_sessions.c
+    conn.execute(
+        update(dashboard_sessions)
+        .where(t.id_sha256 == _sha256(value), t.ended_at.is_(None))
+        .values(ended_at=utcnow())
+    )
+
+
+def end_sessions_of(conn: Connection, token_id: str) -> int:
+    """End every live session opened with admin token ``token_id``; returns how many."""
+    t = dashboard_sessions.c
+    res = conn.execute(
+        update(dashboard_sessions)
+        .where(and_(t.token_id == token_id, t.ended_at.is_(None)))
+        .values(ended_at=utcnow())
+    )
+    return int(res.rowcount or 0)
 
 
 def check_csrf(expected: str, given: str | None) -> bool:

@@ -49,16 +49,18 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ParamSpec, TypeVar
 
 from metis.errors import MetisError
+from metis.ledger.bounds import ITEM_MAX_COST_USD, ITEM_MAX_TOKENS
 from metis.ledger.record import UsageRecord
 from metis.pricing import normalize_model
+from metis.security.fields import ID_MAX, MODEL_MAX, bounded
 from metis.timeutil import parse_iso
 
 SOURCE = "provider_api_key"
 MAX_DEDUPE = 400
-MAX_TOKENS = 10**15
-"""Largest token count a report row may carry (as for pushed items)."""
-MAX_AMOUNT_USD = Decimal(10**9)
-"""Largest absolute cost a report row may carry; stored nano-USD stay far inside 64 bits."""
+MAX_TOKENS = ITEM_MAX_TOKENS
+"""Largest token count a report row may carry (as for pushed items, `metis.ledger.bounds`)."""
+MAX_AMOUNT_USD = ITEM_MAX_COST_USD
+"""Largest absolute cost a report row may carry (`metis.ledger.bounds`)."""
 _EARLIEST_TS = 946_684_800  # 2000-01-01
 _LATEST_TS = 4_102_444_800  # 2100-01-01
 
@@ -109,13 +111,20 @@ def amount_usd(v: Any, what: str, limit: Decimal = MAX_AMOUNT_USD) -> Decimal:
     return d
 
 
-def opt_str(v: Any, what: str, max_len: int = 400) -> str | None:
-    """An optional text field of a report row (ids, model, tier): null or a string."""
+def opt_str(v: Any, what: str, max_len: int = ID_MAX) -> str | None:
+    """An optional text field of a report row (ids, model, tier): null or a string.
+
+    A string longer than ``max_len`` (or with control characters) is kept in
+    its bounded form (`metis.security.fields.bounded`: a prefix and a hash of
+    the whole), not refused: the row carries the provider's real usage and
+    cost, and the bounded form is deterministic, so re-syncing the same
+    report maps to the same records. A non-string refuses the page.
+    """
     if v is None:
         return None
-    if not isinstance(v, str) or len(v) > max_len:
-        raise MetisError(f"{what}: expected a string of at most {max_len} characters")
-    return v
+    if not isinstance(v, str):
+        raise MetisError(f"{what}: expected a string, got {_show(v)}")
+    return bounded(v, max_len)
 
 
 def opt_bool(v: Any, what: str) -> bool | None:
@@ -334,7 +343,9 @@ def assemble(
         if c.amount_nanousd == 0:
             continue
         stats.cost_only_records += 1
-        model = normalize_model(provider, c.model) if c.model else "unattributed"
+        model = (
+            bounded(normalize_model(provider, c.model), MODEL_MAX) if c.model else "unattributed"
+        )
         extra.append(
             UsageRecord(
                 workspace_id=workspace_id,
@@ -346,7 +357,7 @@ def assemble(
                 granularity="1d",
                 provider=provider,
                 model=model,
-                model_raw=(c.model or c.label or "unattributed")[:200],
+                model_raw=bounded(c.model or c.label or "unattributed", MODEL_MAX),
                 cost_nanousd=c.amount_nanousd,
                 cost_source="provider_reported",
                 provider_project_id=c.provider_project_id,
@@ -380,8 +391,8 @@ def assemble(
                 window_end=u.bucket_end,
                 granularity=u.granularity,  # type: ignore[arg-type]
                 provider=provider,
-                model=p.model_normalized,
-                model_raw=(u.model_raw or "unknown")[:200],
+                model=bounded(p.model_normalized, MODEL_MAX),
+                model_raw=bounded(u.model_raw or "unknown", MODEL_MAX),
                 input_tokens=u.input_tokens,
                 output_tokens=u.output_tokens,
                 cached_input_tokens=u.cached_input_tokens,

@@ -1,0 +1,2 @@
+"""Cross-cutting defences: stored-field limits (`fields`), failed-auth throttling
+(`throttle`)."""
