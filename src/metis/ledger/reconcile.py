@@ -7,10 +7,13 @@ reconciliation", user docs in docs/reconciliation.md):
 1. Each row is classified in SQL: ``provider`` (``source = provider_api_key``),
    ``gateway`` (``source = gateway``), and for every other (plugin) source:
    ``plugin_via_gateway`` when its ``base_url`` is one of this Metis gateway's
-   URLs (the gateway recorded that call itself), ``plugin_duplicate`` when a
-   gateway row of the workspace has the same ``correlation_id`` (the
-   provider's response id: the same call, the gateway row stands), else
-   ``plugin`` (traffic that did not pass the gateway).
+   URLs or `VIA_GATEWAY_BASE_URL` (an ingest token declared its agent sends
+   through this gateway; the gateway recorded that call itself),
+   ``plugin_duplicate`` when a gateway row of the workspace has the same
+   ``correlation_id`` (the provider's response id: the same call, the gateway
+   row stands), else ``plugin`` (traffic that did not pass the gateway).
+   "Plugin" is every pushed source alike (Hermes, Claude Code, Codex and
+   OpenTelemetry GenAI telemetry, `metis.ingest.otel`): no source is named.
 2. A cell is *covered* when a provider sync completed the whole UTC day for a
    credential of that workspace and provider (a ``sync_windows`` row with
    ``[day, day+1)``, written by `metis.ingest.sync`). Then the provider total
@@ -57,7 +60,7 @@ from metis.db.tables import (
 )
 from metis.ledger import rollups
 from metis.timeutil import day_start
-from metis.util.urls import normalize_base_url
+from metis.util.urls import VIA_GATEWAY_BASE_URL, normalize_base_url
 
 PROVIDER_SOURCE = "provider_api_key"
 GATEWAY_SOURCE = "gateway"
@@ -163,9 +166,12 @@ def gateway_url_variants(urls: Iterable[str]) -> list[str]:
     """Every stored form (see `metis.ingest.push.normalize_base_url`) of the gateway's URLs.
 
     A plugin may report the root or the ``/v1`` base (OpenAI SDKs use ``…/v1``,
-    Anthropic's the root) and ``localhost`` or ``127.0.0.1``.
+    Anthropic's the root) and ``localhost`` or ``127.0.0.1``. An explicit port
+    matches under either scheme (OpenTelemetry spans name only
+    ``server.address`` and ``server.port``). `VIA_GATEWAY_BASE_URL`, what pushes
+    an ingest token declares as sent through this gateway carry, is always in.
     """
-    out: set[str] = set()
+    out: set[str] = {VIA_GATEWAY_BASE_URL}
     for u in urls:
         n = normalize_base_url(u)
         if not n:
@@ -176,6 +182,10 @@ def gateway_url_variants(urls: Iterable[str]) -> list[str]:
             hosts.add(root.replace("://localhost", "://127.0.0.1", 1))
         if "://127.0.0.1" in root:
             hosts.add(root.replace("://127.0.0.1", "://localhost", 1))
+        for h in list(hosts):
+            scheme, _, rest = h.partition("://")
+            if scheme in ("http", "https") and ":" in rest.split("/", 1)[0]:
+                hosts.add(("https" if scheme == "http" else "http") + "://" + rest)
         for h in hosts:
             out.update({h, h + "/v1"})
     return sorted(out)
