@@ -377,6 +377,51 @@ def _cell_sources(
     return cells
 
 
+def pushed_sources(
+    conn: Connection,
+    start: date,
+    end: date,
+    workspace_id: str | None = None,
+    gateway_urls: Sequence[str] | None = None,
+) -> dict[tuple[str, str], Totals]:
+    """Per pushed source (every source but gateway and provider) and class, its `Totals`.
+
+    Keys are (source, class) with class ``plugin`` (counted),
+    ``plugin_duplicate`` (a gateway row has its correlation id) or
+    ``plugin_via_gateway`` (sent through this gateway), over UTC days
+    ``[start, end)``, from the reconciliation rollup: the classes
+    `reconciled_cells` uses, split by source (Hermes, Claude Code, Codex,
+    GenAI spans, ...) for the dashboard.
+    """
+    urls = gateway_urls_from_env() if gateway_urls is None else tuple(gateway_urls)
+    via = gateway_url_variants(urls)
+    t = usage_rollups_reconcile_model
+    cls = _recon_class(t, via).label("klass")
+    q = (
+        select(
+            t.c.source,
+            cls,
+            *(
+                cast(func.sum(x), BigInteger)
+                for x in (t.c.record_count, *(t.c[m] for m in MEASURES))
+            ),
+        )
+        .where(
+            t.c.usage_date >= start,
+            t.c.usage_date < end,
+            t.c.source.not_in((GATEWAY_SOURCE, PROVIDER_SOURCE)),
+        )
+        .group_by(t.c.source, cls)
+    )
+    if workspace_id is not None:
+        q = q.where(t.c.workspace_id == workspace_id)
+    out: dict[tuple[str, str], Totals] = {}
+    for source, klass, n, *vals in conn.execute(q).all():
+        if n:
+            out[(source, klass)] = _totals_of(vals, n)
+    return out
+
+
 def reconciled_cells(
     conn: Connection,
     start: date,
