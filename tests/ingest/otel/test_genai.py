@@ -101,6 +101,8 @@ def _with(sp: SpanEvent, **attrs: object) -> SpanEvent:
         ({"server__port": "9000"}, "http://metis.internal:9000"),
         ({"server__address": None}, None),
         ({"server__address": "bad/host"}, None),
+        ({"server__address": "::1", "server__port": 8080}, "http://[::1]:8080"),
+        ({"server__address": "Metis.Internal"}, "http://metis.internal:8080"),
     ],
 )
 def test_base_url_from_server_address_and_port(

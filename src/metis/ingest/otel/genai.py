@@ -81,6 +81,9 @@ def _base_url(a: Mapping[str, Any]) -> str | None:
     host = text(a, "server.address")
     if host is None or "/" in host or " " in host:
         return None
+    host = host.lower()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
     port = a.get("server.port")
     if isinstance(port, str) and port.isdigit():
         port = int(port)
