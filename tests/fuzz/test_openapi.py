@@ -95,3 +95,16 @@ def test_cron_with_an_unknown_workspace_is_a_400(seeded_server: SeededServer) ->
     )
     assert r.status_code == 400, r.text
     assert "unknown workspace 'no-such-workspace'" in r.json()["detail"]["message"]
+
+
+def test_reconciliation_with_empty_parameters_is_a_400(seeded_server: SeededServer) -> None:
+    """Found by the fuzzer: ``workspace=``, ``from=``, ``to=`` (empty, against the documented
+    patterns) used to be taken as unset and answer 200."""
+    for name in ("workspace", "from", "to"):
+        r = httpx.get(
+            f"{seeded_server.url}/analytics/reconciliation",
+            headers=auth_for("/analytics/reconciliation", seeded_server),
+            params={name: ""},
+            timeout=30,
+        )
+        assert r.status_code == 400, (name, r.text)
