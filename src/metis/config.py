@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     # process (a flush never holds the event loop's GIL), a worker thread, or
     # auto = process under `metis serve`, thread in embedded/test servers.
     writer: Literal["auto", "process", "thread"] = "auto"
+    # OTLP receiver (docs/ingest-otel.md "Limits"): the largest request body,
+    # after gzip decompression (413 beyond), and how many requests it decodes
+    # and stores at once (429 with Retry-After beyond).
+    otel_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    otel_max_concurrency: int = Field(default=4, ge=1, le=64)
 
     @field_validator("log_level", mode="before")
     @classmethod

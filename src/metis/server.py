@@ -24,6 +24,7 @@ from metis.analytics.reconciliation_api import install as install_reconciliation
 from metis.config import Settings, get_settings
 from metis.gateway.app import install as install_gateway
 from metis.gateway.routing.router import install as install_routing
+from metis.ingest.otel.receiver import install as install_otel
 from metis.ingest.push import install as install_push
 from metis.ingest.scheduler import install as install_pull_sync
 from metis.server_errors import install as install_server_errors
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     install_routing(comps)  # after the gateway: plugs into its plan_route/cross_shape seams
     install_analytics(comps)
     install_push(comps)
+    install_otel(comps)  # after push: shares its IngestToken security scheme
     install_pull_sync(comps)
     install_reconciliation(comps)
     install_web(comps)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, insert, select
 
-from metis.db.tables import events, gateway_keys, usage_records, users
+from metis.db.tables import events, gateway_keys, ingest_tokens, usage_records, users
 from metis.events import GatewayKeyIssued, GatewayQuotaExceeded, event_row
 from tests.analytics.seed import T0
 from tests.analytics.test_api import WIN, _three_keys, get
@@ -123,6 +123,10 @@ def test_user_export_and_forget(engine: Engine, api: httpx.Client) -> None:
     assert "secret_sha256" not in doc["gateway_keys"][0]
     assert sum(d["cost_usd"] for d in doc["usage_daily"]) == Decimal("0.999999999")
 
+    from metis.ingest import tokens
+
+    with engine.begin() as c:  # an agent's ingest token bound to the user
+        itok, _ = tokens.create_token(c, "ws_1", "alice-claude", "otel", user="usr_a")
     r = api.post("/analytics/user/usr_a/forget")
     assert r.status_code == 200, r.text
     first = r.json()
@@ -153,6 +157,8 @@ def test_user_export_and_forget(engine: Engine, api: httpx.Client) -> None:
         assert u["forgotten_at"] is not None and u["display_name"] != "alice"
         k = c.execute(select(gateway_keys).where(gateway_keys.c.id == "key_a")).mappings().one()
         assert k["revoked_at"] is not None and k["user_id"] is None
+        (bound,) = c.execute(select(ingest_tokens.c.user_id).where(ingest_tokens.c.id == itok.id))
+        assert bound.user_id is None  # the token no longer leads to the user
         revoked = c.execute(select(events).where(events.c.type == "gateway.key_revoked")).all()
         assert len(revoked) == 1
     # the user's export now holds nothing linking usage to them

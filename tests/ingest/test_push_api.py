@@ -262,3 +262,44 @@ def test_openapi_documents_item_schema(env: PushEnv) -> None:
     assert schema["additionalProperties"] is False
     assert {"idempotency_key", "provider", "model"} <= set(schema["required"])
     assert schema["properties"]["input_tokens"]["minimum"] == 0
+
+
+def test_token_settings_apply_to_pushed_items(env: PushEnv) -> None:
+    """A token's via_gateway marks items without a base URL; its user backs unknown ones."""
+    from metis.db.tables import ingest_activity
+    from metis.identity.users import add_user
+    from metis.ledger.reconcile import reconciled_cells
+
+    with env.engine.begin() as c:
+        ada = add_user(c, "Ada", alias="ada")
+        bob = add_user(c, "Bob", alias="bob")
+        tok, secret = tokens.create_token(c, "acme", "ada-hermes", via_gateway=True, user="ada")
+    r = env.push(
+        [
+            item("a"),  # no base URL: the gateway's own traffic, Ada's
+            item("b", base_url="https://api.openai.com/v1"),  # a direct call: counted
+            item("c", user="bob"),  # names a known user: Bob
+            item("d", user="someone-else"),  # unknown alias: kept, and Ada's
+        ],
+        token=secret,
+    )
+    assert r.status_code == 200, r.text
+    rows = {x["dedupe_key"]: x for x in env.rows()}
+    assert rows["a"]["base_url"] == "metis:gateway"
+    assert rows["b"]["base_url"] == "https://api.openai.com/v1"
+    assert (rows["a"]["user_id"], rows["b"]["user_id"]) == (ada.id, ada.id)
+    assert rows["c"]["user_id"] == bob.id
+    assert rows["d"]["user_id"] == ada.id
+    assert rows["d"]["metadata"] == {"user_alias": "someone-else"}
+    day = rows["a"]["usage_date"]
+    with env.engine.connect() as c:
+        (cell,) = reconciled_cells(c, day, day + timedelta(days=1), env.workspace_id, [])
+        act = c.execute(select(ingest_activity)).mappings().one()
+    assert cell.plugin_via_gateway.request_count == 3  # a, c, d name no base URL
+    assert cell.plugin.request_count == 1  # b went straight to the provider
+    assert (act["channel"], act["token_id"], act["records"], act["accepted"]) == (
+        "push",
+        tok.id,
+        4,
+        4,
+    )

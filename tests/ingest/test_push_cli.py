@@ -137,3 +137,32 @@ def test_hermes_import(cli: type[Cli], engine: Engine, tmp_path: Path) -> None:
         "ingest", "hermes-import", "--state-db", str(tmp_path / "other.db"), "--workspace", "acme"
     )
     assert bad.exit_code == 1 and "not a Hermes state.db" in bad.stderr
+
+
+def test_token_settings_cli(cli: type[Cli], engine: Engine) -> None:
+    cli.ok("workspace", "add", "acme")
+    cli.ok("gateway", "user", "add", "--name", "Ada Lovelace", "--alias", "ada")
+    out = cli.ok(
+        "ingest", "token", "create", "--workspace", "acme", "--name", "ada-claude",
+        "--source", "otel", "--via-gateway", "--user", "ada", "--json",
+    ).stdout  # fmt: skip
+    tok = json.loads(out)
+    assert tok["via_gateway"] is True and tok["user_id"].startswith("usr_")
+    (listed,) = json.loads(cli.ok("ingest", "token", "list", "--json").stdout)
+    assert listed["via_gateway"] is True and listed["user_id"] == tok["user_id"]
+    cli.ok("ingest", "token", "set", tok["id"], "--direct", "--no-user")
+    with engine.connect() as c:
+        row = c.execute(select(ingest_tokens)).mappings().one()
+    assert row["via_gateway"] is False and row["user_id"] is None
+    cli.ok("ingest", "token", "set", tok["id"], "--user", "ada")
+    with engine.connect() as c:
+        row = c.execute(select(ingest_tokens)).mappings().one()
+    assert row["via_gateway"] is False and row["user_id"] == tok["user_id"]
+    bad = cli.run("ingest", "token", "set", tok["id"], "--user", "nobody")
+    assert bad.exit_code == 1 and "unknown user" in bad.stderr
+    bad = cli.run("ingest", "token", "set", tok["id"], "--user", "ada", "--no-user")
+    assert bad.exit_code == 1 and "not both" in bad.stderr
+    bad = cli.run(
+        "ingest", "token", "create", "--workspace", "acme", "--name", "x", "--user", "nobody"
+    )
+    assert bad.exit_code == 1 and "unknown user" in bad.stderr

@@ -28,6 +28,7 @@ from metis.ledger.reconcile import (
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
 from metis.timeutil import day_start
+from metis.util.urls import VIA_GATEWAY_BASE_URL
 
 GW_URL = "http://127.0.0.1:4000"
 D0 = date(2026, 11, 1)
@@ -520,14 +521,18 @@ def test_uncovered_cell_and_unknown_provider_cost(ws_engine: Engine) -> None:
 
 def test_gateway_url_variants() -> None:
     v = gateway_url_variants(["http://LOCALHOST:4000/v1/"])
-    assert v == sorted(
-        {
-            "http://localhost:4000",
-            "http://localhost:4000/v1",
-            "http://127.0.0.1:4000",
-            "http://127.0.0.1:4000/v1",
-        }
+    forms = {
+        f"{scheme}://{host}:4000{path}"
+        for scheme in ("http", "https")  # an explicit port matches under either scheme
+        for host in ("localhost", "127.0.0.1")
+        for path in ("", "/v1")
+    }
+    assert v == sorted({*forms, VIA_GATEWAY_BASE_URL})
+    # Without a port the scheme is part of the identity; the declared mark is always in.
+    assert gateway_url_variants(["https://metis.example"]) == sorted(
+        {"https://metis.example", "https://metis.example/v1", VIA_GATEWAY_BASE_URL}
     )
+    assert gateway_url_variants([]) == [VIA_GATEWAY_BASE_URL]
 
 
 def test_reconciliation_api(ws_engine: Engine, cli: Any, metis_env: dict[str, str]) -> None:

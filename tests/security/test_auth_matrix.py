@@ -74,6 +74,10 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/models"): GATEWAY,
     # plugin push ingestion
     ("POST", "/v1/ingest/usage"): INGEST,
+    # OTLP receiver (agent telemetry)
+    ("POST", "/otel/v1/logs"): INGEST,
+    ("POST", "/otel/v1/traces"): INGEST,
+    ("POST", "/otel/v1/metrics"): INGEST,
     # external cron trigger
     ("POST", "/cron/usage"): CRON,
     # admin / analytics / export API
@@ -139,6 +143,9 @@ BODIES: dict[str, dict[str, Any]] = {
         "messages": [{"role": "user", "content": "hi"}],
     },
     "/v1/ingest/usage": {"items": []},
+    "/otel/v1/logs": {},  # an empty export request: success
+    "/otel/v1/traces": {},
+    "/otel/v1/metrics": {},
     "/cron/usage": {"days": 1},
 }
 # Dashboard form fields (the CSRF token is added for the kinds that carry one).
@@ -386,6 +393,7 @@ def test_denials_say_what_is_wanted(matrix: Matrix) -> None:
     wanted = {
         "/v1/chat/completions": "API key",
         "/v1/ingest/usage": "ingest token",
+        "/otel/v1/logs": "ingest token",
         "/cron/usage": "METIS_CRON_SECRET",
         "/analytics/cost": "admin token",
     }

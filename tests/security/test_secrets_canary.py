@@ -254,6 +254,7 @@ FLOW_COMMANDS = (
     "ingest token create",
     "ingest token list",
     "ingest token revoke",
+    "ingest token set",
     "ingest push",
     "ingest hermes-import",
     "ingest sync",
@@ -370,6 +371,8 @@ def test_canaries_appear_nowhere(
             prints_once="revoked ingest token")  # fmt: skip
     old_doc = json.loads(r.stdout)
     sc.add("revoked ingest token", _last(r.stdout, r"mit_[A-Za-z0-9_-]+"))
+    run("ingest", "token", "set", old_doc.get("id") or _last(r.stdout, r"itok_[0-9A-Z]+"),
+        "--via-gateway")  # fmt: skip
     run("ingest", "token", "revoke", old_doc.get("id") or _last(r.stdout, r"itok_[0-9A-Z]+"))
     run("ingest", "token", "list", "--json")
     r = run("admin", "token", "create", "--name", "dash", prints_once="admin token")

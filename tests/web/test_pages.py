@@ -187,6 +187,50 @@ def test_ingestion_page(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None
     assert "Sync now" in r.text
 
 
+def test_ingest_tokens_and_pushed_sources(
+    ui: UIClient, seeded: Seeded, engine: Any, server: Any
+) -> None:
+    """Last data seen per ingest token; telemetry sources beside the plugin's on reconciliation."""
+    from datetime import date
+
+    from metis.ingest import tokens
+    from tests.ingest.otel.fixtures import CLAUDE
+
+    with engine.begin() as c:
+        _, secret = tokens.create_token(c, "ws_1", "ada-claude", "otel", via_gateway=True)
+        tokens.create_token(c, "ws_1", "idle")
+    r = httpx.post(
+        server.url + "/otel/v1/logs",
+        content=(CLAUDE / "logs.json").read_bytes(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {secret}"},
+    )
+    assert r.status_code == 200
+    page = ui.get("/ui/ingestion", params=_rng(seeded))
+    assert page.status_code == 200 and "ada-claude" in page.text and secret not in page.text
+    rows = _csv(ui, "/ui/ingestion", "tokens", **_rng(seeded))
+    by_name = {(x["name"], x["channel"]): x for x in rows}
+    tok = by_name[("ada-claude", "OTLP logs")]
+    assert tok["via_gateway"] == "true" and tok["last_seen_at"].endswith("Z")
+    assert (tok["requests"], tok["records"], tok["accepted"], tok["rejected"]) == (
+        "1",
+        "3",
+        "1",
+        "0",
+    )
+    assert by_name[("idle", "never used")]["last_seen_at"] == ""
+    fixture_day = date(2026, 12, 5)  # when the Claude Code fixture was captured
+    rng = {
+        "from": min(fixture_day, seeded.today - timedelta(days=6)).isoformat(),
+        "to": max(fixture_day, seeded.today).isoformat(),
+    }
+    assert ui.get("/ui/reconciliation", params=rng).status_code == 200
+    sources = {x["source"]: x for x in _csv(ui, "/ui/reconciliation", "sources", **rng)}
+    assert sources["claude_code"]["via_gateway_calls"] == "1"  # the token's setting
+    assert sources["claude_code"]["counted_calls"] == "0"
+    assert Decimal(sources["claude_code"]["not_counted_usd"]) == Decimal("0.03864375")
+    assert sources["hermes_plugin"]["duplicate_calls"] == "1"
+
+
 BAD_FILTERS = (
     ({"from": "yesterday"}, "from must be a date YYYY-MM-DD"),
     ({"to": "2026-13-01"}, "to must be a date YYYY-MM-DD"),

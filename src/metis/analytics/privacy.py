@@ -8,7 +8,8 @@
   that is stored nowhere else, so the rows stay counted in team and global
   totals but no longer link to the user;
 - the user's gateway keys are revoked (``gateway.key_revoked`` events) and
-  unbound from the user (a key id must not lead back to them);
+  unbound from the user (a key id must not lead back to them); ingest tokens
+  bound to the user are unbound (their later pushes are nobody's);
 - the user record keeps only its id: email and email hash removed, display
   name and alias replaced, disabled, ``forgotten_at`` set;
 - ``identity`` config version is bumped so gateways drop cached keys.
@@ -26,6 +27,7 @@ from metis.analytics.params import ParamError
 from metis.db.tables import (
     events,
     gateway_keys,
+    ingest_tokens,
     spend_counters,
     teams,
     usage_records,
@@ -160,6 +162,10 @@ def forget_user(conn: Connection, user_id: str) -> dict[str, Any]:
         conn.execute(
             update(gateway_keys).where(gateway_keys.c.user_id == user_id).values(user_id=None)
         )
+    # Ingest tokens bound to the user (their agents' pushes) no longer name them.
+    conn.execute(
+        update(ingest_tokens).where(ingest_tokens.c.user_id == user_id).values(user_id=None)
+    )
     # Events: the typed column and any payload value equal to the user id.
     n_events = 0
     for eid, payload in conn.execute(

@@ -29,20 +29,45 @@ def token_create(
     workspace: str = typer.Option(..., "--workspace", help="Workspace id, name or path."),
     name: str = typer.Option(..., "--name", help="A label (which agent or machine uses it)."),
     source: str = typer.Option(
-        tokens.DEFAULT_SOURCE, "--source", help="Source its pushes are stored under."
+        tokens.DEFAULT_SOURCE,
+        "--source",
+        help="Source its pushes to /v1/ingest/usage are stored under "
+        "(telemetry sent to /otel is stored under its own source: claude_code, codex, otel_genai).",
+    ),
+    via_gateway: bool = typer.Option(
+        False,
+        "--via-gateway",
+        help="The agent holding it sends its calls through this gateway: "
+        "items that name no base URL are not counted again (docs/ingest-otel.md).",
+    ),
+    user: str | None = typer.Option(
+        None, "--user", help="User (id or alias) its items belong to when they name nobody known."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Create an ingest token and print its secret once (only its SHA-256 is stored).
 
-    Example:
+    Examples:
 
         metis ingest token create --workspace acme --name laptop-hermes
+
+        metis ingest token create --workspace acme --name ada-claude --user ada --via-gateway
     """
     with transaction() as conn:
-        tok, secret = tokens.create_token(conn, workspace, name, source)
+        tok, secret = tokens.create_token(
+            conn, workspace, name, source, via_gateway=via_gateway, user=user
+        )
     if as_json:
-        print_json({"id": tok.id, "name": tok.name, "source": tok.source, "token": secret})
+        print_json(
+            {
+                "id": tok.id,
+                "name": tok.name,
+                "source": tok.source,
+                "via_gateway": tok.via_gateway,
+                "user_id": tok.user_id,
+                "token": secret,
+            }
+        )
         return
     console.print(f"created ingest token {tok.id} ({tok.name}, source {tok.source})")
     console.print("token (shown once, store it now):")
@@ -69,6 +94,8 @@ def token_list(
             "name": t.name,
             "source": t.source,
             "prefix": t.display_prefix,
+            "via_gateway": t.via_gateway,
+            "user_id": t.user_id,
             "created_at": iso(t.created_at),
             "revoked_at": iso(t.revoked_at) if t.revoked_at else None,
         }
@@ -79,8 +106,38 @@ def token_list(
         return
     print_table(
         "ingest tokens",
-        ["id", "workspace", "name", "source", "prefix", "created", "revoked"],
+        ["id", "workspace", "name", "source", "prefix", "via gw", "user", "created", "revoked"],
         [list(r.values()) for r in rows],
+    )
+
+
+@token_app.command("set")
+def token_set(
+    token_id: str = typer.Argument(..., help="Token id (itok_…)."),
+    via_gateway: bool | None = typer.Option(
+        None,
+        "--via-gateway/--direct",
+        help="Whether the agent holding it sends its calls through this gateway.",
+    ),
+    user: str | None = typer.Option(None, "--user", help="Bind to this user (id or alias)."),
+    no_user: bool = typer.Option(False, "--no-user", help="Bind to no user."),
+) -> None:
+    """Change a token's settings; they apply to items pushed from now on.
+
+    Example:
+
+        metis ingest token set itok_01J... --via-gateway --user ada
+    """
+    if user is not None and no_user:
+        raise MetisError("give --user or --no-user, not both")
+    kw: dict[str, Any] = {"via_gateway": via_gateway}
+    if user is not None or no_user:
+        kw["user"] = user
+    with transaction() as conn:
+        tok = tokens.set_routing(conn, token_id, **kw)
+    console.print(
+        f"ingest token {tok.id}: via_gateway={'yes' if tok.via_gateway else 'no'}, "
+        f"user={tok.user_id or '-'}"
     )
 
 

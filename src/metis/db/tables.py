@@ -121,6 +121,28 @@ ingest_tokens = Table(
     Column("display_prefix", String(32), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # "This agent goes through the gateway": items pushed with the token that
+    # name no base URL are its own gateway traffic (docs/ingest-otel.md).
+    Column("via_gateway", Boolean, nullable=False, default=False),
+    # The developer whose agent holds the token: items whose own identity does
+    # not resolve to a Metis user are attributed to this one.
+    Column("user_id", ID, ForeignKey("users.id"), nullable=True),
+)
+
+# What each ingest token last sent, per channel (``push`` for /v1/ingest/usage,
+# ``otel_logs`` / ``otel_traces`` / ``otel_metrics`` for the OTLP receiver):
+# the ingestion page's "last data seen". Counters only, never payloads.
+ingest_activity = Table(
+    "ingest_activity",
+    metadata,
+    Column("token_id", ID, ForeignKey("ingest_tokens.id"), primary_key=True),
+    Column("channel", String(32), primary_key=True),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("records", BigInteger, nullable=False, default=0),
+    Column("accepted", BigInteger, nullable=False, default=0),
+    Column("rejected", BigInteger, nullable=False, default=0),
 )
 
 admin_tokens = Table(

@@ -33,7 +33,10 @@ Contract (also in the OpenAPI document, schema ``UsageItem``):
   cost is computed with `metis.pricing` (``computed``, or ``none`` for an
   unknown model).
 - ``user`` is a Metis user alias: resolved to ``user_id`` when known, kept in
-  ``metadata.user_alias`` otherwise.
+  ``metadata.user_alias`` otherwise (then the token's own user, if it has one,
+  is the item's ``user_id``).
+- A token created ``--via-gateway`` stores items without ``base_url`` as this
+  gateway's own traffic (docs/ingest-otel.md "Double counting").
 
 `ingest_items` is the shared core (HTTP and ``metis ingest push``).
 """
@@ -64,6 +67,7 @@ from metis import jsonutil, pricing
 from metis.analytics.deps import EngineDep, auth_throttle, client_address
 from metis.analytics.httputil import ErrorInfo
 from metis.db.tables import usage_records, users
+from metis.ingest import activity
 from metis.ingest import tokens as ingest_tokens
 from metis.jsonutil import DECODE_ERRORS
 from metis.ledger.bounds import ITEM_MAX_COST_USD, ITEM_MAX_TOKENS, LedgerLimitError
@@ -79,7 +83,7 @@ from metis.security.fields import (
     check_metadata,
 )
 from metis.timeutil import iso, utcnow
-from metis.util.urls import normalize_base_url
+from metis.util.urls import VIA_GATEWAY_BASE_URL, normalize_base_url
 
 if TYPE_CHECKING:
     from metis.server import Components
@@ -222,11 +226,19 @@ class PushResult(BaseModel):
 
 @dataclass(frozen=True)
 class PushTarget:
-    """Where pushed items land: workspace, source and source_ref."""
+    """Where pushed items land: workspace, source and source_ref, and the token's settings.
+
+    ``via_gateway``: items that name no ``base_url`` went through this Metis
+    gateway (stored with `VIA_GATEWAY_BASE_URL`, which reconciliation treats as
+    the gateway's own traffic). ``user_id``: the user an item is attributed to
+    when its own ``user`` does not resolve (`metis.ingest.tokens`).
+    """
 
     workspace_id: str
     source: str
     source_ref: str
+    via_gateway: bool = False
+    user_id: str | None = None
 
 
 def _reasons(exc: ValidationError) -> list[str]:
@@ -273,6 +285,11 @@ def _to_record(item: UsageItem, target: PushTarget, user_id: str | None) -> Usag
     meta: dict[str, Any] = dict(item.metadata or {})
     if item.user and user_id is None:
         meta["user_alias"] = item.user
+    if user_id is None:
+        user_id = target.user_id
+    base_url = normalize_base_url(item.base_url)
+    if base_url is None and target.via_gateway:
+        base_url = VIA_GATEWAY_BASE_URL
     return UsageRecord(
         workspace_id=target.workspace_id,
         source=target.source,
@@ -299,7 +316,7 @@ def _to_record(item: UsageItem, target: PushTarget, user_id: str | None) -> Usag
         correlation_id=item.correlation_id or None,
         session_id=item.session_id or None,
         service_tier=item.service_tier or None,
-        base_url=normalize_base_url(item.base_url),
+        base_url=base_url,
         metadata=meta or None,
     )
 
@@ -530,9 +547,19 @@ async def push_usage(request: Request, engine: EngineDep) -> Response:
         return _error(
             413, "too_many_items", f"batch has {len(raw_items)} items; the limit is {MAX_ITEMS}"
         )
-    target = PushTarget(tok.workspace_id, tok.source, tok.id)
+    target = PushTarget(tok.workspace_id, tok.source, tok.id, tok.via_gateway, tok.user_id)
     with engine.begin() as conn:
-        result = ingest_items(conn, target, raw_items)
+        now = utcnow()
+        result = ingest_items(conn, target, raw_items, now)
+        activity.record(
+            conn,
+            tok.id,
+            "push",
+            now,
+            records=len(raw_items),
+            accepted=len(result.accepted) + len(result.unchanged) + len(result.revised),
+            rejected=len(result.rejected),
+        )
     status = 422 if result.rejected else 200
     return Response(
         jsonutil.dumps(result.model_dump()), status_code=status, media_type="application/json"

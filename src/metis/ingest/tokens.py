@@ -7,19 +7,28 @@ default): everything pushed with it lands in that workspace with that
 cannot be created for the sources reconciliation treats specially
 (``gateway``, ``provider_api_key``), so a plugin can never pose as the
 gateway or as provider-reported truth.
+
+Two settings say what a token's pushes mean (`set_routing`, ``metis ingest
+token create|set``): ``via_gateway`` (the agent holding it sends its calls
+through this Metis gateway, so items that name no base URL are the gateway's
+own traffic and never counted again; DESIGN.md reconciliation, docs/ingest-otel.md)
+and ``user_id`` (the developer the agent belongs to: items whose own identity
+does not resolve to a Metis user are attributed to them).
 """
 
 import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
 from metis.db.tables import ingest_tokens
 from metis.errors import NotFoundError, ValidationError
+from metis.identity.users import get_user
 from metis.ids import new_id
 from metis.timeutil import utcnow
 from metis.workspaces import get_workspace
@@ -41,6 +50,8 @@ class IngestToken:
     display_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    via_gateway: bool = False
+    user_id: str | None = None
 
 
 def _sha256(token: str) -> str:
@@ -48,11 +59,19 @@ def _sha256(token: str) -> str:
 
 
 def create_token(
-    conn: Connection, workspace: str, name: str, source: str = DEFAULT_SOURCE
+    conn: Connection,
+    workspace: str,
+    name: str,
+    source: str = DEFAULT_SOURCE,
+    *,
+    via_gateway: bool = False,
+    user: str | None = None,
 ) -> tuple[IngestToken, str]:
     """Create a token for ``workspace`` (id, name or path); returns it and its secret.
 
-    The secret is returned once and never stored; show it to the user now.
+    ``via_gateway`` and ``user`` (a user id or alias) are the token's routing and
+    attribution settings (module docstring). The secret is returned once and
+    never stored; show it to the user now.
     """
     ws = get_workspace(conn, workspace)
     name = name.strip()
@@ -64,8 +83,11 @@ def create_token(
         )
     if source in RESERVED_SOURCES:
         raise ValidationError(f"source {source!r} is reserved; plugins push as another source")
+    user_id = get_user(conn, user).id if user is not None else None
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    tok = IngestToken(new_id("itok"), ws.id, name, source, secret[:10], utcnow(), None)
+    tok = IngestToken(
+        new_id("itok"), ws.id, name, source, secret[:10], utcnow(), None, via_gateway, user_id
+    )
     conn.execute(
         ingest_tokens.insert().values(
             id=tok.id,
@@ -76,6 +98,8 @@ def create_token(
             display_prefix=tok.display_prefix,
             created_at=tok.created_at,
             revoked_at=None,
+            via_gateway=via_gateway,
+            user_id=user_id,
         )
     )
     return tok, secret
@@ -89,7 +113,16 @@ _COLS = (
     ingest_tokens.c.display_prefix,
     ingest_tokens.c.created_at,
     ingest_tokens.c.revoked_at,
+    ingest_tokens.c.via_gateway,
+    ingest_tokens.c.user_id,
 )
+
+
+def _get(conn: Connection, token_id: str) -> IngestToken:
+    row = conn.execute(select(*_COLS).where(ingest_tokens.c.id == token_id)).first()
+    if row is None:
+        raise NotFoundError(f"unknown ingest token {token_id!r} (see `metis ingest token list`)")
+    return IngestToken(*row)
 
 
 def list_tokens(conn: Connection, workspace: str | None = None) -> list[IngestToken]:
@@ -102,16 +135,40 @@ def list_tokens(conn: Connection, workspace: str | None = None) -> list[IngestTo
 
 def revoke_token(conn: Connection, token_id: str) -> IngestToken:
     """Revoke token ``token_id`` (idempotent); pushes with it get 401 from then on."""
-    row = conn.execute(select(*_COLS).where(ingest_tokens.c.id == token_id)).first()
-    if row is None:
-        raise NotFoundError(f"unknown ingest token {token_id!r} (see `metis ingest token list`)")
-    tok = IngestToken(*row)
+    tok = _get(conn, token_id)
     if tok.revoked_at is None:
         now = utcnow()
         conn.execute(
             update(ingest_tokens).where(ingest_tokens.c.id == token_id).values(revoked_at=now)
         )
-        tok = IngestToken(*row[:-1], now)
+        tok = replace(tok, revoked_at=now)
+    return tok
+
+
+_UNSET: Any = object()
+
+
+def set_routing(
+    conn: Connection,
+    token_id: str,
+    *,
+    via_gateway: bool | None = None,
+    user: str | None = _UNSET,
+) -> IngestToken:
+    """Change a token's settings: ``via_gateway``, and ``user`` (id or alias; None unbinds).
+
+    Applies to items pushed from now on; stored rows keep what they were
+    stored with until their sender re-sends them.
+    """
+    tok = _get(conn, token_id)
+    values: dict[str, Any] = {}
+    if via_gateway is not None:
+        values["via_gateway"] = via_gateway
+    if user is not _UNSET:
+        values["user_id"] = get_user(conn, user).id if user is not None else None
+    if values:
+        conn.execute(update(ingest_tokens).where(ingest_tokens.c.id == token_id).values(**values))
+        tok = replace(tok, **values)
     return tok
 
 

@@ -7,10 +7,13 @@ reconciliation", user docs in docs/reconciliation.md):
 1. Each row is classified in SQL: ``provider`` (``source = provider_api_key``),
    ``gateway`` (``source = gateway``), and for every other (plugin) source:
    ``plugin_via_gateway`` when its ``base_url`` is one of this Metis gateway's
-   URLs (the gateway recorded that call itself), ``plugin_duplicate`` when a
-   gateway row of the workspace has the same ``correlation_id`` (the
-   provider's response id: the same call, the gateway row stands), else
-   ``plugin`` (traffic that did not pass the gateway).
+   URLs or `VIA_GATEWAY_BASE_URL` (an ingest token declared its agent sends
+   through this gateway; the gateway recorded that call itself),
+   ``plugin_duplicate`` when a gateway row of the workspace has the same
+   ``correlation_id`` (the provider's response id: the same call, the gateway
+   row stands), else ``plugin`` (traffic that did not pass the gateway).
+   "Plugin" is every pushed source alike (Hermes, Claude Code, Codex and
+   OpenTelemetry GenAI telemetry, `metis.ingest.otel`): no source is named.
 2. A cell is *covered* when a provider sync completed the whole UTC day for a
    credential of that workspace and provider (a ``sync_windows`` row with
    ``[day, day+1)``, written by `metis.ingest.sync`). Then the provider total
@@ -58,7 +61,7 @@ from metis.db.tables import (
 )
 from metis.ledger import rollups
 from metis.timeutil import day_start
-from metis.util.urls import normalize_base_url
+from metis.util.urls import VIA_GATEWAY_BASE_URL, normalize_base_url
 
 PROVIDER_SOURCE = "provider_api_key"
 GATEWAY_SOURCE = "gateway"
@@ -164,9 +167,12 @@ def gateway_url_variants(urls: Iterable[str]) -> list[str]:
     """Every stored form (see `metis.ingest.push.normalize_base_url`) of the gateway's URLs.
 
     A plugin may report the root or the ``/v1`` base (OpenAI SDKs use ``…/v1``,
-    Anthropic's the root) and ``localhost`` or ``127.0.0.1``.
+    Anthropic's the root) and ``localhost`` or ``127.0.0.1``. An explicit port
+    matches under either scheme (OpenTelemetry spans name only
+    ``server.address`` and ``server.port``). `VIA_GATEWAY_BASE_URL`, what pushes
+    an ingest token declares as sent through this gateway carry, is always in.
     """
-    out: set[str] = set()
+    out: set[str] = {VIA_GATEWAY_BASE_URL}
     for u in urls:
         n = normalize_base_url(u)
         if not n:
@@ -177,6 +183,10 @@ def gateway_url_variants(urls: Iterable[str]) -> list[str]:
             hosts.add(root.replace("://localhost", "://127.0.0.1", 1))
         if "://127.0.0.1" in root:
             hosts.add(root.replace("://127.0.0.1", "://localhost", 1))
+        for h in list(hosts):
+            scheme, _, rest = h.partition("://")
+            if scheme in ("http", "https") and ":" in rest.split("/", 1)[0]:
+                hosts.add(("https" if scheme == "http" else "http") + "://" + rest)
         for h in hosts:
             out.update({h, h + "/v1"})
     return sorted(out)
@@ -365,6 +375,51 @@ def _cell_sources(
             if kl == "provider":
                 d["cost_unknown"] = int(unk or 0) == int(n)
     return cells
+
+
+def pushed_sources(
+    conn: Connection,
+    start: date,
+    end: date,
+    workspace_id: str | None = None,
+    gateway_urls: Sequence[str] | None = None,
+) -> dict[tuple[str, str], Totals]:
+    """Per pushed source (every source but gateway and provider) and class, its `Totals`.
+
+    Keys are (source, class) with class ``plugin`` (counted),
+    ``plugin_duplicate`` (a gateway row has its correlation id) or
+    ``plugin_via_gateway`` (sent through this gateway), over UTC days
+    ``[start, end)``, from the reconciliation rollup: the classes
+    `reconciled_cells` uses, split by source (Hermes, Claude Code, Codex,
+    GenAI spans, ...) for the dashboard.
+    """
+    urls = gateway_urls_from_env() if gateway_urls is None else tuple(gateway_urls)
+    via = gateway_url_variants(urls)
+    t = usage_rollups_reconcile_model
+    cls = _recon_class(t, via).label("klass")
+    q = (
+        select(
+            t.c.source,
+            cls,
+            *(
+                cast(func.sum(x), BigInteger)
+                for x in (t.c.record_count, *(t.c[m] for m in MEASURES))
+            ),
+        )
+        .where(
+            t.c.usage_date >= start,
+            t.c.usage_date < end,
+            t.c.source.not_in((GATEWAY_SOURCE, PROVIDER_SOURCE)),
+        )
+        .group_by(t.c.source, cls)
+    )
+    if workspace_id is not None:
+        q = q.where(t.c.workspace_id == workspace_id)
+    out: dict[tuple[str, str], Totals] = {}
+    for source, klass, n, *vals in conn.execute(q).all():
+        if n:
+            out[(source, klass)] = _totals_of(vals, n)
+    return out
 
 
 def reconciled_cells(

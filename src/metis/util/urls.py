@@ -2,6 +2,11 @@
 
 import re
 
+VIA_GATEWAY_BASE_URL = "metis:gateway"
+"""The ``base_url`` stored for pushed calls an ingest token declares as sent through
+this Metis gateway (``via_gateway``): reconciliation counts them as the gateway's
+own traffic whatever ``METIS_GATEWAY_URLS`` says (`metis.ledger.reconcile`)."""
+
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/]*)(.*)$")
 
 

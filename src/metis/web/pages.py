@@ -26,7 +26,8 @@ from metis.db.tables import ingest_runs, sync_windows
 from metis.identity.keys import list_keys
 from metis.identity.teams import list_teams
 from metis.identity.users import list_users
-from metis.ledger.reconcile import Totals, reconciled_cells
+from metis.ingest.activity import list_activity
+from metis.ledger.reconcile import Totals, pushed_sources, reconciled_cells
 from metis.timeutil import day_start, utcnow
 from metis.web.charts import cap_bar, day_range, stacked_bars
 from metis.web.params import PageQuery
@@ -550,7 +551,55 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
         rows=cell_rows,
         row_class=flag,
     )
-    return {"tables": {"reconciliation": per_day, "cells": cells_t}, "total": total}
+    return {
+        "tables": {
+            "reconciliation": per_day,
+            "cells": cells_t,
+            "sources": _pushed_sources_table(conn, q),
+        },
+        "total": total,
+    }
+
+
+def _pushed_sources_table(conn: Connection, q: PageQuery) -> Table:
+    """Per pushed source (plugins, agent telemetry): counted, twins of gateway calls, via it."""
+    parts = pushed_sources(conn, q.start, q.end_exclusive, q.workspace_id)
+    by_source: dict[str, dict[str, Totals]] = defaultdict(dict)
+    for (source, klass), t in parts.items():
+        by_source[source][klass] = t
+    rows = []
+    zero = Totals()
+    for source, classes in sorted(by_source.items()):
+        counted = classes.get("plugin", zero)
+        dup = classes.get("plugin_duplicate", zero)
+        via = classes.get("plugin_via_gateway", zero)
+        rows.append(
+            {
+                "source": source,
+                "counted_calls": counted.request_count,
+                "counted_usd": usd(counted.cost_nanousd) or Decimal(0),
+                "duplicate_calls": dup.request_count,
+                "via_gateway_calls": via.request_count,
+                "not_counted_usd": usd(dup.cost_nanousd + via.cost_nanousd) or Decimal(0),
+            }
+        )
+    return Table(
+        id="sources",
+        title="Pushed sources (agent plugins and telemetry)",
+        columns=[
+            Column("source", "source"),
+            Column("counted_calls", "counted calls", "int"),
+            Column("counted_usd", "counted", "usd"),
+            Column("duplicate_calls", "twins of gateway calls", "int"),
+            Column("via_gateway_calls", "sent through the gateway", "int"),
+            Column("not_counted_usd", "not counted again", "usd"),
+        ],
+        rows=rows,
+        empty="No pushed usage in this range.",
+        note="Twins carry a gateway call's response id; calls sent through the gateway name "
+        "its URL (METIS_GATEWAY_URLS) or come from an ingest token set --via-gateway. Both "
+        "are the gateway's own rows and are counted there (docs/ingest-otel.md).",
+    )
 
 
 # ---------------------------------------------------------------- ingestion
@@ -678,4 +727,57 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
             "error" if r["status"] == "failed" else ("running" if r["status"] == "running" else "")
         ),
     )
-    return {"tables": {"credentials": creds_t, "runs": runs_t}}
+    return {"tables": {"credentials": creds_t, "runs": runs_t, "tokens": _tokens_table(conn, q)}}
+
+
+_CHANNELS = {
+    "push": "push API",
+    "otel_logs": "OTLP logs",
+    "otel_traces": "OTLP traces",
+    "otel_metrics": "OTLP metrics (not spend)",
+}
+
+
+def _tokens_table(conn: Connection, q: PageQuery) -> Table:
+    """Every ingest token and what it last sent, per channel (push API, OTLP signals)."""
+    ws_names = {w.id: w.name for w in list_workspaces(conn)}
+    aliases = {u.id: u.alias for u in list_users(conn)}
+    rows = []
+    for a in list_activity(conn, q.workspace_id):
+        rows.append(
+            {
+                "token_id": a.token_id,
+                "name": a.token_name + (" (revoked)" if a.revoked else ""),
+                "workspace": ws_names.get(a.workspace_id, a.workspace_id),
+                "via_gateway": a.via_gateway,
+                "user": aliases.get(a.user_id or "", a.user_id),
+                "channel": _CHANNELS.get(a.channel or "", a.channel) or "never used",
+                "last_seen_at": a.last_seen_at,
+                "requests": a.requests,
+                "records": a.records,
+                "accepted": a.accepted,
+                "rejected": a.rejected,
+            }
+        )
+    return Table(
+        id="tokens",
+        title="Ingest tokens: last data seen",
+        columns=[
+            Column("token_id", "token"),
+            Column("name", "name"),
+            Column("workspace", "workspace"),
+            Column("via_gateway", "via gateway", "bool"),
+            Column("user", "user"),
+            Column("channel", "channel"),
+            Column("last_seen_at", "last data seen", "datetime"),
+            Column("requests", "requests", "int"),
+            Column("records", "records received", "int"),
+            Column("accepted", "usage items stored", "int"),
+            Column("rejected", "rejected", "int"),
+        ],
+        rows=rows,
+        empty="No ingest tokens (`metis ingest token create`).",
+        row_class=lambda r: "error" if r["rejected"] else "",
+        note="Records: usage items (push API), log records, spans or metric data points (OTLP). "
+        "Metrics are a cross-check only: they are never turned into spend.",
+    )

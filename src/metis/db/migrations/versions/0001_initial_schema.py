@@ -212,16 +212,39 @@ def upgrade() -> None:
         sa.Column("display_prefix", sa.String(length=32), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.Column("via_gateway", sa.Boolean(), nullable=False),
+        sa.Column("user_id", sa.String(length=40), nullable=True),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
             name=op.f("fk_ingest_tokens_workspace_id_workspaces"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_ingest_tokens_user_id_users")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ingest_tokens")),
         sa.UniqueConstraint("secret_sha256", name=op.f("uq_ingest_tokens_secret_sha256")),
     )
     op.create_index(
         op.f("ix_ingest_tokens_workspace_id"), "ingest_tokens", ["workspace_id"], unique=False
+    )
+
+    op.create_table(
+        "ingest_activity",
+        sa.Column("token_id", sa.String(length=40), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.Column("records", sa.BigInteger(), nullable=False),
+        sa.Column("accepted", sa.BigInteger(), nullable=False),
+        sa.Column("rejected", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["token_id"],
+            ["ingest_tokens.id"],
+            name=op.f("fk_ingest_activity_token_id_ingest_tokens"),
+        ),
+        sa.PrimaryKeyConstraint("token_id", "channel", name=op.f("pk_ingest_activity")),
     )
 
     op.create_table(
@@ -612,6 +635,7 @@ def downgrade() -> None:
     op.drop_index("ix_provider_credentials_workspace_id", table_name="provider_credentials")
 
     op.drop_table("provider_credentials")
+    op.drop_table("ingest_activity")
     op.drop_index("ix_ingest_tokens_workspace_id", table_name="ingest_tokens")
 
     op.drop_table("ingest_tokens")
