@@ -27,6 +27,7 @@ kept as names only, and any value or body string containing one of the
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +53,7 @@ INTERESTING = frozenset(
         "user-agent",
         "version",
         "x-app",
+        "x-codex-beta-features",
         "x-should-retry",
     }
 )
@@ -61,6 +63,19 @@ SECRET_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-autho
 HOP_BY_HOP = frozenset(
     {"connection", "content-length", "host", "keep-alive", "transfer-encoding", "upgrade"}
 )
+
+
+class _DenialLogFilter(logging.Filter):
+    """uvicorn logs an answered WebSocket denial as an unfinished handshake; drop that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing handshake" not in record.getMessage()
+
+
+def _quiet_denials() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialLogFilter) for f in logger.filters):
+        logger.addFilter(_DenialLogFilter())
 
 
 @dataclass
@@ -140,6 +155,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
         self._client: httpx.AsyncClient | None = None
+        _quiet_denials()
 
     # -- reading ---------------------------------------------------------------
     def requests(self, path: str | None = None, kind: str = "http") -> list[Exchange]:

@@ -164,6 +164,9 @@ class _Runner:
         self.tmp = root / "tmp"
         for d in (self.home, self.workdir, self.bin, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
+        # Codex runs its shell tool as a login shell, which takes PATH from /etc/profile:
+        # keep `bin` on it there too.
+        (self.home / ".bash_profile").write_text(f'export PATH="{self.bin}:$PATH"\n')
 
     def base_env(self) -> dict[str, str]:
         node = shutil.which("node")
@@ -215,22 +218,17 @@ class ClaudeCode(_Runner):
         *,
         base_url: str,
         key: str,
-        model: str,
+        model: str | None,
         args: Sequence[str] = (),
         auth: str = "api-key",
         extra_env: dict[str, str] | None = None,
         timeout: float = 180,
     ) -> CliRun:
-        argv = [
-            str(cli_binary("claude")),
-            "-p",
-            prompt,
-            "--model",
-            model,
-            "--output-format",
-            "json",
-            *args,
-        ]
+        """``model`` None: Claude Code's default model (no ``--model``)."""
+        argv = [str(cli_binary("claude")), "-p", prompt, "--output-format", "json"]
+        if model is not None:
+            argv += ["--model", model]
+        argv += args
         env = {**self.env(base_url, key, auth=auth), **(extra_env or {})}
         return run_cli(argv, env=env, cwd=self.workdir, timeout=timeout)
 
