@@ -262,7 +262,7 @@ class Recorder:
             body = {"type": "error", "error": {"type": "not_found_error", "message": "no route"}}
             await self._canned(send, ex, Rule(ex.method, ex.path, 404, body), "default")
             return
-        await self._forward(scope, send, ex, raw)
+        await self._forward(self.upstream, scope, send, ex, raw)
 
     async def _canned(self, send: Send, ex: Exchange, rule: Rule, how: str) -> None:
         if rule.raw is not None:
@@ -278,7 +278,9 @@ class Recorder:
         await send({"type": "http.response.start", "status": rule.status, "headers": hdrs})
         await send({"type": "http.response.body", "body": data})
 
-    async def _forward(self, scope: dict[str, Any], send: Send, ex: Exchange, raw: bytes) -> None:
+    async def _forward(
+        self, upstream: str, scope: dict[str, Any], send: Send, ex: Exchange, raw: bytes
+    ) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
         headers = [
@@ -287,7 +289,7 @@ class Recorder:
             if k.decode("latin-1").lower() not in HOP_BY_HOP
         ]
         qs = scope.get("query_string", b"").decode("latin-1")
-        url = self.upstream + scope["path"] + (f"?{qs}" if qs else "")  # type: ignore[operator]
+        url = upstream + scope["path"] + (f"?{qs}" if qs else "")
         req = self._client.build_request(scope["method"], url, headers=headers, content=raw)
         resp = await self._client.send(req, stream=True)
         try:
