@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from metis.db.tables import gateway_keys, usage_records
 from tests.clients.egress import EgressTrap
-from tests.plugins.clients import ClaudeCode
+from tests.plugins.clients import ClaudeCode, RecorderFactory
 from tests.plugins.servers import GatewayServer
 from tests.plugins.simulator import Simulator
 
@@ -122,3 +122,52 @@ def test_a_tool_turn_is_recorded_exactly_as_the_provider_billed_it(
 
     # Nothing left the machine.
     assert egress_trap.attempts == []
+
+
+def test_a_spent_hard_cap_stops_claude_code_at_the_first_refusal(
+    gateway_factory: Callable[..., GatewayServer],
+    simulator: Simulator,
+    claude_code: ClaudeCode,
+) -> None:
+    """The cap refusal must tell Claude Code not to retry (``x-should-retry: false``):
+    it would otherwise retry for minutes, each retry refused again (issue 17, item 5)."""
+    g = gateway_factory(simulator.url)
+    _, secret = g.issue_key("capped", user="bob", team="eng", daily_cap_usd="0.000001")
+    spend = g.anthropic(secret).messages.create(
+        model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "spend the cap"}]
+    )
+    assert spend.usage.output_tokens > 0
+    requests_before = g.gw.stats.requests
+
+    run = claude_code.run("hi", base_url=g.url, key=secret, model=MODEL, timeout=90)
+
+    sent = g.gw.stats.requests - requests_before
+    assert sent == 1, f"{sent} requests reached the gateway (1 expected: no retry)\n{run.report()}"
+    assert not run.timed_out and run.returncode == 1, run.report()
+    result = run.json()
+    assert result["is_error"] is True and result["api_error_status"] == 429, run.report()
+    assert "key_daily spend cap reached" in result["result"]
+    assert g.gw.stats.quota_rejections == 1
+    assert len(simulator.calls()) == 1  # only the spending call reached the provider
+
+
+def test_context_is_counted_through_the_gateway_and_not_billed(
+    gateway_factory: Callable[..., GatewayServer],
+    simulator: Simulator,
+    claude_code: ClaudeCode,
+    recorder_factory: RecorderFactory,
+) -> None:
+    """``/context`` asks ``POST /v1/messages/count_tokens?beta=true`` for every part of the
+    prompt (34 requests): the gateway must serve them, and nothing is billed."""
+    g = gateway_factory(simulator.url)
+    _, secret = g.issue_key("alice-laptop", user="alice", team="eng")
+    rec, url = recorder_factory(g.url, secrets=[secret])
+
+    run = claude_code.run("/context", base_url=url, key=secret, model=MODEL).ok()
+
+    assert "Context Usage" in run.json()["result"]
+    counts = rec.requests("/v1/messages/count_tokens")
+    assert len(counts) > 10 and rec.requests("/v1/messages") == []
+    assert {e.status for e in counts} == {200}, run.report()
+    assert simulator.ground_truth()["total"]["requests"] == 0
+    assert _records(g) == {}
