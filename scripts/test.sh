@@ -11,8 +11,8 @@ source scripts/venv.sh
 backends=${METIS_TEST_BACKENDS:-"sqlite postgresql"}
 # A separate venv with hermes-agent for the real-Hermes plugin test (skips without it).
 export METIS_HERMES_PYTHON=${METIS_HERMES_PYTHON:-$(scripts/hermes-venv.sh)}
-# The real Claude Code CLI (npm, pinned) for the OTLP receiver's end-to-end test.
-export METIS_CLAUDE_CODE_BIN=${METIS_CLAUDE_CODE_BIN:-$(scripts/claude-code.sh)}
+# The real agent CLIs (Claude Code, Codex) for tests/clients; without them those tests fail.
+scripts/clients.sh >&2 || echo "warning: scripts/clients.sh failed; the client tests will fail" >&2
 status=0
 pgdir=""
 cleanup() { [ -n "$pgdir" ] && scripts/pg.sh stop "$pgdir" || true; [ -n "$pgdir" ] && rm -rf "$pgdir"; }

@@ -32,6 +32,7 @@ pytest_plugins = [
     "tests.plugins.identity",
     "tests.plugins.ingest",
     "tests.plugins.demo",
+    "tests.plugins.clients",
 ]
 
 # Hypothesis loads its built-in "ci" profile by itself under CI=true (derandomized: the

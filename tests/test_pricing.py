@@ -86,6 +86,31 @@ def test_inconsistent_parts_rejected() -> None:
         pricing.price("openai", "o3-mini", output_tokens=1, reasoning_tokens=2)
 
 
+def test_one_hour_cache_writes_at_their_own_price() -> None:
+    # claude-sonnet-4-5: cache write $3.75 (5 minutes) and $6 (1 hour) per MTok.
+    five = pricing.price(
+        "anthropic", "claude-sonnet-4-5", input_tokens=1000, cache_creation_input_tokens=1000, at=AT
+    )
+    mixed = pricing.price(
+        "anthropic",
+        "claude-sonnet-4-5",
+        input_tokens=3000,
+        cache_creation_input_tokens=3000,
+        cache_write_1h_tokens=1000,
+        at=AT,
+    )
+    assert five.cost_nanousd == 3_750_000
+    assert mixed.cost_nanousd == 2 * 3_750_000 + 6_000_000
+    with pytest.raises(ValueError, match="cache_write_1h_tokens exceed"):
+        pricing.price(
+            "anthropic",
+            "claude-sonnet-4-5",
+            input_tokens=10,
+            cache_creation_input_tokens=1,
+            cache_write_1h_tokens=2,
+        )
+
+
 def test_reasoning_tokens_priced_as_output() -> None:
     with_r = pricing.price(
         "openai", "o3-mini", input_tokens=100, output_tokens=500, reasoning_tokens=400, at=AT
@@ -104,21 +129,24 @@ def test_fast_path_equals_genai_prices_for_every_model(provider: str) -> None:
 
     [prov] = [p for p in data_snapshot.get_snapshot().providers if p.id == provider]
     usages = [
-        (1000, 0, 0, 10),
-        (123_457, 100_000, 0, 999),
-        (50_000, 1_000, 2_000, 3),
-        (300_001, 0, 0, 0),
+        (1000, 0, 0, 0, 10),
+        (123_457, 100_000, 0, 0, 999),
+        (50_000, 1_000, 2_000, 0, 3),
+        (50_000, 1_000, 2_000, 500, 3),
+        (90_000, 0, 70_000, 70_000, 0),
+        (300_001, 0, 0, 0, 0),
     ]
     checked = 0
     for m in prov.models:
         if not pricing.has_price(provider, m.id):
             continue  # ids that do not match themselves (e.g. "ft:…" patterns)
-        for inp, cached, write, out in usages:
+        for inp, cached, write, write_1h, out in usages:
             ref = calc_price(
                 Usage(
                     input_tokens=inp,
                     cache_read_tokens=cached or None,
                     cache_write_tokens=write or None,
+                    cache_write_1h_tokens=write_1h or None,
                     output_tokens=out,
                 ),
                 m.id,
@@ -131,6 +159,7 @@ def test_fast_path_equals_genai_prices_for_every_model(provider: str) -> None:
                 input_tokens=inp,
                 cached_input_tokens=cached,
                 cache_creation_input_tokens=write,
+                cache_write_1h_tokens=write_1h,
                 output_tokens=out,
                 at=AT,
             )

@@ -61,23 +61,25 @@ def _lookup(provider: str, model: str) -> tuple[_gp_types.Provider, _gp_types.Mo
 
 _MTOK = Decimal(1_000_000)
 _SIMPLE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
-_simple_cache: dict[tuple[str, str, int], tuple[Decimal, Decimal, Decimal, Decimal] | None] = {}
+_Simple = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
+_simple_cache: dict[tuple[str, str, int], _Simple | None] = {}
 
 
 def _now() -> datetime:
     return datetime.now(tz=UTC)
 
 
-def _simple_prices(
-    provider_id: str, model_id: str, mp: Any
-) -> tuple[Decimal, Decimal, Decimal, Decimal] | None:
-    """(input, output, cache read, cache write) $/MTok when plain arithmetic is exact.
+def _simple_prices(provider_id: str, model_id: str, mp: Any) -> _Simple | None:
+    """(input, output, cache read, cache write, 1h cache write) $/MTok when plain arithmetic
+    is exact.
 
-    That is: those four prices are flat Decimals (no tiers) and the model has
+    That is: those prices are flat Decimals (no tiers) and the model has
     no separate reasoning-token price. A cache price the model lacks falls back
-    to the input price, as genai-prices charges an unpriced part at its parent's
-    rate. Anything else (tiers, reasoning prices) takes genai-prices' own path.
-    Equality with genai-prices is tested for every OpenAI and Anthropic model.
+    to its parent's price, as genai-prices charges an unpriced part at its
+    parent's rate (cache read/write: the input price; a 1-hour cache write: the
+    cache write price). Anything else (tiers, reasoning prices) takes
+    genai-prices' own path. Equality with genai-prices is tested for every
+    OpenAI and Anthropic model.
     """
     # get_prices returns the snapshot's own (long-lived) price objects when no
     # price context is given, so their id() is a stable cache key.
@@ -86,8 +88,8 @@ def _simple_prices(
         return _simple_cache[key]
     except KeyError:
         pass
-    vals = [getattr(mp, k, None) for k in _SIMPLE_KEYS]
-    out: tuple[Decimal, Decimal, Decimal, Decimal] | None = None
+    vals = [getattr(mp, k, None) for k in (*_SIMPLE_KEYS, "cache_write_1h_mtok")]
+    out: _Simple | None = None
     if (
         all(v is None or isinstance(v, Decimal) for v in vals)
         and vals[0] is not None
@@ -95,11 +97,13 @@ def _simple_prices(
     ):
         p_in = vals[0]
         p_out = vals[1] if vals[1] is not None else Decimal(0)
+        p_write = vals[3] if vals[3] is not None else p_in
         out = (
             p_in,
             p_out,
             vals[2] if vals[2] is not None else p_in,
-            vals[3] if vals[3] is not None else p_in,
+            p_write,
+            vals[4] if vals[4] is not None else p_write,
         )
     if len(_simple_cache) > 10_000:
         _simple_cache.clear()
@@ -131,13 +135,19 @@ def price(
     cached_input_tokens: int = 0,
     cache_creation_input_tokens: int = 0,
     reasoning_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
     at: datetime | None = None,
 ) -> Priced:
     """Price one call from canonical token counts.
 
     ``cached_input_tokens`` and ``cache_creation_input_tokens`` are parts of
     ``input_tokens``; ``reasoning_tokens`` is part of ``output_tokens``
-    (canonical semantics). ``at`` selects time-dependent prices (None = now).
+    (canonical semantics). ``cache_write_1h_tokens`` is the part of
+    ``cache_creation_input_tokens`` written with Anthropic's 1-hour TTL, priced
+    at the model's 1-hour cache-write price (2x input, against 1.25x for the
+    default 5 minutes); callers that do not know the split leave it 0 and every
+    write is priced at the 5-minute rate. ``at`` selects time-dependent prices
+    (None = now).
     Token counts that contradict those semantics (a part larger than its
     whole) raise ValueError: that is a normalizer bug, never silently priced.
     So do counts whose cost would exceed `MAX_COST_NANOUSD`.
@@ -155,14 +165,20 @@ def price(
         raise ValueError(
             f"reasoning_tokens exceed output_tokens ({reasoning_tokens} > {output_tokens})"
         )
+    if cache_write_1h_tokens > cache_creation_input_tokens:
+        raise ValueError(
+            "cache_write_1h_tokens exceed cache_creation_input_tokens "
+            f"({cache_write_1h_tokens} > {cache_creation_input_tokens})"
+        )
     fast = _simple_prices(gp_provider.id, gp_model.id, gp_model.get_prices(at or _now()))
     if fast is not None and not reasoning_tokens:
-        p_in, p_out, p_read, p_write = fast
+        p_in, p_out, p_read, p_write, p_write_1h = fast
         plain = input_tokens - cached_input_tokens - cache_creation_input_tokens
         total = (
             plain * p_in
             + cached_input_tokens * p_read
-            + cache_creation_input_tokens * p_write
+            + (cache_creation_input_tokens - cache_write_1h_tokens) * p_write
+            + cache_write_1h_tokens * p_write_1h
             + output_tokens * p_out
         )
         return Priced(_bounded(total / _MTOK), "computed", PRICING_VERSION, gp_model.id)
@@ -171,6 +187,7 @@ def price(
         output_tokens=output_tokens,
         cache_read_tokens=cached_input_tokens or None,
         cache_write_tokens=cache_creation_input_tokens or None,
+        cache_write_1h_tokens=cache_write_1h_tokens or None,
         output_reasoning_tokens=reasoning_tokens or None,
     )
     calc = gp_model.calc_price(usage, gp_provider, genai_request_timestamp=at)

@@ -1,10 +1,8 @@
-"""Run the real Claude Code CLI (npm ``@anthropic-ai/claude-code``, pinned) in tests.
+"""Run the real Claude Code CLI (npm ``@anthropic-ai/claude-code``, pinned) with telemetry on.
 
-The CLI comes from tests/clients/claude-code (package.json + lock, version
-2.1.332), installed by ``scripts/claude-code.sh`` (run by ``scripts/test.sh``,
-so CI has it); ``METIS_CLAUDE_CODE_BIN`` names the binary, else the installed
-one is used. `claude_bin` returns None when neither exists (the caller skips
-and says so).
+The CLI is the one pinned in tests/clients/node (installed by ``scripts/clients.sh``,
+which ``make test`` and CI run); `claude_bin` fails the test when it is missing,
+it never skips (tests/plugins/clients.py).
 
 `run_claude` runs ``claude -p`` in a throwaway HOME with everything that would
 reach the internet turned off (auto-updater, error reporting, non-essential
@@ -19,21 +17,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-VERSION = "2.1.332"
-INSTALLED = ROOT / "tests" / "clients" / "claude-code" / "node_modules" / ".bin" / "claude"
+from tests.plugins.clients import cli_binary
 
 
-def claude_bin() -> str | None:
-    """The pinned ``claude`` binary, or None when it is not installed."""
-    env = os.environ.get("METIS_CLAUDE_CODE_BIN")
-    for cand in [env] if env else [str(INSTALLED)]:
-        if not cand or not Path(cand).exists():
-            continue
-        r = subprocess.run([cand, "--version"], capture_output=True, text=True, timeout=60)
-        if r.returncode == 0 and r.stdout.startswith(VERSION):
-            return cand
-    return None
+def claude_bin() -> str:
+    """The pinned ``claude`` binary (a test failure when it is not installed)."""
+    return str(cli_binary("claude"))
 
 
 def run_claude(

@@ -24,7 +24,7 @@ from tests.plugins.simulator import Simulator
 DAY = 86400
 OPENAI_CHAT = ("gpt-4o-mini", "gpt-4.1-nano", "o4-mini")
 CLAUDES = ("claude-haiku-4-5-20251001", "claude-opus-4-5-20251101")
-BIG = "lorem ipsum " * 400  # ~1200 tokens
+BIG = "lorem ipsum " * 1500  # ~4500 tokens: cacheable on both models (minimum 4096)
 
 
 def _day(ts: int) -> str:

@@ -19,7 +19,7 @@ from tests.plugins.simulator import Simulator
 FIX = Path(__file__).parents[1] / "fixtures" / "provider_api"
 DAY = 86400
 CLAUDE = "claude-haiku-4-5-20251001"
-LONG = "cacheable words " * 400
+LONG = "cacheable words " * 1200  # ~4800 tokens: above Claude Haiku 4.5's 4096 cache minimum
 DIMS = frozenset(
     {
         "project_id",

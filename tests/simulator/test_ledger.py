@@ -49,6 +49,7 @@ def test_cost_parts_sum_to_the_priced_total(
         output_tokens=out,
         cached_input_tokens=read,
         cache_creation_input_tokens=w5 + w1,
+        cache_write_1h_tokens=w1,
         at=datetime.fromtimestamp(c.ts, UTC),
     )
     assert c.cost_nanousd == expected.cost_nanousd
@@ -56,6 +57,27 @@ def test_cost_parts_sum_to_the_priced_total(
     assert sum(parts.values()) == c.cost_nanousd
     assert all(v >= 0 for v in parts.values())
     assert sum(c.part_tokens().values()) == inp + out
+
+
+def test_one_hour_cache_writes_cost_their_own_price() -> None:
+    # claude-haiku-4-5: $1 input, $1.25 5-minute write, $2 1-hour write per MTok.
+    def write(w5: int, w1: int) -> Call:
+        return Call(
+            provider="anthropic",
+            kind="messages",
+            ts=1_790_000_000,
+            api_key_id="k",
+            model="claude-haiku-4-5-20251001",
+            input_tokens=w5 + w1,
+            cache_write_5m=w5,
+            cache_write_1h=w1,
+        )
+
+    assert write(1_000_000, 0).cost_nanousd == 1_250_000_000
+    assert write(0, 1_000_000).cost_nanousd == 2_000_000_000
+    mixed = write(1_000_000, 1_000_000)
+    assert mixed.cost_nanousd == 3_250_000_000
+    assert mixed.cost_parts()["cache_write_1h"] == 2_000_000_000
 
 
 def test_ground_truth_groups_and_money_formats() -> None:

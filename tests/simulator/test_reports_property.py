@@ -54,7 +54,7 @@ def client() -> Iterator[tuple[TestClient, list[dict[str, Any]]]]:
                         "system": [
                             {
                                 "type": "text",
-                                "text": "y" * 6000,
+                                "text": "y" * 20000,  # 5000 tokens: above Haiku 4.5's cache minimum
                                 "cache_control": {"type": "ephemeral"},
                             }
                         ],

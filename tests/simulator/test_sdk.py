@@ -10,7 +10,7 @@ import pytest
 from tests.plugins.simulator import Simulator
 
 CLAUDE = "claude-haiku-4-5-20251001"  # not in the SDK's DEPRECATED_MODELS (warnings are errors)
-LONG = "word " * 1200  # ~1500 tokens: above both providers' cache minimum
+LONG = "word " * 4000  # ~5000 tokens: above every cache minimum (Claude Haiku 4.5: 4096)
 
 
 _open: list[Any] = []

@@ -11,20 +11,24 @@ reads and cache writes; the total input is ``input_tokens +
 cache_read_input_tokens + cache_creation_input_tokens``. ``cache_creation``
 splits writes into ``ephemeral_5m_input_tokens`` / ``ephemeral_1h_input_tokens``.
 
-Cache rule (stateful, like the real prompt cache): the prompt prefix up to the
-LAST block carrying ``cache_control`` (tools, then system, then messages) is
-the cacheable prefix. If it is at least 1024 tokens, the first request with
-that prefix (same workspace, same model) writes it (``cache_creation_input_tokens``,
-in the 1h bucket when that block's ``cache_control.ttl`` is ``"1h"``, else 5m)
-and later requests within the TTL read it (``cache_read_input_tokens``). Only
-the last breakpoint is considered. ``POST /_sim/reset`` empties the cache.
+Prompt caching (stateful, like the real prompt cache): up to 4 ``cache_control``
+breakpoints, the longest cached prefix is read, the rest up to the last
+breakpoint is written, per-model minimum lengths, 5-minute and 1-hour TTLs;
+see `metis.simulator.prompt_cache`. ``POST /_sim/reset`` empties the cache.
+
+Mid-conversation system messages: ``{"role": "system", "content": ...}`` inside
+``messages`` (text only, immediately after a user message) is accepted on the
+models that support it (Claude Opus 4.8 and later generations; generally
+available, no beta header) and refused with a 400 on earlier models, as the
+API does (`metis.simulator.catalog.accepts_mid_conversation_system`).
 
 Tool calls: when ``tools`` are given, ``tool_choice`` is not ``{"type": "none"}``
-and the last user message is not only tool results, the simulator answers with a
-``tool_use`` block (stop_reason ``tool_use``) if ``tool_choice`` is ``any`` or
-names a tool, or the last user text contains "use tool" / "use a tool". It picks
-the named tool, else a tool named in the text, else the first tool; its
-``input`` is built from the tool's ``input_schema``.
+and the last user message (system messages skipped) is not only tool results,
+the simulator answers with a ``tool_use`` block (stop_reason ``tool_use``) if
+``tool_choice`` is ``any`` or names a tool, or the last text block of that
+message says "use tool" / "use a tool" (whole words). It picks the named tool,
+else a tool named in that text, else the first tool; its ``input`` is built from
+the tool's ``input_schema``.
 """
 
 import secrets
@@ -34,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from metis.pricing import has_price
-from metis.simulator import catalog, limits, tokens
+from metis.simulator import catalog, limits, prompt_cache, tokens
 from metis.simulator.http import (
     JSONResponse,
     SSEResponse,
@@ -47,8 +51,6 @@ from metis.simulator.ledger import Call
 from metis.simulator.openai_inference import forced_output, request_time
 from metis.simulator.state import SimState
 
-CACHE_MIN_TOKENS = 1024
-TTL = {"5m": 300.0, "1h": 3600.0}
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -86,53 +88,7 @@ def _bad(message: str) -> Response:
     return anthropic_error(400, message)
 
 
-def _blocks(content: Any) -> list[Any]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return content if isinstance(content, list) else []
-
-
-def prompt_and_prefix(body: dict[str, Any]) -> tuple[int, int, str, bytes | None]:
-    """(total prompt tokens, cacheable prefix tokens, ttl, prefix hash material).
-
-    Walks tools, system blocks, then message blocks in order, counting tokens,
-    remembering the running total at the last block with ``cache_control``.
-    """
-    total = 0
-    prefix_tokens = 0
-    ttl = "5m"
-    prefix_end: tuple[int, int, int] | None = None  # (section, i, j)
-    tools: list[Any] = body["tools"] if isinstance(body.get("tools"), list) else []
-    for i, t in enumerate(tools):
-        total += tokens.block_tokens(t) if isinstance(t, dict) else 0
-        if isinstance(t, dict) and isinstance(t.get("cache_control"), dict):
-            prefix_tokens, prefix_end = total, (0, i, 0)
-            ttl = t["cache_control"].get("ttl", "5m")
-    system = _blocks(body.get("system"))
-    for i, b in enumerate(system):
-        total += tokens.block_tokens(b)
-        if isinstance(b, dict) and isinstance(b.get("cache_control"), dict):
-            prefix_tokens, prefix_end = total, (1, i, 0)
-            ttl = b["cache_control"].get("ttl", "5m")
-    for i, m in enumerate(body["messages"]):
-        total += 3
-        for j, b in enumerate(_blocks(m.get("content"))):
-            total += tokens.block_tokens(b)
-            if isinstance(b, dict) and isinstance(b.get("cache_control"), dict):
-                prefix_tokens, prefix_end = total, (2, i, j)
-                ttl = b["cache_control"].get("ttl", "5m")
-    if prefix_end is None or prefix_tokens < CACHE_MIN_TOKENS:
-        return total, 0, ttl, None
-    sec, i, j = prefix_end
-    if sec == 0:
-        material: Any = [tools[: i + 1]]
-    elif sec == 1:
-        material = [tools, system[: i + 1]]
-    else:
-        msgs = body["messages"]
-        last = {**msgs[i], "content": _blocks(msgs[i].get("content"))[: j + 1]}
-        material = [tools, system, [*msgs[:i], last]]
-    return total, prefix_tokens, ttl if ttl in TTL else "5m", tokens.canonical(material)
+_blocks = prompt_cache.blocks
 
 
 def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -148,13 +104,15 @@ def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     )
     if choice.get("type") == "none":
         return None
-    last = body["messages"][-1]
+    last = next((m for m in reversed(body["messages"]) if m.get("role") != "system"), None)
+    if last is None:
+        return None
     blocks = _blocks(last.get("content"))
     if last.get("role") != "user" or (
         blocks and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks)
     ):
         return None
-    text = catalog.last_text(last.get("content"))
+    text = catalog.last_text_block(last.get("content"))
     if choice.get("type") == "tool":
         for t in tools:
             if t["name"] == choice.get("name"):
@@ -192,12 +150,32 @@ def _validate(body: Any, *, need_max_tokens: bool = True) -> Response | None:
             "per request)"
         )
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            return _bad(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system"):
+            return _bad(f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'")
         if not isinstance(m.get("content"), str | list):
             return _bad(f"messages.{i}.content: Field required")
     if not has_price("anthropic", model):
         return anthropic_error(404, f"model: {model}", type="not_found_error")
+    for i, m in enumerate(messages):
+        if m["role"] == "system":
+            err = _system_message_error(model, messages, i)
+            if err is not None:
+                return _bad(err)
+    return None
+
+
+def _system_message_error(model: str, messages: list[Any], i: int) -> str | None:
+    """Why a mid-conversation ``role: "system"`` message at ``i`` is refused, or None."""
+    if not catalog.accepts_mid_conversation_system(model):
+        return f"messages.{i}.role: role 'system' is not supported on this model"
+    if i == 0 or messages[i - 1].get("role") != "user":
+        return f"messages.{i}: a system message must immediately follow a user message"
+    content = messages[i]["content"]
+    if isinstance(content, list) and not all(
+        isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        for b in content
+    ):
+        return f"messages.{i}.content: a system message may contain only text blocks"
     return None
 
 
@@ -210,16 +188,14 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
         return err
     model = body["model"]
     ts = request_time(request, state)
-    total, prefix, ttl, material = prompt_and_prefix(body)
-    read = write_5m = write_1h = 0
-    if material is not None:
-        key = tokens.canonical([ident.workspace_id, model]) + material
-        if state.cache.lookup_or_store(key, state.clock(), TTL[ttl]):
-            read = prefix
-        elif ttl == "1h":
-            write_1h = prefix
-        else:
-            write_5m = prefix
+    try:
+        prompt = prompt_cache.parse(body)
+    except prompt_cache.CacheRequestError as e:
+        return _bad(str(e))
+    total = prompt.total_tokens
+    scope = tokens.canonical([ident.workspace_id, model])
+    cached = state.cache.apply(prompt, scope, model, state.clock())
+    read, write_5m, write_1h = cached.read, cached.write_5m, cached.write_1h
     uncached = total - read - write_5m - write_1h
     h = tokens.request_hash(
         state.seed, model, body.get("system"), body["messages"], body.get("tools")
@@ -373,7 +349,10 @@ async def count_tokens(request: Request, state: SimState, body: Any) -> Response
     err = _validate(body, need_max_tokens=False)
     if err is not None:
         return err
-    total, _, _, _ = prompt_and_prefix(body)
+    try:
+        total = prompt_cache.parse(body).total_tokens
+    except prompt_cache.CacheRequestError as e:
+        return _bad(str(e))
     return JSONResponse({"input_tokens": total})
 
 

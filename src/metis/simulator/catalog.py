@@ -7,7 +7,11 @@ OpenAI answers with the dated snapshot of an alias (``gpt-4o-mini`` ->
 the snapshot. Anthropic echoes the requested model id.
 """
 
+import re
 from typing import Any
+
+_CLAUDE_VERSION = re.compile(r"^claude-[a-z]+-(\d+)(?:-(\d{1,2})(?!\d))?")
+_TOOL_TRIGGER = re.compile(r"\buse (?:a )?tool\b", re.IGNORECASE)
 
 OPENAI_SNAPSHOTS: dict[str, str] = {
     "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
@@ -39,6 +43,24 @@ ANTHROPIC_MODELS: dict[str, str] = {
     "claude-opus-4-1-20250805": "Claude Opus 4.1",
 }
 MODEL_CREATED = 1_700_000_000
+
+
+def accepts_mid_conversation_system(model: str) -> bool:
+    """Whether an Anthropic model accepts ``role: "system"`` messages inside ``messages``.
+
+    Anthropic documents mid-conversation system messages as generally available
+    (no beta header) from Claude Opus 4.8 on; earlier models answer 400 ("role
+    'system' is not supported on this model"). Claude Code 2.1.332 gates them the
+    same way (by model; its ``mid-conversation-system-2026-04-07`` beta is marked
+    generally available and not sent). Versions are read from the id:
+    ``claude-<family>-<major>[-<minor>]`` (``claude-opus-4-8``, ``claude-fable-5``);
+    a date after the major (``claude-opus-4-20250514``) means minor 0; the
+    legacy ``claude-3-…`` / ``claude-2`` ids are earlier models.
+    """
+    m = _CLAUDE_VERSION.match(model.lower())
+    if m is None:
+        return False
+    return (int(m.group(1)), int(m.group(2) or 0)) >= (4, 8)
 
 
 def openai_served_model(model: str) -> str:
@@ -79,8 +101,28 @@ def args_from_schema(schema: Any) -> Any:
 
 
 def asks_for_tool(text: str) -> bool:
-    """The simulator's tool trigger phrase in the last user message."""
-    return "use tool" in text.lower() or "use a tool" in text.lower()
+    """The simulator's tool trigger phrase, "use tool" / "use a tool", as whole words.
+
+    Whole words, so a client's own text that happens to contain the letters
+    (Claude Code's reminders say "use ToolSearch") does not trigger a call.
+    """
+    return _TOOL_TRIGGER.search(text) is not None
+
+
+def last_text_block(content: Any) -> str:
+    """The text of the last text block of a message content (the whole string if a string).
+
+    Agent clients put their own context in earlier blocks of the user's message
+    (Claude Code: ``<system-reminder>`` blocks, then the user's prompt last), so
+    the simulator's tool trigger reads only the last text block.
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        for b in reversed(content):
+            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str):
+                return str(b["text"])
+    return ""
 
 
 def last_text(content: Any) -> str:

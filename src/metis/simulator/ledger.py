@@ -8,7 +8,8 @@ usage and cost endpoints aggregate these calls, and ``GET /_sim/ground_truth``
 sums them exactly.
 
 Cost is priced with `metis.pricing.price` (genai-prices) at the call's
-timestamp, lazily (first time a report needs it) so serving stays fast. The
+timestamp (Anthropic cache writes with the 1-hour TTL at their own price),
+lazily (first time a report needs it) so serving stays fast. The
 cost is also split into parts per token type (for OpenAI ``line_item`` and
 Anthropic ``token_type`` cost rows): each part is priced on its own and any
 nano-USD rounding difference is moved into the largest part, so the parts
@@ -78,6 +79,7 @@ class Call:
                 self.cached_input_tokens,
                 self.cache_creation_input_tokens,
                 self.reasoning_tokens,
+                self.cache_write_1h,
             )
         return self._cost
 
@@ -89,7 +91,9 @@ class Call:
                 PART_UNCACHED: _price(c, c.uncached_input_tokens, 0, 0, 0, 0),
                 PART_CACHE_READ: _price(c, c.cached_input_tokens, 0, c.cached_input_tokens, 0, 0),
                 PART_CACHE_WRITE_5M: _price(c, c.cache_write_5m, 0, 0, c.cache_write_5m, 0),
-                PART_CACHE_WRITE_1H: _price(c, c.cache_write_1h, 0, 0, c.cache_write_1h, 0),
+                PART_CACHE_WRITE_1H: _price(
+                    c, c.cache_write_1h, 0, 0, c.cache_write_1h, 0, c.cache_write_1h
+                ),
                 PART_OUTPUT: _price(c, 0, c.output_tokens, 0, 0, c.reasoning_tokens),
             }
             diff = self.cost_nanousd - sum(parts.values())
@@ -109,7 +113,9 @@ class Call:
         }
 
 
-def _price(c: Call, inp: int, out: int, cached: int, created: int, reasoning: int) -> int:
+def _price(
+    c: Call, inp: int, out: int, cached: int, created: int, reasoning: int, created_1h: int = 0
+) -> int:
     if inp == 0 and out == 0:
         return 0
     p = price(
@@ -120,6 +126,7 @@ def _price(c: Call, inp: int, out: int, cached: int, created: int, reasoning: in
         cached_input_tokens=cached,
         cache_creation_input_tokens=created,
         reasoning_tokens=reasoning,
+        cache_write_1h_tokens=created_1h,
         at=datetime.fromtimestamp(c.ts, UTC),
     )
     # Served models are checked with has_price before serving; history uses priced models.

@@ -5,26 +5,7 @@ from collections.abc import Callable
 
 from metis.simulator.faults import Fault, Faults
 from metis.simulator.ledger import Ledger
-
-
-class PromptCache:
-    """Anthropic prompt-cache entries: prefix hash -> expiry (unix seconds).
-
-    A hit refreshes the entry's TTL, as Anthropic does.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[bytes, float] = {}
-
-    def lookup_or_store(self, key: bytes, now: float, ttl: float) -> bool:
-        """True on a hit (entry alive); otherwise store it and return False."""
-        exp = self._entries.get(key)
-        hit = exp is not None and exp > now
-        self._entries[key] = now + ttl
-        return hit
-
-    def clear(self) -> None:
-        self._entries.clear()
+from metis.simulator.prompt_cache import PromptCache
 
 
 class SimState:
