@@ -43,7 +43,8 @@ from metis.gateway.upstream import scrub_secret
 from metis.jsonutil import DECODE_ERRORS
 
 if TYPE_CHECKING:
-    from metis.gateway.app import Attempt, Call, Gateway
+    from metis.gateway.app import Gateway
+    from metis.gateway.lifecycle import Attempt, Call
 
 UPSTREAM_PATH = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 _JSON = (b"content-type", b"application/json")
@@ -53,7 +54,7 @@ _UPSTREAM_BODY_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, Translatio
 
 def _answered(status: str, http_status: int, retryable: bool = False) -> Attempt:
     """A response (success or final error) reached the client: stop trying candidates."""
-    from metis.gateway.app import Attempt
+    from metis.gateway.lifecycle import Attempt
 
     return Attempt(answered=True, status=status, http_status=http_status, retryable=retryable)
 
@@ -66,7 +67,7 @@ def _failed(
     body: bytes | None = None,
 ) -> Attempt:
     """Nothing reached the client; the gateway tries the next candidate (or answers this)."""
-    from metis.gateway.app import Attempt
+    from metis.gateway.lifecycle import Attempt
 
     return Attempt(
         answered=False,
@@ -101,10 +102,11 @@ async def cross_shape(
 
     provider = target.provider
     name = f"{provider}:{target.model}"
-    if call.endpoint == "embeddings" or provider not in UPSTREAM_PATH:
+    if not call.api.translatable or provider not in UPSTREAM_PATH:
         return _failed(
             "unsupported_target", 502, "upstream_error",
-            f"{name} cannot serve a {call.shape} {call.endpoint} request",
+            f"{name} cannot serve a {call.shape} {call.endpoint} request "
+            "(no translation between these APIs)",
         )  # fmt: skip
     try:
         body = translate_request(call, target)
