@@ -8,7 +8,7 @@ pydantic and the Agents SDK generate: local ``$ref`` (``#/$defs/…``,
 ``#/definitions/…``, ``#``), ``anyOf`` / ``oneOf`` (the first branch that is
 not ``null``), ``allOf`` (merged), ``enum``, ``const``, ``type`` (one or a
 list), objects (every required property, or every property when none is
-required), arrays (``minItems`` items, at least one when ``minItems`` asks),
+required, down to a depth of `OPTIONAL_DEPTH`), arrays (``minItems`` items, at least one when ``minItems`` asks),
 strings (``minLength``, ``maxLength``, common ``format`` values), numbers
 (``minimum`` / ``exclusiveMinimum`` / ``maximum`` / ``multipleOf``). A
 ``pattern`` is not matched (the value is ``"sim"``); a schema this cannot
@@ -17,6 +17,7 @@ satisfy yields its best effort.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 _FORMATS = {
@@ -33,6 +34,7 @@ _FORMATS = {
     "duration": "P1D",
 }
 MAX_DEPTH = 32
+OPTIONAL_DEPTH = 4
 
 
 def value_for(schema: Any, root: Any = None, depth: int = 0) -> Any:
@@ -122,28 +124,39 @@ def _object(schema: dict[str, Any], root: Any, depth: int) -> dict[str, Any]:
     props = schema.get("properties")
     props = props if isinstance(props, dict) else {}
     req = schema.get("required")
-    names = [n for n in req if isinstance(n, str)] if isinstance(req, list) and req else list(props)
+    if isinstance(req, list) and req:
+        names = [n for n in req if isinstance(n, str)]
+    else:  # nothing required: every property, near the top (a recursive schema ends)
+        names = list(props) if depth < OPTIONAL_DEPTH else []
     return {n: value_for(props.get(n, {}), root, depth + 1) for n in names}
 
 
+def _num(v: Any) -> float | None:
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 def _number(schema: dict[str, Any], *, integer: bool) -> float | int:
-    lo = schema.get("minimum")
-    xlo = schema.get("exclusiveMinimum")
-    hi = schema.get("maximum")
-    xhi = schema.get("exclusiveMaximum")
-    v: float | int = 1
-    if isinstance(lo, int | float) and not isinstance(lo, bool):
-        v = lo
-    elif isinstance(xlo, int | float) and not isinstance(xlo, bool):
-        v = xlo + 1 if integer else xlo + 0.5
-    if isinstance(hi, int | float) and not isinstance(hi, bool) and v > hi:
-        v = hi
-    if isinstance(xhi, int | float) and not isinstance(xhi, bool) and v >= xhi:
-        v = xhi - 1 if integer else xhi - 0.5
-    step = schema.get("multipleOf")
-    if isinstance(step, int | float) and not isinstance(step, bool) and step > 0:
-        v = step * max(1, -(-v // step)) if v > 0 else 0
-    return int(v) if integer else v
+    lo, xlo = _num(schema.get("minimum")), _num(schema.get("exclusiveMinimum"))
+    hi, xhi = _num(schema.get("maximum")), _num(schema.get("exclusiveMaximum"))
+    low, low_x = (lo, False) if lo is not None else (xlo, xlo is not None)
+    high, high_x = (hi, False) if hi is not None else (xhi, xhi is not None)
+    step = _num(schema.get("multipleOf"))
+    if integer:
+        v = 1 if low is None else (math.floor(low) + 1 if low_x else math.ceil(low))
+        if step is not None and step > 0:
+            v = int(step * math.ceil(v / step))
+        if high is not None:
+            top = math.ceil(high) - 1 if high_x else math.floor(high)
+            v = min(v, top)
+        return v
+    if low is None and high is None:
+        return 1
+    if low is None:
+        assert high is not None
+        return min(1, high - 1 if high_x else high)
+    if high is None:
+        return low + 1 if low_x else low
+    return (low + high) / 2 if (low_x or high_x) else low
 
 
 def _string(schema: dict[str, Any]) -> str:
