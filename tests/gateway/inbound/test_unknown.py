@@ -54,3 +54,16 @@ def test_other_components_keep_their_v1_routes(gateway: GatewayServer) -> None:
     r = httpx.get(gateway.url + "/v1/ingest/usage")
     assert r.status_code == 405  # the push API's route, not the gateway's 404
     assert httpx.get(gateway.url + "/nothing-here").status_code == 404  # outside /v1: the API's
+
+
+def test_websocket_elsewhere_under_v1_is_refused_with_426(gateway: GatewayServer) -> None:
+    """A handshake whose connection uvicorn's protocol serves reaches the app as a
+    websocket scope; the gateway refuses it over HTTP (426), never a 500 or a hang."""
+    import websockets.sync.client
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as exc:
+        websockets.sync.client.connect(
+            gateway.url.replace("http://", "ws://") + "/v1/realtime", open_timeout=10
+        )
+    assert exc.value.response.status_code == 426
