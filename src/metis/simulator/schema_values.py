@@ -8,8 +8,8 @@ pydantic and the Agents SDK generate: local ``$ref`` (``#/$defs/…``,
 ``#/definitions/…``, ``#``), ``anyOf`` / ``oneOf`` (the first branch that is
 not ``null``), ``allOf`` (merged), ``enum``, ``const``, ``type`` (one or a
 list), objects (every required property, or every property when none is
-required, down to a depth of `OPTIONAL_DEPTH`), arrays (``minItems`` items, at least one when ``minItems`` asks),
-strings (``minLength``, ``maxLength``, common ``format`` values), numbers
+required, down to a depth of `OPTIONAL_DEPTH`), arrays (``minItems`` items;
+``prefixItems`` one each), strings (``minLength``, ``maxLength``, common ``format`` values), numbers
 (``minimum`` / ``exclusiveMinimum`` / ``maximum`` / ``multipleOf``). A
 ``pattern`` is not matched (the value is ``"sim"``); a schema this cannot
 satisfy yields its best effort.

@@ -28,6 +28,7 @@ import msgspec
 
 from metis.gateway import upstream
 from metis.gateway.http_client import Response, UpstreamError
+from metis.gateway.lifecycle import relayed_headers
 from metis.gateway.translate.errors import TranslationError
 from metis.gateway.translate.errors_shape import reshape_error, stream_error_frame
 from metis.gateway.translate.requests import (
@@ -142,9 +143,12 @@ async def cross_shape(
                 data = b""
             shaped = reshape_error(data, resp.status, call.shape, name)
             retryable = resp.status == 429 or resp.status >= 500
+            relayed = relayed_headers(resp)  # retry-after & co. mean the same in both shapes
             if retryable and not is_last:
-                return _failed("upstream_error", resp.status, None, "", shaped)
-            await gw._respond(send, resp.status, shaped, call.request_id)
+                failed = _failed("upstream_error", resp.status, None, "", shaped)
+                failed.upstream_headers = relayed
+                return failed
+            await gw._respond(send, resp.status, shaped, call.request_id, extra=relayed)
             gw.stats.upstream_errors += 1
             gw._stamp(
                 call, provider, target.model, None, Tokens(), None, "upstream_error", resp.status
