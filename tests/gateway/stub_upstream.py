@@ -11,7 +11,8 @@ model named "fail-500" answers 500 with a provider-shaped error body,
 "fail-429" 429 with ``retry-after: 7``; a model named "hang" answers after
 1 s. Also: ``GET /v1/models`` (Anthropic's shape with ``x-api-key``),
 ``GET /v1/models/{id}``, ``POST /v1/messages/count_tokens`` (input tokens
-only), ``GET``/``DELETE /v1/responses/{id}``. `Stats` keeps what the last
+only), ``GET``/``DELETE /v1/responses/{id}`` (any ``resp_…`` id),
+``POST /v1/responses/{id}/cancel``. `Stats` keeps what the last
 request looked like (method, path, query, headers, body).
 """
 
@@ -107,6 +108,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             headers.append((b"retry-after", b"7"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return
+    if path.startswith("/v1/responses/resp_") and path.endswith("/cancel"):
+        rid = path.split("/")[3]
+        await _send(send, 200, _enc({"id": rid, "object": "response", "status": "cancelled"}))
         return
     if path == "/v1/messages/count_tokens":
         await _send(send, 200, _enc({"input_tokens": n_in}))
