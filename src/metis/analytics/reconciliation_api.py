@@ -65,14 +65,16 @@ def reconciliation(
     """Cells (workspace, provider, model, UTC day): each source's totals, attributed,
     unattributed, drift, the reconciled figure and flags (docs/reconciliation.md)."""
     try:
-        end_d = _day(end, "to") if end else utcnow().date() + timedelta(days=1)
-        start_d = _day(start, "from") if start else end_d - timedelta(days=7)
+        # Empty values (?to=) are bad values (400), not absent ones.
+        end_d = _day(end, "to") if end is not None else utcnow().date() + timedelta(days=1)
+        start_d = _day(start, "from") if start is not None else end_d - timedelta(days=7)
         if start_d >= end_d:
             raise ParamError("invalid_window", "from must be before to")
         if (end_d - start_d).days > MAX_DAYS:
             raise ParamError("invalid_window", f"window longer than {MAX_DAYS} days")
         with engine.connect() as conn:
-            ws = resolve_workspace(conn, workspace) if workspace else None
+            # An empty ?workspace= is a bad value (guarded: 400), not "every workspace".
+            ws = resolve_workspace(conn, workspace) if workspace is not None else None
             cells = reconciled_cells(conn, start_d, end_d, ws)
     except ParamError as exc:
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=400)
