@@ -19,6 +19,10 @@ Scenarios (direct = client -> upstream; gateway = client -> Metis -> upstream):
   thread): the highest throughput, plus the gateway's CPU time per request
   (utime + stime of the server process from /proc over the run / requests).
 - ``ttfb``: streaming chat completion, concurrency 1: time to first byte.
+- ``responses``: the same for ``POST /v1/responses`` (OpenAI Responses API):
+  plain at concurrency 1 and at 500 req/s open loop, streamed at
+  concurrency 1 (time to first byte, and to the last byte with
+  ``response.completed``). ``--no-responses`` skips them.
 - ``--writer``: where the gateway's write-behind flush runs (``METIS_WRITER``;
   default ``auto`` = a child process under ``metis serve``). Gateway CPU is
   that of the server process *and* its writer child.
@@ -59,6 +63,10 @@ BODY = (
 STREAM_BODY = (
     b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one word."}],'
     b'"max_tokens":5,"stream":true}'
+)
+RESP_BODY = b'{"model":"gpt-4o-mini","input":"Say hello in one word.","max_output_tokens":16}'
+RESP_STREAM_BODY = (
+    b'{"model":"gpt-4o-mini","input":"Say hello in one word.","max_output_tokens":16,"stream":true}'
 )
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -126,13 +134,13 @@ def summary(lat_s: list[float]) -> tuple[float, float, float]:
 # -- load generators ----------------------------------------------------------
 
 
-async def closed_c1(url: str, headers: dict[str, str], n: int) -> list[float]:
+async def closed_c1(url: str, headers: dict[str, str], n: int, body: bytes = BODY) -> list[float]:
     out = []
     conn = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(connector=conn) as s:
         for _ in range(n):
             t = time.perf_counter()
-            async with s.post(url, data=BODY, headers=headers) as r:
+            async with s.post(url, data=body, headers=headers) as r:
                 await r.read()
                 assert r.status == 200, r.status
             out.append(time.perf_counter() - t)
@@ -140,7 +148,7 @@ async def closed_c1(url: str, headers: dict[str, str], n: int) -> list[float]:
 
 
 async def open_loop(
-    url: str, headers: dict[str, str], rate: int, duration: float
+    url: str, headers: dict[str, str], rate: int, duration: float, body: bytes = BODY
 ) -> dict[str, Any]:
     lat: list[float] = []
     errors = 0
@@ -150,7 +158,7 @@ async def open_loop(
         async def one(sched: float) -> None:
             nonlocal errors
             try:
-                async with s.post(url, data=BODY, headers=headers) as r:
+                async with s.post(url, data=body, headers=headers) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -172,17 +180,21 @@ async def open_loop(
     return {"p50": p50, "p90": p90, "p99": p99, "errors": errors, "n": len(lat)}
 
 
-async def ttfb(url: str, headers: dict[str, str], n: int) -> list[float]:
-    out = []
+async def ttfb(
+    url: str, headers: dict[str, str], n: int, body: bytes = STREAM_BODY
+) -> tuple[list[float], list[float]]:
+    """(time to the first body byte, time to the stream's end) per request."""
+    first, last = [], []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
         for _ in range(n):
             t = time.perf_counter()
-            async with s.post(url, data=STREAM_BODY, headers=headers) as r:
+            async with s.post(url, data=body, headers=headers) as r:
                 assert r.status == 200
                 await r.content.readany()
-                out.append(time.perf_counter() - t)
+                first.append(time.perf_counter() - t)
                 await r.read()
-    return out
+                last.append(time.perf_counter() - t)
+    return first, last
 
 
 def wrk(url: str, headers: dict[str, str], conns: int, duration: float) -> dict[str, float]:
@@ -330,6 +342,7 @@ def main() -> None:
     ap.add_argument("--c1", type=int, default=1000, help="requests in the concurrency-1 runs")
     ap.add_argument("--rates", default="100,500,1000")
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--no-responses", action="store_true", help="skip the /v1/responses runs")
     ap.add_argument(
         "--writer",
         choices=("auto", "process", "thread"),
@@ -365,14 +378,33 @@ def main() -> None:
             cpu = (cpu_seconds(gw.pid) - cpu0) / max(1, og["n"])
             results[f"open{rate}"] = (od, og, cpu)
 
+        # Before c64: its write-behind backlog would be flushed (and its CPU counted) here.
+        if not args.no_responses:
+            r_direct = direct.replace("/chat/completions", "/responses")
+            r_through = through.replace("/chat/completions", "/responses")
+            asyncio.run(closed_c1(r_through, h_gw, 300, RESP_BODY))  # warm up
+            d = summary(asyncio.run(closed_c1(r_direct, h_direct, args.c1, RESP_BODY)))
+            cpu0 = cpu_seconds(gw.pid)
+            g = summary(asyncio.run(closed_c1(r_through, h_gw, args.c1, RESP_BODY)))
+            results["resp_c1"] = (d, g, (cpu_seconds(gw.pid) - cpu0) / args.c1)
+            od = asyncio.run(open_loop(r_direct, h_direct, 500, args.duration, RESP_BODY))
+            cpu0 = cpu_seconds(gw.pid)
+            og = asyncio.run(open_loop(r_through, h_gw, 500, args.duration, RESP_BODY))
+            results["resp_open500"] = (od, og, (cpu_seconds(gw.pid) - cpu0) / max(1, og["n"]))
+            fd, ld = asyncio.run(ttfb(r_direct, h_direct, 300, RESP_STREAM_BODY))
+            cpu0 = cpu_seconds(gw.pid)
+            fg, lg = asyncio.run(ttfb(r_through, h_gw, 300, RESP_STREAM_BODY))
+            cpu_s = (cpu_seconds(gw.pid) - cpu0) / 300
+            results["resp_stream"] = (summary(fd), summary(fg), summary(ld), summary(lg), cpu_s)
+
         wd = wrk(direct, h_direct, 64, args.duration)
         cpu0 = cpu_seconds(gw.pid)
         wg = wrk(through, h_gw, 64, args.duration)
         cpu64 = (cpu_seconds(gw.pid) - cpu0) / max(1, wg["requests"])
         results["c64"] = (wd, wg, cpu64)
 
-        td = summary(asyncio.run(ttfb(direct, h_direct, 300)))
-        tg = summary(asyncio.run(ttfb(through, h_gw, 300)))
+        td = summary(asyncio.run(ttfb(direct, h_direct, 300))[0])
+        tg = summary(asyncio.run(ttfb(through, h_gw, 300))[0])
         results["ttfb"] = (td, tg)
 
         venv = Path(os.environ.get("LITELLM_VENV", Path.home() / ".cache" / "litellm-venv"))
@@ -446,6 +478,19 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
             )
     td, tg = r["ttfb"]
     row("streaming TTFB, concurrency 1", td, tg, None)
+    if "resp_c1" in r:
+        d, g, cpu = r["resp_c1"]
+        row("`/v1/responses`, closed loop, concurrency 1", d, g, cpu)
+        od, og, cpu = r["resp_open500"]
+        row(
+            f"`/v1/responses`, open loop 500 req/s (errors {od['errors']}/{og['errors']})",
+            (od["p50"], od["p90"], od["p99"]),
+            (og["p50"], og["p90"], og["p99"]),
+            cpu,
+        )
+        fd, fg, ld, lg, cpu = r["resp_stream"]
+        row("`/v1/responses` streamed, TTFB, concurrency 1", fd, fg, None)
+        row("`/v1/responses` streamed, to `response.completed`, concurrency 1", ld, lg, cpu)
     wd, wg, cpu64 = r["c64"]
     print("\n| closed loop, concurrency 64 (wrk, 1 thread) | req/s | non-2xx | CPU ms/req |")
     print("|---|---:|---:|---:|")

@@ -1,10 +1,13 @@
 """The ``metis serve`` application: gateway, APIs, dashboard, scheduler in one ASGI app.
 
 The gateway's inference routes are dispatched before anything else by a plain
-path lookup, so the hot path pays for no framework routing or middleware.
-Every other path goes to the FastAPI app (admin/analytics API, ingest API,
-cron trigger, metrics, dashboard), which carries the OpenAPI document at
-``/openapi.json``.
+path lookup, so the hot path pays for no framework routing or middleware;
+then its path-prefix routes (ids in the path). Every other path goes to the
+FastAPI app (admin/analytics API, ingest API, cron trigger, metrics,
+dashboard), which carries the OpenAPI document at ``/openapi.json``, except
+that a ``/v1/...`` path none of them serves is the gateway's: it answers in
+the inbound shape's error envelope (`metis.gateway.inbound.unknown`), as
+does a WebSocket handshake there (426: no WebSockets here).
 
 Components register themselves here, in `create_app`: each contributes
 routers to the FastAPI app and startup/shutdown hooks to the lifespan.
@@ -15,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Match
 
 from metis import __version__
 from metis.alerts.service import install as install_alerts
@@ -43,6 +47,8 @@ class Components:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway_routes: dict[str, ASGIApp] = {}
+        self.gateway_prefixes: list[tuple[str, ASGIApp]] = []
+        self.gateway_unknown: ASGIApp | None = None
         self.startup: list[Hook] = []
         self.shutdown: list[Hook] = []
         self.api = FastAPI(
@@ -91,16 +97,59 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     install_apidocs(comps)
     api = comps.api
     routes = comps.gateway_routes
+    prefixes = tuple(comps.gateway_prefixes)
+    unknown = comps.gateway_unknown
+
+    def v1_route(scope: dict[str, Any]) -> ASGIApp | None:
+        """The gateway's handler of a ``/v1/`` path it has no exact route for (None: the API's)."""
+        path = scope["path"]
+        for prefix, h in prefixes:
+            if path.startswith(prefix):
+                return h
+        if any(r.matches(scope)[0] is not Match.NONE for r in api.routes):
+            return None  # e.g. POST /v1/ingest/usage
+        return unknown
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
             handler = routes.get(scope["path"])
+            if handler is None and scope["path"].startswith("/v1/"):
+                handler = v1_route(scope)
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+        elif kind == "websocket" and unknown is not None and scope["path"].startswith("/v1/"):
+            await _refuse_websocket(scope, receive, send)
+            return
         await api(scope, receive, send)
 
     app.components = comps  # type: ignore[attr-defined]
     # Served by metis.gateway.protocol's lean request cycle, skipping the dispatch above.
     app.fast_routes = routes  # type: ignore[attr-defined]
+    app.fast_prefixes = prefixes  # type: ignore[attr-defined]
     return app
+
+
+async def _refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A WebSocket handshake on a gateway path (a server whose own protocol accepted the
+    upgrade): 426 when the server can send an HTTP answer, else a close (403)."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = (
+            b'{"error":{"message":"WebSocket is not supported; use HTTP","type":'
+            b'"invalid_request_error","param":null,"code":"upgrade_required"}}'
+        )
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 426,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.close", "code": 1008})

@@ -1,6 +1,6 @@
 """Hostile request bodies against the real gateway (``metis serve``'s app on 127.0.0.1).
 
-Valid chat/messages/embeddings bodies with a few fields replaced by hostile
+Valid chat/messages/embeddings/responses/count_tokens bodies with a few fields replaced by hostile
 values (wrong types, huge or negative ``max_tokens``, NaN, deep nesting,
 unicode), plus bodies that are not JSON at all, sent with a capped and an
 uncapped key. The gateway may refuse (4xx in the inbound shape's envelope) or
@@ -36,6 +36,17 @@ BODIES = {
         "messages": [{"role": "user", "content": "hi"}],
     },
     "/v1/embeddings": {"model": "text-embedding-3-small", "input": "hi"},
+    "/v1/responses": {
+        "model": "gpt-4o-mini",
+        "max_output_tokens": 50,
+        "input": [{"role": "user", "content": "hi"}],
+        "stream": False,
+        "background": False,
+    },
+    "/v1/messages/count_tokens": {
+        "model": "claude-haiku-4-5",
+        "messages": [{"role": "user", "content": "hi"}],
+    },
 }
 
 

@@ -132,7 +132,7 @@ def test_embeddings_and_models(gateway: GatewayServer) -> None:
     [rec] = records(gateway)
     assert rec["input_tokens"] == e.usage.prompt_tokens and rec["output_tokens"] == 0
     ids = [m.id for m in client.models.list()]
-    assert ids == ["text-embedding-3-small", "gpt-4o-mini"]
+    assert ids == ["gpt-4o-mini", "text-embedding-3-small"]  # the provider's order, allowed only
 
 
 def test_auth_and_request_errors(gateway: GatewayServer) -> None:
@@ -257,10 +257,13 @@ def test_upstream_timeout_is_504_in_inbound_shape(
 
 
 def test_models_without_allow_list_both_shapes(gateway: GatewayServer) -> None:
+    """Each shape lists its own provider's models (as the provider lists them), no others."""
+    from tests.gateway.stub_upstream import ANTHROPIC_MODELS, OPENAI_MODELS
+
     _, secret = gateway.issue_key()
-    ids = {m.id for m in gateway.openai(secret).models.list()}
-    assert {"gpt-4o-mini", "claude-haiku-4-5"} <= ids
-    a_ids = {m.id for m in gateway.anthropic(secret).models.list()}
-    assert a_ids == ids
+    ids = [m.id for m in gateway.openai(secret).models.list()]
+    assert ids == list(OPENAI_MODELS)
+    a_ids = [m.id for m in gateway.anthropic(secret).models.list()]
+    assert a_ids == list(ANTHROPIC_MODELS)
     r = httpx.get(gateway.url + "/v1/models", headers={"authorization": "Bearer gw_bad"})
     assert r.status_code == 401

@@ -580,6 +580,10 @@ def test_reconciliation_api(ws_engine: Engine, cli: Any, metis_env: dict[str, st
         assert bad.status_code == 400 and bad.json()["error"] == "invalid_window"
         bad = http.get("/analytics/reconciliation", params={"workspace": "x;y"}, headers=h)
         assert bad.status_code == 400
+        bad = http.get("/analytics/reconciliation?workspace=", headers=h)  # schemathesis: 200
+        assert bad.status_code == 400
+        for empty in ("from", "to"):  # empty means the default, as documented (and elsewhere)
+            assert http.get(f"/analytics/reconciliation?{empty}=", headers=h).status_code == 200
 
 
 def test_grouped_view_residues_filters_and_edges(ws_engine: Engine) -> None:

@@ -72,6 +72,13 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/embeddings"): GATEWAY,
     ("POST", "/v1/messages"): GATEWAY,
     ("GET", "/v1/models"): GATEWAY,
+    ("POST", "/v1/responses"): GATEWAY,
+    ("POST", "/v1/messages/count_tokens"): GATEWAY,
+    ("GET", "/v1/models/{model_id}"): GATEWAY,
+    ("GET", "/v1/responses/{response_id}"): GATEWAY,
+    ("DELETE", "/v1/responses/{response_id}"): GATEWAY,
+    ("POST", "/v1/responses/{response_id}/cancel"): GATEWAY,
+    ("GET", "/v1/responses/{response_id}/input_items"): GATEWAY,
     # plugin push ingestion
     ("POST", "/v1/ingest/usage"): INGEST,
     # OTLP receiver (agent telemetry)
@@ -127,6 +134,18 @@ GATEWAY_METHODS = {
     "/v1/embeddings": "POST",
     "/v1/messages": "POST",
     "/v1/models": "GET",
+    "/v1/responses": "POST",
+    "/v1/messages/count_tokens": "POST",
+}
+# The gateway's path-prefix routes (ids in the path) and the routes each serves.
+GATEWAY_PREFIX_ROUTES = {
+    "/v1/models/": [("GET", "/v1/models/{model_id}")],
+    "/v1/responses/": [
+        ("GET", "/v1/responses/{response_id}"),
+        ("DELETE", "/v1/responses/{response_id}"),
+        ("POST", "/v1/responses/{response_id}/cancel"),
+        ("GET", "/v1/responses/{response_id}/input_items"),
+    ],
 }
 
 # Well-formed bodies, so an authenticated call answers 2xx (and a refusal is auth's doing).
@@ -147,6 +166,11 @@ BODIES: dict[str, dict[str, Any]] = {
     "/otel/v1/traces": {},
     "/otel/v1/metrics": {},
     "/cron/usage": {"days": 1},
+    "/v1/responses": {"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 16},
+    "/v1/messages/count_tokens": {
+        "model": "claude-3-5-haiku-latest",
+        "messages": [{"role": "user", "content": "hi"}],
+    },
 }
 # Dashboard form fields (the CSRF token is added for the kinds that carry one).
 FORMS: dict[str, dict[str, str]] = {
@@ -171,6 +195,8 @@ def enumerate_routes(app: Any) -> set[tuple[str, str]]:
     """(method, path) of every route the server answers, from its own route tables."""
     comps = app.components
     out = {(GATEWAY_METHODS.get(p, "?"), p) for p in comps.gateway_routes}
+    for prefix, _ in comps.gateway_prefixes:
+        out.update(GATEWAY_PREFIX_ROUTES.get(prefix, [("?", prefix)]))
     for ctx in iter_route_contexts(comps.api.routes):  # included routers flattened
         path = ctx.path or repr(ctx.original_route)
         methods = getattr(ctx.original_route, "methods", None)
@@ -290,6 +316,8 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 "key_id": doomed_key,
                 "credential_id": cred.id,
                 "name": "swagger-init.js",  # an API docs asset
+                "model_id": "claude-haiku-4-5",  # the requests carry anthropic-version
+                "response_id": "resp_authmatrix",  # the stub upstream knows every resp_…
             }
             yield Matrix(
                 srv,
@@ -344,6 +372,8 @@ def _call(http: httpx.Client, m: Matrix, method: str, path: str, kind: str) -> h
         return http.post(url, data=form, headers=headers)
     if method == "POST":
         return http.post(url, json=BODIES.get(path) or {}, headers=headers)
+    if method == "DELETE":
+        return http.delete(url, headers=headers)
     assert method in ("GET", "MOUNT"), (method, path)
     return http.get(url, headers=headers)
 

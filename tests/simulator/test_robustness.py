@@ -63,6 +63,7 @@ HEADERS = {
         "x-api-key": "sk-ant-api03-fuzz",
         "anthropic-version": "2023-06-01",
     },
+    "/v1/responses": {"authorization": "Bearer sk-proj-fuzz"},
 }
 
 
@@ -87,6 +88,12 @@ HEADERS = {
                 "stream",
                 "max_completion_tokens",
                 "encoding_format",
+                "instructions",
+                "previous_response_id",
+                "text",
+                "max_output_tokens",
+                "include",
+                "response_format",
             ]
         ),
         JSON,

@@ -11,7 +11,8 @@ single ``transport.write``, timeouts as loop timers (docs/performance.md,
 
 What a caller must know:
 
-- `UpstreamClient.post` returns a `Response` once the status line and
+- `UpstreamClient.post` (and `UpstreamClient.request` for another method)
+  returns a `Response` once the status line and
   headers arrived (else `TimeoutError` after ``timeout`` seconds, or an
   `UpstreamError` when the connection could not be made or broke). Read the
   body with `Response.read` or `Response.iter_any` (each wait between two
@@ -432,6 +433,26 @@ class UpstreamClient:
         """POST ``body`` to ``url``; the answer once its head arrived (see the module doc)."""
         origin, path = self._split(url)
         head = [b"POST ", path, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n"]
+        for k, v in headers.items():
+            head.append(_header_bytes(k, v))
+        head.append(b"accept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % len(body))
+        head.append(body)
+        data = b"".join(head)
+        conn = self._pooled(origin) or await self._connect(origin)
+        return await self._exchange(conn, data, timeout)
+
+    async def request(
+        self, method: str, url: str, body: bytes, headers: dict[str, str], *, timeout: float
+    ) -> Response:
+        """Like `post`, for any method (``GET``, ``DELETE`` …; ``body`` may be empty).
+
+        Not for ``HEAD``: its answer has no body, which the response parser does not expect."""
+        if method == "POST":
+            return await self.post(url, body, headers, timeout=timeout)
+        if method not in ("GET", "DELETE", "PUT", "PATCH"):
+            raise UpstreamError(f"method {method!r} is not supported")
+        origin, path = self._split(url)
+        head = [method.encode(), b" ", path, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n"]
         for k, v in headers.items():
             head.append(_header_bytes(k, v))
         head.append(b"accept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % len(body))

@@ -24,3 +24,9 @@ DB_UNAVAILABLE = Counter(
     "admitted (fail-open) or refused because the write buffer is full",
     ["outcome"],
 )
+UNBILLED = Counter(
+    "metis_gateway_unbilled_requests",
+    "Requests forwarded without a usage record (they cost nothing at the provider): "
+    "count_tokens, stored-response lookups, model lookups",
+    ["endpoint"],
+)

@@ -8,8 +8,10 @@ for the connections that carry gateway calls (it recovers about a third of
 that gap; the rest is per-request Python it still needs):
 
 - A connection whose first request line is for one of the app's
-  ``fast_routes`` (``POST /v1/chat/completions``, ``/v1/messages``,
-  ``/v1/embeddings``, ``GET /v1/models``) stays with this protocol. Its
+  ``fast_routes`` (exact paths: ``/v1/chat/completions``, ``/v1/messages``,
+  ``/v1/embeddings``, ``/v1/responses``, ``/v1/messages/count_tokens``,
+  ``/v1/models``; GET or POST) or ``fast_prefixes`` (``/v1/responses/``,
+  ``/v1/models/``; GET, POST or DELETE) stays with this protocol. Its
   gateway requests call the route's handler directly (no middleware, no
   path lookup); any other request on it goes to the full app (with
   uvicorn's proxy-headers middleware), on the same lean cycle.
@@ -29,8 +31,8 @@ after; invalid requests get 400, and the head limits of
 gateway request's body (``BODY_IDLE_TIMEOUT_S``, the scope's
 ``metis.body_idle_timeout`` extension). Not on these connections: the
 access log (``metis serve`` runs without it), websockets and h2c (Metis
-has none: an upgrade request is answered over HTTP/1.1, then the
-connection closes) and ``limit_concurrency`` (when set, every connection
+has none: an upgrade request is answered over HTTP/1.1, e.g. 426 on
+``/v1/responses``, then the connection closes) and ``limit_concurrency`` (when set, every connection
 is uvicorn's).
 
 It uses a few uvicorn internals (``server_state``, ``config`` fields,
@@ -59,6 +61,7 @@ log = logging.getLogger("uvicorn.error")
 _HEADER_NAME_BAD = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
 _HEADER_VALUE_BAD = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _FAST_METHODS = frozenset((b"POST", b"GET"))
+_PREFIX_METHODS = frozenset((b"POST", b"GET", b"DELETE"))
 
 
 def _status_line(code: int) -> bytes:
@@ -358,13 +361,31 @@ def _fast_routes(app: Any) -> dict[str, Any]:
     return {}
 
 
-def _request_lines(routes: dict[str, Any]) -> tuple[bytes, ...]:
-    """How a request for a fast route begins on the wire (method, target, then space or '?')."""
+def _fast_prefixes(app: Any) -> tuple[tuple[str, Any], ...]:
+    """The ``fast_prefixes`` ((path prefix, handler), …) of ``app`` or an app it wraps."""
+    for _ in range(8):
+        if app is None:
+            break
+        prefixes = getattr(app, "fast_prefixes", None)
+        if isinstance(prefixes, tuple):
+            return prefixes
+        app = getattr(app, "app", None)
+    return ()
+
+
+def _request_lines(
+    routes: dict[str, Any], prefixes: tuple[tuple[str, Any], ...] = ()
+) -> tuple[bytes, ...]:
+    """How a request for a fast route begins on the wire (method, target, then space or '?'
+    for an exact path; the prefix itself for a prefix route)."""
     out = []
     for path in routes:
         for method in _FAST_METHODS:
             for after in (b" ", b"?"):
                 out.append(method + b" " + path.encode("latin-1") + after)
+    for prefix, _ in prefixes:
+        for method in _PREFIX_METHODS:
+            out.append(method + b" " + prefix.encode("latin-1"))
     return tuple(out)
 
 
@@ -389,8 +410,9 @@ class GatewayHttpProtocol(HeadLimits, asyncio.Protocol):
         self.root_path: str = config.root_path
         self.timeout_keep_alive: float = config.timeout_keep_alive
         self._fast = _fast_routes(self.app)
+        self._prefixes = _fast_prefixes(self.app)
         self._lines = (
-            _request_lines(self._fast)
+            _request_lines(self._fast, self._prefixes)
             if self._fast and not self.root_path and config.limit_concurrency is None
             else ()
         )
@@ -545,6 +567,11 @@ class GatewayHttpProtocol(HeadLimits, asyncio.Protocol):
         if "%" in path:
             path = urllib.parse.unquote(path)
         handler = self._fast.get(path) if method in _FAST_METHODS else None
+        if handler is None and self._prefixes and method in _PREFIX_METHODS:
+            for prefix, h in self._prefixes:
+                if path.startswith(prefix):
+                    handler = h
+                    break
         http_version = parser.get_http_version()
         if self._addr is None:
             t = self.transport

@@ -29,6 +29,7 @@ KINDS: dict[str, tuple[int, str, str | None, str]] = {
     "not_found": (404, "invalid_request_error", "not_found", "not_found_error"),
     "request_timeout": (408, "invalid_request_error", "request_timeout", "invalid_request_error"),
     "request_too_large": (413, "invalid_request_error", "request_too_large", "request_too_large"),
+    "upgrade_required": (426, "invalid_request_error", "upgrade_required", "invalid_request_error"),
     "quota_exceeded": (429, "rate_limit_exceeded", "quota_exceeded", "rate_limit_error"),
     "upstream_error": (502, "upstream_error", "bad_gateway", "api_error"),
     "upstream_timeout": (504, "timeout", "gateway_timeout", "timeout_error"),

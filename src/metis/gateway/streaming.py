@@ -10,7 +10,10 @@ the client did not ask for it, the extra final chunk (``choices: []`` with
 ``usage``) is withheld, so the client sees exactly the stream it would have
 seen without Metis. Anthropic: usage arrives in ``message_start`` (input and
 cache tokens) and ``message_delta`` (cumulative output); everything is
-forwarded unchanged.
+forwarded unchanged. OpenAI Responses API (flavour ``responses``): the id and
+model come from ``response.created``, the usage from the final
+``response.completed`` (or ``response.incomplete`` / ``response.failed``)
+event's ``response.usage``; everything is forwarded unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from metis.gateway.usage import Tokens, from_anthropic, from_openai
+from metis.gateway.usage import Tokens, from_anthropic, from_openai, from_responses
 from metis.jsonutil import DECODE_ERRORS
 
 _decode = msgspec.json.decode
@@ -103,6 +106,8 @@ class SSEUsageTap:
     def _parse_events(self, complete: bytes) -> None:
         if self.shape == "openai":
             self._openai(complete)
+        elif self.shape == "responses":
+            self._responses(complete)
         else:
             self._anthropic(complete)
 
@@ -165,3 +170,33 @@ class SSEUsageTap:
                 from_anthropic(msg.get("usage"), self.tokens)
             elif obj.get("type") == "message_delta":
                 from_anthropic(obj.get("usage"), self.tokens)
+
+    _FINAL = (b"response.completed", b"response.incomplete", b"response.failed")
+
+    def _responses(self, complete: bytes) -> None:
+        """Decode only ``response.created`` (id, model) and a final event (usage)."""
+        for ev in complete.split(b"\n\n"):
+            first = self.response_id is None and b"response.created" in ev
+            final = b'"usage"' in ev and any(k in ev for k in self._FINAL)
+            if not (first or final):
+                continue
+            data = _data(ev)
+            if not data:
+                continue
+            try:
+                obj: Any = _decode(data)
+            except DECODE_ERRORS:
+                continue
+            if not isinstance(obj, dict) or not isinstance(obj.get("response"), dict):
+                continue
+            r = obj["response"]
+            kind = obj.get("type")
+            if kind == "response.created" or self.response_id is None:
+                if isinstance(r.get("id"), str):
+                    self.response_id = r["id"]
+                if isinstance(r.get("model"), str):
+                    self.model = r["model"]
+            if kind in ("response.completed", "response.incomplete", "response.failed"):
+                if isinstance(r.get("model"), str):
+                    self.model = r["model"]
+                from_responses(r.get("usage"), self.tokens)

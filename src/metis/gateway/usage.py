@@ -1,8 +1,12 @@
 """Provider usage objects -> canonical token counts (DESIGN.md semantics).
 
-OpenAI: ``prompt_tokens`` already includes cached tokens
-(``prompt_tokens_details.cached_tokens``) and ``completion_tokens`` includes
-reasoning (``completion_tokens_details.reasoning_tokens``): taken as is.
+OpenAI chat/embeddings: ``prompt_tokens`` already includes cached tokens
+(``prompt_tokens_details.cached_tokens``) and cache writes
+(``cache_write_tokens``), and ``completion_tokens`` includes reasoning
+(``completion_tokens_details.reasoning_tokens``): taken as is. OpenAI
+Responses API: the same semantics under other names (``input_tokens`` with
+``input_tokens_details.cached_tokens`` / ``cache_write_tokens``,
+``output_tokens`` with ``output_tokens_details.reasoning_tokens``).
 Anthropic: ``input_tokens`` *excludes* cache reads and cache writes, so the
 canonical input is ``input_tokens + cache_read_input_tokens +
 cache_creation_input_tokens``; ``output_tokens`` is the (cumulative) output.
@@ -43,9 +47,32 @@ def from_openai(u: Any, t: Tokens | None = None) -> Tokens:
     t.input = count(u.get("prompt_tokens"))
     t.output = count(u.get("completion_tokens"))
     pd = u.get("prompt_tokens_details")
-    t.cached = count(pd.get("cached_tokens")) if isinstance(pd, dict) else 0
+    if isinstance(pd, dict):
+        t.cached = count(pd.get("cached_tokens"))
+        t.cache_creation = count(pd.get("cache_write_tokens"))
+    else:
+        t.cached = t.cache_creation = 0
     cd = u.get("completion_tokens_details")
     t.reasoning = count(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0
+    return t
+
+
+def from_responses(u: Any, t: Tokens | None = None) -> Tokens:
+    """Apply a Responses API usage object (a response's ``usage``)."""
+    t = t or Tokens()
+    if not isinstance(u, dict):
+        return t
+    t.reported = True
+    t.input = count(u.get("input_tokens"))
+    t.output = count(u.get("output_tokens"))
+    d = u.get("input_tokens_details")
+    if isinstance(d, dict):
+        t.cached = count(d.get("cached_tokens"))
+        t.cache_creation = count(d.get("cache_write_tokens"))
+    else:
+        t.cached = t.cache_creation = 0
+    od = u.get("output_tokens_details")
+    t.reasoning = count(od.get("reasoning_tokens")) if isinstance(od, dict) else 0
     return t
 
 

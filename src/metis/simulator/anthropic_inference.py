@@ -1,5 +1,8 @@
 """Anthropic inference: ``POST /v1/messages`` (and ``GET /v1/models`` in Anthropic's shape).
 
+``POST /v1/messages/count_tokens`` is `metis.simulator.anthropic_count_tokens`,
+``GET /v1/models/{id}`` `metis.simulator.anthropic_models`.
+
 Shapes follow the Anthropic Messages API reference: the message object, the
 streaming event sequence ``message_start``, then per content block
 ``content_block_start`` / ``content_block_delta``… / ``content_block_stop``
@@ -339,21 +342,6 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
     resp = SSEResponse(events, headers=headers)
     resp.interval = stream_interval(request.headers)
     return resp
-
-
-async def count_tokens(request: Request, state: SimState, body: Any) -> Response:
-    """``POST /v1/messages/count_tokens``: the prompt's total input tokens (not billed)."""
-    ident = authenticate(request)
-    if isinstance(ident, Response):
-        return ident
-    err = _validate(body, need_max_tokens=False)
-    if err is not None:
-        return err
-    try:
-        total = prompt_cache.parse(body).total_tokens
-    except prompt_cache.CacheRequestError as e:
-        return _bad(str(e))
-    return JSONResponse({"input_tokens": total})
 
 
 async def list_models(request: Request, state: SimState, body: Any) -> Response:

@@ -21,7 +21,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from metis.simulator import anthropic_inference, limits, openai_inference
+from metis.simulator import (
+    anthropic_count_tokens,
+    anthropic_inference,
+    anthropic_models,
+    limits,
+    openai_inference,
+    openai_responses,
+)
 from metis.simulator.faults import REJECTING, Fault, FaultError, validate
 from metis.simulator.http import (
     JSONResponse,
@@ -126,6 +133,12 @@ async def _models(request: Request, state: SimState, body: Any) -> Response:
     return await openai_inference.list_models(request, state, body)
 
 
+async def _model(request: Request, state: SimState, body: Any) -> Response:
+    if _is_anthropic(request):
+        return await anthropic_models.get_model(request, state, body)
+    return await openai_inference.get_model(request, state, body)
+
+
 def _sim_routes(state: SimState) -> list[Route]:
     async def ground_truth(request: Request) -> Response:
         origin = request.query_params.get("origin")
@@ -207,13 +220,34 @@ def create_app(
             methods=["POST"],
         ),
         Route("/v1/models", ep(None, _models), methods=["GET"]),
-        Route("/v1/models/{model:path}", ep("openai", openai_inference.get_model), methods=["GET"]),
+        Route("/v1/models/{model:path}", ep(None, _model), methods=["GET"]),
+        Route("/v1/responses", ep("openai", openai_responses.create, True), methods=["POST"]),
+        Route(
+            "/v1/responses/{response_id}",
+            ep("openai", openai_responses.retrieve),
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/responses/{response_id}",
+            ep("openai", openai_responses.delete),
+            methods=["DELETE"],
+        ),
+        Route(
+            "/v1/responses/{response_id}/cancel",
+            ep("openai", openai_responses.cancel),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/responses/{response_id}/input_items",
+            ep("openai", openai_responses.input_items),
+            methods=["GET"],
+        ),
         Route(
             "/v1/messages", ep("anthropic", anthropic_inference.messages, True), methods=["POST"]
         ),
         Route(
             "/v1/messages/count_tokens",
-            ep("anthropic", anthropic_inference.count_tokens, True),
+            ep("anthropic", anthropic_count_tokens.count_tokens, True),
             methods=["POST"],
         ),
         *_admin_routes(state, ep),

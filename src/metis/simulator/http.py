@@ -198,7 +198,7 @@ def apply_post_fault(resp: Response, fault: Fault | None) -> Response:
 def usage_event_index(resp: SSEResponse) -> int:
     """Index of the first event carrying the final usage (where a stream_cut cuts)."""
     for i, ev in enumerate(resp.events):
-        if ev.startswith(b"event: message_delta") or (
+        if ev.startswith((b"event: message_delta", b"event: response.completed")) or (
             ev.startswith(b"data: {")
             and b'"usage":{' in ev
             and b'"object":"chat.completion.chunk"' in ev

@@ -16,6 +16,14 @@ last user message contains "use tool" / "use a tool". It calls the named tool,
 else a tool whose name appears in that message, else the first tool, with
 arguments built from the tool's JSON schema (`catalog.args_from_schema`).
 A request whose last message is a tool result gets a normal text answer.
+
+Structured output: with ``response_format`` ``{"type": "json_schema",
+"json_schema": {"schema": …}}`` (or ``json_object``) the answer's content is
+one JSON value that validates against the schema
+(`metis.simulator.schema_values`; ``client.chat.completions.parse`` works);
+its completion tokens are its text's, plus reasoning for reasoning models.
+
+The Responses API is `metis.simulator.openai_responses`.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from metis.simulator.http import (
 )
 from metis.simulator.keys import KeyIdentity, is_openai_key, openai_identity
 from metis.simulator.ledger import Call
+from metis.simulator.schema_values import value_for
 from metis.simulator.state import SimState
 
 FINGERPRINT = "fp_sim0000001"
@@ -385,10 +394,36 @@ def _plan(
         completion = tokens.text_tokens(tool["name"]) + tokens.text_tokens(args) + 3
         return _Choice(index, completion, 0, "tool_calls", [], tool["name"], args)
     hi = h if index == 0 else tokens.request_hash(seed, h, index)
-    completion, truncated = tokens.output_tokens(hi, _cap(body), forced_output(request))
+    cap = _cap(body)
+    completion, truncated = tokens.output_tokens(hi, cap, forced_output(request))
     reasoning = tokens.reasoning_split(hi, model, completion)
+    schema = _json_output_schema(body)
+    if schema is not None:
+        # Structured output: one JSON value that validates against the schema; its
+        # tokens are its text's (reasoning models spend their reasoning on top).
+        text = msgspec.json.encode(value_for(schema)).decode()
+        completion = reasoning + tokens.text_tokens(text)
+        truncated = cap is not None and cap >= 1 and completion > cap
+        if truncated:
+            assert cap is not None
+            text = text[: max(0, cap - reasoning) * 4]
+            completion = reasoning + tokens.text_tokens(text)
+        return _Choice(index, completion, reasoning, "length" if truncated else "stop", [text])
     words = tokens.words(hi, completion - reasoning)
     return _Choice(index, completion, reasoning, "length" if truncated else "stop", words)
+
+
+def _json_output_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema the answer must follow (``response_format`` json_schema / json_object)."""
+    rf = body.get("response_format")
+    if not isinstance(rf, dict):
+        return None
+    if rf.get("type") == "json_object":
+        return {"type": "object"}
+    if rf.get("type") == "json_schema" and isinstance(rf.get("json_schema"), dict):
+        schema = rf["json_schema"].get("schema")
+        return schema if isinstance(schema, dict) else {"type": "object"}
+    return None
 
 
 _BASE_VECTORS: dict[int, array.array[float]] = {}

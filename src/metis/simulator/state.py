@@ -1,7 +1,8 @@
-"""The simulator's mutable state: seed, clock, ledger, faults, prompt cache."""
+"""The simulator's mutable state: seed, clock, ledger, faults, prompt cache, stored responses."""
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from metis.simulator.faults import Fault, Faults
 from metis.simulator.ledger import Ledger
@@ -25,6 +26,7 @@ class SimState:
         self.ledger = Ledger()
         self.faults = Faults(faults)
         self.cache = PromptCache()
+        self.responses: dict[str, Any] = {}  # OpenAI stored responses (openai_responses.Stored)
         self.load_history()
 
     def load_history(self) -> None:
@@ -38,5 +40,6 @@ class SimState:
         """Forget served calls, the prompt cache and added faults; keep history and seed."""
         self.ledger.clear()
         self.cache.clear()
+        self.responses.clear()
         self.faults.reset()
         self.load_history()

@@ -658,3 +658,19 @@ def test_cached_tokens_cross_shape_are_reported_and_priced(start: Start) -> None
         output_tokens=rec["output_tokens"], at=rec["window_start"],
     )  # fmt: skip
     assert uncached.cost_nanousd is not None and rec["cost_nanousd"] < uncached.cost_nanousd
+
+
+def test_translated_upstream_429_keeps_its_retry_after(start: Start, simulator: Simulator) -> None:
+    g = start(
+        "schema_version: 1\nrules:\n  - name: to-claude\n    when: {model: gpt-4o-mini}\n"
+        "    use: anthropic:claude-haiku-4-5\n    reason: translate\n"
+    )
+    _, secret = g.issue_key()
+    simulator.set_fault("/v1/messages", "429", count=1, retry_after=9)
+    r = httpx.post(
+        g.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {secret}"},
+    )
+    assert r.status_code == 429 and r.headers["retry-after"] == "9"
+    assert r.json()["error"]["type"] == "rate_limit_exceeded"  # re-shaped for the OpenAI client

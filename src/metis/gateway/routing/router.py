@@ -7,8 +7,9 @@ polled by a background task every `POLL_INTERVAL_S` (file I/O and YAML
 parsing stay off the request path); `Router.plan` itself is pure CPU over the
 rules in memory and the gateway's in-memory spend counters.
 
-Embeddings requests are never routed: rules are about chat/messages models,
-so an embeddings call always goes to its own model.
+Embeddings requests are never routed: rules are about generation models
+(chat, messages, responses), so an embeddings call always goes to its own
+model.
 
 A rule's ``workspace`` (scope or predicate) matches the workspace's id, name
 or path; names are refreshed from the database by the same background task.
@@ -63,6 +64,25 @@ class Router:
         default = Target(PROVIDER_OF_SHAPE[ctx.inbound_shape], ctx.model)
         d = decide(rules, rctx, default, ctx.spent)
         return RoutePlan(list(d.candidates), reason=d.reason, rule=d.rule)
+
+    def reachable(self, inbound_shape: str, principal: Any) -> list[str]:
+        """Model names a client of ``inbound_shape`` can ask for only because a rule routes
+        them (``when.model`` / ``when.model_in`` of the rules that apply to the principal's
+        workspace and shape), for ``GET /v1/models``; in rules-file order."""
+        p = principal
+        refs = {p.workspace_id, p.workspace_path, self.workspace_names.get(p.workspace_id)}
+        out: list[str] = []
+        for r in self.watcher.rules.rules:
+            w = r.when
+            if (r.workspace is not None and r.workspace not in refs) or (
+                w.workspace is not None and w.workspace not in refs
+            ):
+                continue
+            if w.inbound_shape is not None and w.inbound_shape != inbound_shape:
+                continue
+            names = [w.model] if w.model is not None else sorted(w.model_in or ())
+            out.extend(n for n in names if n not in out)
+        return out
 
     # -- background ------------------------------------------------------------
     async def start(self) -> None:

@@ -28,6 +28,7 @@ import msgspec
 
 from metis.gateway import upstream
 from metis.gateway.http_client import Response, UpstreamError
+from metis.gateway.lifecycle import relayed_headers
 from metis.gateway.translate.errors import TranslationError
 from metis.gateway.translate.errors_shape import reshape_error, stream_error_frame
 from metis.gateway.translate.requests import (
@@ -43,7 +44,8 @@ from metis.gateway.upstream import scrub_secret
 from metis.jsonutil import DECODE_ERRORS
 
 if TYPE_CHECKING:
-    from metis.gateway.app import Attempt, Call, Gateway
+    from metis.gateway.app import Gateway
+    from metis.gateway.lifecycle import Attempt, Call
 
 UPSTREAM_PATH = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 _JSON = (b"content-type", b"application/json")
@@ -53,7 +55,7 @@ _UPSTREAM_BODY_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, Translatio
 
 def _answered(status: str, http_status: int, retryable: bool = False) -> Attempt:
     """A response (success or final error) reached the client: stop trying candidates."""
-    from metis.gateway.app import Attempt
+    from metis.gateway.lifecycle import Attempt
 
     return Attempt(answered=True, status=status, http_status=http_status, retryable=retryable)
 
@@ -66,7 +68,7 @@ def _failed(
     body: bytes | None = None,
 ) -> Attempt:
     """Nothing reached the client; the gateway tries the next candidate (or answers this)."""
-    from metis.gateway.app import Attempt
+    from metis.gateway.lifecycle import Attempt
 
     return Attempt(
         answered=False,
@@ -101,10 +103,11 @@ async def cross_shape(
 
     provider = target.provider
     name = f"{provider}:{target.model}"
-    if call.endpoint == "embeddings" or provider not in UPSTREAM_PATH:
+    if not call.api.translatable or provider not in UPSTREAM_PATH:
         return _failed(
             "unsupported_target", 502, "upstream_error",
-            f"{name} cannot serve a {call.shape} {call.endpoint} request",
+            f"{name} cannot serve a {call.shape} {call.endpoint} request "
+            "(no translation between these APIs)",
         )  # fmt: skip
     try:
         body = translate_request(call, target)
@@ -140,9 +143,12 @@ async def cross_shape(
                 data = b""
             shaped = reshape_error(data, resp.status, call.shape, name)
             retryable = resp.status == 429 or resp.status >= 500
+            relayed = relayed_headers(resp)  # retry-after & co. mean the same in both shapes
             if retryable and not is_last:
-                return _failed("upstream_error", resp.status, None, "", shaped)
-            await gw._respond(send, resp.status, shaped, call.request_id)
+                failed = _failed("upstream_error", resp.status, None, "", shaped)
+                failed.upstream_headers = relayed
+                return failed
+            await gw._respond(send, resp.status, shaped, call.request_id, extra=relayed)
             gw.stats.upstream_errors += 1
             gw._stamp(
                 call, provider, target.model, None, Tokens(), None, "upstream_error", resp.status

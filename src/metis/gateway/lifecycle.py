@@ -1,0 +1,727 @@
+"""The shared call lifecycle of every billed inbound API (`metis.gateway.inbound`).
+
+Lifecycle of one inference request (DESIGN.md "Gateway request lifecycle"):
+
+1. Auth from ``Authorization: Bearer gw_…`` or ``x-api-key: gw_…`` against the
+   in-memory key cache (`metis.gateway.auth`): 401 ``authentication_error``.
+2. Body: one JSON object with a ``model`` (read by the API's ``decoder``):
+   else 400. ``allowed_models``: 403.
+3. Routing plan (``Gateway.plan_route``, default: the request's own model).
+4. Hard caps: reserve the worst-case cost (the API's ``worst_case_output``)
+   on every counter the key charges (`metis.ledger.counters`, in memory):
+   429 with ``scope``, ``limit_usd``, ``current_usd``, ``resets_at``, headers
+   ``x-should-retry: false`` and ``retry-after`` (seconds to the reset) +
+   ``gateway.quota_exceeded`` + ``route.decided`` (winner_index -1, reason
+   quota_exceeded).
+5. Forward to each target in turn (`CallPath.forward`) with the workspace's
+   ``inference`` credential until one answers; upstream errors keep their
+   status, body and ``retry-after`` / ``x-should-retry``; connection errors
+   -> 502, timeouts -> 504. The query string goes upstream as sent.
+6. Price the reported usage (`metis.pricing`), settle the reservation, and
+   queue the ``gateway`` usage record, ``llm.call_completed`` and
+   ``route.decided`` for the write-behind flush (`metis.ledger.writer`).
+
+Every response carries ``x-metis-request-id``. Nothing on this path touches
+the database except a spend-counter lease grant (`metis.ledger.counters`) or
+the first use of a workspace's provider credential. `CallPath` is a mixin of
+`metis.gateway.app.Gateway`, which owns the caches, counters and writer it
+uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from sqlalchemy.exc import DBAPIError
+
+from metis.events import GatewayQuotaExceeded
+from metis.gateway import caps, http_io, metrics, upstream
+from metis.gateway.auth import AuthFailure, KeyCache, Resolved
+from metis.gateway.http_client import Response, UpstreamClient, UpstreamError
+from metis.gateway.http_io import Header, Receive, Send
+from metis.gateway.inbound.base import InboundAPI
+from metis.gateway.plan import RouteContext, RoutePlan
+from metis.gateway.stamping import CallFacts, call_event, route_event, usage_record
+from metis.gateway.streaming import SSEUsageTap
+from metis.gateway.upstream import CredentialCache, UpstreamCredential
+from metis.gateway.usage import Tokens
+from metis.ids import fast_ulid
+from metis.jsonutil import DECODE_ERRORS
+from metis.ledger.counters import CapExceeded, CountersUnavailable, Reservation, SpendCounters
+from metis.ledger.writer import PendingEvent, WriteBehind
+from metis.money import from_nanousd
+from metis.pricing import Priced, has_price, price
+from metis.timeutil import iso, utcnow
+
+log = logging.getLogger("metis.gateway")
+
+DEFAULT_ANTHROPIC_VERSION = b"2023-06-01"
+BODY_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, msgspec.ValidationError)
+
+RELAYED_ERROR_HEADERS = (b"retry-after", b"retry-after-ms", b"x-should-retry")
+"""Headers of an upstream error answer that reach the client (when to retry, if at all)."""
+
+
+class _Resp(msgspec.Struct):
+    id: Any = None
+    model: Any = None
+    usage: Any = None
+
+
+_dec_resp = msgspec.json.Decoder(_Resp)
+_REQ = {s: metrics.REQUESTS.labels(s) for s in ("openai", "anthropic")}
+
+
+def request_id() -> str:
+    """``req_<ULID>``: millisecond time + 80 random bits, Crockford base32 (26 chars).
+
+    Equivalent to ``metis.ids.new_id("req")`` at a fraction of its cost
+    (`metis.ids.fast_ulid`; reseeded in forked workers).
+    """
+    return "req_" + fast_ulid()
+
+
+@dataclass
+class Stats:
+    """Counters exported as metrics."""
+
+    requests: int = 0
+    unpriced_calls: int = 0
+    quota_rejections: int = 0
+    upstream_errors: int = 0
+
+
+@dataclass
+class Attempt:
+    """The outcome of forwarding to one target."""
+
+    answered: bool  # a response (success or a final upstream error) reached the client
+    status: str
+    http_status: int = 0
+    retryable: bool = False
+    error_kind: str | None = None  # upstream_error | upstream_timeout, when not answered
+    message: str = ""
+    upstream_body: bytes | None = None
+    upstream_ctype: bytes | None = None
+    upstream_headers: Sequence[Header] = ()
+
+
+@dataclass
+class Call:
+    """Per-request state handed to the forwarder."""
+
+    request_id: str
+    api: InboundAPI
+    path: str
+    query: bytes
+    resolved: Resolved
+    raw: bytes
+    req: Any  # the API's decoded request Struct
+    headers: dict[bytes, bytes]
+    started_at: Any
+    t0: float
+    stream: bool
+    reservation: Reservation | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def shape(self) -> str:
+        return self.api.shape
+
+    @property
+    def endpoint(self) -> str:
+        return self.api.name
+
+
+def relayed_headers(resp: Response) -> list[Header]:
+    """`RELAYED_ERROR_HEADERS` of an upstream answer, as sent."""
+    h = resp.headers
+    return [(k, h[k.decode()].encode("latin-1")) for k in RELAYED_ERROR_HEADERS if k.decode() in h]
+
+
+def upstream_url(cred: UpstreamCredential, path: str, query: bytes) -> str:
+    """The upstream URL of ``path`` with the client's query string (``?beta=true`` …)."""
+    url = cred.api_root + path
+    return url + "?" + query.decode("latin-1") if query else url
+
+
+def upstream_headers(
+    client: dict[bytes, bytes], provider: str, cred: UpstreamCredential
+) -> dict[str, str]:
+    """What the upstream gets: the workspace's credential, plus the few client headers of
+    docs/gateway.md "Headers that reach the provider" (others, e.g. ``OpenAI-Organization``
+    and ``OpenAI-Project``, never do: the credential decides what is billed)."""
+    if provider == "anthropic":
+        h = {
+            "x-api-key": cred.secret,
+            "anthropic-version": client.get(b"anthropic-version", DEFAULT_ANTHROPIC_VERSION).decode(
+                "latin-1"
+            ),  # header bytes pass through as received
+            "content-type": "application/json",
+        }
+        beta = client.get(b"anthropic-beta")
+        if beta:
+            h["anthropic-beta"] = beta.decode("latin-1")
+        return h
+    h = {"authorization": "Bearer " + cred.secret, "content-type": "application/json"}
+    beta = client.get(b"openai-beta")
+    if beta:
+        h["openai-beta"] = beta.decode("latin-1")
+    return h
+
+
+class CallPath:
+    """The request path of `metis.gateway.app.Gateway` (see the module docstring)."""
+
+    keys: KeyCache
+    creds: CredentialCache
+    counters: SpendCounters
+    writer: WriteBehind
+    stats: Stats
+    caps_fail_open: bool
+    plan_route: Callable[[RouteContext], RoutePlan]
+    cross_shape: Any
+    session: UpstreamClient | None
+
+    # -- answers (also used by metis.gateway.translate.forward) ---------------------
+    @staticmethod
+    async def _respond(
+        send: Send,
+        status: int,
+        body: bytes,
+        rid: str,
+        ctype: Header = http_io.JSON,
+        extra: Sequence[Header] = (),
+    ) -> None:
+        await http_io.respond(send, status, body, rid, ctype, extra)
+
+    async def _error(
+        self, send: Send, shape: str, kind: str, message: str, rid: str, **fields: Any
+    ) -> int:
+        return await http_io.error(send, shape, kind, message, rid, **fields)
+
+    def _upstream_headers(
+        self, call: Call, provider: str, cred: UpstreamCredential
+    ) -> dict[str, str]:
+        return upstream_headers(call.headers, provider, cred)
+
+    # -- the request path ----------------------------------------------------
+    async def handle(
+        self, scope: dict[str, Any], receive: Receive, send: Send, api: InboundAPI
+    ) -> None:
+        """One billed request of ``api`` (a POST to ``api.path``)."""
+        t0 = time.perf_counter()
+        rid = request_id()
+        self.stats.requests += 1
+        shape = api.shape
+        _REQ[shape].inc()
+        headers = dict(scope["headers"])
+        try:
+            resolved = self.keys.resolve(http_io.token(headers))
+        except AuthFailure as e:
+            await self._error(send, shape, "authentication_error", str(e), rid)
+            return
+        raw = await http_io.read_body_or_answer(receive, send, headers, scope, shape, rid)
+        if raw is None:
+            return
+        try:
+            req = api.decoder.decode(raw)
+        except BODY_ERRORS:
+            await self._error(send, shape, "invalid_request", "body must be a JSON object", rid)
+            return
+        model = req.model
+        if not isinstance(model, str) or not model:
+            await self._error(send, shape, "invalid_request", "'model' is required", rid)
+            return
+        snap = resolved.snapshot
+        allowed = snap.allowed_models
+        if allowed is not None and model not in allowed:
+            await self._error(
+                send, shape, "permission_error", f"model {model!r} is not allowed for this key", rid
+            )
+            return
+        plan = self.plan_route(
+            RouteContext(
+                principal=resolved.principal,
+                snapshot=snap,
+                inbound_shape=shape,
+                model=model,
+                raw_body=raw,
+                spent=self._spent,
+                endpoint=api.name,
+            )
+        )
+        call = Call(
+            request_id=rid,
+            api=api,
+            path=scope["path"],
+            query=scope.get("query_string", b""),
+            resolved=resolved,
+            raw=raw,
+            req=req,
+            headers=headers,
+            started_at=utcnow(),
+            t0=t0,
+            stream=api.streams(req),
+        )
+        candidates = [f"{t.provider}:{t.model}" for t in plan.targets]
+        # Hard caps: reserve the worst case over the plan's targets.
+        scopes = caps.counters_for(snap, call.started_at)
+        capped = any(s.cap_nanousd is not None for s in scopes)
+        refusal = api.admit(req, capped)
+        if refusal is not None:
+            await self._error(send, shape, "permission_error", refusal, rid)
+            return
+        max_out = api.worst_case_output(req)
+        est = 0
+        for t in plan.targets:
+            t_est = caps.estimate(t.provider, t.model, len(raw), max_out)
+            if t_est is None:
+                if capped:
+                    await self._error(
+                        send,
+                        shape,
+                        "permission_error",
+                        f"model {t.model!r} has no known price and this key has a hard "
+                        "spend cap; unpriced models cannot be called under a cap",
+                        rid,
+                    )
+                    return
+                continue
+            est = max(est, t_est)
+        if self.writer.full:  # never drop a record: admit nothing new instead
+            metrics.DB_UNAVAILABLE.labels("buffer_full").inc()
+            await self._error(
+                send,
+                shape,
+                "unavailable",
+                "usage buffer full: the database is not accepting writes; retry later",
+                rid,
+            )
+            return
+        try:
+            call.reservation = await self.counters.reserve(scopes, est)
+        except CapExceeded as ce:
+            await self._quota_exceeded(send, call, ce, candidates)
+            return
+        except CountersUnavailable:
+            if not self.caps_fail_open:
+                metrics.DB_UNAVAILABLE.labels("caps_refused").inc()
+                await self._error(
+                    send,
+                    shape,
+                    "unavailable",
+                    "spend caps cannot be checked: the database is unavailable "
+                    "(METIS_CAPS_ON_DB_ERROR=closed); retry later",
+                    rid,
+                )
+                return
+            metrics.DB_UNAVAILABLE.labels("caps_fail_open").inc()
+            call.reservation = await self.counters.reserve(scopes, est, leased=False)
+        try:
+            await self._run_plan(send, receive, call, plan, candidates)
+        except DBAPIError:  # e.g. a credential's first use while the database is down
+            log.warning("gateway request %s: database unavailable", rid)
+            with contextlib.suppress(Exception):
+                await self._error(
+                    send, shape, "unavailable", "the database is unavailable; retry later", rid
+                )
+        except Exception:
+            # A bug, not a user error: answer in the inbound shape if nothing was
+            # sent yet (never a traceback to the client); no request body logged.
+            log.exception("gateway request %s failed", rid)
+            with contextlib.suppress(Exception):
+                await self._error(send, shape, "internal", "internal gateway error", rid)
+        finally:
+            if call.reservation is not None and not call.reservation.done:
+                self.counters.release(call.reservation)
+
+    async def _quota_exceeded(
+        self, send: Send, call: Call, ce: CapExceeded, candidates: list[str]
+    ) -> None:
+        self.stats.quota_rejections += 1
+        metrics.QUOTA_REJECTIONS.labels(ce.scope).inc()
+        p = call.resolved.principal
+        limit, current = from_nanousd(ce.limit_nanousd), from_nanousd(ce.current_nanousd)
+        self.writer.add(
+            None,
+            [
+                PendingEvent(
+                    GatewayQuotaExceeded(
+                        gateway_key_id=p.gateway_key_id,
+                        user_id=p.user_id,
+                        team_id=p.team_id,
+                        scope=ce.scope,  # type: ignore[arg-type]
+                        limit_usd=limit,
+                        current_usd=current,
+                        inbound_shape=call.shape,  # type: ignore[arg-type]
+                    ),
+                    call.started_at,
+                    {"workspace_id": p.workspace_id, "request_id": call.request_id},
+                ),
+                route_event(
+                    request_id=call.request_id,
+                    principal=p,
+                    candidates=candidates,
+                    winner_index=-1,
+                    reason="quota_exceeded",
+                    rule=None,
+                    attempts=[],
+                    inbound_shape=call.shape,
+                    ts=call.started_at,
+                ),
+            ],
+        )
+        # The SDKs (and Claude Code) honour x-should-retry: a spent cap will not
+        # recover by retrying in seconds; retry-after says when it will.
+        wait = max(1, math.ceil((ce.resets_at - utcnow()).total_seconds()))
+        await http_io.error(
+            send,
+            call.shape,
+            "quota_exceeded",
+            f"{ce.scope} spend cap reached: ${current} of ${limit}; resets at {iso(ce.resets_at)}",
+            call.request_id,
+            ((b"x-should-retry", b"false"), (b"retry-after", str(wait).encode())),
+            scope=ce.scope,
+            limit_usd=limit,
+            current_usd=current,
+            resets_at=iso(ce.resets_at),
+        )
+
+    async def _run_plan(
+        self, send: Send, receive: Receive, call: Call, plan: RoutePlan, candidates: list[str]
+    ) -> None:
+        last: Attempt | None = None
+        winner = -1
+        targets = plan.targets
+        for i, target in enumerate(targets):
+            t_att = time.perf_counter()
+            att = await self.forward(send, receive, call, target, is_last=i == len(targets) - 1)
+            entry: dict[str, Any] = {
+                "target": candidates[i],
+                "status": att.status,
+                "http_status": att.http_status,
+                "latency_ms": int((time.perf_counter() - t_att) * 1000),
+            }
+            if att.status == "unsupported_target":
+                entry["reason"] = att.message  # why the target was skipped
+            call.attempts.append(entry)
+            last = att
+            if att.answered:
+                # winner = the candidate whose success reached the client; -1 when it got an error
+                winner = i if att.http_status < 400 else -1
+                break
+        if last is not None and not last.answered:
+            # Nothing reached the client: answer with the last failure.
+            self.stats.upstream_errors += 1
+            if last.upstream_body is not None:
+                await self._respond(
+                    send,
+                    last.http_status,
+                    last.upstream_body,
+                    call.request_id,
+                    (b"content-type", last.upstream_ctype or b"application/json"),
+                    last.upstream_headers,
+                )
+                http_status = last.http_status
+            else:
+                http_status = await self._error(
+                    send,
+                    call.shape,
+                    last.error_kind or "upstream_error",
+                    last.message,
+                    call.request_id,
+                )
+            t = targets[-1]
+            self._stamp(call, t.provider, t.model, None, Tokens(), None, last.status, http_status)
+        self.writer.add(
+            None,
+            [
+                route_event(
+                    request_id=call.request_id,
+                    principal=call.resolved.principal,
+                    candidates=candidates,
+                    winner_index=winner,
+                    reason=plan.reason,
+                    rule=plan.rule,
+                    attempts=call.attempts,
+                    inbound_shape=call.shape,
+                    ts=call.started_at,
+                )
+            ],
+        )
+
+    def _spent(self, scope: str, scope_id: str) -> int:
+        from metis.timeutil import day_key, month_key
+
+        now = utcnow()
+        period = month_key(now) if scope.endswith("monthly") else day_key(now)
+        return self.counters.spent((scope, scope_id, period))
+
+    # -- one attempt -----------------------------------------------------------
+    async def forward(
+        self, send: Send, receive: Receive, call: Call, target: Any, *, is_last: bool
+    ) -> Attempt:
+        """Forward ``call`` to one target; the per-attempt seam for routing."""
+        provider = target.provider
+        if provider != call.shape:
+            if self.cross_shape is not None:
+                result: Attempt = await self.cross_shape(self, send, receive, call, target, is_last)
+                return result
+            return Attempt(
+                False,
+                "unsupported_target",
+                502,
+                True,
+                "upstream_error",
+                f"target {provider}:{target.model} needs shape translation, which is not installed",
+            )
+        cred = await self.creds.get(call.resolved.principal.workspace_id, provider)
+        if cred is None:
+            return Attempt(
+                False,
+                "no_credential",
+                502,
+                True,
+                "upstream_error",
+                f"workspace has no {provider} credential with purpose inference",
+            )
+        body, withhold = call.api.prepare(call.req, call.raw, target.model)
+        return await self._send_upstream(send, receive, call, target, cred, body, withhold, is_last)
+
+    async def _send_upstream(
+        self,
+        send: Send,
+        receive: Receive,
+        call: Call,
+        target: Any,
+        cred: UpstreamCredential,
+        body: bytes,
+        withhold: bool,
+        is_last: bool,
+    ) -> Attempt:
+        provider = target.provider
+        assert self.session is not None
+        url = upstream_url(cred, call.path, call.query)
+        headers = upstream_headers(call.headers, provider, cred)
+        try:
+            # The header wait is bounded by READ_TIMEOUT_S, each body read by
+            # STREAM_IDLE_TIMEOUT_S (metis.gateway.http_client).
+            resp = await self.session.post(url, body, headers, timeout=upstream.READ_TIMEOUT_S)
+        except TimeoutError:
+            return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
+        except UpstreamError as e:
+            return Attempt(
+                False,
+                "connect_error",
+                502,
+                True,
+                "upstream_error",
+                f"upstream connection failed: {type(e).__name__}",
+            )
+        try:
+            if resp.status >= 400:
+                if resp.status == 401:
+                    self.creds.invalidate(call.resolved.principal.workspace_id, provider)
+                try:
+                    data = upstream.scrub_secret(await resp.read(), cred)
+                except (TimeoutError, UpstreamError):
+                    data = b""
+                ctype = resp.headers.get("content-type", "application/json").encode()
+                relayed = relayed_headers(resp)
+                retryable = resp.status == 429 or resp.status >= 500
+                if retryable and not is_last:
+                    return Attempt(
+                        False, "upstream_error", resp.status, True, None, "", data, ctype, relayed
+                    )
+                await self._respond(
+                    send, resp.status, data, call.request_id, (b"content-type", ctype), relayed
+                )
+                self.stats.upstream_errors += 1
+                self._stamp(
+                    call,
+                    provider,
+                    target.model,
+                    None,
+                    Tokens(),
+                    None,
+                    "upstream_error",
+                    resp.status,
+                )
+                return Attempt(True, "upstream_error", resp.status, retryable)
+            if not call.stream:
+                return await self._plain(send, call, target, resp, cred)
+            return await self._stream(send, receive, call, target, resp, cred, withhold)
+        finally:
+            resp.release()
+
+    async def _plain(
+        self,
+        send: Send,
+        call: Call,
+        target: Any,
+        resp: Response,
+        cred: UpstreamCredential,
+    ) -> Attempt:
+        try:
+            data = await resp.read()
+        except TimeoutError:
+            return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
+        except UpstreamError as e:
+            return Attempt(
+                False,
+                "connect_error",
+                502,
+                True,
+                "upstream_error",
+                f"upstream connection failed: {type(e).__name__}",
+            )
+        tokens = Tokens()
+        rid_up = model = None
+        try:
+            r = _dec_resp.decode(data)
+            rid_up = r.id if isinstance(r.id, str) else None
+            model = r.model if isinstance(r.model, str) else None
+            call.api.usage(r.usage, tokens)
+        except BODY_ERRORS:
+            pass
+        ctype = resp.headers.get("content-type", "application/json").encode()
+        await self._respond(send, resp.status, data, call.request_id, (b"content-type", ctype))
+        self._stamp(
+            call,
+            target.provider,
+            target.model,
+            model,
+            tokens,
+            rid_up,
+            "ok",
+            resp.status,
+            cred.api_root,
+        )
+        return Attempt(True, "ok", resp.status)
+
+    async def _stream(
+        self,
+        send: Send,
+        receive: Receive,
+        call: Call,
+        target: Any,
+        resp: Response,
+        cred: UpstreamCredential,
+        withhold: bool,
+    ) -> Attempt:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": resp.status,
+                "headers": [
+                    (
+                        b"content-type",
+                        resp.headers.get("content-type", "text/event-stream").encode(),
+                    ),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-metis-request-id", call.request_id.encode()),
+                ],
+            }
+        )
+        tap = SSEUsageTap(call.api.tap, withhold_usage_chunk=withhold)
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        status = "ok"
+        try:
+            # A client that disconnects mid-stream: keep reading the upstream to its end
+            # so its usage (the last event) is still recorded.
+            async for chunk in resp.iter_any():
+                out = tap.feed(chunk)
+                if out and not gone.is_set():
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            out = tap.flush()
+        except (TimeoutError, UpstreamError):
+            status = "upstream_error"
+            out = tap.flush()
+        finally:
+            watcher.cancel()
+        if gone.is_set():
+            status = "client_disconnected"
+        else:
+            await send({"type": "http.response.body", "body": out, "more_body": False})
+        self._stamp(
+            call,
+            target.provider,
+            target.model,
+            tap.model,
+            tap.tokens,
+            tap.response_id,
+            status,
+            resp.status,
+            cred.api_root,
+        )
+        return Attempt(True, status, resp.status)
+
+    # -- accounting ------------------------------------------------------------
+    def _stamp(
+        self,
+        call: Call,
+        provider: str,
+        target_model: str,
+        reported_model: str | None,
+        tokens: Tokens,
+        correlation_id: str | None,
+        status: str,
+        http_status: int,
+        api_root: str | None = None,
+    ) -> None:
+        model_raw = reported_model or target_model
+        try:
+            priced = price(
+                provider,
+                model_raw,
+                input_tokens=tokens.input,
+                output_tokens=tokens.output,
+                cached_input_tokens=tokens.cached,
+                cache_creation_input_tokens=tokens.cache_creation,
+                reasoning_tokens=min(tokens.reasoning, tokens.output),
+                at=call.started_at,
+            )
+        except ValueError:
+            priced = Priced(None, "none", None, model_raw.lower())
+        if priced.cost_nanousd is None and not has_price(provider, target_model):
+            self.stats.unpriced_calls += 1
+            metrics.UNPRICED_CALLS.labels(provider).inc()
+        if status not in ("ok", "client_disconnected"):
+            metrics.UPSTREAM_ERRORS.labels(provider).inc()
+        if call.reservation is not None:
+            self.counters.settle(call.reservation, priced.cost_nanousd or 0)
+        facts = CallFacts(
+            request_id=call.request_id,
+            principal=call.resolved.principal,
+            inbound_shape=call.shape,
+            provider=provider,
+            model_raw=model_raw,
+            stream=call.stream,
+            started_at=call.started_at,
+            latency_ms=int((time.perf_counter() - call.t0) * 1000),
+            http_status=http_status,
+            status=status,
+            tokens=tokens,
+            priced=priced,
+            correlation_id=correlation_id,
+            api_root=api_root,
+        )
+        self.writer.add(usage_record(facts), [call_event(facts)])

@@ -1,0 +1,167 @@
+"""Forwarding a request the gateway does not bill (count_tokens, stored responses, model lookup).
+
+The request was authenticated by the caller (a ``gw_`` key). It goes to the
+workspace's ``inference`` credential of ``provider`` with the same method,
+path and query string, and the headers of docs/gateway.md "Headers that reach
+the provider"; the answer comes back with its status, content type, body (an
+SSE body is relayed as it arrives) and ``retry-after`` / ``x-should-retry``.
+No usage record, no cap: these calls cost nothing at the provider. Each one
+is counted in ``metis_gateway_unbilled_requests_total{endpoint}``. Errors the
+gateway makes itself (no credential, upstream unreachable or silent) are in
+the inbound ``shape``'s envelope.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from metis.gateway import http_io, metrics, upstream
+from metis.gateway.http_client import UpstreamError
+from metis.gateway.http_io import Header, Receive, Send
+from metis.gateway.lifecycle import relayed_headers, upstream_headers, upstream_url
+from metis.gateway.upstream import UpstreamCredential
+
+if TYPE_CHECKING:
+    from metis.gateway.app import Gateway
+
+
+class Fetched:
+    """A whole upstream answer (status, content type, scrubbed body, relayed headers)."""
+
+    __slots__ = ("body", "ctype", "headers", "status")
+
+    def __init__(self, status: int, ctype: str, body: bytes, headers: list[Header]) -> None:
+        self.status, self.ctype, self.body, self.headers = status, ctype, body, headers
+
+
+async def fetch(
+    gw: Gateway,
+    cred: UpstreamCredential,
+    provider: str,
+    method: str,
+    path: str,
+    query: bytes,
+    client_headers: dict[bytes, bytes],
+    body: bytes = b"",
+) -> Fetched | tuple[str, str]:
+    """One whole upstream exchange, or (error kind, message) when none could be had."""
+    assert gw.session is not None
+    headers = upstream_headers(client_headers, provider, cred)
+    try:
+        resp = await gw.session.request(
+            method, upstream_url(cred, path, query), body, headers, timeout=upstream.READ_TIMEOUT_S
+        )
+        try:
+            data = upstream.scrub_secret(await resp.read(), cred)
+            return Fetched(
+                resp.status,
+                resp.headers.get("content-type", "application/json"),
+                data,
+                relayed_headers(resp),
+            )
+        finally:
+            resp.release()
+    except TimeoutError:
+        return "upstream_timeout", "upstream timed out"
+    except UpstreamError as e:
+        return "upstream_error", f"upstream connection failed: {type(e).__name__}"
+
+
+async def forward_unbilled(
+    gw: Gateway,
+    scope: dict[str, Any],
+    send: Send,
+    *,
+    rid: str,
+    workspace_id: str,
+    shape: str,
+    provider: str,
+    endpoint: str,
+    body: bytes = b"",
+    path: str | None = None,
+) -> None:
+    """Relay one request to ``provider`` unchanged (``path`` defaults to the request's)."""
+    metrics.UNBILLED.labels(endpoint).inc()
+    cred = await gw.creds.get(workspace_id, provider)
+    if cred is None:
+        await no_credential(send, shape, provider, rid)
+        return
+    assert gw.session is not None
+    url = upstream_url(cred, path or scope["path"], scope.get("query_string", b""))
+    headers = upstream_headers(dict(scope["headers"]), provider, cred)
+    try:
+        resp = await gw.session.request(
+            scope["method"], url, body, headers, timeout=upstream.READ_TIMEOUT_S
+        )
+    except TimeoutError:
+        await http_io.error(send, shape, "upstream_timeout", "upstream timed out", rid)
+        return
+    except UpstreamError as e:
+        await http_io.error(
+            send, shape, "upstream_error", f"upstream connection failed: {type(e).__name__}", rid
+        )
+        return
+    try:
+        ctype = resp.headers.get("content-type", "application/json")
+        if resp.status == 401:
+            gw.creds.invalidate(workspace_id, provider)
+        if resp.status < 400 and ctype.startswith("text/event-stream"):
+            await _relay_stream(send, resp, rid, ctype)
+            return
+        try:
+            data = upstream.scrub_secret(await resp.read(), cred)
+        except TimeoutError:
+            await http_io.error(send, shape, "upstream_timeout", "upstream timed out", rid)
+            return
+        except UpstreamError as e:
+            await http_io.error(
+                send,
+                shape,
+                "upstream_error",
+                f"upstream connection failed: {type(e).__name__}",
+                rid,
+            )
+            return
+        await http_io.respond(
+            send, resp.status, data, rid, (b"content-type", ctype.encode()), relayed_headers(resp)
+        )
+    finally:
+        resp.release()
+
+
+async def no_credential(send: Send, shape: str, provider: str, rid: str) -> None:
+    await http_io.error(
+        send,
+        shape,
+        "upstream_error",
+        f"workspace has no {provider} credential with purpose inference",
+        rid,
+    )
+
+
+async def _relay_stream(send: Send, resp: Any, rid: str, ctype: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": resp.status,
+            "headers": [
+                (b"content-type", ctype.encode()),
+                (b"cache-control", b"no-cache"),
+                (b"x-metis-request-id", rid.encode()),
+            ],
+        }
+    )
+    try:
+        async for chunk in resp.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except (TimeoutError, UpstreamError):
+        pass  # the client sees the stream end early, as the upstream ended it
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def discard_body(receive: Receive) -> None:
+    """Read and drop a request body the gateway does not forward."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect" or not msg.get("more_body"):
+            return
