@@ -1,25 +1,33 @@
 """Provider credentials of a workspace: encrypted API keys or references to them.
 
-A credential is a provider API key (OpenAI or Anthropic) with purposes:
-``inference`` (the gateway forwards with it) and/or ``usage_admin`` (the sync
-reads the provider's usage and cost reports with it), and a mode: ``admin``
+A credential is a provider API key with purposes: ``inference`` (the gateway
+forwards with it) and/or ``usage_admin`` (the sync reads the provider's usage
+and cost reports with it; OpenAI and Anthropic only), and a mode: ``admin``
 (an organization admin key) or ``standard`` (an ordinary key).
+
+Its ``provider`` is the upstream's *name* (what usage records and model
+addresses say: ``openai``, ``groq``, ``azure``, ``my-vllm`` …) and its
+``family`` the API the gateway speaks to it (`metis.gateway.upstreams.catalog`:
+openai, openai-compatible, azure-openai, anthropic, gemini, bedrock), with a
+genai-prices ``price_provider`` and the family's non-secret ``options``
+(Azure ``api_version``, Bedrock ``region`` and ``access_key_id`` …).
 
 The secret is either sealed with AES-256-GCM (`metis.secrets.envelope`) or a
 reference (``env:NAME`` / ``file:/path``, `metis.secrets.refs`) resolved when
 used. Plaintext lives only in memory, in `reveal_secret`'s return value; only
 the last four characters are ever stored in clear, for display.
 
-``base_url`` is the provider's root URL (``scheme://host[:port]``, no ``/v1``;
-a trailing ``/v1`` given by a user is removed). ``None`` means the provider's
-public API (`DEFAULT_BASE_URLS`); `api_root` gives the effective root.
+``base_url`` is the upstream's base URL as its family reads it
+(`metis.gateway.upstreams.catalog.normalize_base_url`: OpenAI and Anthropic
+without ``/v1``; an OpenAI-compatible provider's with its own prefix, e.g.
+``https://api.groq.com/openai/v1``). ``None`` means the family's or preset's
+public URL; `api_root` gives the effective one.
 """
 
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal
-from urllib.parse import urlsplit
 
 import msgspec
 from sqlalchemy import Connection, select, update
@@ -27,6 +35,7 @@ from sqlalchemy import Connection, select, update
 from metis.config import Settings
 from metis.db.tables import provider_credentials
 from metis.errors import NotFoundError, ValidationError
+from metis.gateway.upstreams import catalog
 from metis.ids import new_id
 from metis.ledger import versions
 from metis.secrets.envelope import Sealed, open_secret, seal
@@ -35,14 +44,11 @@ from metis.secrets.master_key import load_master_key
 from metis.secrets.refs import SecretRefError, SecretRefRefused, parse_ref, resolve_ref
 from metis.timeutil import utcnow
 
-Provider = Literal["openai", "anthropic"]
 Purpose = Literal["inference", "usage_admin"]
 Mode = Literal["admin", "standard"]
 
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic")
 PURPOSES: tuple[str, ...] = ("inference", "usage_admin")
 MODES: tuple[str, ...] = ("admin", "standard")
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 STANDARD_USAGE_REFUSAL = (
@@ -63,6 +69,9 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     org_id: str | None
     project_id: str | None
     base_url: str | None
+    family: str
+    price_provider: str | None
+    options: dict[str, object]
     purposes: tuple[str, ...]
     last4: str | None
     secret_ref: str | None
@@ -72,24 +81,20 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def api_root(self) -> str:
-        """The effective root URL (the configured one or the provider's public API)."""
-        return self.base_url or DEFAULT_BASE_URLS[self.provider]
+        """The effective base URL (the configured one or the family's / preset's public one)."""
+        root = self.base_url or catalog.default_base_url(self.provider, self.family, self.options)
+        return root or ""
+
+    @property
+    def effective_price_provider(self) -> str | None:
+        """The genai-prices provider id pricing this upstream (None: prices file only)."""
+        p = self.price_provider or catalog.default_price_provider(self.provider, self.family)
+        return None if p == "none" else p
 
 
-def normalize_base_url(url: str) -> str:
-    """Check and normalize a provider root URL: http(s), host, no query; drop ``/v1``."""
-    u = url.strip()
-    parts = urlsplit(u)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValidationError(f"invalid --base-url {url!r}: use http(s)://host[:port]")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValidationError(
-            f"invalid --base-url {url!r}: no query, fragment or credentials allowed"
-        )
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[:-3]
-    return f"{parts.scheme}://{parts.netloc}{path}"
+def normalize_base_url(url: str, family: str = catalog.OPENAI) -> str:
+    """Check and normalize a base URL for ``family`` (`catalog.normalize_base_url`)."""
+    return catalog.normalize_base_url(family, url)
 
 
 def _last4(secret: str) -> str:
@@ -113,6 +118,9 @@ def _row_to_credential(r: dict[str, object]) -> Credential:
         org_id=r["org_id"],  # type: ignore[arg-type]
         project_id=r["project_id"],  # type: ignore[arg-type]
         base_url=r["base_url"],  # type: ignore[arg-type]
+        family=str(r["family"] or r["provider"]),
+        price_provider=r["price_provider"],  # type: ignore[arg-type]
+        options=dict(r["options"] or {}),  # type: ignore[call-overload]
         purposes=purposes,
         last4=r["last4"],  # type: ignore[arg-type]
         secret_ref=r["secret_ref"],  # type: ignore[arg-type]
@@ -126,11 +134,12 @@ _COLS = [c for c in provider_credentials.c if c.name not in ("ciphertext", "nonc
 
 
 def validate_request(
-    provider: str, purposes: Sequence[str], mode: str | None
-) -> tuple[str, tuple[str, ...], str]:
-    """Check provider/purposes/mode; returns them normalized (mode defaulted)."""
-    if provider not in PROVIDERS:
-        raise ValidationError(f"unknown provider {provider!r}: use one of {', '.join(PROVIDERS)}")
+    provider: str, purposes: Sequence[str], mode: str | None, family: str | None = None
+) -> tuple[str, str, tuple[str, ...], str]:
+    """Check provider/family/purposes/mode; returns (provider, family, purposes, mode)
+    normalized (family inferred from the name, mode defaulted)."""
+    catalog.check_name(provider)
+    fam = catalog.infer_family(provider, family)
     if not purposes:
         raise ValidationError("give at least one --purpose (inference or usage_admin)")
     for p in purposes:
@@ -140,11 +149,20 @@ def validate_request(
     m = mode or ("admin" if "usage_admin" in ps else "standard")
     if m not in MODES:
         raise ValidationError(f"unknown mode {m!r}: use admin or standard")
+    if "usage_admin" in ps and (
+        provider not in catalog.USAGE_API_PROVIDERS or fam != catalog.INFO[provider].name
+    ):
+        raise ValidationError(
+            f"--purpose usage_admin: Metis reads usage and cost reports from OpenAI and "
+            f"Anthropic only (providers 'openai' and 'anthropic'); {provider} ({fam}) calls "
+            "are reconciled on what the gateway and plugins record: add it with "
+            "--purpose inference"
+        )
     if m == "standard" and "usage_admin" in ps:
         raise ValidationError(
             STANDARD_USAGE_REFUSAL.format(provider=provider, hint=_ADMIN_HINTS[provider])
         )
-    return provider, ps, m
+    return provider, fam, ps, m
 
 
 def add_credential(
@@ -160,15 +178,32 @@ def add_credential(
     org_id: str | None = None,
     project_id: str | None = None,
     base_url: str | None = None,
+    family: str | None = None,
+    price_provider: str | None = None,
+    options: dict[str, object] | None = None,
 ) -> Credential:
-    """Store a credential: exactly one of ``secret`` (sealed) or ``secret_ref``."""
-    provider, ps, m = validate_request(provider, purposes, mode)
+    """Store a credential: exactly one of ``secret`` (sealed) or ``secret_ref``.
+
+    ``options`` are the family's settings as `catalog.check_options` returns them
+    (checked again here); ``price_provider`` a genai-prices id or ``none``."""
+    provider, fam, ps, m = validate_request(provider, purposes, mode, family)
+    opts = catalog.check_options(fam, **_option_kwargs(options or {}))
+    pp = catalog.check_price_provider(price_provider)
     if (secret is None) == (secret_ref is None):
         raise ValidationError("give either a secret (prompt/stdin) or --secret-ref, not both")
     for name, v in (("--org-id", org_id), ("--project-id", project_id)):
         if v is not None and not _ID_RE.match(v):
             raise ValidationError(f"invalid {name} {v!r}: letters, digits, '_' and '-' only")
-    root = normalize_base_url(base_url) if base_url else None
+    root = normalize_base_url(base_url, fam) if base_url else None
+    if root is None and catalog.default_base_url(provider, fam, opts) is None:
+        raise ValidationError(
+            f"a {fam} credential named {provider!r} needs --base-url"
+            + (
+                " (https://<resource>.openai.azure.com)"
+                if fam == catalog.AZURE_OPENAI
+                else " (the provider's OpenAI-compatible base URL, e.g. https://host/v1)"
+            )
+        )
     cid = new_id("cred")
     values: dict[str, object] = {
         "id": cid,
@@ -180,6 +215,9 @@ def add_credential(
         "org_id": org_id,
         "project_id": project_id,
         "base_url": root,
+        "family": fam,
+        "price_provider": pp,
+        "options": opts or None,
         "created_at": utcnow(),
     }
     if secret is not None:
@@ -211,6 +249,24 @@ def add_credential(
     conn.execute(provider_credentials.insert().values(**values))
     versions.bump(conn, "credentials")  # gateways drop their cached secrets
     return get_credential(conn, cid)
+
+
+_OPTION_FLAGS = {
+    "api_version": "api_version",
+    "path_style": "path_style",
+    "region": "region",
+    "access_key_id": "access_key_id",
+    "api": "bedrock_api",
+}
+
+
+def _option_kwargs(options: dict[str, object]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for k, v in options.items():
+        if k not in _OPTION_FLAGS:
+            raise ValidationError(f"unknown credential option {k!r}")
+        out[_OPTION_FLAGS[k]] = None if v is None else str(v)
+    return out
 
 
 def get_credential(

@@ -22,7 +22,7 @@ from metis.ids import fast_ulid, new_id
 from metis.timeutil import utcnow
 
 CapScope = Literal["key_daily", "user_daily", "team_daily", "team_monthly"]
-InboundShape = Literal["openai", "anthropic"]
+InboundShape = Literal["openai", "anthropic", "gemini"]
 
 
 class GatewayKeyIssued(msgspec.Struct, frozen=True):

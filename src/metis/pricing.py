@@ -17,6 +17,13 @@ Cost: genai-prices computes an exact Decimal in USD; it is converted with
 lookup is cached (`functools.lru_cache`); the price for the call's timestamp
 is then resolved and computed per call.
 
+Providers: ``provider`` is a genai-prices provider id (``openai``, ``groq``,
+``google``, ``aws`` …; None when the upstream has none). When genai-prices
+has no price for the model, the prices file (`metis.prices_file`,
+``$METIS_HOME/prices.yaml``) is asked, under the Metis provider ``name``
+(the credential's name, e.g. ``my-vllm``; defaults to ``provider``). The file
+never overrides genai-prices.
+
 Unknown model (or provider) -> ``Priced(cost_nanousd=None, cost_source="none")``.
 Callers must not treat that as $0 silently; the gateway records it with
 ``cost_source = none`` and counts it in a metric.
@@ -35,6 +42,7 @@ from genai_prices import Usage
 from genai_prices import data_snapshot as _snapshot
 from genai_prices import types as _gp_types
 
+from metis import prices_file
 from metis.money import to_nanousd
 
 PRICING_VERSION: str = f"genai-prices-{_pkg_version('genai-prices')}"
@@ -45,16 +53,20 @@ class Priced(msgspec.Struct, frozen=True):
     """The result of pricing one call (or one bucket of usage)."""
 
     cost_nanousd: int | None
-    cost_source: Literal["computed", "none"]
+    cost_source: Literal["computed", "provider_reported", "none"]
     pricing_version: str | None
     model_normalized: str
 
 
 @functools.lru_cache(maxsize=4096)
-def _lookup(provider: str, model: str) -> tuple[_gp_types.Provider, _gp_types.ModelInfo] | None:
-    """Find genai-prices' (provider, model) entry; None when unknown. Cached."""
+def _lookup(
+    provider: str | None, model: str
+) -> tuple[_gp_types.Provider, _gp_types.ModelInfo] | None:
+    """Find genai-prices' (provider, model) entry; None when unknown (or no provider). Cached."""
+    if not provider:
+        return None
     try:
-        return _snapshot.get_snapshot().find_provider_model(model, None, provider or None, None)
+        return _snapshot.get_snapshot().find_provider_model(model, None, provider, None)
     except LookupError:
         return None
 
@@ -111,7 +123,7 @@ def _simple_prices(provider_id: str, model_id: str, mp: Any) -> _Simple | None:
     return out
 
 
-def normalize_model(provider: str, model: str) -> str:
+def normalize_model(provider: str | None, model: str) -> str:
     """The model name Metis groups by: genai-prices' model id when known.
 
     Dated snapshots (``gpt-4o-mini-2024-07-18``) collapse to the priced family id
@@ -121,13 +133,31 @@ def normalize_model(provider: str, model: str) -> str:
     return found[1].id if found is not None else model.lower()
 
 
-def has_price(provider: str, model: str) -> bool:
-    """Whether `price` can compute a cost for this (provider, model)."""
-    return _lookup(provider, model) is not None
+def has_price(provider: str | None, model: str, *, name: str | None = None) -> bool:
+    """Whether `price` can compute a cost for this (provider, model) at some time: genai-prices
+    knows it, or the prices file has an entry for (``name`` or ``provider``, model)."""
+    if _lookup(provider, model) is not None:
+        return True
+    f = prices_file.current()
+    key = name or provider
+    return f is not None and key is not None and f.has(key, model)
+
+
+def price_source(provider: str | None, model: str, *, name: str | None = None) -> str:
+    """What prices (provider, model): ``genai-prices <version> (<provider>/<model id>)``,
+    ``prices file <path> (<version>)`` or ``unpriced`` (for `metis prices check`)."""
+    found = _lookup(provider, model)
+    if found is not None:
+        return f"{PRICING_VERSION} ({found[0].id}/{found[1].id})"
+    f = prices_file.current()
+    key = name or provider
+    if f is not None and key is not None and f.has(key, model):
+        return f"prices file {f.path} ({f.version})"
+    return "unpriced"
 
 
 def price(
-    provider: str,
+    provider: str | None,
     model: str,
     *,
     input_tokens: int = 0,
@@ -137,12 +167,14 @@ def price(
     reasoning_tokens: int = 0,
     cache_write_1h_tokens: int = 0,
     at: datetime | None = None,
+    name: str | None = None,
 ) -> Priced:
     """Price one call from canonical token counts.
 
     ``cached_input_tokens`` and ``cache_creation_input_tokens`` are parts of
     ``input_tokens``; ``reasoning_tokens`` is part of ``output_tokens``
-    (canonical semantics). ``cache_write_1h_tokens`` is the part of
+    (canonical semantics). ``name`` is the Metis provider name the prices file
+    is keyed by (default ``provider``). ``cache_write_1h_tokens`` is the part of
     ``cache_creation_input_tokens`` written with Anthropic's 1-hour TTL, priced
     at the model's 1-hour cache-write price (2x input, against 1.25x for the
     default 5 minutes); callers that do not know the split leave it 0 and every
@@ -153,9 +185,6 @@ def price(
     So do counts whose cost would exceed `MAX_COST_NANOUSD`.
     """
     found = _lookup(provider, model)
-    if found is None:
-        return Priced(None, "none", None, model.lower())
-    gp_provider, gp_model = found
     if cached_input_tokens + cache_creation_input_tokens > input_tokens:
         raise ValueError(
             "cached + cache-creation tokens exceed input_tokens "
@@ -170,6 +199,17 @@ def price(
             "cache_write_1h_tokens exceed cache_creation_input_tokens "
             f"({cache_write_1h_tokens} > {cache_creation_input_tokens})"
         )
+    if found is None:
+        return _file_price(
+            name or provider,
+            model,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            cache_creation_input_tokens,
+            at,
+        )
+    gp_provider, gp_model = found
     fast = _simple_prices(gp_provider.id, gp_model.id, gp_model.get_prices(at or _now()))
     if fast is not None and not reasoning_tokens:
         p_in, p_out, p_read, p_write, p_write_1h = fast
@@ -192,6 +232,27 @@ def price(
     )
     calc = gp_model.calc_price(usage, gp_provider, genai_request_timestamp=at)
     return Priced(_bounded(calc.total_price), "computed", PRICING_VERSION, gp_model.id)
+
+
+def _file_price(
+    key: str | None,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cached: int,
+    written: int,
+    at: datetime | None,
+) -> Priced:
+    """The prices file's price (`metis.prices_file`), or unpriced."""
+    f = prices_file.current() if key else None
+    e = f.find(key, model, at) if f is not None and key else None
+    if f is None or e is None:
+        return Priced(None, "none", None, model.lower())
+    plain = input_tokens - cached - written
+    total = (
+        plain * e.input + cached * e.cache_read + written * e.cache_write + output_tokens * e.output
+    )
+    return Priced(_bounded(total / _MTOK), "computed", f.version, model.lower())
 
 
 MAX_COST_NANOUSD = 10**18

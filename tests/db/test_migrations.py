@@ -1,10 +1,20 @@
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from metis.db.engine import make_engine, normalize_url
 
 from metis.db.migrate import current_revision, head_revision, upgrade
 from metis.db.tables import metadata
-from tests.conftest import BACKEND
+from tests.conftest import BACKEND, PG_BASE
 
 
 def test_backend_is_the_one_requested(engine: Engine) -> None:
@@ -33,3 +43,72 @@ def test_upgrade_is_idempotent(engine: Engine) -> None:
     assert current_revision(engine) == head_revision()
     assert sorted(inspect(engine).get_table_names()) == before
     assert {"usage_records", "events", "spend_counters", "leases"} <= set(before)
+
+
+@pytest.fixture
+def empty_engine(tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a new, empty database of the test backend (dropped afterwards)."""
+    if not PG_BASE:
+        eng = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+        yield eng
+        eng.dispose()
+        return
+    base = normalize_url(PG_BASE)
+    name = f"metis_mig_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    eng = make_engine(make_url(base).set(database=name).render_as_string(hide_password=False))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_0003_gives_existing_credentials_their_provider_as_family(
+    empty_engine: Engine, metis_env: dict[str, str]
+) -> None:
+    """Credentials stored before provider families keep working: OpenAI and Anthropic rows get
+    their provider as family, no price provider (the family's default) and no options; the
+    downgrade drops the three columns again."""
+    from metis.credentials import get_credential
+    from metis.db.migrate import alembic_config
+
+    eng = empty_engine
+    upgrade(eng, "0002")
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    with eng.begin() as c:
+        c.execute(
+            text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_1', 'w', :t)"),
+            {"t": now},
+        )
+        for cid, prov in (("cred_1", "openai"), ("cred_2", "anthropic")):
+            c.execute(
+                text(
+                    "INSERT INTO provider_credentials (id, workspace_id, provider, "
+                    "purpose_inference, purpose_usage_admin, mode, created_at, secret_ref) "
+                    "VALUES (:id, 'ws_1', :p, true, false, 'standard', :t, 'env:X')"
+                ),
+                {"id": cid, "p": prov, "t": now},
+            )
+    upgrade(eng)
+    with eng.connect() as c:
+        rows = c.execute(
+            text("SELECT id, family, price_provider, options FROM provider_credentials ORDER BY id")
+        ).all()
+        assert [tuple(r) for r in rows] == [
+            ("cred_1", "openai", None, None),
+            ("cred_2", "anthropic", None, None),
+        ]
+        cred = get_credential(c, "cred_2")
+    assert (cred.family, cred.effective_price_provider, cred.api_root) == (
+        "anthropic",
+        "anthropic",
+        "https://api.anthropic.com",
+    )
+    command.downgrade(alembic_config(eng), "0002")
+    cols = {c["name"] for c in inspect(eng).get_columns("provider_credentials")}
+    assert not {"family", "price_provider", "options"} & cols

@@ -265,6 +265,7 @@ FLOW_COMMANDS = (
     "admin token revoke",
     "routing check",
     "routing explain",
+    "prices check",
     "report cost",
     "export usage",
     "export audit",
@@ -417,6 +418,7 @@ def test_canaries_appear_nowhere(
     )
     run("routing", "check", "--json")
     run("routing", "explain", "--key", issued["alice-key"], "--model", "gpt-4o")
+    run("prices", "check", "--json")
     run("report", "cost", "--group-by", "team", "--json")
     run("report", "cost", "--group-by", "user")
     exports = tmp_path / "exports"

@@ -43,7 +43,12 @@ COMMANDS: dict[str, LazyCommand] = {
     "workspace": LazyCommand("metis.cli.workspace:app", "Workspaces: the tenant unit."),
     "provider-key": LazyCommand(
         "metis.cli.provider_key:app",
-        "Provider API keys of a workspace (OpenAI, Anthropic), stored encrypted.",
+        "Provider keys of a workspace (OpenAI, Anthropic, Azure, Gemini, Bedrock, "
+        "OpenAI-compatible), stored encrypted.",
+    ),
+    "prices": LazyCommand(
+        "metis.cli.prices:app",
+        "Prices: what prices each configured model (genai-prices, the prices file).",
     ),
     "routing": LazyCommand(
         "metis.cli.routing:app", "Routing rules (soft caps, model routing, fallbacks)."

@@ -17,7 +17,8 @@ from metis.timeutil import iso
 from metis.workspaces import get_workspace, list_workspaces
 
 app = typer.Typer(
-    help="Provider API keys of a workspace (OpenAI, Anthropic), stored encrypted.",
+    help="Provider keys of a workspace (OpenAI, Anthropic, Azure, Gemini, Bedrock, "
+    "OpenAI-compatible), stored encrypted.",
     no_args_is_help=True,
 )
 
@@ -45,7 +46,20 @@ def _shown(c: Credential) -> str:
 @app.command("add")
 def add(
     workspace: str = typer.Option(..., "--workspace", "-w", help="Workspace name, id or path."),
-    provider: str = typer.Option(..., "--provider", help="openai or anthropic."),
+    provider: str = typer.Option(
+        ...,
+        "--provider",
+        help="The upstream's name: openai, anthropic, azure, gemini, bedrock, an "
+        "OpenAI-compatible preset (groq, mistral, deepseek, xai, openrouter, together, "
+        "fireworks, cerebras, gemini-openai, ollama, vllm, lmstudio), or any name with "
+        "--family. Usage records and model addresses (NAME/model) use it.",
+    ),
+    family: str | None = typer.Option(
+        None,
+        "--family",
+        help="openai, openai-compatible, azure-openai, anthropic, gemini or bedrock "
+        "(default: from --provider).",
+    ),
     purpose: list[str] = typer.Option(  # noqa: B008
         ..., "--purpose", help="inference and/or usage_admin (repeat the option for both)."
     ),
@@ -58,7 +72,36 @@ def add(
     org_id: str | None = typer.Option(None, "--org-id", help="OpenAI organization id header."),
     project_id: str | None = typer.Option(None, "--project-id", help="OpenAI project id header."),
     base_url: str | None = typer.Option(
-        None, "--base-url", help="Provider root URL (e.g. the simulator: http://127.0.0.1:8090)."
+        None,
+        "--base-url",
+        help="Base URL: OpenAI/Anthropic/Gemini root (e.g. the simulator "
+        "http://127.0.0.1:8090), an OpenAI-compatible provider's base URL with its /v1 part, "
+        "https://<resource>.openai.azure.com; default: the family's or preset's public URL.",
+    ),
+    price_provider: str | None = typer.Option(
+        None,
+        "--price-provider",
+        help="genai-prices provider id pricing its models (default: the family's or "
+        "preset's; 'none': the prices file only).",
+    ),
+    api_version: str | None = typer.Option(
+        None, "--api-version", help="Azure OpenAI api-version (default 2024-10-21)."
+    ),
+    azure_path_style: str | None = typer.Option(
+        None,
+        "--azure-path-style",
+        help="Azure: deployments (/openai/deployments/<model>/…, default) or v1 (/openai/v1/…).",
+    ),
+    region: str | None = typer.Option(None, "--region", help="Bedrock: the AWS region."),
+    aws_access_key_id: str | None = typer.Option(
+        None,
+        "--aws-access-key-id",
+        help="Bedrock: the access key id (the secret access key is read like any secret).",
+    ),
+    bedrock_api: str | None = typer.Option(
+        None,
+        "--bedrock-api",
+        help="Bedrock: auto (InvokeModel for Claude, Converse otherwise), converse or invoke.",
     ),
     secret_ref: str | None = typer.Option(
         None,
@@ -69,16 +112,36 @@ def add(
     """Store a provider API key for a workspace, encrypted with the master key.
 
     The key is read from a hidden prompt, or from stdin when stdin is not a
-    terminal; it is never taken from the command line. Usage sync needs an
-    admin key (--purpose usage_admin --mode admin): neither OpenAI nor
-    Anthropic has a per-key usage endpoint for standard keys.
+    terminal; it is never taken from the command line (for Bedrock: the AWS
+    secret access key). Usage sync needs an admin key (--purpose usage_admin
+    --mode admin; OpenAI and Anthropic only): neither has a per-key usage
+    endpoint for standard keys. docs/providers.md has every family's setup.
 
-    Example:
+    Examples:
 
         printf %s "$OPENAI_ADMIN_KEY" | metis provider-key add --workspace acme \\
             --provider openai --purpose usage_admin --org-id org_123
+
+        printf %s "$GROQ_API_KEY" | metis provider-key add --workspace acme \\
+            --provider groq --purpose inference
+
+        printf %s "$AWS_SECRET_ACCESS_KEY" | metis provider-key add --workspace acme \\
+            --provider bedrock --purpose inference --region us-east-1 \\
+            --aws-access-key-id AKIAIOSFODNN7EXAMPLE
     """
-    validate_request(provider, purpose, mode)  # refuse before asking for the secret
+    from metis.gateway.upstreams import catalog
+
+    # refuse before asking for the secret
+    _, fam, _, _ = validate_request(provider, purpose, mode, family)
+    options = catalog.check_options(
+        fam,
+        api_version=api_version,
+        path_style=azure_path_style,
+        region=region,
+        access_key_id=aws_access_key_id,
+        bedrock_api=bedrock_api,
+    )
+    catalog.check_price_provider(price_provider)
     s = settings()
     secret = None if secret_ref else _read_secret()
     with transaction() as conn:
@@ -95,11 +158,14 @@ def add(
             org_id=org_id,
             project_id=project_id,
             base_url=base_url,
+            family=fam,
+            price_provider=price_provider,
+            options=options,
         )
     del secret
     console.print(
-        f"added credential {cred.id}: {cred.provider} {','.join(cred.purposes)} "
-        f"({cred.mode}) key {_shown(cred)} for workspace {ws.name}"
+        f"added credential {cred.id}: {cred.provider} ({cred.family}) "
+        f"{','.join(cred.purposes)} ({cred.mode}) key {_shown(cred)} for workspace {ws.name}"
     )
 
 
@@ -126,6 +192,9 @@ def list_(
                     "workspace_id": c.workspace_id,
                     "workspace": names.get(c.workspace_id),
                     "provider": c.provider,
+                    "family": c.family,
+                    "price_provider": c.effective_price_provider,
+                    "options": c.options,
                     "purposes": list(c.purposes),
                     "mode": c.mode,
                     "org_id": c.org_id,
@@ -144,16 +213,17 @@ def list_(
         return
     print_table(
         "Provider keys",
-        ["id", "workspace", "provider", "purposes", "mode", "key", "base url", "created"],
+        ["id", "workspace", "provider", "family", "purposes", "mode", "key", "base url", "created"],
         [
             (
                 c.id,
                 names.get(c.workspace_id, c.workspace_id),
                 c.provider,
+                c.family,
                 ",".join(c.purposes),
                 c.mode,
                 _shown(c),
-                c.base_url or "(provider default)",
+                c.base_url or f"{c.api_root} (default)",
                 iso(c.created_at),
             )
             for c in creds

@@ -13,17 +13,30 @@ from metis.pricing import has_price
 app = typer.Typer(help="Routing rules (soft caps, model routing, fallbacks).", no_args_is_help=True)
 
 
+def _priced(t: Target) -> bool:
+    from metis.gateway.upstreams.directory import builtin_price_provider
+
+    return has_price(builtin_price_provider(t.provider), t.model, name=t.provider)
+
+
 def _unpriced(rules: RuleSet) -> list[str]:
-    """Targets without a known price: often a typo; under a hard cap they are refused."""
+    """Targets without a known price: often a typo; under a hard cap they are refused.
+
+    Priced as the provider's name implies (its family's or preset's genai-prices id, or
+    the prices file); a credential naming another genai-prices id is not known here
+    (`metis prices check` reads the workspaces' credentials)."""
     out = []
     for r in rules.rules:
         for where, t in [("use", r.use)] + [("fallbacks", f) for f in r.fallbacks]:
-            if not has_price(t.provider, t.model):
+            if not _priced(t):
                 out.append(f'rule "{r.name}" {where}: no known price for {t} (a typo?)')
     for model, targets in rules.model_fallbacks.items():
         for t in targets:
-            if not has_price(t.provider, t.model):
+            if not _priced(t):
                 out.append(f"fallbacks.{model}: no known price for {t} (a typo?)")
+    for name, t in rules.aliases.items():
+        if not _priced(t):
+            out.append(f"aliases.{name}: no known price for {t} (a typo?)")
     return out
 
 

@@ -100,6 +100,13 @@ provider_credentials = Table(
     Column("org_id", String(200), nullable=True),
     Column("project_id", String(200), nullable=True),
     Column("base_url", Text, nullable=True),
+    # The upstream's API family (metis.gateway.upstreams); NULL on rows older than
+    # migration 0003 means the provider's own family (openai / anthropic).
+    Column("family", String(32), nullable=True),
+    # genai-prices provider id pricing its models; NULL: the family's default.
+    Column("price_provider", String(64), nullable=True),
+    # The family's non-secret settings (Azure api_version, Bedrock region, ...).
+    Column("options", JSON, nullable=True),
     # Either a reference (env:NAME / file:PATH) or an AES-256-GCM ciphertext.
     Column("secret_ref", Text, nullable=True),
     Column("ciphertext", LargeBinary, nullable=True),

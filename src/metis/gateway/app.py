@@ -47,6 +47,7 @@ from metis.gateway.inbound.unknown import unknown
 from metis.gateway.lifecycle import Attempt, Call, CallPath, Stats, request_id
 from metis.gateway.plan import RouteContext, RoutePlan, default_plan
 from metis.gateway.upstream import CredentialCache, CredentialResolver, db_resolver, new_client
+from metis.gateway.upstreams.directory import ProviderDirectory
 from metis.ledger.counters import REFRESH_INTERVAL_S, SpendCounters
 from metis.ledger.writer import WriteBehind
 
@@ -75,6 +76,8 @@ class Gateway(CallPath):
             kw["loader"] = key_loader
         self.keys = KeyCache(engine, **kw)
         self.creds = CredentialCache(credential_resolver or db_resolver(engine, settings))
+        self.providers = ProviderDirectory()
+        self.keys.companions.append(self.providers)
         self.model_lists = ModelListCache()
         self.keys.on_change.append(self.creds.invalidate)
         self.keys.on_change.append(self.model_lists.invalidate)

@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
@@ -25,6 +25,19 @@ POLL_INTERVAL_S = 0.5
 log = logging.getLogger("metis.gateway.auth")
 
 SnapshotLoader = Callable[[Connection], dict[str, Any]]
+
+
+class Companion(Protocol):
+    """Other configuration the gateway keeps in memory and reloads with the keys (same
+    versions, same transaction), e.g. `metis.gateway.upstreams.directory.ProviderDirectory`."""
+
+    def read(self, conn: Connection) -> Any:
+        """Read it (in a worker thread)."""
+        ...
+
+    def install(self, data: Any) -> None:
+        """Replace the in-memory copy (on the event loop, before the keys' callbacks run)."""
+        ...
 
 
 def _default_loader(conn: Connection) -> dict[str, Any]:
@@ -68,6 +81,7 @@ class KeyCache:
     poll_interval_s: float = POLL_INTERVAL_S
     watch: tuple[str, ...] = ("identity",)
     on_change: list[Callable[[], None]] = field(default_factory=list)
+    companions: list[Companion] = field(default_factory=list)
     _by_hash: dict[str, Resolved] = field(default_factory=dict)
     _versions: tuple[int, ...] = ()
     reloads: int = 0
@@ -86,18 +100,23 @@ class KeyCache:
             raise AuthFailure("team disabled")
         return r
 
-    def _load(self) -> tuple[tuple[int, ...], dict[str, Any]]:
+    def _load(self) -> tuple[tuple[int, ...], dict[str, Any], list[Any]]:
         with self.engine.connect() as conn:
             vs = tuple(versions.read(conn, n) for n in self.watch)
             snaps = self.loader(conn)
-        return vs, snaps
+            extra = [c.read(conn) for c in self.companions]
+        return vs, snaps, extra
 
     def _read_versions(self) -> tuple[int, ...]:
         with self.engine.connect() as conn:
             return tuple(versions.read(conn, n) for n in self.watch)
 
-    def _install(self, vs: tuple[int, ...], snaps: dict[str, Any]) -> None:
+    def _install(
+        self, vs: tuple[int, ...], snaps: dict[str, Any], extra: list[Any] | None = None
+    ) -> None:
         self._by_hash = {h: Resolved(s, _principal(s)) for h, s in snaps.items()}
+        for c, data in zip(self.companions, extra or [], strict=False):
+            c.install(data)
         self._versions = vs
         self.reloads += 1
         for cb in self.on_change:

@@ -21,6 +21,7 @@ import functools
 from datetime import datetime
 from typing import Any
 
+from metis import prices_file
 from metis.ledger.counters import ScopedCap, scopes_for
 from metis.pricing import price
 
@@ -28,19 +29,31 @@ DEFAULT_MAX_OUTPUT = 4096
 _MTOK = 1_000_000
 
 
+def per_mtok(provider: str | None, model: str, name: str | None = None) -> tuple[int, int] | None:
+    """(input, output) nano-USD per million tokens at the top tier; None if unpriced.
+
+    ``provider`` is the genai-prices id, ``name`` the Metis provider name the prices
+    file is keyed by (`metis.pricing.price`)."""
+    f = prices_file.current()
+    return _per_mtok(provider, model, name, f.version if f is not None else None)
+
+
 @functools.lru_cache(maxsize=4096)
-def per_mtok(provider: str, model: str) -> tuple[int, int] | None:
-    """(input, output) nano-USD per million tokens at the top tier; None if unpriced."""
-    pin = price(provider, model, input_tokens=_MTOK)
+def _per_mtok(
+    provider: str | None, model: str, name: str | None, file_version: str | None
+) -> tuple[int, int] | None:
+    pin = price(provider, model, input_tokens=_MTOK, name=name)
     if pin.cost_nanousd is None:
         return None
-    pout = price(provider, model, output_tokens=_MTOK)
+    pout = price(provider, model, output_tokens=_MTOK, name=name)
     return pin.cost_nanousd, pout.cost_nanousd or 0
 
 
-def estimate(provider: str, model: str, body_len: int, max_output: int) -> int | None:
+def estimate(
+    provider: str | None, model: str, body_len: int, max_output: int, *, name: str | None = None
+) -> int | None:
     """Worst-case nano-USD for a request, or None when the model has no price."""
-    p = per_mtok(provider, model)
+    p = per_mtok(provider, model, name)
     if p is None:
         return None
     n = body_len * p[0] + max_output * p[1]

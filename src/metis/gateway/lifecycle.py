@@ -2,11 +2,14 @@
 
 Lifecycle of one inference request (DESIGN.md "Gateway request lifecycle"):
 
-1. Auth from ``Authorization: Bearer gw_…`` or ``x-api-key: gw_…`` against the
-   in-memory key cache (`metis.gateway.auth`): 401 ``authentication_error``.
-2. Body: one JSON object with a ``model`` (read by the API's ``decoder``):
-   else 400. ``allowed_models``: 403.
-3. Routing plan (``Gateway.plan_route``, default: the request's own model).
+1. Auth from ``Authorization: Bearer gw_…``, ``x-api-key``, ``api-key`` (Azure
+   clients) or ``x-goog-api-key`` (Gemini clients) against the in-memory key
+   cache (`metis.gateway.auth`): 401 ``authentication_error``.
+2. Body: one JSON object with a ``model`` (read by the API's ``decoder``, or
+   from the path by its ``bind``): else 400. ``allowed_models``: 403.
+3. Routing plan (``Gateway.plan_route``, default: the request's own model at
+   the API's provider, or ``provider/model`` when that names one of the
+   workspace's providers, `metis.gateway.plan`).
 4. Hard caps: reserve the worst-case cost (the API's ``worst_case_output``)
    on every counter the key charges (`metis.ledger.counters`, in memory):
    429 with ``scope``, ``limit_usd``, ``current_usd``, ``resets_at``, headers
@@ -14,12 +17,16 @@ Lifecycle of one inference request (DESIGN.md "Gateway request lifecycle"):
    ``gateway.quota_exceeded`` + ``route.decided`` (winner_index -1, reason
    quota_exceeded).
 5. Forward to each target in turn (`CallPath.forward`) with the workspace's
-   ``inference`` credential until one answers; upstream errors keep their
-   status, body and ``retry-after`` / ``x-should-retry``; connection errors
-   -> 502, timeouts -> 504. The query string goes upstream as sent.
-6. Price the reported usage (`metis.pricing`), settle the reservation, and
-   queue the ``gateway`` usage record, ``llm.call_completed`` and
-   ``route.decided`` for the write-behind flush (`metis.ledger.writer`).
+   ``inference`` credential of that provider until one answers; the
+   credential's family (`metis.gateway.upstreams`) builds the request and
+   adapts its answer; upstream errors keep their status, body and
+   ``retry-after`` / ``x-should-retry``; connection errors -> 502, timeouts
+   -> 504. The query string goes upstream as sent (for the same API).
+6. Price the reported usage (`metis.pricing`: the provider's genai-prices id,
+   else the prices file; a provider-stated cost is recorded as such), settle
+   the reservation, and queue the ``gateway`` usage record,
+   ``llm.call_completed`` and ``route.decided`` for the write-behind flush
+   (`metis.ledger.writer`).
 
 Every response carries ``x-metis-request-id``. Nothing on this path touches
 the database except a spend-counter lease grant (`metis.ledger.counters`) or
@@ -52,6 +59,9 @@ from metis.gateway.plan import RouteContext, RoutePlan
 from metis.gateway.stamping import CallFacts, call_event, route_event, usage_record
 from metis.gateway.streaming import SSEUsageTap
 from metis.gateway.upstream import CredentialCache, UpstreamCredential
+from metis.gateway.upstreams import family_of
+from metis.gateway.upstreams.base import Outgoing
+from metis.gateway.upstreams.directory import ProviderDirectory
 from metis.gateway.usage import Tokens
 from metis.ids import fast_ulid
 from metis.jsonutil import DECODE_ERRORS
@@ -63,21 +73,13 @@ from metis.timeutil import iso, utcnow
 
 log = logging.getLogger("metis.gateway")
 
-DEFAULT_ANTHROPIC_VERSION = b"2023-06-01"
 BODY_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, msgspec.ValidationError)
 
 RELAYED_ERROR_HEADERS = (b"retry-after", b"retry-after-ms", b"x-should-retry")
 """Headers of an upstream error answer that reach the client (when to retry, if at all)."""
 
 
-class _Resp(msgspec.Struct):
-    id: Any = None
-    model: Any = None
-    usage: Any = None
-
-
-_dec_resp = msgspec.json.Decoder(_Resp)
-_REQ = {s: metrics.REQUESTS.labels(s) for s in ("openai", "anthropic")}
+_REQ = {s: metrics.REQUESTS.labels(s) for s in ("openai", "anthropic", "gemini")}
 
 
 def request_id() -> str:
@@ -147,42 +149,12 @@ def relayed_headers(resp: Response) -> list[Header]:
     return [(k, h[k.decode()].encode("latin-1")) for k in RELAYED_ERROR_HEADERS if k.decode() in h]
 
 
-def upstream_url(cred: UpstreamCredential, path: str, query: bytes) -> str:
-    """The upstream URL of ``path`` with the client's query string (``?beta=true`` …)."""
-    url = cred.api_root + path
-    return url + "?" + query.decode("latin-1") if query else url
-
-
-def upstream_headers(
-    client: dict[bytes, bytes], provider: str, cred: UpstreamCredential
-) -> dict[str, str]:
-    """What the upstream gets: the workspace's credential, plus the few client headers of
-    docs/gateway.md "Headers that reach the provider" (others, e.g. ``OpenAI-Organization``
-    and ``OpenAI-Project``, never do: the credential decides what is billed)."""
-    if provider == "anthropic":
-        h = {
-            "x-api-key": cred.secret,
-            "anthropic-version": client.get(b"anthropic-version", DEFAULT_ANTHROPIC_VERSION).decode(
-                "latin-1"
-            ),  # header bytes pass through as received
-            "content-type": "application/json",
-        }
-        beta = client.get(b"anthropic-beta")
-        if beta:
-            h["anthropic-beta"] = beta.decode("latin-1")
-        return h
-    h = {"authorization": "Bearer " + cred.secret, "content-type": "application/json"}
-    beta = client.get(b"openai-beta")
-    if beta:
-        h["openai-beta"] = beta.decode("latin-1")
-    return h
-
-
 class CallPath:
     """The request path of `metis.gateway.app.Gateway` (see the module docstring)."""
 
     keys: KeyCache
     creds: CredentialCache
+    providers: ProviderDirectory
     counters: SpendCounters
     writer: WriteBehind
     stats: Stats
@@ -208,11 +180,6 @@ class CallPath:
     ) -> int:
         return await http_io.error(send, shape, kind, message, rid, **fields)
 
-    def _upstream_headers(
-        self, call: Call, provider: str, cred: UpstreamCredential
-    ) -> dict[str, str]:
-        return upstream_headers(call.headers, provider, cred)
-
     # -- the request path ----------------------------------------------------
     async def handle(
         self, scope: dict[str, Any], receive: Receive, send: Send, api: InboundAPI
@@ -237,6 +204,11 @@ class CallPath:
         except BODY_ERRORS:
             await self._error(send, shape, "invalid_request", "body must be a JSON object", rid)
             return
+        if api.bind is not None:
+            refused = api.bind(req, scope["path"])
+            if refused is not None:
+                await self._error(send, shape, "not_found", refused, rid)
+                return
         model = req.model
         if not isinstance(model, str) or not model:
             await self._error(send, shape, "invalid_request", "'model' is required", rid)
@@ -257,6 +229,8 @@ class CallPath:
                 raw_body=raw,
                 spent=self._spent,
                 endpoint=api.name,
+                default_provider=api.default_provider,
+                providers=self.providers.of(resolved.principal.workspace_id),
             )
         )
         call = Call(
@@ -282,8 +256,10 @@ class CallPath:
             return
         max_out = api.worst_case_output(req)
         est = 0
+        ws = resolved.principal.workspace_id
         for t in plan.targets:
-            t_est = caps.estimate(t.provider, t.model, len(raw), max_out)
+            pp = self.providers.price_provider(ws, t.provider)
+            t_est = caps.estimate(pp, t.model, len(raw), max_out, name=t.provider)
             if t_est is None:
                 if capped:
                     await self._error(
@@ -470,9 +446,25 @@ class CallPath:
     async def forward(
         self, send: Send, receive: Receive, call: Call, target: Any, *, is_last: bool
     ) -> Attempt:
-        """Forward ``call`` to one target; the per-attempt seam for routing."""
+        """Forward ``call`` to one target; the per-attempt seam for routing.
+
+        The target's credential decides its family: a family of the call's wire shape
+        that serves the call's API gets it natively; one of another shape goes through
+        ``cross_shape`` (translation) when installed; anything else is skipped as an
+        ``unsupported_target`` (and the next candidate tried)."""
         provider = target.provider
-        if provider != call.shape:
+        cred = await self.creds.get(call.resolved.principal.workspace_id, provider)
+        if cred is None:
+            return Attempt(
+                False,
+                "no_credential",
+                502,
+                True,
+                "upstream_error",
+                f"workspace has no {provider} credential with purpose inference",
+            )
+        fam = family_of(cred.family)
+        if fam.wire != call.shape:
             if self.cross_shape is not None:
                 result: Attempt = await self.cross_shape(self, send, receive, call, target, is_last)
                 return result
@@ -484,18 +476,18 @@ class CallPath:
                 "upstream_error",
                 f"target {provider}:{target.model} needs shape translation, which is not installed",
             )
-        cred = await self.creds.get(call.resolved.principal.workspace_id, provider)
-        if cred is None:
+        if call.api.name not in fam.apis:
             return Attempt(
                 False,
-                "no_credential",
+                "unsupported_target",
                 502,
                 True,
                 "upstream_error",
-                f"workspace has no {provider} credential with purpose inference",
+                f"{provider}:{target.model} ({cred.family}) cannot serve a {call.endpoint} request",
             )
         body, withhold = call.api.prepare(call.req, call.raw, target.model)
-        return await self._send_upstream(send, receive, call, target, cred, body, withhold, is_last)
+        out = fam.request(cred, call, call.api.name, target.model, body)
+        return await self._send_upstream(send, receive, call, target, cred, out, withhold, is_last)
 
     async def _send_upstream(
         self,
@@ -504,18 +496,18 @@ class CallPath:
         call: Call,
         target: Any,
         cred: UpstreamCredential,
-        body: bytes,
+        out: Outgoing,
         withhold: bool,
         is_last: bool,
     ) -> Attempt:
         provider = target.provider
         assert self.session is not None
-        url = upstream_url(cred, call.path, call.query)
-        headers = upstream_headers(call.headers, provider, cred)
         try:
             # The header wait is bounded by READ_TIMEOUT_S, each body read by
             # STREAM_IDLE_TIMEOUT_S (metis.gateway.http_client).
-            resp = await self.session.post(url, body, headers, timeout=upstream.READ_TIMEOUT_S)
+            resp = await self.session.post(
+                out.url, out.body, out.headers, timeout=upstream.READ_TIMEOUT_S
+            )
         except TimeoutError:
             return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
         except UpstreamError as e:
@@ -536,6 +528,9 @@ class CallPath:
                 except (TimeoutError, UpstreamError):
                     data = b""
                 ctype = resp.headers.get("content-type", "application/json").encode()
+                if out.adapter is not None:  # an answer not in the wire shape (Bedrock)
+                    data = family_of(cred.family).error_body(resp.status, resp.headers, data)
+                    ctype = b"application/json"
                 relayed = relayed_headers(resp)
                 retryable = resp.status == 429 or resp.status >= 500
                 if retryable and not is_last:
@@ -558,8 +553,8 @@ class CallPath:
                 )
                 return Attempt(True, "upstream_error", resp.status, retryable)
             if not call.stream:
-                return await self._plain(send, call, target, resp, cred)
-            return await self._stream(send, receive, call, target, resp, cred, withhold)
+                return await self._plain(send, call, target, resp, cred, out)
+            return await self._stream(send, receive, call, target, resp, cred, withhold, out)
         finally:
             resp.release()
 
@@ -570,6 +565,7 @@ class CallPath:
         target: Any,
         resp: Response,
         cred: UpstreamCredential,
+        out: Outgoing | None = None,
     ) -> Attempt:
         try:
             data = await resp.read()
@@ -584,16 +580,14 @@ class CallPath:
                 "upstream_error",
                 f"upstream connection failed: {type(e).__name__}",
             )
+        ctype = resp.headers.get("content-type", "application/json").encode()
+        if out is not None and out.adapter is not None:  # into the wire shape (Bedrock)
+            data = out.adapter.plain(data, resp.headers)
+            ctype = b"application/json"
         tokens = Tokens()
         rid_up = model = None
-        try:
-            r = _dec_resp.decode(data)
-            rid_up = r.id if isinstance(r.id, str) else None
-            model = r.model if isinstance(r.model, str) else None
-            call.api.usage(r.usage, tokens)
-        except BODY_ERRORS:
-            pass
-        ctype = resp.headers.get("content-type", "application/json").encode()
+        with contextlib.suppress(*BODY_ERRORS):
+            rid_up, model = call.api.read_answer(data, tokens)
         await self._respond(send, resp.status, data, call.request_id, (b"content-type", ctype))
         self._stamp(
             call,
@@ -617,16 +611,24 @@ class CallPath:
         resp: Response,
         cred: UpstreamCredential,
         withhold: bool,
+        out_req: Outgoing | None = None,
     ) -> Attempt:
+        adapter = (
+            out_req.adapter.stream(resp.headers)
+            if out_req is not None and out_req.adapter is not None
+            else None
+        )
+        ctype = (
+            b"text/event-stream; charset=utf-8"
+            if adapter is not None
+            else resp.headers.get("content-type", "text/event-stream").encode()
+        )
         await send(
             {
                 "type": "http.response.start",
                 "status": resp.status,
                 "headers": [
-                    (
-                        b"content-type",
-                        resp.headers.get("content-type", "text/event-stream").encode(),
-                    ),
+                    (b"content-type", ctype),
                     (b"cache-control", b"no-cache"),
                     (b"x-metis-request-id", call.request_id.encode()),
                 ],
@@ -648,10 +650,11 @@ class CallPath:
             # A client that disconnects mid-stream: keep reading the upstream to its end
             # so its usage (the last event) is still recorded.
             async for chunk in resp.iter_any():
-                out = tap.feed(chunk)
+                out = tap.feed(adapter.feed(chunk) if adapter is not None else chunk)
                 if out and not gone.is_set():
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            out = tap.flush()
+            out = tap.feed(adapter.close()) if adapter is not None else b""
+            out += tap.flush()
         except (TimeoutError, UpstreamError):
             status = "upstream_error"
             out = tap.flush()
@@ -688,9 +691,10 @@ class CallPath:
         api_root: str | None = None,
     ) -> None:
         model_raw = reported_model or target_model
+        pp = self.providers.price_provider(call.resolved.principal.workspace_id, provider)
         try:
             priced = price(
-                provider,
+                pp,
                 model_raw,
                 input_tokens=tokens.input,
                 output_tokens=tokens.output,
@@ -698,10 +702,14 @@ class CallPath:
                 cache_creation_input_tokens=tokens.cache_creation,
                 reasoning_tokens=min(tokens.reasoning, tokens.output),
                 at=call.started_at,
+                name=provider,
             )
         except ValueError:
             priced = Priced(None, "none", None, model_raw.lower())
-        if priced.cost_nanousd is None and not has_price(provider, target_model):
+        metadata = None
+        if tokens.stated_cost_nanousd is not None:
+            priced, metadata = stated(priced, tokens.stated_cost_nanousd, provider)
+        elif priced.cost_nanousd is None and not has_price(pp, target_model, name=provider):
             self.stats.unpriced_calls += 1
             metrics.UNPRICED_CALLS.labels(provider).inc()
         if status not in ("ok", "client_disconnected"):
@@ -723,5 +731,24 @@ class CallPath:
             priced=priced,
             correlation_id=correlation_id,
             api_root=api_root,
+            metadata=metadata,
         )
         self.writer.add(usage_record(facts), [call_event(facts)])
+
+
+def stated(priced: Priced, stated_nanousd: int, provider: str) -> tuple[Priced, dict[str, Any]]:
+    """A provider-stated cost (OpenRouter's ``usage.cost``) as the record's cost
+    (``cost_source = provider_reported``), with the computed price beside it in the
+    record's ``metadata`` for comparison (``computed_cost_nanousd``, None when unpriced;
+    a difference is counted in ``metis_gateway_stated_cost_mismatch_total``)."""
+    meta: dict[str, Any] = {
+        "stated_cost_nanousd": stated_nanousd,
+        "computed_cost_nanousd": priced.cost_nanousd,
+        "computed_pricing_version": priced.pricing_version,
+    }
+    if priced.cost_nanousd != stated_nanousd:
+        metrics.STATED_COST_MISMATCH.labels(provider).inc()
+    out = Priced(
+        stated_nanousd, "provider_reported", priced.pricing_version, priced.model_normalized
+    )
+    return out, meta

@@ -30,3 +30,9 @@ UNBILLED = Counter(
     "count_tokens, stored-response lookups, model lookups",
     ["endpoint"],
 )
+STATED_COST_MISMATCH = Counter(
+    "metis_gateway_stated_cost_mismatch",
+    "Calls whose provider-stated cost (e.g. OpenRouter's usage.cost) differs from the price "
+    "Metis computed for the same usage",
+    ["provider"],
+)

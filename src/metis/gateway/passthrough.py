@@ -1,9 +1,11 @@
 """Forwarding a request the gateway does not bill (count_tokens, stored responses, model lookup).
 
 The request was authenticated by the caller (a ``gw_`` key). It goes to the
-workspace's ``inference`` credential of ``provider`` with the same method,
-path and query string, and the headers of docs/gateway.md "Headers that reach
-the provider"; the answer comes back with its status, content type, body (an
+workspace's ``inference`` credential of ``provider`` with the same method and
+query string, at the same API path below the credential's family prefix
+(`metis.gateway.upstreams`: ``/v1/models`` of an OpenAI-compatible provider
+is its base URL plus ``/models``), with the headers of docs/gateway.md
+"Headers that reach the provider"; the answer comes back with its status, content type, body (an
 SSE body is relayed as it arrives) and ``retry-after`` / ``x-should-retry``.
 No usage record, no cap: these calls cost nothing at the provider. Each one
 is counted in ``metis_gateway_unbilled_requests_total{endpoint}``. Errors the
@@ -18,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from metis.gateway import http_io, metrics, upstream
 from metis.gateway.http_client import UpstreamError
 from metis.gateway.http_io import Header, Receive, Send
-from metis.gateway.lifecycle import relayed_headers, upstream_headers, upstream_url
+from metis.gateway.lifecycle import relayed_headers
 from metis.gateway.upstream import UpstreamCredential
+from metis.gateway.upstreams import family_of
 
 if TYPE_CHECKING:
     from metis.gateway.app import Gateway
@@ -37,19 +40,20 @@ class Fetched:
 async def fetch(
     gw: Gateway,
     cred: UpstreamCredential,
-    provider: str,
     method: str,
-    path: str,
+    rel: str,
     query: bytes,
     client_headers: dict[bytes, bytes],
     body: bytes = b"",
 ) -> Fetched | tuple[str, str]:
-    """One whole upstream exchange, or (error kind, message) when none could be had."""
+    """One whole upstream exchange of ``rel`` (a path below the family's prefix, e.g.
+    ``/models``), or (error kind, message) when none could be had."""
     assert gw.session is not None
-    headers = upstream_headers(client_headers, provider, cred)
+    fam = family_of(cred.family)
+    headers = fam.headers(cred, client_headers)
     try:
         resp = await gw.session.request(
-            method, upstream_url(cred, path, query), body, headers, timeout=upstream.READ_TIMEOUT_S
+            method, fam.url(cred, rel, query), body, headers, timeout=upstream.READ_TIMEOUT_S
         )
         try:
             data = upstream.scrub_secret(await resp.read(), cred)
@@ -77,18 +81,28 @@ async def forward_unbilled(
     shape: str,
     provider: str,
     endpoint: str,
+    rel: str,
     body: bytes = b"",
-    path: str | None = None,
 ) -> None:
-    """Relay one request to ``provider`` unchanged (``path`` defaults to the request's)."""
+    """Relay one request to ``provider`` unchanged, at ``rel`` below its family's prefix."""
     metrics.UNBILLED.labels(endpoint).inc()
     cred = await gw.creds.get(workspace_id, provider)
     if cred is None:
         await no_credential(send, shape, provider, rid)
         return
+    fam = family_of(cred.family)
+    if fam.wire != shape:
+        await http_io.error(
+            send,
+            shape,
+            "upstream_error",
+            f"provider {provider} ({cred.family}) does not serve {endpoint} requests",
+            rid,
+        )
+        return
     assert gw.session is not None
-    url = upstream_url(cred, path or scope["path"], scope.get("query_string", b""))
-    headers = upstream_headers(dict(scope["headers"]), provider, cred)
+    url = fam.url(cred, rel, scope.get("query_string", b""))
+    headers = fam.headers(cred, dict(scope["headers"]))
     try:
         resp = await gw.session.request(
             scope["method"], url, body, headers, timeout=upstream.READ_TIMEOUT_S

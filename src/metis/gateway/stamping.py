@@ -37,6 +37,7 @@ class CallFacts:
     priced: Priced
     correlation_id: str | None
     api_root: str | None
+    metadata: dict[str, Any] | None = None
 
 
 def usage_record(f: CallFacts) -> UsageRecord:
@@ -71,6 +72,7 @@ def usage_record(f: CallFacts) -> UsageRecord:
         status=f.status,
         latency_ms=f.latency_ms,
         base_url=f.api_root,
+        metadata=f.metadata,
     )
 
 

@@ -1,5 +1,9 @@
 """Upstream side: the pooled HTTP client and the in-memory inference-credential cache.
 
+Credentials resolve to `metis.gateway.upstreams.base.UpstreamCredential` (name,
+family, base URL, secret, genai-prices id, the family's options), keyed by
+(workspace, provider name).
+
 One `metis.gateway.http_client.UpstreamClient` per process with keep-alive
 pooling (no per-request connection setup). Credentials: the workspace's provider credential with
 purpose ``inference`` is looked up and decrypted once, then kept in memory
@@ -21,6 +25,7 @@ from sqlalchemy import Engine
 
 from metis.config import Settings
 from metis.gateway.http_client import UpstreamClient
+from metis.gateway.upstreams.base import UpstreamCredential
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0
@@ -29,15 +34,7 @@ STREAM_IDLE_TIMEOUT_S = 600.0
 """Longest silence between two body chunks of an upstream response."""
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamCredential:
-    credential_id: str
-    api_root: str  # scheme://host[:port], no /v1
-    secret: str
-
-    def __repr__(self) -> str:  # never show the secret
-        return f"UpstreamCredential({self.credential_id}, {self.api_root})"
-
+__all__ = ["CredentialCache", "CredentialResolver", "UpstreamCredential", "scrub_secret"]
 
 CredentialResolver = Callable[[str, str], UpstreamCredential | None]
 
@@ -121,7 +118,15 @@ def db_resolver(engine: Engine, settings: Settings) -> CredentialResolver:
             if cred is None:
                 return None
             secret = reveal_secret(conn, settings, cred.id)
-        return UpstreamCredential(cred.id, cred.api_root.rstrip("/"), secret)
+        return UpstreamCredential(
+            cred.id,
+            cred.api_root.rstrip("/"),
+            secret,
+            provider=cred.provider,
+            family=cred.family,
+            price_provider=cred.effective_price_provider,
+            options=dict(cred.options),
+        )
 
     return resolve
 

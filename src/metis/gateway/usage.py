@@ -26,6 +26,7 @@ class Tokens:
     cache_creation: int = 0
     reasoning: int = 0
     reported: bool = False  # the upstream sent a usage object
+    stated_cost_nanousd: int | None = None  # a cost the upstream stated (OpenRouter)
 
 
 MAX_TOKENS = 10**15

@@ -200,7 +200,7 @@ def to_records(rows: list[sqlite3.Row], workspace_id: str) -> list[UsageRecord]:
             cost, pv = 0, None
             hermes_cost = _cost(actual, session)
             if hermes_cost > 0:
-                cost, cost_source = to_nanousd(hermes_cost), "provider_reported"  # type: ignore[assignment]
+                cost, cost_source = to_nanousd(hermes_cost), "provider_reported"
         key_src = "\x1f".join(str(x or "") for x in (sid, model, bprov, burl, bmode, task))
         out.append(
             UsageRecord(

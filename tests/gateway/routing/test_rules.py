@@ -99,8 +99,8 @@ def test_empty_file_sections() -> None:
             "rules[0] \"a\".use: must be 'provider:model'",
         ),
         (
-            "schema_version: 1\nrules:\n  - name: a\n    use: azure:gpt-4o",
-            "rules[0] \"a\".use: unknown provider 'azure'",
+            "schema_version: 1\nrules:\n  - name: a\n    use: Azure/EU:gpt-4o",
+            "rules[0] \"a\".use: invalid provider 'Azure/EU'",
         ),
         (
             "schema_version: 1\nrules:\n  - name: a\n    use: 'openai:'",

@@ -14,7 +14,7 @@ GOOD2 = (
     "schema_version: 1\nrules:\n  - {name: b, use: 'openai:gpt-4o-mini'}\n"
     "  - {name: c, use: 'openai:gpt-4o'}\n"
 )
-BAD = "schema_version: 1\nrules:\n  - {name: bad, use: 'azure:x'}\n"
+BAD = "schema_version: 1\nrules:\n  - {name: bad, use: 'Azure/EU:x'}\n"
 
 
 class Clock:
@@ -66,7 +66,7 @@ def test_malformed_edit_keeps_last_good_rules_and_reports(
         rules = w.current()
     assert [r.name for r in rules.rules] == ["a"]
     assert w.last_error is not None
-    assert "rules[0] \"bad\".use: unknown provider 'azure'" in w.last_error
+    assert "rules[0] \"bad\".use: invalid provider 'Azure/EU'" in w.last_error
     assert any("keeping the last good rules" in r.getMessage() for r in caplog.records)
     assert metric("metis_routing_config_ok") == 0
     assert metric("metis_routing_config_errors_total") == errors_before + 1

@@ -17,7 +17,17 @@ differs (DESIGN.md "Inbound APIs are modules around one call lifecycle"):
   the `metis.gateway.streaming.SSEUsageTap` flavour for streamed answers;
 - ``admit(req, capped)``: a refusal message (403) for requests the key's hard
   caps cannot cover, else None;
-- its error envelope is its ``shape``'s (`metis.gateway.shapes`).
+- its error envelope is its ``shape``'s (`metis.gateway.shapes`), which is
+  also the *wire* shape a target's family must speak (or be translated to);
+- the upstream it goes to without routing: ``provider`` (default: the
+  shape's own, ``openai`` / ``anthropic`` / ``gemini``); ``bind(req, path)``
+  fills request fields that sit in the path (Gemini's and Azure's model, the
+  stream flag of ``:streamGenerateContent``) and may refuse the path;
+  ``forward_query``: whether the client's query string is for the upstream
+  (``?beta=true``, ``?alt=sse``) or for the gateway (Azure's ``api-version``);
+- its answer's id, model and usage: ``answer(data, tokens)`` when they are not
+  the OpenAI/Anthropic ``id`` / ``model`` / ``usage`` fields (Gemini's
+  ``responseId`` / ``modelVersion`` / ``usageMetadata``).
 """
 
 from __future__ import annotations
@@ -49,6 +59,15 @@ def _admit_all(req: Any, capped: bool) -> str | None:
     return None
 
 
+class _Resp(msgspec.Struct):
+    id: Any = None
+    model: Any = None
+    usage: Any = None
+
+
+_dec_resp = msgspec.json.Decoder(_Resp)
+
+
 @dataclass(frozen=True, slots=True)
 class InboundAPI:
     """One billed inbound API (see the module docstring)."""
@@ -65,6 +84,26 @@ class InboundAPI:
     admit: Callable[[Any, bool], str | None] = _admit_all
     routable: bool = True  # routing rules may change its target
     translatable: bool = False  # a target of the other shape can be served by translation
+    provider: str | None = None  # the default plan's provider (None: the shape's own)
+    bind: Callable[[Any, str], str | None] | None = None
+    forward_query: bool = True
+    answer: Callable[[bytes, Tokens], tuple[str | None, str | None]] | None = None
+
+    @property
+    def default_provider(self) -> str:
+        return self.provider or self.shape
+
+    def read_answer(self, data: bytes, tokens: Tokens) -> tuple[str | None, str | None]:
+        """(upstream response id, reported model) of a plain answer, its usage applied to
+        ``tokens``; raises a decode error when it is not JSON of the expected shape."""
+        if self.answer is not None:
+            return self.answer(data, tokens)
+        r = _dec_resp.decode(data)
+        self.usage(r.usage, tokens)
+        return (
+            r.id if isinstance(r.id, str) and r.id else None,
+            r.model if isinstance(r.model, str) and r.model else None,
+        )
 
 
 def positive_int(v: Any) -> int | None:

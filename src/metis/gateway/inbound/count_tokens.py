@@ -73,5 +73,6 @@ async def count_tokens(gw: Gateway, scope: dict[str, Any], receive: Receive, sen
         shape="anthropic",
         provider="anthropic",
         endpoint="count_tokens",
+        rel="/messages/count_tokens",
         body=raw,
     )

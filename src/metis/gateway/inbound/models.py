@@ -9,10 +9,15 @@ models that shape can serve for this key:
    page) and kept `LIST_TTL_S` per workspace and provider: exactly the
    current models that credential can call (retired ones are not listed by
    the provider; genai-prices has no retirement data to decide it);
-2. plus the model names only routing rules make reachable
+2. plus, for each of the workspace's other providers of that shape's wire
+   whose family lists models (OpenAI-compatible providers: ``GET
+   <base>/models``), its models as ``<provider>/<model>`` (the address a
+   client uses, `metis.gateway.plan`), owned by the provider's name; a
+   provider that fails to answer is left out of the list (and logged);
+3. plus the model names only routing rules or aliases make reachable
    (`metis.gateway.routing.router.Router.reachable`), listed as owned by
    ``metis-routing``;
-3. minus what the key's ``allowed_models`` forbids.
+4. minus what the key's ``allowed_models`` forbids.
 
 No OpenAI models in the Anthropic list or the other way round, unless a rule
 routes them. A provider the workspace has no credential for contributes
@@ -31,6 +36,7 @@ does not know gets the same object the list shows. Not billed; counted in
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -43,6 +49,7 @@ from metis.gateway.http_io import Receive, Send
 from metis.gateway.inbound.unknown import unknown
 from metis.gateway.lifecycle import request_id
 from metis.gateway.passthrough import Fetched, fetch, no_credential
+from metis.gateway.upstreams import family_of
 from metis.jsonutil import DECODE_ERRORS
 
 if TYPE_CHECKING:
@@ -55,6 +62,10 @@ LIST_TTL_S = 300.0
 MAX_PAGES = 20
 _ID = re.compile(r"[A-Za-z0-9._:/@-]{1,200}")
 PROVIDER_OF = {"openai": "openai", "anthropic": "anthropic"}
+LISTING_FAMILIES = ("openai-compatible",)
+"""Families besides OpenAI and Anthropic whose model list the gateway reads (Azure's lists
+base models, not deployments; Bedrock's is a control-plane API of another host)."""
+log = logging.getLogger("metis.gateway")
 
 
 class ModelListCache:
@@ -101,9 +112,10 @@ async def _provider_list(
     if cred is None:
         return None
     out: list[dict[str, Any]] = []
-    query = b"limit=1000" if provider == "anthropic" else b""
+    paged = cred.family == "anthropic"
+    query = b"limit=1000" if paged else b""
     for _ in range(MAX_PAGES):
-        got = await fetch(gw, cred, provider, "GET", PATH, query, headers)
+        got = await fetch(gw, cred, "GET", "/models", query, headers)
         if not isinstance(got, Fetched):
             return got
         if got.status >= 400:
@@ -117,7 +129,7 @@ async def _provider_list(
             return "upstream_error", "the provider's model list has no data"
         out.extend(m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str))
         last = doc.get("last_id")
-        if provider != "anthropic" or doc.get("has_more") is not True or not isinstance(last, str):
+        if not paged or doc.get("has_more") is not True or not isinstance(last, str):
             break
         query = b"limit=1000&after_id=" + quote(last, safe="").encode()
     gw.model_lists.put(workspace_id, provider, out)
@@ -145,6 +157,19 @@ async def list_models(gw: Gateway, scope: dict[str, Any], receive: Receive, send
         await http_io.error(send, shape, got[0], got[1], rid)
         return
     models = list(got or ())
+    ws = resolved.principal.workspace_id
+    for name, info in gw.providers.of(ws).items():
+        if (
+            info.family not in LISTING_FAMILIES
+            or name == PROVIDER_OF[shape]
+            or family_of(info.family).wire != shape
+        ):
+            continue
+        extra = await _provider_list(gw, ws, name, headers)
+        if not isinstance(extra, list):
+            log.warning("model list of provider %s unavailable; left out of /v1/models", name)
+            continue
+        models += [_addressed(shape, name, m) for m in extra]
     seen = {m["id"] for m in models}
     models += [
         _alias(shape, a) for a in gw.reachable_models(shape, resolved.principal) if a not in seen
@@ -157,6 +182,25 @@ async def list_models(gw: Gateway, scope: dict[str, Any], receive: Receive, send
     else:
         body = msgspec.json.encode({"object": "list", "data": models})
     await http_io.respond(send, 200, body, rid)
+
+
+def _addressed(shape: str, provider: str, m: dict[str, Any]) -> dict[str, Any]:
+    """A provider's model as ``provider/model`` in ``shape``'s list."""
+    mid = f"{provider}/{m['id']}"
+    if shape == "anthropic":
+        return {
+            "type": "model",
+            "id": mid,
+            "display_name": mid,
+            "created_at": "1970-01-01T00:00:00Z",
+        }
+    created = m.get("created")
+    return {
+        "id": mid,
+        "object": "model",
+        "created": created if isinstance(created, int) else 0,
+        "owned_by": provider,
+    }
 
 
 def _anthropic_page(models: list[dict[str, Any]], query: bytes) -> bytes:
@@ -209,7 +253,7 @@ async def retrieve_model(gw: Gateway, scope: dict[str, Any], receive: Receive, s
         else:
             await no_credential(send, shape, provider, rid)
         return
-    got = await fetch(gw, cred, provider, "GET", PREFIX + quote(model, safe=":@"), b"", headers)
+    got = await fetch(gw, cred, "GET", "/models/" + quote(model, safe=":@"), b"", headers)
     if isinstance(got, tuple):
         await http_io.error(send, shape, got[0], got[1], rid)
     elif got.status == 404 and routed:

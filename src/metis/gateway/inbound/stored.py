@@ -81,5 +81,6 @@ async def stored(gw: Gateway, scope: dict[str, Any], receive: Receive, send: Sen
         shape="openai",
         provider="openai",
         endpoint=endpoint,
+        rel=scope["path"][len("/v1") :],
         body=body,
     )

@@ -24,8 +24,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from metis.gateway.plan import PROVIDER_OF_SHAPE, RoutePlan, default_plan
 from metis.gateway.plan import RouteContext as GatewayRouteContext
+from metis.gateway.plan import RoutePlan, default_target
 from metis.gateway.routing.engine import RouteContext, decide
 from metis.gateway.routing.rules import Target
 from metis.gateway.routing.watcher import POLL_INTERVAL_S, RulesWatcher
@@ -45,12 +45,15 @@ class Router:
         self._task: asyncio.Task[None] | None = None
 
     def plan(self, ctx: GatewayRouteContext) -> RoutePlan:
-        """The gateway's ``plan_route``: first matching rule, else the request's own model."""
+        """The gateway's ``plan_route``: first matching rule, else the request's own model
+        (an alias's target, ``provider/model``, or the model at the API's provider)."""
         rules = self.watcher.rules
+        alias = rules.aliases.get(ctx.model) if rules.aliases else None
         if getattr(ctx, "endpoint", "chat") == "embeddings" or (
             not rules.rules and not rules.model_fallbacks
         ):
-            return default_plan(ctx)
+            t = alias or default_target(ctx)
+            return RoutePlan([t], reason="alias" if alias is not None else "default")
         p = ctx.principal
         refs = {p.workspace_id, p.workspace_path, self.workspace_names.get(p.workspace_id)}
         rctx = RouteContext(
@@ -61,7 +64,8 @@ class Router:
             user_id=p.user_id,
             team_id=p.team_id,
         )
-        default = Target(PROVIDER_OF_SHAPE[ctx.inbound_shape], ctx.model)
+        own = default_target(ctx)
+        default = alias or Target(own.provider, own.model)
         d = decide(rules, rctx, default, ctx.spent)
         return RoutePlan(list(d.candidates), reason=d.reason, rule=d.rule)
 

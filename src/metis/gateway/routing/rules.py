@@ -13,6 +13,14 @@ Format (``$METIS_HOME/routing.yaml``, or ``METIS_ROUTING_FILE``)::
         fallbacks: [openai:gpt-4o-mini]   # optional, tried in order
     fallbacks:                    # optional: per-model fallback targets
       gpt-4o: [anthropic:claude-sonnet-4-5]
+      claude-sonnet-4-5: [bedrock:anthropic.claude-sonnet-4-5-20250929-v1:0]
+    aliases:                      # optional: model names clients may ask for
+      fast: groq:llama-3.3-70b-versatile
+
+A target's provider is any provider name a workspace may configure
+(`metis.gateway.upstreams.catalog.NAME_RE`: ``openai``, ``anthropic``,
+``groq``, ``azure``, ``bedrock``, ``my-vllm`` …); whether a workspace has it
+is known per request (a target without a credential fails over to the next).
 
 `parse_rules` raises `RoutingConfigError` with one line naming the file, the
 rule (index and name) and the field, e.g.
@@ -27,10 +35,11 @@ import msgspec
 import yaml
 
 from metis.errors import MetisError
+from metis.gateway.upstreams.catalog import NAME_RE
 from metis.money import to_nanousd
 
-PROVIDERS = ("openai", "anthropic")
 SCHEMA_VERSION = 1
+SHAPES = ("openai", "anthropic", "gemini")
 
 SPEND_PREDICATES = (
     "cost_today_exceeds_usd",
@@ -66,7 +75,7 @@ class When(msgspec.Struct, frozen=True, kw_only=True):
     model: str | None = None
     model_in: frozenset[str] | None = None
     workspace: str | None = None
-    inbound_shape: Literal["openai", "anthropic"] | None = None
+    inbound_shape: Literal["openai", "anthropic", "gemini"] | None = None
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +92,7 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
 
     rules: tuple[Rule, ...] = ()
     model_fallbacks: dict[str, tuple[Target, ...]] = msgspec.field(default_factory=dict)
+    aliases: dict[str, Target] = msgspec.field(default_factory=dict)
 
     def fallbacks_for(self, target: Target) -> tuple[Target, ...]:
         """Model-level fallbacks of ``target`` (keyed ``provider:model`` or ``model``)."""
@@ -93,14 +103,16 @@ EMPTY = RuleSet()
 
 
 def parse_target(value: Any, where: str) -> Target:
-    """Parse ``provider:model``; raise `RoutingConfigError` naming ``where``."""
+    """Parse ``provider:model`` (the model may hold more ``:``, as Bedrock ids do); raise
+    `RoutingConfigError` naming ``where``."""
     if not isinstance(value, str) or ":" not in value:
         raise RoutingConfigError(f"{where}: must be 'provider:model', got {value!r}")
     provider, _, model = value.partition(":")
     provider, model = provider.strip(), model.strip()
-    if provider not in PROVIDERS:
+    if not NAME_RE.match(provider):
         raise RoutingConfigError(
-            f"{where}: unknown provider {provider!r} (one of {', '.join(PROVIDERS)})"
+            f"{where}: invalid provider {provider!r} (a provider name as in "
+            "`metis provider-key list`: lower-case letters, digits, '_' and '-')"
         )
     if not model:
         raise RoutingConfigError(f"{where}: model is empty")
@@ -148,8 +160,8 @@ def _when(value: Any, where: str) -> When:
                 raise RoutingConfigError(f"{f}: must be a non-empty list of model names")
             kw[key] = frozenset(_str(m, f"{f}[{i}]") for i, m in enumerate(v))
         elif key == "inbound_shape":
-            if v not in ("openai", "anthropic"):
-                raise RoutingConfigError(f"{f}: must be 'openai' or 'anthropic'")
+            if v not in SHAPES:
+                raise RoutingConfigError(f"{f}: must be one of {', '.join(SHAPES)}")
             kw[key] = v
         else:
             raise RoutingConfigError(f"{f}: unknown predicate (known: {', '.join(PREDICATES)})")
@@ -207,9 +219,10 @@ def _parse(text: str) -> RuleSet:
     if not isinstance(doc, dict):
         raise RoutingConfigError("must be a mapping with schema_version and rules")
     for key in doc:
-        if key not in ("schema_version", "rules", "fallbacks"):
+        if key not in ("schema_version", "rules", "fallbacks", "aliases"):
             raise RoutingConfigError(
-                f"unknown top-level field {key!r} (known: schema_version, rules, fallbacks)"
+                f"unknown top-level field {key!r} (known: schema_version, rules, fallbacks, "
+                "aliases)"
             )
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -228,4 +241,12 @@ def _parse(text: str) -> RuleSet:
     for model, targets in raw_fb.items():
         key = _str(model, "fallbacks key")
         model_fallbacks[key] = _targets(targets, f"fallbacks.{key}")
-    return RuleSet(rules=rules, model_fallbacks=model_fallbacks)
+    raw_aliases = doc.get("aliases")
+    raw_aliases = {} if raw_aliases is None else raw_aliases
+    if not isinstance(raw_aliases, dict):
+        raise RoutingConfigError("aliases: must be a mapping of name -> 'provider:model'")
+    aliases: dict[str, Target] = {}
+    for name, target in raw_aliases.items():
+        key = _str(name, "aliases key")
+        aliases[key] = parse_target(target, f"aliases.{key}")
+    return RuleSet(rules=rules, model_fallbacks=model_fallbacks, aliases=aliases)

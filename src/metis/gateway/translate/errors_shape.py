@@ -32,7 +32,8 @@ _ANTHROPIC_TYPE = {
 
 
 def upstream_message(body: bytes) -> str:
-    """The ``error.message`` of an OpenAI or Anthropic error body, else a short default."""
+    """The ``error.message`` of an OpenAI, Anthropic or Gemini error body (or the top-level
+    ``message`` of an AWS one), else a short default."""
     try:
         doc: Any = msgspec.json.decode(body)
     except DECODE_ERRORS:
@@ -40,6 +41,8 @@ def upstream_message(body: bytes) -> str:
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
         return str(err["message"])
+    if isinstance(doc, dict) and isinstance(doc.get("message"), str):
+        return str(doc["message"])
     return "upstream error"
 
 

@@ -3,11 +3,15 @@
 Installed as ``Gateway.cross_shape`` (see `metis.gateway.plan`). For one
 target it:
 
-1. translates the inbound body (`requests`); a feature the target cannot
-   express answers **400** in the inbound shape naming it (no upstream call,
-   no fallback: another candidate would not make the request meaningful);
-2. posts it to the target provider's endpoint with the workspace's
-   ``inference`` credential *for that provider*;
+1. translates the inbound body (`requests`) into the target family's wire
+   shape (`metis.gateway.upstreams`: OpenAI for OpenAI, OpenAI-compatible
+   and Azure upstreams; Anthropic for Anthropic and Bedrock); a feature the
+   target cannot express answers **400** in the inbound shape naming it (no
+   upstream call, no fallback: another candidate would not make the request
+   meaningful);
+2. posts it to the target's endpoint with the workspace's ``inference``
+   credential *for that provider*, as its family builds the request (Bedrock
+   turns the Anthropic body into InvokeModel or Converse and its answers back);
 3. on 429/5xx/connection errors/timeouts returns a retryable, unanswered
    attempt so the gateway moves on to the next candidate (the error body is
    re-shaped for the client in case it is the last); other 4xx are answered
@@ -41,13 +45,16 @@ from metis.gateway.translate.responses import (
 )
 from metis.gateway.translate.stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 from metis.gateway.upstream import scrub_secret
+from metis.gateway.upstreams import family_of
+from metis.gateway.upstreams.base import Outgoing
 from metis.jsonutil import DECODE_ERRORS
 
 if TYPE_CHECKING:
     from metis.gateway.app import Gateway
     from metis.gateway.lifecycle import Attempt, Call
 
-UPSTREAM_PATH = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+WIRE_API = {"anthropic": "messages", "openai": "chat"}
+"""The API of each translatable wire shape a translated request is sent to."""
 _JSON = (b"content-type", b"application/json")
 
 _UPSTREAM_BODY_ERRORS: tuple[type[Exception], ...] = (*DECODE_ERRORS, TranslationError)
@@ -82,13 +89,14 @@ def _failed(
     )
 
 
-def translate_request(call: Call, target: Any) -> bytes:
-    """The upstream body for ``target``; raises `TranslationError` on a bad/unsupported body."""
+def translate_request(call: Call, target: Any, wire: str) -> bytes:
+    """The upstream body for ``target`` of ``wire`` shape; raises `TranslationError` on a
+    bad/unsupported body."""
     try:
         body = msgspec.json.decode(call.raw)
     except DECODE_ERRORS:
         raise TranslationError("body must be a JSON object", field="body") from None
-    if target.provider == "anthropic":
+    if wire == "anthropic":
         out = openai_to_anthropic_request(body, target.model)
     else:
         out = anthropic_to_openai_request(body, target.model)
@@ -103,28 +111,35 @@ async def cross_shape(
 
     provider = target.provider
     name = f"{provider}:{target.model}"
-    if not call.api.translatable or provider not in UPSTREAM_PATH:
-        return _failed(
-            "unsupported_target", 502, "upstream_error",
-            f"{name} cannot serve a {call.shape} {call.endpoint} request "
-            "(no translation between these APIs)",
-        )  # fmt: skip
-    try:
-        body = translate_request(call, target)
-    except TranslationError as exc:
-        status = await gw._error(send, call.shape, "invalid_request", exc.message, call.request_id)
-        return _answered("invalid_request", status)
     cred = await gw.creds.get(call.resolved.principal.workspace_id, provider)
     if cred is None:
         return _failed(
             "no_credential", 502, "upstream_error",
             f"workspace has no {provider} credential with purpose inference",
         )  # fmt: skip
+    fam = family_of(cred.family)
+    wire = fam.wire
+    if (
+        not call.api.translatable
+        or wire not in WIRE_API
+        or call.shape not in WIRE_API
+        or WIRE_API[wire] not in fam.apis
+    ):
+        return _failed(
+            "unsupported_target", 502, "upstream_error",
+            f"{name} ({cred.family}) cannot serve a {call.shape} {call.endpoint} request "
+            "(no translation between these APIs)",
+        )  # fmt: skip
+    try:
+        body = translate_request(call, target, wire)
+    except TranslationError as exc:
+        status = await gw._error(send, call.shape, "invalid_request", exc.message, call.request_id)
+        return _answered("invalid_request", status)
     assert gw.session is not None
-    headers = gw._upstream_headers(call, provider, cred)
+    out = fam.request(cred, call, WIRE_API[wire], target.model, body)
     try:
         resp = await gw.session.post(
-            cred.api_root + UPSTREAM_PATH[provider], body, headers, timeout=upstream.READ_TIMEOUT_S
+            out.url, out.body, out.headers, timeout=upstream.READ_TIMEOUT_S
         )
     except TimeoutError:
         return _failed("timeout", 504, "upstream_timeout", "upstream timed out")
@@ -141,6 +156,8 @@ async def cross_shape(
                 data = scrub_secret(await resp.read(), cred)
             except (TimeoutError, UpstreamError):
                 data = b""
+            if out.adapter is not None:
+                data = fam.error_body(resp.status, resp.headers, data)
             shaped = reshape_error(data, resp.status, call.shape, name)
             retryable = resp.status == 429 or resp.status >= 500
             relayed = relayed_headers(resp)  # retry-after & co. mean the same in both shapes
@@ -155,14 +172,21 @@ async def cross_shape(
             )
             return _answered("upstream_error", resp.status, retryable)
         if call.stream:
-            return await _stream(gw, send, receive, call, target, resp, cred.api_root)
-        return await _plain(gw, send, call, target, resp, cred.api_root)
+            return await _stream(gw, send, receive, call, target, resp, cred.api_root, wire, out)
+        return await _plain(gw, send, call, target, resp, cred.api_root, wire, out)
     finally:
         resp.release()
 
 
 async def _plain(
-    gw: Gateway, send: Any, call: Call, target: Any, resp: Response, api_root: str
+    gw: Gateway,
+    send: Any,
+    call: Call,
+    target: Any,
+    resp: Response,
+    api_root: str,
+    wire: str,
+    req: Outgoing,
 ) -> Attempt:
     from metis.gateway.usage import Tokens, from_anthropic, from_openai
 
@@ -175,12 +199,14 @@ async def _plain(
             "connect_error", 502, "upstream_error",
             f"upstream connection failed: {type(e).__name__}",
         )  # fmt: skip
+    if req.adapter is not None:
+        data = req.adapter.plain(data, resp.headers)
     tokens = Tokens()
     try:
         doc: Any = msgspec.json.decode(data)
         if not isinstance(doc, dict):
             raise TranslationError("upstream response is not an object")
-        if target.provider == "anthropic":
+        if wire == "anthropic":
             from_anthropic(doc.get("usage"), tokens)
             out = anthropic_to_openai_response(doc)
         else:
@@ -212,18 +238,21 @@ async def _stream(
     target: Any,
     resp: Response,
     api_root: str,
+    wire: str,
+    req: Outgoing,
 ) -> Attempt:
     from metis.gateway.streaming import SSEUsageTap
 
     name = f"{target.provider}:{target.model}"
+    adapter = req.adapter.stream(resp.headers) if req.adapter is not None else None
     tr: AnthropicToOpenAIStream | OpenAIToAnthropicStream
-    if target.provider == "anthropic":
+    if wire == "anthropic":
         so = call.req.stream_options
         include_usage = isinstance(so, dict) and so.get("include_usage") is True
         tr = AnthropicToOpenAIStream(include_usage=include_usage, created=int(time.time()))
     else:
         tr = OpenAIToAnthropicStream()
-    tap = SSEUsageTap(target.provider)  # accounting from the upstream's own events
+    tap = SSEUsageTap(wire)  # accounting from the upstream's own events
     await send(
         {
             "type": "http.response.start",
@@ -248,7 +277,8 @@ async def _stream(
     status = "ok"
     out = b""
     try:
-        async for chunk in resp.iter_any():
+        async for raw in resp.iter_any():
+            chunk = adapter.feed(raw) if adapter is not None else raw
             tap.feed(chunk)
             if status != "ok":
                 continue  # keep reading for usage; the client stream already ended
@@ -259,11 +289,13 @@ async def _stream(
                 out = stream_error_frame(call.shape, f"{name}: {exc.message}")
             if out and not gone.is_set():
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+        rest = adapter.close() if adapter is not None else b""
+        tap.feed(rest)
         tap.flush()
         out = b""
         if status == "ok":
             try:
-                out = tr.close()
+                out = tr.feed(rest) + tr.close()
             except TranslationError as exc:
                 status = "upstream_error"
                 out = stream_error_frame(call.shape, f"{name}: {exc.message}")
