@@ -11,7 +11,6 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from metis.db.engine import make_engine, normalize_url
-
 from metis.db.migrate import current_revision, head_revision, upgrade
 from metis.db.tables import metadata
 from tests.conftest import BACKEND, PG_BASE
