@@ -67,6 +67,37 @@ class GatewayServer:
         self.wait_keys()
         return key.id, secret
 
+    def add_provider(
+        self,
+        provider: str,
+        base_url: str | None,
+        secret: str,
+        *,
+        family: str | None = None,
+        price_provider: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> str:
+        """Add an ``inference`` credential to workspace ``w`` (any family; docs/providers.md)
+        and make the gateway see it now; returns its id."""
+        from metis.config import get_settings
+        from metis.credentials import add_credential
+
+        with self.engine.begin() as conn:
+            cred = add_credential(
+                conn,
+                get_settings(),
+                workspace_id=self.workspace_id,
+                provider=provider,
+                purposes=["inference"],
+                secret=secret,
+                base_url=base_url,
+                family=family,
+                price_provider=price_provider,
+                options=options,
+            )
+        self.wait_keys()
+        return cred.id
+
     def run(self, coro: Any, timeout: float = 10.0) -> Any:
         """Run a coroutine on the server's event loop and wait for it."""
         return asyncio.run_coroutine_threadsafe(coro, self.gw.loop).result(timeout)

@@ -8,7 +8,11 @@ forwarded as they complete (so the usage chunk can be dropped whole).
 OpenAI: the gateway always asks for ``stream_options.include_usage``; when
 the client did not ask for it, the extra final chunk (``choices: []`` with
 ``usage``) is withheld, so the client sees exactly the stream it would have
-seen without Metis. Anthropic: usage arrives in ``message_start`` (input and
+seen without Metis. OpenAI-compatible variants: Groq's finishing chunk
+carries ``x_groq.usage`` (read when no ``usage`` chunk came); Azure's first
+chunk has an empty ``id`` and ``model`` (the response id is the first
+non-empty one). Usage numbers are decoded exactly (OpenRouter's stated
+``usage.cost`` is a decimal). Anthropic: usage arrives in ``message_start`` (input and
 cache tokens) and ``message_delta`` (cumulative output); everything is
 forwarded unchanged. OpenAI Responses API (flavour ``responses``): the id and
 model come from ``response.created``, the usage from the final
@@ -18,6 +22,7 @@ event's ``response.usage``; everything is forwarded unchanged.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -25,7 +30,7 @@ import msgspec
 from metis.gateway.usage import Tokens, from_anthropic, from_openai, from_responses
 from metis.jsonutil import DECODE_ERRORS
 
-_decode = msgspec.json.decode
+_decode = msgspec.json.Decoder(float_hook=Decimal).decode
 
 MAX_EVENT = 8 * 1024 * 1024
 """An unfinished event larger than this is not a usage event: its bytes are forwarded
@@ -48,7 +53,15 @@ def _data(ev: bytes) -> bytes | None:
 class SSEUsageTap:
     """Feed upstream chunks; get the bytes to forward; read `tokens` at the end."""
 
-    __slots__ = ("_buf", "model", "response_id", "shape", "tokens", "withhold_usage_chunk")
+    __slots__ = (
+        "_buf",
+        "_usage_chunk",
+        "model",
+        "response_id",
+        "shape",
+        "tokens",
+        "withhold_usage_chunk",
+    )
 
     def __init__(self, shape: str, *, withhold_usage_chunk: bool = False) -> None:
         self.shape = shape
@@ -57,6 +70,7 @@ class SSEUsageTap:
         self.response_id: str | None = None
         self.model: str | None = None
         self._buf = b""
+        self._usage_chunk = False  # a top-level usage object was seen (it wins over x_groq)
 
     def feed(self, chunk: bytes) -> bytes:
         if not self.withhold_usage_chunk:
@@ -129,15 +143,21 @@ class SSEUsageTap:
                     except DECODE_ERRORS:
                         obj = None
                     if isinstance(obj, dict):
-                        if self.response_id is None and isinstance(obj.get("id"), str):
-                            self.response_id = obj["id"]
-                            if isinstance(obj.get("model"), str):
+                        rid = obj.get("id")
+                        if self.response_id is None and isinstance(rid, str) and rid:
+                            self.response_id = rid
+                            if isinstance(obj.get("model"), str) and obj["model"]:
                                 self.model = obj["model"]
                         u = obj.get("usage")
                         if isinstance(u, dict):
                             from_openai(u, self.tokens)
+                            self._usage_chunk = True
                             if self.withhold_usage_chunk and not obj.get("choices"):
                                 drop = True
+                        elif not self._usage_chunk:
+                            xg = obj.get("x_groq")  # Groq: usage in the finishing chunk
+                            if isinstance(xg, dict) and isinstance(xg.get("usage"), dict):
+                                from_openai(xg["usage"], self.tokens)
             if drop:
                 dropped = True
             else:

@@ -3,7 +3,14 @@
 OpenAI chat/embeddings: ``prompt_tokens`` already includes cached tokens
 (``prompt_tokens_details.cached_tokens``) and cache writes
 (``cache_write_tokens``), and ``completion_tokens`` includes reasoning
-(``completion_tokens_details.reasoning_tokens``): taken as is. OpenAI
+(``completion_tokens_details.reasoning_tokens``): taken as is. The same
+reader serves every OpenAI-compatible family member; their variants do not
+conflict, so it reads them all: DeepSeek reports cache hits as
+``prompt_cache_hit_tokens`` (a part of ``prompt_tokens``) without
+``prompt_tokens_details``; OpenRouter states the call's price as
+``usage.cost`` (USD; kept exactly as a decimal, `Tokens.stated_cost_nanousd`);
+Groq streams its usage as ``x_groq.usage`` (`metis.gateway.streaming`).
+Gemini: `from_gemini` (below). OpenAI
 Responses API: the same semantics under other names (``input_tokens`` with
 ``input_tokens_details.cached_tokens`` / ``cache_write_tokens``,
 ``output_tokens`` with ``output_tokens_details.reasoning_tokens``).
@@ -15,7 +22,10 @@ cache_creation_input_tokens``; ``output_tokens`` is the (cumulative) output.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from metis.money import to_nanousd
 
 
 @dataclass(slots=True)
@@ -40,6 +50,24 @@ def count(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_TOKENS else 0
 
 
+MAX_STATED_USD = Decimal(1_000_000)
+"""Largest cost an upstream may state for one call; more (or negative, or not a number)
+is malformed and ignored (the call is priced as usual)."""
+
+
+def stated_cost(v: Any) -> int | None:
+    """A provider-stated cost in USD (a JSON number, decoded as Decimal or float) as nano-USD."""
+    if isinstance(v, bool) or not isinstance(v, int | float | Decimal):
+        return None
+    try:
+        d = v if isinstance(v, Decimal) else Decimal(repr(v) if isinstance(v, float) else v)
+    except (InvalidOperation, ValueError):
+        return None
+    if not d.is_finite() or d < 0 or d > MAX_STATED_USD:
+        return None
+    return to_nanousd(d)
+
+
 def from_openai(u: Any, t: Tokens | None = None) -> Tokens:
     t = t or Tokens()
     if not isinstance(u, dict):
@@ -53,8 +81,12 @@ def from_openai(u: Any, t: Tokens | None = None) -> Tokens:
         t.cache_creation = count(pd.get("cache_write_tokens"))
     else:
         t.cached = t.cache_creation = 0
+    if not t.cached and "prompt_cache_hit_tokens" in u:  # DeepSeek
+        t.cached = count(u.get("prompt_cache_hit_tokens"))
     cd = u.get("completion_tokens_details")
     t.reasoning = count(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0
+    if "cost" in u:  # OpenRouter
+        t.stated_cost_nanousd = stated_cost(u.get("cost"))
     return t
 
 
@@ -100,4 +132,27 @@ def from_anthropic(u: Any, t: Tokens | None = None) -> Tokens:
         t.input = max(t.input, t.cached + t.cache_creation)
     if u.get("output_tokens") is not None:
         t.output = count(u.get("output_tokens"))
+    return t
+
+
+def from_gemini(u: Any, t: Tokens | None = None) -> Tokens:
+    """Apply a Gemini ``usageMetadata`` (an answer's, or a stream chunk's: the last one seen
+    holds the totals).
+
+    ``promptTokenCount`` includes ``cachedContentTokenCount`` (the cached part of the
+    prompt); ``toolUsePromptTokenCount`` (tool results fed back) is input too;
+    ``thoughtsTokenCount`` is billed as output but is not part of
+    ``candidatesTokenCount``, so the canonical output is their sum and reasoning the
+    thoughts.
+    """
+    t = t or Tokens()
+    if not isinstance(u, dict):
+        return t
+    t.reported = True
+    t.input = count(u.get("promptTokenCount")) + count(u.get("toolUsePromptTokenCount"))
+    t.cached = count(u.get("cachedContentTokenCount"))
+    t.cache_creation = 0
+    thoughts = count(u.get("thoughtsTokenCount"))
+    t.output = count(u.get("candidatesTokenCount")) + thoughts
+    t.reasoning = thoughts
     return t

@@ -251,11 +251,27 @@ def create_app(
             methods=["POST"],
         ),
         *_admin_routes(state, ep),
+        *_family_routes(ep),
         *_sim_routes(state),
     ]
     app = Starlette(routes=routes)
     app.state.sim = state
     return app
+
+
+def _family_routes(ep: Callable[..., Any]) -> list[Route]:
+    """The profiles of the other provider families (docs/simulator.md "Provider families")."""
+    from metis.simulator import openai_compatible
+
+    compat = openai_compatible.PREFIX
+    return [
+        Route(
+            compat + "/chat/completions",
+            ep("openai", openai_compatible.chat_completions, True),
+            methods=["POST"],
+        ),
+        Route(compat + "/models", ep("openai", openai_compatible.list_models), methods=["GET"]),
+    ]
 
 
 def _admin_routes(state: SimState, ep: Callable[..., Any]) -> list[Route]:

@@ -24,6 +24,12 @@ one JSON value that validates against the schema
 its completion tokens are its text's, plus reasoning for reasoning models.
 
 The Responses API is `metis.simulator.openai_responses`.
+
+The chat endpoint is shared by every OpenAI-shaped profile through a
+`ChatProfile` (who authenticates, which models exist, which ledger provider
+is billed, how usage is reported and which provider quirks the answer has):
+OpenAI's own here, the OpenAI-compatible variants in
+`metis.simulator.openai_compatible`, Azure OpenAI in `metis.simulator.azure`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from __future__ import annotations
 import array
 import base64
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -169,7 +177,35 @@ def _usage(prompt: int, cached: int, completion: int, reasoning: int) -> dict[st
     }
 
 
-def _validate_chat(body: Any) -> Response | None:
+def openai_usage(
+    prompt: int, cached: int, completion: int, reasoning: int, stated_nanousd: int | None = None
+) -> dict[str, Any]:
+    return _usage(prompt, cached, completion, reasoning)
+
+
+@dataclass(frozen=True)
+class ChatProfile:
+    """One OpenAI-shaped provider as the chat endpoint plays it (see the module doc)."""
+
+    provider: str  # the ledger's provider: the genai-prices id its calls are priced by
+    authenticate: Callable[[Request], KeyIdentity | Response]
+    accepts: Callable[[str], bool]  # the model exists (else 404 model_not_found)
+    served: Callable[[str], str]  # the model name the answer reports
+    cached: Callable[[int], int]  # cached prompt tokens of a prompt of N tokens
+    usage: Callable[[int, int, int, int, int | None], dict[str, Any]]
+    stream_usage_always: bool = False  # a usage chunk ends every stream (OpenRouter, Mistral)
+    x_groq: bool = False  # the finishing chunk carries x_groq.usage (Groq)
+    azure: bool = False  # Azure's content-filter fields and empty first stream chunk
+    stated_cost: bool = False  # usage.cost states the call's price (OpenRouter)
+    fingerprint: bool = True  # system_fingerprint / service_tier fields
+    reasoning: Callable[[str], bool] = tokens.is_reasoning_model
+
+
+def _openai_accepts(model: str) -> bool:
+    return has_price("openai", model) and not model.startswith("text-embedding")
+
+
+def _validate_chat(body: Any, profile: ChatProfile | None = None) -> Response | None:
     if not isinstance(body, dict):
         return _bad("Invalid request body: expected a JSON object.")
     model = body.get("model")
@@ -200,22 +236,27 @@ def _validate_chat(body: Any) -> Response | None:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             "stream_options",
         )
-    if not has_price("openai", model) or model.startswith("text-embedding"):
+    if not (profile.accepts if profile is not None else _openai_accepts)(model):
         return _model_not_found(model)
     return None
 
 
 async def chat_completions(request: Request, state: SimState, body: Any) -> Response:
-    ident = authenticate(request)
+    return await chat(request, state, body, OPENAI)
+
+
+async def chat(request: Request, state: SimState, body: Any, profile: ChatProfile) -> Response:
+    """``POST …/chat/completions`` as ``profile`` answers it."""
+    ident = profile.authenticate(request)
     if isinstance(ident, Response):
         return ident
-    err = _validate_chat(body)
+    err = _validate_chat(body, profile)
     if err is not None:
         return err
-    model = catalog.openai_served_model(body["model"])
+    model = profile.served(body["model"])
     ts = request_time(request, state)
     prompt = tokens.openai_prompt_tokens(body)
-    cached = cached_tokens(prompt)
+    cached = profile.cached(prompt)
     h = tokens.request_hash(state.seed, body["model"], body["messages"], body.get("tools"))
     tool = _pick_tool(body)
     stream = body.get("stream") is True
@@ -230,27 +271,35 @@ async def chat_completions(request: Request, state: SimState, body: Any) -> Resp
     }
 
     n = body.get("n") or 1
-    plans = [_plan(request, body, state.seed, model, h, i, tool) for i in range(n)]
+    plans = [_plan(request, body, state.seed, model, h, i, tool, profile) for i in range(n)]
     completion = sum(p.completion for p in plans)
     reasoning = sum(p.reasoning for p in plans)
-    state.ledger.add(
-        Call(
-            provider="openai",
-            kind="completions",
-            ts=ts,
-            api_key_id=ident.api_key_id,
-            model=model,
-            input_tokens=prompt,
-            cached_input_tokens=cached,
-            output_tokens=completion,
-            reasoning_tokens=reasoning,
-            project_id=ident.project_id,
-            user_id=ident.user_id,
-            response_id=cid,
-        )
+    call = Call(
+        provider=profile.provider,
+        kind="completions",
+        ts=ts,
+        api_key_id=ident.api_key_id,
+        model=model,
+        input_tokens=prompt,
+        cached_input_tokens=cached,
+        output_tokens=completion,
+        reasoning_tokens=reasoning,
+        project_id=ident.project_id,
+        user_id=ident.user_id,
+        response_id=cid,
     )
-    usage = _usage(prompt, cached, completion, reasoning)
+    state.ledger.add(call)
+    usage = profile.usage(
+        prompt, cached, completion, reasoning, call.cost_nanousd if profile.stated_cost else None
+    )
     headers = {"x-request-id": "req_" + cid[9:], "openai-processing-ms": "1"}
+    extra: dict[str, Any] = (
+        {"service_tier": "default", "system_fingerprint": FINGERPRINT}
+        if profile.fingerprint
+        else {}
+    )
+    if profile.azure:
+        extra["prompt_filter_results"] = [{"prompt_index": 0, **_AZURE_FILTERS}]
 
     if not stream:
         return JSONResponse(
@@ -262,52 +311,56 @@ async def chat_completions(request: Request, state: SimState, body: Any) -> Resp
                         "message": p.message(),
                         "logprobs": None,
                         "finish_reason": p.finish,
+                        **({"content_filter_results": _AZURE_FILTERS} if profile.azure else {}),
                     }
                     for p in plans
                 ],
                 "usage": usage,
-                "service_tier": "default",
-                "system_fingerprint": FINGERPRINT,
+                **extra,
             },
             headers=headers,
         )
 
-    tail: dict[str, Any] = {"service_tier": "default", "system_fingerprint": FINGERPRINT}
-    if include_usage:
+    usage_chunk = include_usage or profile.stream_usage_always
+    tail: dict[str, Any] = {k: v for k, v in extra.items() if k != "prompt_filter_results"}
+    if usage_chunk:
         tail["usage"] = None
 
-    def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return sse_data(
-            {
-                **base,
-                **tail,
-                "choices": [
-                    {
-                        "index": index,
-                        "delta": delta,
-                        "logprobs": None,
-                        "finish_reason": finish_reason,
-                    }
-                ],
-            }
-        )
+    def chunk(
+        index: int, delta: dict[str, Any], finish_reason: str | None = None, last: bool = False
+    ) -> bytes:
+        choice: dict[str, Any] = {
+            "index": index,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
+        if profile.azure:
+            choice["content_filter_results"] = {} if finish_reason else _AZURE_FILTERS
+        obj = {**base, **tail, "choices": [choice]}
+        if last and profile.x_groq:
+            obj["x_groq"] = {"id": headers["x-request-id"], "usage": usage}
+        return sse_data(obj)
 
     events: list[bytes] = []
-    for p in plans:
-        events += [chunk(p.index, d) for d in p.deltas()]
-        events.append(chunk(p.index, {}, p.finish))
-    if include_usage:
+    if profile.azure:  # Azure's first chunk: the prompt's filter results, no id, no choices
         events.append(
             sse_data(
                 {
-                    **base,
-                    "service_tier": "default",
-                    "system_fingerprint": FINGERPRINT,
                     "choices": [],
-                    "usage": usage,
+                    "created": 0,
+                    "id": "",
+                    "model": "",
+                    "object": "",
+                    "prompt_filter_results": extra["prompt_filter_results"],
                 }
             )
         )
+    for i, p in enumerate(plans):
+        events += [chunk(p.index, d) for d in p.deltas()]
+        events.append(chunk(p.index, {}, p.finish, last=i == len(plans) - 1))
+    if usage_chunk:
+        events.append(sse_data({**base, **tail, "choices": [], "usage": usage}))
     events.append(b"data: [DONE]\n\n")
     resp = SSEResponse(events, headers=headers)
     resp.interval = stream_interval(request.headers)
@@ -387,6 +440,7 @@ def _plan(
     h: int,
     index: int,
     tool: dict[str, Any] | None,
+    profile: ChatProfile | None = None,
 ) -> _Choice:
     """Choice ``index`` (n > 1 gives each choice its own deterministic answer)."""
     if tool is not None:
@@ -396,7 +450,8 @@ def _plan(
     hi = h if index == 0 else tokens.request_hash(seed, h, index)
     cap = _cap(body)
     completion, truncated = tokens.output_tokens(hi, cap, forced_output(request))
-    reasoning = tokens.reasoning_split(hi, model, completion)
+    is_reasoning = (profile.reasoning if profile is not None else tokens.is_reasoning_model)(model)
+    reasoning = tokens.reasoning_split(hi, model, completion, is_reasoning)
     schema = _json_output_schema(body)
     if schema is not None:
         # Structured output: one JSON value that validates against the schema; its
@@ -552,3 +607,17 @@ async def get_model(request: Request, state: SimState, body: Any) -> Response:
     if mid not in catalog.OPENAI_MODELS:
         return _model_not_found(mid)
     return JSONResponse(_model_obj(mid))
+
+
+_AZURE_FILTERS: dict[str, Any] = {
+    c: {"filtered": False, "severity": "safe"} for c in ("hate", "self_harm", "sexual", "violence")
+}
+
+OPENAI = ChatProfile(
+    provider="openai",
+    authenticate=authenticate,
+    accepts=_openai_accepts,
+    served=catalog.openai_served_model,
+    cached=cached_tokens,
+    usage=openai_usage,
+)

@@ -189,9 +189,10 @@ def is_reasoning_model(model: str) -> bool:
     return m.startswith(("o1", "o3", "o4", "gpt-5"))
 
 
-def reasoning_split(h: int, model: str, out: int) -> int:
-    """Reasoning tokens within ``out`` output tokens (0 for non-reasoning models)."""
-    if out < 2 or not is_reasoning_model(model):
+def reasoning_split(h: int, model: str, out: int, reasoning: bool | None = None) -> int:
+    """Reasoning tokens within ``out`` output tokens (0 for non-reasoning models; ``reasoning``
+    says whether the model reasons when its provider's names differ from OpenAI's)."""
+    if out < 2 or not (is_reasoning_model(model) if reasoning is None else reasoning):
         return 0
     pct = 25 + (h >> 20) % 50
     return min(out - 1, max(1, out * pct // 100))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -65,7 +66,8 @@ class _Resp(msgspec.Struct):
     usage: Any = None
 
 
-_dec_resp = msgspec.json.Decoder(_Resp)
+_dec_resp = msgspec.json.Decoder(_Resp, float_hook=Decimal)
+"""Usage numbers are decoded exactly (a stated cost is a decimal amount)."""
 
 
 @dataclass(frozen=True, slots=True)
