@@ -38,7 +38,7 @@ from metis.gateway import http_io
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved, SnapshotLoader
 from metis.gateway.http_client import UpstreamClient
 from metis.gateway.http_io import Receive, Send
-from metis.gateway.inbound import chat, embeddings, messages, responses
+from metis.gateway.inbound import azure, chat, embeddings, messages, responses
 from metis.gateway.inbound.base import InboundAPI
 from metis.gateway.inbound.count_tokens import count_tokens
 from metis.gateway.inbound.models import ModelListCache, list_models, retrieve_model
@@ -165,6 +165,9 @@ class Gateway(CallPath):
             responses.API.path: self._responses,
             "/v1/messages/count_tokens": self._bind(count_tokens),
             "/v1/models": self._bind(list_models),
+            azure.V1_CHAT.path: self._billed(azure.V1_CHAT),
+            azure.V1_EMBEDDINGS.path: self._billed(azure.V1_EMBEDDINGS),
+            azure.V1_RESPONSES.path: self._billed(azure.V1_RESPONSES),
         }
 
     def prefix_routes(self) -> list[tuple[str, Handler]]:
@@ -172,6 +175,7 @@ class Gateway(CallPath):
         return [
             ("/v1/responses/", self._bind(stored)),
             ("/v1/models/", self._bind(retrieve_model)),
+            (azure.DEPLOYMENTS, self._azure_deployment),
         ]
 
     @staticmethod
@@ -193,6 +197,13 @@ class Gateway(CallPath):
             await handler(self, scope, receive, send)
 
         return route
+
+    async def _azure_deployment(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        api = azure.BY_DEPLOYMENT_API.get(azure.deployment_api(scope["path"]) or "")
+        if api is None or scope["method"] != "POST":
+            await unknown(scope, receive, send, "openai")
+            return
+        await self.handle(scope, receive, send, api)
 
     async def _responses(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method = scope["method"]

@@ -65,15 +65,24 @@ async def error(
     return status
 
 
+KEY_HEADERS = (b"x-api-key", b"api-key", b"x-goog-api-key")
+"""Where clients put an API key: Anthropic's SDK, Azure OpenAI clients, Google's SDK."""
+
+
 def token(headers: dict[bytes, bytes]) -> str:
-    """The gateway key a client sent: ``Authorization: Bearer …`` or ``x-api-key``."""
+    """The gateway key a client sent: ``Authorization: Bearer …``, else ``x-api-key``
+    (Anthropic clients), ``api-key`` (Azure OpenAI clients) or ``x-goog-api-key``
+    (Gemini clients)."""
     auth = headers.get(b"authorization")
     if auth is not None:
         a = auth.decode("latin-1")
         if a[:7].lower() == "bearer ":
             return a[7:].strip()
-    key = headers.get(b"x-api-key")
-    return key.decode("latin-1").strip() if key is not None else ""
+    for name in KEY_HEADERS:
+        key = headers.get(name)
+        if key is not None:
+            return key.decode("latin-1").strip()
+    return ""
 
 
 def shape_of(headers: dict[bytes, bytes]) -> str:

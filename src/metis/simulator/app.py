@@ -261,10 +261,23 @@ def create_app(
 
 def _family_routes(ep: Callable[..., Any]) -> list[Route]:
     """The profiles of the other provider families (docs/simulator.md "Provider families")."""
-    from metis.simulator import openai_compatible
+    from metis.simulator import azure, openai_compatible
 
     compat = openai_compatible.PREFIX
+    deployments = "/openai/deployments/{deployment}"
     return [
+        Route(
+            deployments + "/chat/completions",
+            ep("openai", azure.deployment_chat, True),
+            methods=["POST"],
+        ),
+        Route(
+            deployments + "/embeddings",
+            ep("openai", azure.deployment_embeddings, True),
+            methods=["POST"],
+        ),
+        Route("/openai/v1/chat/completions", ep("openai", azure.v1_chat, True), methods=["POST"]),
+        Route("/openai/v1/embeddings", ep("openai", azure.v1_embeddings, True), methods=["POST"]),
         Route(
             compat + "/chat/completions",
             ep("openai", openai_compatible.chat_completions, True),

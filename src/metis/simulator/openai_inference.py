@@ -521,12 +521,24 @@ def _embeddings_body(data: list[bytes], model: str, prompt: int) -> Response:
 
 
 async def embeddings(request: Request, state: SimState, body: Any) -> Response:
-    ident = authenticate(request)
+    return await embed(request, state, body, OPENAI)
+
+
+async def embed(
+    request: Request,
+    state: SimState,
+    body: Any,
+    profile: ChatProfile,
+    deployment_model: str | None = None,
+) -> Response:
+    """``POST …/embeddings`` as ``profile`` answers it (``deployment_model``: the model an
+    Azure deployment path names, instead of the body's)."""
+    ident = profile.authenticate(request)
     if isinstance(ident, Response):
         return ident
     if not isinstance(body, dict):
         return _bad("Invalid request body: expected a JSON object.")
-    model = body.get("model")
+    model = deployment_model or body.get("model")
     if not isinstance(model, str) or not model:
         return _bad("you must provide a model parameter", "model")
     if "input" not in body or body["input"] in ("", [], None):
@@ -535,7 +547,7 @@ async def embeddings(request: Request, state: SimState, body: Any) -> Response:
             "https://platform.openai.com/docs/api-reference.",
             "input",
         )
-    if not model.startswith("text-embedding") or not has_price("openai", model):
+    if not model.startswith("text-embedding") or not has_price(profile.provider, model):
         return _model_not_found(model)
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
@@ -570,7 +582,7 @@ async def embeddings(request: Request, state: SimState, body: Any) -> Response:
     ts = request_time(request, state)
     state.ledger.add(
         Call(
-            provider="openai",
+            provider=profile.provider,
             kind="embeddings",
             ts=ts,
             api_key_id=ident.api_key_id,
