@@ -24,7 +24,12 @@ from tests.plugins.simulator import Simulator
 
 
 @pytest.mark.parametrize(
-    ("name", "package"), [("claude", "@anthropic-ai/claude-code"), ("codex", "@openai/codex")]
+    ("name", "package"),
+    [
+        ("claude", "@anthropic-ai/claude-code"),
+        ("codex", "@openai/codex"),
+        ("gemini", "@google/gemini-cli"),
+    ],
 )
 def test_the_pinned_cli_is_installed_and_runs(name: str, package: str, tmp_path: Path) -> None:
     run = run_cli(

@@ -1,4 +1,4 @@
-"""Run the real agent CLIs (Claude Code, OpenAI Codex CLI) against a local server.
+"""Run the real agent CLIs (Claude Code, OpenAI Codex CLI, Gemini CLI) against a local server.
 
 The CLIs are the pinned npm packages of tests/clients/node (installed by
 ``scripts/clients.sh``, which ``make test`` and CI run). A test that cannot find
@@ -12,7 +12,8 @@ Every run is isolated and offline:
   configs never reach the CLI);
 - the base URL points at the server under test; the ``gw_`` key travels in an
   environment variable (``ANTHROPIC_API_KEY`` / ``ANTHROPIC_AUTH_TOKEN`` for
-  Claude Code, the provider's ``env_key`` for Codex), never on argv;
+  Claude Code, the provider's ``env_key`` for Codex, ``GEMINI_API_KEY`` with
+  ``GOOGLE_GEMINI_BASE_URL`` for Gemini CLI), never on argv;
 - every switch the CLIs document for their own traffic (telemetry, updates,
   error reporting, feedback, feature flags, plugin marketplaces) is turned off,
   and ``HTTPS_PROXY``/``HTTP_PROXY`` point at an `EgressTrap` (loopback
@@ -21,8 +22,8 @@ Every run is isolated and offline:
   stderr are captured and shown when a run fails (`CliRun.ok`).
 
 Fixtures: ``egress_trap``, ``recorder_factory`` (a recording server, see
-tests/clients/recorder.py), ``claude_code`` and ``codex_cli`` (runners bound to
-this test's tmp dir and trap).
+tests/clients/recorder.py), ``claude_code``, ``codex_cli`` and ``gemini_cli``
+(runners bound to this test's tmp dir and trap).
 """
 
 from __future__ import annotations
@@ -78,6 +79,23 @@ plugins = false
 apps = false
 """
 """Codex's config for its own traffic (keys from its config reference)."""
+
+GEMINI_OFFLINE_SETTINGS: dict[str, Any] = {
+    "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
+    "privacy": {"usageStatisticsEnabled": False},
+    "telemetry": {"enabled": False},
+    "ide": {"enabled": False},
+    "security": {"folderTrust": {"enabled": False}, "auth": {"selectedType": "gemini-api-key"}},
+}
+"""Gemini CLI's settings for its own traffic (keys from its configuration reference):
+no auto-update or update check, no usage statistics (Clearcut), no telemetry, no IDE
+companion; folder trust off (the run's scratch directory would need trusting). Auth is
+the Gemini API key (``GEMINI_API_KEY``): ``GOOGLE_GEMINI_BASE_URL`` is documented for
+``gemini-api-key`` auth, and 0.61.0 refuses the ``gateway`` auth type it would otherwise
+infer from that variable ("Invalid auth method selected")."""
+
+GEMINI_OFFLINE_ENV = {"GEMINI_TELEMETRY_ENABLED": "false"}
+"""The environment form of the telemetry switch (overrides the setting)."""
 
 
 def pinned_version(package: str) -> str:
@@ -285,6 +303,40 @@ class Codex(_Runner):
         return run_cli(argv, env=env, cwd=self.workdir, timeout=timeout)
 
 
+class GeminiCli(_Runner):
+    """``gemini -p`` (non-interactive) against a Gemini-API base URL (``GOOGLE_GEMINI_BASE_URL``,
+    which Gemini CLI documents for gateways; the key in ``GEMINI_API_KEY``)."""
+
+    def __init__(self, root: Path, trap: EgressTrap) -> None:
+        super().__init__(root, trap)
+        self.config_dir = self.home / ".gemini"
+        self.config_dir.mkdir(exist_ok=True)
+
+    def run(
+        self,
+        prompt: str,
+        *,
+        base_url: str,
+        key: str,
+        model: str,
+        args: Sequence[str] = (),
+        settings: dict[str, Any] | None = None,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 180,
+    ) -> CliRun:
+        (self.config_dir / "settings.json").write_text(
+            json.dumps({**GEMINI_OFFLINE_SETTINGS, **(settings or {})}, indent=2)
+        )
+        argv = [str(cli_binary("gemini")), "-p", prompt, "-m", model, *args]
+        env = self.base_env()
+        env.update(GEMINI_OFFLINE_ENV)
+        env["GEMINI_CLI_HOME"] = str(self.home)
+        env["GOOGLE_GEMINI_BASE_URL"] = base_url
+        env["GEMINI_API_KEY"] = key
+        env.update(extra_env or {})
+        return run_cli(argv, env=env, cwd=self.workdir, timeout=timeout)
+
+
 @pytest.fixture
 def egress_trap() -> Iterator[EgressTrap]:
     """A started `EgressTrap` for this test."""
@@ -322,3 +374,8 @@ def claude_code(tmp_path: Path, egress_trap: EgressTrap) -> ClaudeCode:
 @pytest.fixture
 def codex_cli(tmp_path: Path, egress_trap: EgressTrap) -> Codex:
     return Codex(tmp_path / "codex", egress_trap)
+
+
+@pytest.fixture
+def gemini_cli(tmp_path: Path, egress_trap: EgressTrap) -> GeminiCli:
+    return GeminiCli(tmp_path / "gemini", egress_trap)

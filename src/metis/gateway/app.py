@@ -38,7 +38,7 @@ from metis.gateway import http_io
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved, SnapshotLoader
 from metis.gateway.http_client import UpstreamClient
 from metis.gateway.http_io import Receive, Send
-from metis.gateway.inbound import azure, chat, embeddings, messages, responses
+from metis.gateway.inbound import azure, chat, embeddings, gemini, messages, responses
 from metis.gateway.inbound.base import InboundAPI
 from metis.gateway.inbound.count_tokens import count_tokens
 from metis.gateway.inbound.models import ModelListCache, list_models, retrieve_model
@@ -164,7 +164,8 @@ class Gateway(CallPath):
             messages.API.path: self._billed(messages.API),
             responses.API.path: self._responses,
             "/v1/messages/count_tokens": self._bind(count_tokens),
-            "/v1/models": self._bind(list_models),
+            "/v1/models": self._models_list,
+            "/v1beta/models": self._bind(gemini.models),
             azure.V1_CHAT.path: self._billed(azure.V1_CHAT),
             azure.V1_EMBEDDINGS.path: self._billed(azure.V1_EMBEDDINGS),
             azure.V1_RESPONSES.path: self._billed(azure.V1_RESPONSES),
@@ -174,7 +175,8 @@ class Gateway(CallPath):
         """Path prefixes (ids in the path) after the exact paths."""
         return [
             ("/v1/responses/", self._bind(stored)),
-            ("/v1/models/", self._bind(retrieve_model)),
+            ("/v1/models/", self._v1_model),
+            ("/v1beta/models/", self._bind(gemini.route)),
             (azure.DEPLOYMENTS, self._azure_deployment),
         ]
 
@@ -204,6 +206,20 @@ class Gateway(CallPath):
             await unknown(scope, receive, send, "openai")
             return
         await self.handle(scope, receive, send, api)
+
+    async def _models_list(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if http_io.shape_of(dict(scope["headers"])) == "gemini":
+            await gemini.models(self, scope, receive, send)
+        else:
+            await list_models(self, scope, receive, send)
+
+    async def _v1_model(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """``/v1/models/{id}``: OpenAI's and Anthropic's model lookup, or Gemini's
+        ``models/{model}:generateContent`` & co. (``google-genai`` uses API version v1)."""
+        if scope["method"] == "POST" or http_io.shape_of(dict(scope["headers"])) == "gemini":
+            await gemini.route(self, scope, receive, send)
+        else:
+            await retrieve_model(self, scope, receive, send)
 
     async def _responses(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method = scope["method"]

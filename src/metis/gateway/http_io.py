@@ -88,8 +88,11 @@ def token(headers: dict[bytes, bytes]) -> str:
 def shape_of(headers: dict[bytes, bytes]) -> str:
     """The inbound shape of a request whose path does not say it (``/v1/models``, unknown
     paths): Anthropic when it carries ``anthropic-version`` or ``x-api-key`` (what the
-    Anthropic SDK and Claude Code always send), else OpenAI."""
-    return "anthropic" if b"anthropic-version" in headers or b"x-api-key" in headers else "openai"
+    Anthropic SDK and Claude Code always send), Gemini when it carries ``x-goog-api-key``
+    (Google's SDKs and Gemini CLI), else OpenAI."""
+    if b"anthropic-version" in headers or b"x-api-key" in headers:
+        return "anthropic"
+    return "gemini" if b"x-goog-api-key" in headers else "openai"
 
 
 _SERVER_BOUNDS_BODY = "metis.body_idle_timeout"  # scope extension set by metis.gateway.protocol

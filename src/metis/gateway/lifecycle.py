@@ -58,6 +58,7 @@ from metis.gateway.inbound.base import InboundAPI
 from metis.gateway.plan import RouteContext, RoutePlan
 from metis.gateway.stamping import CallFacts, call_event, route_event, usage_record
 from metis.gateway.streaming import SSEUsageTap
+from metis.gateway.translate.errors import TranslationError
 from metis.gateway.upstream import CredentialCache, UpstreamCredential
 from metis.gateway.upstreams import family_of
 from metis.gateway.upstreams.base import Outgoing
@@ -486,7 +487,13 @@ class CallPath:
                 f"{provider}:{target.model} ({cred.family}) cannot serve a {call.endpoint} request",
             )
         body, withhold = call.api.prepare(call.req, call.raw, target.model)
-        out = fam.request(cred, call, call.api.name, target.model, body)
+        try:
+            out = fam.request(cred, call, call.api.name, target.model, body)
+        except TranslationError as exc:  # the family cannot express the request (400, no retry)
+            status = await self._error(
+                send, call.shape, "invalid_request", exc.message, call.request_id
+            )
+            return Attempt(True, "invalid_request", status)
         return await self._send_upstream(send, receive, call, target, cred, out, withhold, is_last)
 
     async def _send_upstream(

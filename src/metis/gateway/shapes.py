@@ -1,8 +1,10 @@
-"""Error envelopes in each inbound shape (OpenAI, Anthropic).
+"""Error envelopes in each inbound shape (OpenAI, Anthropic, Gemini).
 
 Every error the gateway itself produces is a JSON body in the shape the
 client's SDK parses: OpenAI ``{"error": {"message", "type", "param", "code"}}``,
-Anthropic ``{"type": "error", "error": {"type", "message"}}``. Extra fields
+Anthropic ``{"type": "error", "error": {"type", "message"}}``, Gemini
+(Google APIs) ``{"error": {"code": <HTTP status>, "message", "status"}}``
+with the canonical status name (``RESOURCE_EXHAUSTED`` …). Extra fields
 (the cap ``scope``, ``limit_usd``, ``current_usd``, ``resets_at``) go inside
 the ``error`` object. Upstream errors are *not* rewritten: they keep the
 upstream's status and body.
@@ -14,7 +16,7 @@ from typing import Any, Literal
 
 from metis.jsonutil import dumps
 
-Shape = Literal["openai", "anthropic"]
+Shape = Literal["openai", "anthropic", "gemini"]
 
 # (status, openai type, openai code, anthropic type)
 KINDS: dict[str, tuple[int, str, str | None, str]] = {
@@ -39,9 +41,29 @@ KINDS: dict[str, tuple[int, str, str | None, str]] = {
 }
 
 
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    413: "INVALID_ARGUMENT",
+    426: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
 def error_body(shape: Shape, kind: str, message: str, **extra: Any) -> tuple[int, bytes]:
     """(HTTP status, JSON body) for a gateway-made error in the inbound ``shape``."""
     status, oa_type, oa_code, an_type = KINDS[kind]
+    if shape == "gemini":
+        g: dict[str, Any] = {"code": status, "message": message, "status": GOOGLE_STATUS[status]}
+        g.update(extra)
+        return status, dumps({"error": g})
     if shape == "anthropic":
         err: dict[str, Any] = {"type": an_type, "message": message}
         err.update(extra)

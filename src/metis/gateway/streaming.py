@@ -17,17 +17,23 @@ cache tokens) and ``message_delta`` (cumulative output); everything is
 forwarded unchanged. OpenAI Responses API (flavour ``responses``): the id and
 model come from ``response.created``, the usage from the final
 ``response.completed`` (or ``response.incomplete`` / ``response.failed``)
-event's ``response.usage``; everything is forwarded unchanged.
+event's ``response.usage``; everything is forwarded unchanged. Gemini (flavour
+``gemini``): every chunk of ``streamGenerateContent`` carries ``usageMetadata``
+so far and the last one the totals; chunks are SSE events (``?alt=sse``) or
+the elements of one JSON array streamed as it grows (found by a scanner that
+follows strings and nesting, so element boundaries are exact); forwarded
+unchanged.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from metis.gateway.usage import Tokens, from_anthropic, from_openai, from_responses
+from metis.gateway.usage import Tokens, from_anthropic, from_gemini, from_openai, from_responses
 from metis.jsonutil import DECODE_ERRORS
 
 _decode = msgspec.json.Decoder(float_hook=Decimal).decode
@@ -54,6 +60,7 @@ class SSEUsageTap:
     """Feed upstream chunks; get the bytes to forward; read `tokens` at the end."""
 
     __slots__ = (
+        "_array",
         "_buf",
         "_usage_chunk",
         "model",
@@ -71,8 +78,14 @@ class SSEUsageTap:
         self.model: str | None = None
         self._buf = b""
         self._usage_chunk = False  # a top-level usage object was seen (it wins over x_groq)
+        self._array: _ArrayScanner | None = None  # Gemini's JSON-array stream
 
     def feed(self, chunk: bytes) -> bytes:
+        if self.shape == "gemini" and (self._array is not None or self._starts_array(chunk)):
+            assert self._array is not None
+            for element in self._array.feed(chunk):
+                self._gemini_event(element)
+            return chunk
         if not self.withhold_usage_chunk:
             # Nothing to withhold: forward the upstream's bytes as they arrive
             # and parse a copy (events split across chunks are reassembled).
@@ -122,8 +135,40 @@ class SSEUsageTap:
             self._openai(complete)
         elif self.shape == "responses":
             self._responses(complete)
+        elif self.shape == "gemini":
+            for ev in complete.split(b"\n\n"):
+                if b"usageMetadata" in ev:
+                    data = _data(ev)
+                    if data:
+                        self._gemini_event(data)
         else:
             self._anthropic(complete)
+
+    def _starts_array(self, chunk: bytes) -> bool:
+        """Whether a Gemini stream is a JSON array (its first non-blank byte is ``[``)."""
+        if self._buf or self.response_id is not None:
+            return False  # already reading SSE
+        head = chunk.lstrip()
+        if head.startswith(b"["):
+            self._array = _ArrayScanner()
+            return True
+        return False
+
+    def _gemini_event(self, data: bytes) -> None:
+        if b"usageMetadata" not in data and self.response_id is not None:
+            return
+        try:
+            obj: Any = _decode(data)
+        except DECODE_ERRORS:
+            return
+        if not isinstance(obj, dict):
+            return
+        if self.response_id is None and isinstance(obj.get("responseId"), str):
+            self.response_id = obj["responseId"] or None
+        if isinstance(obj.get("modelVersion"), str) and obj["modelVersion"]:
+            self.model = obj["modelVersion"]
+        if isinstance(obj.get("usageMetadata"), dict):
+            from_gemini(obj["usageMetadata"], self.tokens)
 
     # OpenAI: decode only events that may carry an id we lack or a usage object.
     def _openai(self, complete: bytes) -> bytes:
@@ -220,3 +265,64 @@ class SSEUsageTap:
                 if isinstance(r.get("model"), str):
                     self.model = r["model"]
                 from_responses(r.get("usage"), self.tokens)
+
+
+_SPECIAL = re.compile(rb'[\\"{}\[\]]')
+
+
+class _ArrayScanner:
+    """The top-level elements of a JSON array that arrives in pieces (Gemini's streamed
+    ``[{…},\r\n{…}]``): follows strings (and their escapes) and nesting, so an element is
+    complete exactly when its closing brace arrives. It jumps from one structural byte to
+    the next (a regular expression), so long text costs little. An element over
+    `MAX_EVENT` bytes is skipped (not buffered)."""
+
+    __slots__ = ("_buf", "_depth", "_esc", "_skip", "_str")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._depth = 0  # 1 = inside the array, 2+ = inside an element
+        self._str = False
+        self._esc = False  # the chunk ended on a backslash inside a string
+        self._skip = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        start = 0 if self._depth >= 2 else -1  # where this chunk's element bytes begin
+        ignore_before = 1 if self._esc else 0  # an escaped byte is no structure
+        self._esc = False
+        for m in _SPECIAL.finditer(data):
+            i = m.start()
+            if i < ignore_before:
+                continue
+            b = data[i]
+            if self._str:
+                if b == 0x5C:  # backslash: the next byte is escaped
+                    if i + 1 >= len(data):
+                        self._esc = True
+                    ignore_before = i + 2
+                elif b == 0x22:
+                    self._str = False
+                continue
+            if b == 0x22:
+                self._str = True
+            elif b in (0x7B, 0x5B):  # { [
+                self._depth += 1
+                if self._depth == 2:
+                    self._buf.clear()
+                    self._skip = False
+                    start = i
+            elif b in (0x7D, 0x5D):  # } ]
+                self._depth -= 1
+                if self._depth == 1 and start >= 0:
+                    if not self._skip:
+                        self._buf += data[start : i + 1]
+                        out.append(bytes(self._buf))
+                    self._buf.clear()
+                    start = -1
+        if start >= 0 and not self._skip:
+            self._buf += data[start:]
+            if len(self._buf) > MAX_EVENT:
+                self._buf.clear()
+                self._skip = True
+        return out

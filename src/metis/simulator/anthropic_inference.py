@@ -35,6 +35,7 @@ the tool's ``input_schema``.
 """
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -189,14 +190,60 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
     err = _validate(body)
     if err is not None:
         return err
-    model = body["model"]
+    out = answer(
+        request,
+        state,
+        body,
+        model=body["model"],
+        ledger_provider="anthropic",
+        api_key_id=ident.api_key_id,
+        workspace_id=ident.workspace_id,
+    )
+    if isinstance(out, Response):
+        return out
+    headers = {
+        "request-id": "req_01" + out.message["id"][6:],
+        "anthropic-organization-id": "sim-org",
+    }
+    if not body.get("stream"):
+        return JSONResponse(out.message, headers=headers)
+    resp = SSEResponse([sse_event(name, obj) for name, obj in out.events], headers=headers)
+    resp.interval = stream_interval(request.headers)
+    return resp
+
+
+@dataclass
+class Answer:
+    """One Messages answer: the whole message and its stream events (name, object)."""
+
+    message: dict[str, Any]
+    events: list[tuple[str, dict[str, Any]]]
+    usage: dict[str, Any]
+
+
+def answer(
+    request: Request,
+    state: SimState,
+    body: dict[str, Any],
+    *,
+    model: str,
+    ledger_provider: str,
+    api_key_id: str,
+    workspace_id: str | None,
+    ledger_model: str | None = None,
+    id_prefix: str = "msg_01",
+) -> Answer | Response:
+    """Run a validated Messages request: prompt cache, output, the ledger entry (under
+    ``ledger_provider`` and ``ledger_model``), and the answer in both forms. ``model`` is
+    the Anthropic model whose rules apply (cache minimums, system messages); Bedrock
+    records its own model id in the ledger."""
     ts = request_time(request, state)
     try:
         prompt = prompt_cache.parse(body)
     except prompt_cache.CacheRequestError as e:
         return _bad(str(e))
     total = prompt.total_tokens
-    scope = tokens.canonical([ident.workspace_id, model])
+    scope = tokens.canonical([workspace_id or api_key_id, ledger_model or model])
     cached = state.cache.apply(prompt, scope, model, state.clock())
     read, write_5m, write_1h = cached.read, cached.write_5m, cached.write_1h
     uncached = total - read - write_5m - write_1h
@@ -204,7 +251,7 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
         state.seed, model, body.get("system"), body["messages"], body.get("tools")
     )
     tool = _pick_tool(body)
-    mid = "msg_01" + _b62(22)
+    mid = id_prefix + _b62(22)
     if tool is not None:
         tool_input = catalog.args_from_schema(tool.get("input_schema"))
         input_json = tokens.canonical(tool_input).decode()
@@ -219,17 +266,17 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
 
     state.ledger.add(
         Call(
-            provider="anthropic",
+            provider=ledger_provider,
             kind="messages",
             ts=ts,
-            api_key_id=ident.api_key_id,
-            model=model,
+            api_key_id=api_key_id,
+            model=ledger_model or model,
             input_tokens=total,
             cached_input_tokens=read,
             cache_write_5m=write_5m,
             cache_write_1h=write_1h,
             output_tokens=out,
-            workspace_id=ident.workspace_id,
+            workspace_id=workspace_id,
             service_tier="standard",
             response_id=mid,
         )
@@ -245,7 +292,6 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
         "output_tokens": out,
         "service_tier": "standard",
     }
-    headers = {"request-id": "req_01" + mid[6:], "anthropic-organization-id": "sim-org"}
     message: dict[str, Any] = {
         "id": mid,
         "type": "message",
@@ -255,26 +301,23 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
         "stop_reason": None,
         "stop_sequence": None,
     }
-    if not body.get("stream"):
-        if tool is not None:
-            message["content"] = [
-                {"type": "tool_use", "id": tool_id, "name": tool["name"], "input": tool_input}
-            ]
-        else:
-            message["content"] = [{"type": "text", "text": " ".join(text_words)}]
-        message["stop_reason"] = stop
-        message["usage"] = usage
-        return JSONResponse(message, headers=headers)
+    whole = dict(message)
+    if tool is not None:
+        whole["content"] = [
+            {"type": "tool_use", "id": tool_id, "name": tool["name"], "input": tool_input}
+        ]
+    else:
+        whole["content"] = [{"type": "text", "text": " ".join(text_words)}]
+    whole["stop_reason"] = stop
+    whole["usage"] = usage
 
     start_usage = {**usage, "output_tokens": 1}
-    events = [
-        sse_event(
-            "message_start", {"type": "message_start", "message": {**message, "usage": start_usage}}
-        )
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": {**message, "usage": start_usage}})
     ]
     if tool is not None:
         events.append(
-            sse_event(
+            (
                 "content_block_start",
                 {
                     "type": "content_block_start",
@@ -288,10 +331,10 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
                 },
             )
         )
-        events.append(sse_event("ping", {"type": "ping"}))
+        events.append(("ping", {"type": "ping"}))
         for i in range(0, len(input_json), 16):
             events.append(
-                sse_event(
+                (
                     "content_block_delta",
                     {
                         "type": "content_block_delta",
@@ -305,7 +348,7 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
             )
     else:
         events.append(
-            sse_event(
+            (
                 "content_block_start",
                 {
                     "type": "content_block_start",
@@ -314,10 +357,10 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
                 },
             )
         )
-        events.append(sse_event("ping", {"type": "ping"}))
+        events.append(("ping", {"type": "ping"}))
         for i, w in enumerate(text_words):
             events.append(
-                sse_event(
+                (
                     "content_block_delta",
                     {
                         "type": "content_block_delta",
@@ -326,10 +369,10 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
                     },
                 )
             )
-    events.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
     delta_usage = {k: v for k, v in usage.items() if k not in ("cache_creation", "service_tier")}
     events.append(
-        sse_event(
+        (
             "message_delta",
             {
                 "type": "message_delta",
@@ -338,10 +381,8 @@ async def messages(request: Request, state: SimState, body: Any) -> Response:
             },
         )
     )
-    events.append(sse_event("message_stop", {"type": "message_stop"}))
-    resp = SSEResponse(events, headers=headers)
-    resp.interval = stream_interval(request.headers)
-    return resp
+    events.append(("message_stop", {"type": "message_stop"}))
+    return Answer(whole, events, usage)
 
 
 async def list_models(request: Request, state: SimState, body: Any) -> Response:

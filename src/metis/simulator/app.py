@@ -42,6 +42,8 @@ from metis.simulator.http import (
 from metis.simulator.state import SimState
 
 Handler = Callable[[Request, SimState, Any], Awaitable[Response]]
+STREAMING_PATHS = (":streamGenerateContent", "/converse-stream", "/invoke-with-response-stream")
+"""Paths that stream whatever the body says (Gemini, Bedrock): for ``stream_cut`` faults."""
 
 
 def _is_anthropic(request: Request) -> bool:
@@ -54,6 +56,14 @@ Precheck = Callable[[bytes], Response | None]
 
 def _too_large(provider: Provider) -> Response:
     """The providers' answer to a body over `limits.MAX_BODY_BYTES`."""
+    if provider == "gemini":
+        from metis.simulator.gemini import gemini_error
+
+        return gemini_error(400, "Request payload size exceeds the limit: 33554432 bytes.")
+    if provider == "bedrock":
+        from metis.simulator.bedrock import aws_error
+
+        return aws_error(413, "ValidationException", "Input is too long for requested model.")
     if provider == "anthropic":
         return anthropic_error(
             413, "Request exceeds the maximum allowed number of bytes.", type="request_too_large"
@@ -98,6 +108,7 @@ def _endpoint(
             raw = await _read_body(request)
             if raw is None:
                 return _too_large(prov)
+            request.state.raw_body = raw  # as received (Bedrock's SigV4 covers its hash)
             if precheck is not None:
                 refused = precheck(raw)
                 if refused is not None:
@@ -105,6 +116,8 @@ def _endpoint(
             try:
                 body = msgspec.json.decode(raw)
             except msgspec.DecodeError:
+                if prov in ("gemini", "bedrock"):
+                    return _bad_json(prov)
                 if prov == "openai":
                     return openai_error(
                         400,
@@ -114,7 +127,9 @@ def _endpoint(
                 return anthropic_error(400, "There was an error parsing the body of your request")
         fault: Fault | None = None
         if state.faults.active:
-            streaming = isinstance(body, dict) and body.get("stream") is True
+            streaming = (isinstance(body, dict) and body.get("stream") is True) or any(
+                m in request.url.path for m in STREAMING_PATHS
+            )
             fault = state.faults.take(request.url.path, streaming=streaming)
             if fault is not None:
                 if fault.kind in REJECTING:
@@ -125,6 +140,16 @@ def _endpoint(
         return apply_post_fault(resp, fault)
 
     return endpoint
+
+
+def _bad_json(provider: Provider) -> Response:
+    if provider == "gemini":
+        from metis.simulator.gemini import gemini_error
+
+        return gemini_error(400, "Invalid JSON payload received.")
+    from metis.simulator.bedrock import aws_error
+
+    return aws_error(400, "SerializationException", "Could not parse the request body.")
 
 
 async def _models(request: Request, state: SimState, body: Any) -> Response:
@@ -261,7 +286,7 @@ def create_app(
 
 def _family_routes(ep: Callable[..., Any]) -> list[Route]:
     """The profiles of the other provider families (docs/simulator.md "Provider families")."""
-    from metis.simulator import azure, openai_compatible
+    from metis.simulator import azure, bedrock, gemini, openai_compatible
 
     compat = openai_compatible.PREFIX
     deployments = "/openai/deployments/{deployment}"
@@ -284,6 +309,17 @@ def _family_routes(ep: Callable[..., Any]) -> list[Route]:
             methods=["POST"],
         ),
         Route(compat + "/models", ep("openai", openai_compatible.list_models), methods=["GET"]),
+        Route("/v1beta/models", ep("gemini", gemini.list_models), methods=["GET"]),
+        Route("/v1beta/models/{model}", ep("gemini", gemini.get_model), methods=["GET"]),
+        Route(
+            "/v1beta/models/{rest:path}", ep("gemini", gemini.models_action, True), methods=["POST"]
+        ),
+        Route("/v1/models/{rest:path}", ep("gemini", gemini.models_action, True), methods=["POST"]),
+        Route(
+            "/model/{model_id}/{action}",
+            ep("bedrock", bedrock.model_action, True),
+            methods=["POST"],
+        ),
     ]
 
 

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from metis.simulator.faults import Fault
 
-Provider = Literal["openai", "anthropic"]
+Provider = Literal["openai", "anthropic", "gemini", "bedrock"]
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 
@@ -73,6 +73,16 @@ def anthropic_error(
 def fault_error(provider: Provider, fault: Fault) -> JSONResponse:
     """The rejecting response of a 429/5xx fault, in the provider's shape."""
     headers = {"retry-after": str(fault.retry_after)} if fault.kind == "429" else None
+    if provider in ("gemini", "bedrock"):
+        from metis.simulator import bedrock, gemini
+
+        if provider == "bedrock":
+            return bedrock.fault_error(fault, headers)
+        message = {
+            "429": "Resource has been exhausted (e.g. check quota). (simulated)",
+            "500": "An internal error has occurred. (simulated)",
+        }.get(fault.kind, "The model is overloaded. Please try again later. (simulated)")
+        return gemini.gemini_error(int(fault.kind), message, headers)
     if provider == "openai":
         if fault.kind == "429":
             return openai_error(
@@ -123,6 +133,7 @@ class SSEResponse(Response):
     def __init__(self, events: Sequence[bytes], *, headers: dict[str, str] | None = None) -> None:
         self.events = events
         self.cut_at: int | None = None
+        self.usage_index: int | None = None  # where a stream_cut cuts, when known (Bedrock)
         self.interval = 0.0
         self.status_code = 200
         self.background = None
@@ -197,7 +208,11 @@ def apply_post_fault(resp: Response, fault: Fault | None) -> Response:
 
 def usage_event_index(resp: SSEResponse) -> int:
     """Index of the first event carrying the final usage (where a stream_cut cuts)."""
+    if resp.usage_index is not None:
+        return resp.usage_index
     for i, ev in enumerate(resp.events):
+        if b'"finishReason"' in ev and b'"candidates"' in ev:  # Gemini's last chunk
+            return i
         if ev.startswith((b"event: message_delta", b"event: response.completed")) or (
             ev.startswith(b"data: {")
             and b'"usage":{' in ev

@@ -136,7 +136,11 @@ async def cross_shape(
         status = await gw._error(send, call.shape, "invalid_request", exc.message, call.request_id)
         return _answered("invalid_request", status)
     assert gw.session is not None
-    out = fam.request(cred, call, WIRE_API[wire], target.model, body)
+    try:
+        out = fam.request(cred, call, WIRE_API[wire], target.model, body)
+    except TranslationError as exc:
+        status = await gw._error(send, call.shape, "invalid_request", exc.message, call.request_id)
+        return _answered("invalid_request", status)
     try:
         resp = await gw.session.post(
             out.url, out.body, out.headers, timeout=upstream.READ_TIMEOUT_S

@@ -29,10 +29,12 @@ class GeminiFamily:
     wire = "gemini"
     apis = frozenset({"generate"})
 
-    def url(
-        self, up: Upstream, rel: str, query: bytes = b"", version: str = DEFAULT_VERSION
-    ) -> str:
-        return with_query(f"{up.api_root}/{version}{rel}", query)
+    def url(self, up: Upstream, rel: str, query: bytes = b"") -> str:
+        """``rel`` below the API version: ``/v1beta/models/…`` as is, ``/models/…`` under
+        `DEFAULT_VERSION`."""
+        if not rel.startswith(("/v1beta/", "/v1/")):
+            rel = f"/{DEFAULT_VERSION}{rel}"
+        return with_query(up.api_root + rel, query)
 
     def headers(self, up: Upstream, client: Mapping[bytes, bytes]) -> dict[str, str]:
         return {"x-goog-api-key": up.secret, "content-type": "application/json"}
@@ -40,9 +42,9 @@ class GeminiFamily:
     def request(self, up: Upstream, call: CallView, api: str, model: str, body: bytes) -> Outgoing:
         version = getattr(call.req, "api_version", None) or DEFAULT_VERSION
         action = "streamGenerateContent" if call.stream else "generateContent"
-        rel = f"/models/{quote(model, safe='/')}:{action}"
+        rel = f"/{version}/models/{quote(model, safe='/')}:{action}"
         return Outgoing(
-            self.url(up, rel, native_query(call, api), version),
+            self.url(up, rel, native_query(call, api)),
             self.headers(up, call.headers),
             body,
         )

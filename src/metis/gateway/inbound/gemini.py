@@ -1,0 +1,239 @@
+"""Google's Gemini API as an inbound shape: ``google-genai`` SDK clients and Gemini CLI.
+
+A client points its base URL at the gateway (``http_options.base_url`` /
+``GOOGLE_GEMINI_BASE_URL``) with a ``gw_`` key as its API key (sent as
+``x-goog-api-key``). Routes, for API versions ``v1beta`` and ``v1``:
+
+- ``POST /{version}/models/{model}:generateContent`` and
+  ``:streamGenerateContent`` (``?alt=sse`` or a streamed JSON array): billed,
+  through the shared lifecycle (`GENERATE`); the model is in the path
+  (``models/groq-free/…`` is not a thing: ``{provider}/{model}`` addresses
+  another of the workspace's Gemini-family providers, e.g.
+  ``gemini-eu/gemini-2.5-flash``), the stream flag is the action;
+- ``POST /{version}/models/{model}:countTokens``: forwarded, never billed
+  (counting is free at Google), allowed under a spent cap;
+- ``GET /{version}/models`` and ``GET /{version}/models/{model}``: the
+  provider's own answers (unbilled), the list filtered by the key's
+  ``allowed_models``.
+
+Usage: ``usageMetadata`` of the answer, or of the stream's last chunk
+(`metis.gateway.usage.from_gemini`). Worst case for the cap reservation:
+``generationConfig.maxOutputTokens`` (`metis.gateway.caps.DEFAULT_MAX_OUTPUT`
+when absent) for each of ``candidateCount`` candidates, plus
+``thinkingConfig.thinkingBudget`` thinking tokens each (thoughts are billed
+as output). Errors in Google's envelope (``{"error": {"code", "message",
+"status"}}``, `metis.gateway.shapes`). The default provider is the
+workspace's ``gemini`` credential (`metis.gateway.upstreams.gemini`); other
+families are not reached from this shape (no translation to or from Gemini's
+API: OpenAI and Anthropic clients reach Gemini models through Google's
+OpenAI-compatible endpoint, the ``gemini-openai`` provider preset).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import msgspec
+
+from metis.gateway import caps, http_io, metrics
+from metis.gateway.http_io import Receive, Send
+from metis.gateway.inbound.base import InboundAPI, positive_int
+from metis.gateway.inbound.unknown import unknown
+from metis.gateway.lifecycle import BODY_ERRORS, request_id
+from metis.gateway.passthrough import fetch, forward_unbilled, no_credential
+from metis.gateway.upstreams.catalog import split_address
+from metis.gateway.usage import Tokens, from_gemini
+
+if TYPE_CHECKING:
+    from metis.gateway.app import Gateway
+
+PROVIDER = "gemini"
+VERSIONS = ("v1beta", "v1")
+PREFIXES = tuple(f"/{v}/models/" for v in VERSIONS)
+BILLED_ACTIONS = ("generateContent", "streamGenerateContent")
+
+
+class GenerateRequest(msgspec.Struct):
+    """The fields the gateway reads; model, version and stream flag come from the path."""
+
+    generationConfig: Any = None
+    model: Any = None
+    stream: Any = None
+    api_version: Any = None
+
+
+class _Answer(msgspec.Struct):
+    responseId: Any = None
+    modelVersion: Any = None
+    usageMetadata: Any = None
+
+
+_dec_answer = msgspec.json.Decoder(_Answer, float_hook=Decimal)
+_LIST_ERRORS: tuple[type[Exception], ...] = (*BODY_ERRORS, AttributeError, TypeError)
+
+
+def split_path(path: str) -> tuple[str, str, str] | None:
+    """(version, model, action) of ``/{version}/models/{model}:{action}``, else None."""
+    for v, prefix in zip(VERSIONS, PREFIXES, strict=True):
+        if path.startswith(prefix):
+            model, sep, action = path[len(prefix) :].rpartition(":")
+            if sep and model and action:
+                return v, model, action
+    return None
+
+
+def _bind(req: GenerateRequest, path: str) -> str | None:
+    parts = split_path(path)
+    if parts is None or parts[2] not in BILLED_ACTIONS:
+        return f"Method not found: {path}"
+    req.api_version, req.model, action = parts
+    req.stream = action == "streamGenerateContent"
+    return None
+
+
+def worst_case_output(req: GenerateRequest) -> int:
+    """Output tokens the reservation covers: every candidate's output budget plus its
+    thinking budget."""
+    gc = req.generationConfig if isinstance(req.generationConfig, dict) else {}
+    out = positive_int(gc.get("maxOutputTokens")) or caps.DEFAULT_MAX_OUTPUT
+    tc = gc.get("thinkingConfig")
+    thinking = positive_int(tc.get("thinkingBudget")) if isinstance(tc, dict) else None
+    n = positive_int(gc.get("candidateCount")) or 1
+    return n * (out + (thinking or 0))
+
+
+def read_answer(data: bytes, tokens: Tokens) -> tuple[str | None, str | None]:
+    a = _dec_answer.decode(data)
+    from_gemini(a.usageMetadata, tokens)
+    rid = a.responseId if isinstance(a.responseId, str) and a.responseId else None
+    model = a.modelVersion if isinstance(a.modelVersion, str) and a.modelVersion else None
+    return rid, model
+
+
+GENERATE = InboundAPI(
+    name="generate",
+    shape="gemini",
+    path="/v1beta/models/",
+    decoder=msgspec.json.Decoder(GenerateRequest),
+    streams=lambda req: req.stream is True,
+    worst_case_output=worst_case_output,
+    usage=from_gemini,
+    tap="gemini",
+    bind=_bind,
+    answer=read_answer,
+)
+
+
+async def route(gw: Gateway, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Everything under ``/{version}/models/`` a Gemini client sends."""
+    parts = split_path(scope["path"])
+    if scope["method"] == "POST" and parts is not None:
+        if parts[2] in BILLED_ACTIONS:
+            await gw.handle(scope, receive, send, GENERATE)
+        elif parts[2] == "countTokens":
+            await count_tokens(gw, scope, receive, send, parts)
+        else:
+            await unknown(scope, receive, send, "gemini")
+        return
+    if scope["method"] in ("GET", "HEAD"):
+        await models(gw, scope, receive, send)
+        return
+    await unknown(scope, receive, send, "gemini")
+
+
+def _target(gw: Gateway, workspace_id: str, model: str) -> tuple[str, str]:
+    addr = split_address(model)
+    if addr is not None and addr[0] in gw.providers.of(workspace_id):
+        return addr
+    return PROVIDER, model
+
+
+async def count_tokens(
+    gw: Gateway,
+    scope: dict[str, Any],
+    receive: Receive,
+    send: Send,
+    parts: tuple[str, str, str],
+) -> None:
+    rid = request_id()
+    headers = dict(scope["headers"])
+    resolved = await gw.authenticate(headers, send, "gemini", rid)
+    if resolved is None:
+        return
+    raw = await http_io.read_body_or_answer(receive, send, headers, scope, "gemini", rid)
+    if raw is None:
+        return
+    try:
+        msgspec.json.decode(raw)
+    except BODY_ERRORS:
+        await http_io.error(send, "gemini", "invalid_request", "body must be a JSON object", rid)
+        return
+    version, model, _ = parts
+    allowed = resolved.snapshot.allowed_models
+    if allowed is not None and model not in allowed:
+        await http_io.error(
+            send, "gemini", "permission_error", f"model {model!r} is not allowed for this key", rid
+        )
+        return
+    provider, upstream_model = _target(gw, resolved.principal.workspace_id, model)
+    await forward_unbilled(
+        gw,
+        scope,
+        send,
+        rid=rid,
+        workspace_id=resolved.principal.workspace_id,
+        shape="gemini",
+        provider=provider,
+        endpoint="count_tokens",
+        rel=f"/{version}/models/{quote(upstream_model, safe='')}:countTokens",
+        body=raw,
+    )
+
+
+async def models(gw: Gateway, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """``GET /{version}/models[/{model}]``: the Gemini credential's answer (unbilled), the
+    list without the models the key may not call."""
+    rid = request_id()
+    headers = dict(scope["headers"])
+    resolved = await gw.authenticate(headers, send, "gemini", rid)
+    if resolved is None:
+        return
+    metrics.UNBILLED.labels("models").inc()
+    ws = resolved.principal.workspace_id
+    path = scope["path"]
+    version = path.split("/", 2)[1]
+    one = path.rstrip("/").count("/") >= 3
+    allowed = resolved.snapshot.allowed_models
+    model = path.rsplit("/", 1)[1] if one else ""
+    if one and allowed is not None and model not in allowed:
+        await http_io.error(send, "gemini", "not_found", f"models/{model} is not found", rid)
+        return
+    cred = await gw.creds.get(ws, PROVIDER)
+    if cred is None:
+        await no_credential(send, "gemini", PROVIDER, rid)
+        return
+    rel = f"/{version}/models" + (f"/{quote(model, safe='')}" if one else "")
+    got = await fetch(gw, cred, "GET", rel, scope.get("query_string", b""), headers)
+    if isinstance(got, tuple):
+        await http_io.error(send, "gemini", got[0], got[1], rid)
+        return
+    body = got.body
+    if not one and got.status == 200 and allowed is not None:
+        try:
+            doc = msgspec.json.decode(body)
+            doc["models"] = [
+                m
+                for m in doc.get("models") or []
+                if str(m.get("name", "")).removeprefix("models/") in allowed
+            ]
+            body = msgspec.json.encode(doc)
+        except _LIST_ERRORS:
+            await http_io.error(
+                send, "gemini", "upstream_error", "the provider's model list is not JSON", rid
+            )
+            return
+    await http_io.respond(
+        send, got.status, body, rid, (b"content-type", got.ctype.encode()), got.headers
+    )

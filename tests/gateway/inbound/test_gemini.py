@@ -1,0 +1,188 @@
+"""The Gemini inbound shape with the ``google-genai`` SDK (plain, streamed, countTokens).
+
+The SDK's base URL is the gateway, its API key a ``gw_`` key (sent as
+``x-goog-api-key``); the workspace's ``gemini`` credential points at the
+simulator's Gemini API. Every billed call must be recorded exactly as Google
+billed it (usageMetadata in canonical semantics: thoughts are output and
+reasoning, cached content is part of the input), priced by genai-prices'
+``google`` prices; countTokens is forwarded and never billed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from google import genai
+from google.genai import errors, types
+from sqlalchemy import select
+
+from metis.db.tables import usage_records
+from metis.gateway.inbound.gemini import GenerateRequest, worst_case_output
+from metis.simulator.gemini import new_key
+from tests.plugins.servers import GatewayServer
+from tests.plugins.simulator import Simulator
+
+LONG = "Explain how the ledger reconciles provider-reported usage. " * 120
+
+
+def _records(g: GatewayServer) -> dict[str, dict[str, Any]]:
+    g.flush()
+    with g.engine.connect() as c:
+        return {r["correlation_id"]: dict(r) for r in c.execute(select(usage_records)).mappings()}
+
+
+@pytest.fixture
+def gem(
+    gateway_factory: Callable[..., GatewayServer], simulator: Simulator
+) -> tuple[GatewayServer, str]:
+    g = gateway_factory(simulator.url)
+    g.add_provider("gemini", simulator.url, new_key())
+    _, secret = g.issue_key("dev", user="ana", team="ml")
+    return g, secret
+
+
+def _client(g: GatewayServer, secret: str, version: str | None = None) -> genai.Client:
+    opts = types.HttpOptions(base_url=g.url, **({"api_version": version} if version else {}))
+    return genai.Client(api_key=secret, http_options=opts)
+
+
+def _canonical(u: Any) -> tuple[int, int, int, int]:
+    thoughts = u.thoughts_token_count or 0
+    return (
+        u.prompt_token_count + (u.tool_use_prompt_token_count or 0),
+        u.cached_content_token_count or 0,
+        u.candidates_token_count + thoughts,
+        thoughts,
+    )
+
+
+def _check(r: dict[str, Any], call: dict[str, Any], usage: Any) -> None:
+    seen = _canonical(usage)
+    rec = (r["input_tokens"], r["cached_input_tokens"], r["output_tokens"], r["reasoning_tokens"])
+    truth = (
+        call["input_tokens"],
+        call["cached_input_tokens"],
+        call["output_tokens"],
+        call["reasoning_tokens"],
+    )
+    assert seen == rec == truth
+    assert (r["provider"], r["inbound_shape"], r["cost_source"]) == ("gemini", "gemini", "computed")
+    assert r["cost_nanousd"] == call["cost_nanousd"] > 0
+    assert call["provider"] == "google"
+
+
+@pytest.mark.parametrize("version", ["v1beta", None])  # None: the SDK's default (v1)
+def test_plain_and_streamed_calls_are_recorded_exactly(
+    gem: tuple[GatewayServer, str], simulator: Simulator, version: str | None
+) -> None:
+    g, secret = gem
+    client = _client(g, secret, version)
+    plain = client.models.generate_content(model="gemini-2.5-flash", contents=LONG)
+    chunks = list(
+        client.models.generate_content_stream(model="gemini-2.5-pro", contents="Say hello.")
+    )
+    assert plain.text and plain.usage_metadata is not None
+    assert plain.usage_metadata.cached_content_token_count  # a long prompt: implicit cache
+    last = chunks[-1].usage_metadata
+    calls = {c["response_id"]: c for c in simulator.calls()}
+    recs = _records(g)
+    assert set(recs) == set(calls) == {plain.response_id, chunks[0].response_id}
+    _check(recs[plain.response_id], calls[plain.response_id], plain.usage_metadata)
+    _check(recs[chunks[0].response_id], calls[chunks[0].response_id], last)
+    assert recs[chunks[0].response_id]["model_raw"] == "gemini-2.5-pro"
+
+
+def test_count_tokens_is_forwarded_and_not_billed(
+    gem: tuple[GatewayServer, str], simulator: Simulator
+) -> None:
+    g, secret = gem
+    client = _client(g, secret)  # keep a reference: the SDK closes its session on collection
+    n = client.models.count_tokens(model="gemini-2.5-flash", contents="Hello there")
+    assert n.total_tokens == 3  # ceil(11 / 4)
+    assert _records(g) == {} and simulator.calls() == []
+
+
+def test_a_json_array_stream_is_forwarded_as_is_and_recorded(
+    gem: tuple[GatewayServer, str], simulator: Simulator
+) -> None:
+    """Without ``?alt=sse`` Gemini streams one JSON array; the gateway passes it through and
+    still finds the usage of its last element."""
+    g, secret = gem
+    body = {"contents": [{"role": "user", "parts": [{"text": 'quote "}{" and \\ escapes'}]}]}
+    r = httpx.post(
+        f"{g.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        json=body,
+        headers={"x-goog-api-key": secret},
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    docs = r.json()
+    assert isinstance(docs, list) and docs[-1]["candidates"][0]["finishReason"] == "STOP"
+    (call,) = simulator.calls()
+    rec = _records(g)[docs[0]["responseId"]]
+    u = docs[-1]["usageMetadata"]
+    assert rec["input_tokens"] == u["promptTokenCount"] == call["input_tokens"]
+    assert rec["output_tokens"] == u["candidatesTokenCount"] + u["thoughtsTokenCount"]
+    assert rec["cost_nanousd"] == call["cost_nanousd"]
+
+
+def test_errors_are_in_googles_envelope(
+    gem: tuple[GatewayServer, str], simulator: Simulator
+) -> None:
+    g, secret = gem
+    bad, ok = _client(g, "gw_not-a-key"), _client(g, secret)
+    with pytest.raises(errors.ClientError) as bad_key:
+        bad.models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert (bad_key.value.code, bad_key.value.status) == (401, "UNAUTHENTICATED")
+    _, narrow_key = g.issue_key("narrow", allowed_models=["gemini-2.5-flash"])
+    narrow = _client(g, narrow_key)
+    with pytest.raises(errors.ClientError) as denied:
+        narrow.models.generate_content(model="gemini-2.5-pro", contents="x")
+    assert (denied.value.code, denied.value.status) == (403, "PERMISSION_DENIED")
+    with pytest.raises(errors.ClientError) as unknown:  # the provider's own 404, relayed
+        ok.models.generate_content(model="gemini-9-ultra", contents="x")
+    assert unknown.value.code == 404 and "gemini-9-ultra" in str(unknown.value.message)
+
+
+def test_a_spent_cap_is_refused_in_googles_envelope(
+    gem: tuple[GatewayServer, str], simulator: Simulator
+) -> None:
+    g, _ = gem
+    _, capped = g.issue_key("tiny", daily_cap_usd="0.000001")
+    client = _client(g, capped)
+    client.models.generate_content(model="gemini-2.5-flash", contents=LONG)  # spends the cap
+    g.flush()
+    with pytest.raises(errors.ClientError) as refused:
+        client.models.generate_content(model="gemini-2.5-flash", contents=LONG)
+    assert (refused.value.code, refused.value.status) == (429, "RESOURCE_EXHAUSTED")
+    assert refused.value.details["error"]["scope"] == "key_daily"
+    assert len(simulator.calls()) == 1
+
+
+def test_models_list_is_the_providers_filtered_by_the_key(
+    gem: tuple[GatewayServer, str], simulator: Simulator
+) -> None:
+    g, _ = gem
+    _, narrow = g.issue_key("narrow", allowed_models=["gemini-2.5-flash"])
+    client = _client(g, narrow, "v1beta")
+    names = [m.name for m in client.models.list()]
+    assert names == ["models/gemini-2.5-flash"]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (None, 4096),
+        ({"maxOutputTokens": 100}, 100),
+        ({"maxOutputTokens": 100, "candidateCount": 3}, 300),
+        ({"maxOutputTokens": 100, "thinkingConfig": {"thinkingBudget": 50}}, 150),
+        ({"maxOutputTokens": 0, "candidateCount": True}, 4096),
+    ],
+)
+def test_worst_case_output_covers_every_candidate_and_thinking(
+    config: dict[str, Any] | None, expected: int
+) -> None:
+    assert worst_case_output(GenerateRequest(generationConfig=config)) == expected
