@@ -20,8 +20,9 @@ from metis.analytics.httputil import (
     one_of,
     param_errors,
 )
-from metis.analytics.params import guard, parse_window, resolve_filters
+from metis.analytics.params import Window, guard, parse_window, resolve_filters
 from metis.analytics.query import GROUP_DIMS
+from metis.analytics.views import parse_view, query_window
 
 router = APIRouter(dependencies=[Depends(require_admin)], tags=["export"], responses=ADMIN_ERRORS)
 
@@ -43,6 +44,14 @@ IdentQ = Annotated[str | None, Query(json_schema_extra=IDENT)]
 UserId = Annotated[str, Path(description="user id (usr_…)", json_schema_extra=IDENT)]
 
 
+def _window_headers(window: Window, view: str | None) -> dict[str, str]:
+    w = window.as_json()
+    out = {"x-metis-window-start": w["start"], "x-metis-window-end": w["end"]}
+    if view is not None:
+        out["x-metis-view"] = view
+    return out
+
+
 @router.get("/export/usage", response_class=StreamingResponse, responses=_STREAMED)
 def export_usage(
     engine: EngineDep,
@@ -61,19 +70,32 @@ def export_usage(
     team: IdentQ = None,
     source: IdentQ = None,
     gateway_key: IdentQ = None,
+    view: Annotated[
+        str | None,
+        Query(
+            description="reconciled (default) | raw", json_schema_extra=one_of("raw", "reconciled")
+        ),
+    ] = None,
 ) -> Response:
-    """Usage rows in the window (raw, each source's rows) or totals per ``group_by``, streamed."""
+    """Usage in ``view`` for the window: totals per ``group_by`` (the ``/analytics/cost``
+    figures), or every row with its reconciliation ``class`` and ``counted`` (the counted
+    rows add up to the view's total), streamed. Headers ``x-metis-window-start``/``-end``
+    and ``x-metis-view`` say what was answered (default window: the last 7 UTC days
+    through today)."""
     with param_errors():
         fmt = exports.parse_format(format)
         groups = exports.parse_group_by(group_by)
-        window = parse_window(from_, to)
+        v = parse_view(view)
+        window = query_window(from_, to, v)
         with engine.connect() as conn:
             filters = resolve_filters(
                 conn, workspace=workspace, user=user, team=team, source=source,
                 gateway_key=gateway_key,
             )  # fmt: skip
     return StreamingResponse(
-        exports.usage_export(engine, window, filters, fmt, groups), media_type=_MEDIA[fmt]
+        exports.usage_export(engine, window, filters, fmt, groups, v),
+        media_type=_MEDIA[fmt],
+        headers=_window_headers(window, v),
     )
 
 
@@ -95,7 +117,9 @@ def export_audit(
         with engine.connect() as conn:
             filters = resolve_filters(conn, workspace=workspace, user=user, team=team)
     return StreamingResponse(
-        exports.audit_export(engine, window, filters, fmt, with_names), media_type=_MEDIA[fmt]
+        exports.audit_export(engine, window, filters, fmt, with_names),
+        media_type=_MEDIA[fmt],
+        headers=_window_headers(window, None),
     )
 
 

@@ -37,7 +37,7 @@ from metis.db.tables import (
 from metis.events import GatewayKeyRevoked, event_row
 from metis.ids import new_id
 from metis.ledger.versions import bump
-from metis.money import usd_json
+from metis.money import plain_money_fields, usd_json
 from metis.timeutil import iso, utcnow
 
 
@@ -93,7 +93,12 @@ def export_user(conn: Connection, user_id: str) -> dict[str, Any]:
         d["cost_usd"] = usd_json(r["cost_nanousd"])
         daily.append(d)
     evs = [
-        {"event_id": r["event_id"], "type": r["type"], "ts": iso(r["ts"]), "payload": r["payload"]}
+        {
+            "event_id": r["event_id"],
+            "type": r["type"],
+            "ts": iso(r["ts"]),
+            "payload": plain_money_fields(r["payload"]),
+        }
         for r in conn.execute(
             select(events).where(events.c.user_id == user_id).order_by(events.c.ts, events.c.id)
         ).mappings()

@@ -61,6 +61,7 @@ def _measures(a: Agg) -> JSON:
         "cache_creation_input_tokens": a.cache_creation_input_tokens,
         "reasoning_tokens": a.reasoning_tokens,
         "call_count": a.request_count,
+        "error_count": a.error_count,
         "record_count": a.record_count,
     }
 
@@ -185,6 +186,7 @@ def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> J
                 "cached_input_tokens": ta.cached_input_tokens,
                 "cache_creation_input_tokens": ta.cache_creation_input_tokens,
                 "call_count": ta.request_count,
+                "error_count": ta.error_count,
                 "daily_cap_usd": usd_json(tr["daily_cap_nanousd"]) if tr else None,
                 "monthly_cap_usd": usd_json(tr["monthly_cap_nanousd"]) if tr else None,
                 "by_user": [

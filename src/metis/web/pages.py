@@ -79,7 +79,7 @@ def _spend_chart(conn: Connection, q: PageQuery) -> tuple[Any, Table]:
         series = [(n, dict(per[n])) for n in keep] + [("other", dict(other))]
     else:
         series = [(n, dict(per[n])) for n in ordered]
-    days = day_range(q.start, q.end)
+    days = day_range(q.start, q.last)
     label = "team" if q.stack == "team" else "source"
     chart = stacked_bars(days, series, title=f"Spend per day by {label} ({q.view} view)")
     table = Table(
@@ -422,7 +422,7 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
 
 
 def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
-    cells = reconciled_cells(conn, q.start, q.end_exclusive, q.workspace_id)
+    cells = reconciled_cells(conn, q.start, q.end, q.workspace_id)
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
     groups: dict[tuple[date, str], dict[str, Any]] = {}
     zero = Totals()
@@ -569,7 +569,7 @@ def _sync_status(h: dict[str, Any], syncable: bool) -> str:
 def ingestion(conn: Connection, q: PageQuery) -> Ctx:
     health = service.ingest_health(conn, q.window, q.workspace_id)["data"]
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
-    days_total = (q.end - q.start).days + 1
+    days_total = q.days
     sw = sync_windows.c
     done: dict[str, int] = {
         str(cid): int(n)
