@@ -10,6 +10,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,7 @@ from metis.db.tables import (
     users,
 )
 from metis.money import usd_json
-from metis.timeutil import day_start, iso
+from metis.timeutil import day_start, iso, utcnow
 
 JSON = dict[str, Any]
 
@@ -46,6 +47,26 @@ def envelope(window: Window, view: View | None, data: Any, **extra: Any) -> JSON
     out.update(extra)
     out["data"] = data
     return out
+
+
+def provider_lagging(conn: Connection, window: Window, filters: Filters) -> list[JSON]:
+    """Days in ``window`` whose provider figure is as of a sync made before the day ended.
+
+    A reconciled answer covering such a day (today, usually) carries them as
+    ``provider_lagging``: that day's provider figure is a lower bound "as of
+    sync ``as_of``", reconciled per measure as the larger of it and the
+    attributed figure (docs/reconciliation.md).
+    """
+    from metis.ledger.reconcile import lagging_days
+
+    d0 = window.start.date()
+    d1 = window.end.date() + (
+        timedelta(days=1) if day_start(window.end.date()) < window.end else timedelta()
+    )
+    return [
+        {"workspace_id": ws, "provider": prov, "day": d.isoformat(), "as_of": iso(at)}
+        for ws, prov, d, at in lagging_days(conn, d0, d1, filters.workspace_id)
+    ]
 
 
 def _ratio(num: int, den: int) -> Decimal | None:
@@ -124,12 +145,14 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
         item.update(_measures(a))
         data.append(item)
     total = _total(grouped.values())
+    lag = provider_lagging(conn, window, filters) if view == "reconciled" else []
     return envelope(
         window,
         view,
         data,
         group_by=group_by,
         partial_coverage=partial,
+        provider_lagging=lag,
         total=_measures(total),
     )
 
@@ -522,7 +545,10 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
         last_error = next(
             (c["last_error"] for c in curs if c["last_error_at"] == last_error_at), None
         )
-        through = [c["complete_through"] for c in curs if c["complete_through"]]
+        # Never past today's start: a cursor written before issue 18 counted the day
+        # in progress as complete (through tomorrow 00:00Z).
+        today0 = day_start(utcnow().date())
+        through = [min(c["complete_through"], today0) for c in curs if c["complete_through"]]
         # Only usage_admin credentials are synced; an inference-only one has no
         # health to report (null), rather than looking like a failing sync.
         syncable = bool(cr.purpose_usage_admin) if cr else None

@@ -74,5 +74,10 @@ def cost(
         [group_by, "cost_usd", "calls", "errors", "input", "output", "cached_input"],
         rows,
     )
+    for lag in body.get("provider_lagging", []):
+        console.print(
+            f"note: {lag['provider']} {lag['day']} is still in progress: the provider's "
+            f"figure is as of sync {lag['as_of'][11:16]}Z, a lower bound (provider_lagging)"
+        )
     if body["partial_coverage"]:
         console.print("note: a key was retagged in this window (partial_coverage)")

@@ -254,6 +254,23 @@ def _coverage(
     return out
 
 
+def lagging_days(
+    conn: Connection, start: date, end: date, workspace_id: str | None = None
+) -> list[tuple[str, str, date, datetime]]:
+    """(workspace, provider, day, synced at) of the covered days still a lower bound.
+
+    The days of ``[start, end)`` whose covering sync ran before the day ended
+    (today, usually): their cells are ``provider_lagging``. Surfaces showing a
+    reconciled figure for such a day say "as of sync HH:MM" with this time.
+    """
+    cov = _coverage(conn, start, end, workspace_id)
+    return sorted(
+        (ws, prov, d, at)
+        for (ws, prov, d), at in cov.items()
+        if at < day_start(d + timedelta(days=1))
+    )
+
+
 def _totals_of(vals: Sequence[Any], n: Any) -> Totals:
     """Totals from `MEASURES` values in order and a row count."""
     i, o, ci, cc, r, q, c = (int(v or 0) for v in vals)
@@ -268,8 +285,9 @@ LAGGING = "provider_lagging"
 COST_UNALLOCATED = "cost_unallocated"
 COST_COMPUTED = "provider_cost_computed"
 UNALLOCATED_MODELS = frozenset({"unallocated", "unattributed"})
-"""Models of provider cost-only rows no model could be matched to (`metis.ingest.providers.base`
-writes ``unallocated``; rows synced before issue 18 used ``unattributed``)."""
+"""Models of provider cost-only rows no model could be matched to
+(`metis.ingest.providers.base.UNALLOCATED_MODEL`; rows synced before issue 18
+used ``unattributed``)."""
 
 
 def _settle(cell: Cell, synced_at: datetime | None) -> Cell:

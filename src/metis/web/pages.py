@@ -13,7 +13,7 @@ workspaces, for today and this month (UTC): exactly what the hard caps count
 """
 
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +27,7 @@ from metis.identity.keys import list_keys
 from metis.identity.teams import list_teams
 from metis.identity.users import list_users
 from metis.ledger.reconcile import Totals, reconciled_cells
-from metis.timeutil import day_start, utcnow
+from metis.timeutil import day_start, parse_iso, utcnow
 from metis.web.charts import cap_bar, day_range, stacked_bars
 from metis.web.params import PageQuery
 from metis.web.tables import Column, Table, usd
@@ -207,6 +207,9 @@ def overview(conn: Connection, q: PageQuery) -> Ctx:
     return {
         "total": res["total"],
         "partial_coverage": res["partial_coverage"],
+        "provider_lagging": [
+            {**lag, "as_of": as_of(parse_iso(lag["as_of"]))} for lag in res["provider_lagging"]
+        ],
         "chart": chart,
         "tables": {
             "spend_by_day": by_day,
@@ -441,8 +444,11 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
                 "covered": 0,
                 "cells": 0,
                 "flags": set(),
+                "as_of": None,
             },
         )
+        if c.lagging and c.provider_synced_at is not None:
+            g["as_of"] = min(filter(None, (g["as_of"], c.provider_synced_at)))
         g["provider_reported"] += c.provider_reported
         g["gateway"] += c.gateway
         g["plugin"] += c.plugin
@@ -471,7 +477,8 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
                 "unattributed_usd": money(g["unattributed"]),
                 "drift_usd": money(g["drift"]),
                 "reconciled_usd": money(g["reconciled"]),
-                "coverage": f"{g['covered']}/{g['cells']} cells",
+                "coverage": f"{g['covered']}/{g['cells']} cells"
+                + (f", day in progress, {as_of(g['as_of'])}" if g["as_of"] else ""),
                 "flags": ", ".join(sorted(g["flags"])),
             }
         )
@@ -515,7 +522,9 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
         footer=total,
         row_class=flag,
         note="Covered cells take the provider's figure; unattributed = provider − attributed "
-        "(traffic that bypassed Metis); drift = attributed above the provider's figure.",
+        "(traffic that bypassed Metis); drift = attributed above the provider's figure. "
+        "A day still in progress (provider_lagging) takes, per measure, the larger of the "
+        "provider's figure as of its last sync and the attributed one: it is never drift.",
     )
     cell_rows = [
         {
@@ -523,7 +532,12 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
             "workspace": ws_names.get(c.workspace_id, c.workspace_id),
             "provider": c.provider,
             "model": c.model,
-            "basis": "provider" if c.covered else "gateway+plugin",
+            "basis": ("provider" if c.covered else "gateway+plugin")
+            + (
+                f" ({as_of(c.provider_synced_at)}, lower bound)"
+                if c.lagging and c.provider_synced_at
+                else ""
+            ),
             "provider_reported_usd": money(c.provider_reported),
             "gateway_usd": money(c.gateway),
             "plugin_usd": money(c.plugin),
@@ -566,29 +580,40 @@ def _sync_status(h: dict[str, Any], syncable: bool) -> str:
     return "error" if h["last_error"] else "never synced"
 
 
+def as_of(synced_at: datetime) -> str:
+    """How a figure of a day still in progress is labelled: ``as of sync 14:05Z``."""
+    return f"as of sync {synced_at.astimezone(UTC).strftime('%H:%MZ')}"
+
+
 def ingestion(conn: Connection, q: PageQuery) -> Ctx:
     health = service.ingest_health(conn, q.window, q.workspace_id)["data"]
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
     days_total = q.days
     sw = sync_windows.c
-    done: dict[str, int] = {
-        str(cid): int(n)
-        for cid, n in conn.execute(
-            select(sw.credential_id, func.count())
-            .where(sw.window_start >= q.window.start, sw.window_start < q.window.end)
-            .group_by(sw.credential_id)
+    complete: dict[str, int] = defaultdict(int)
+    in_progress: dict[str, list[str]] = defaultdict(list)
+    for cid, w_start, w_end, done_at in conn.execute(
+        select(sw.credential_id, sw.window_start, sw.window_end, sw.completed_at).where(
+            sw.window_start >= q.window.start, sw.window_start < q.window.end
         )
-    }
+    ):
+        # A day fetched before it ended is a lower bound, never a complete day.
+        if done_at >= w_end:
+            complete[str(cid)] += 1
+        else:
+            in_progress[str(cid)].append(f"{w_start.date().isoformat()} {as_of(done_at)}")
     rows = []
     for h in health:
         cid = h["credential_id"]
-        n = int(done.get(cid, 0))
+        n = complete.get(cid, 0)
+        partial = in_progress.get(cid, [])
         rows.append(
             {
                 **h,
                 "workspace": ws_names.get(h["workspace_id"] or "", h["workspace_id"]),
                 "days_synced": f"{n}/{days_total}",
                 "days_synced_n": n,
+                "days_in_progress": "; ".join(sorted(partial)),
                 "syncable": bool(h["syncable"]),
                 "status": _sync_status(h, bool(h["syncable"])),
             }
@@ -604,7 +629,8 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
             Column("status", "status"),
             Column("last_success_at", "last sync", "datetime"),
             Column("complete_through", "cursor (complete through)", "datetime"),
-            Column("days_synced", "days synced in range"),
+            Column("days_synced", "complete days in range"),
+            Column("days_in_progress", "days in progress (lower bound)"),
             Column("runs", "runs in range", "int"),
             Column("failed_runs", "failed", "int"),
             Column("records_stored", "stored", "int"),
@@ -638,6 +664,7 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
                         sw.credential_id == r["credential_id"],
                         sw.window_start >= r["window_start"],
                         sw.window_start < r["window_end"],
+                        sw.completed_at >= sw.window_end,
                     )
                 ).scalar_one()
             )
