@@ -21,7 +21,7 @@ from metis.db.tables import events
 from metis.ids import fast_ulid, new_id
 from metis.timeutil import utcnow
 
-CapScope = Literal["key_daily", "user_daily", "team_daily", "team_monthly"]
+CapScope = Literal["key_daily", "user_daily", "user_monthly", "team_daily", "team_monthly"]
 InboundShape = Literal["openai", "anthropic"]
 
 

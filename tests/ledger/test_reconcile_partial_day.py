@@ -41,13 +41,32 @@ def _day(engine: Engine, synced_at: datetime, gateway_calls: int) -> None:
         upsert_usage(
             c,
             [
-                rec("provider_api_key", "pv", D, 0, "gpt-4o", granularity="1h",
-                    input_tokens=300, output_tokens=90, request_count=3, cost_nanousd=3000,
-                    cost_source="provider_reported"),  # fmt: skip
+                rec(
+                    "provider_api_key",
+                    "pv",
+                    D,
+                    0,
+                    "gpt-4o",
+                    granularity="1h",
+                    input_tokens=300,
+                    output_tokens=90,
+                    request_count=3,
+                    cost_nanousd=3000,
+                    cost_source="provider_reported",
+                ),  # fmt: skip
                 *(
-                    rec("gateway", f"g{i}", D, 9 + i, "gpt-4o", input_tokens=100,
-                        output_tokens=20, request_count=1, cost_nanousd=1000,
-                        user_id="usr_ada")  # fmt: skip
+                    rec(
+                        "gateway",
+                        f"g{i}",
+                        D,
+                        9 + i,
+                        "gpt-4o",
+                        input_tokens=100,
+                        output_tokens=20,
+                        request_count=1,
+                        cost_nanousd=1000,
+                        user_id="usr_ada",
+                    )  # fmt: skip
                     for i in range(gateway_calls)
                 ),
             ],

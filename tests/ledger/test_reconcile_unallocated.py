@@ -42,9 +42,18 @@ def _load(engine: Engine, gateway_cost: int, synced_hours: int) -> None:
         price=price_item("openai"),
     )
     gw = [
-        rec("gateway", f"g{i}", DAY, 10 + i, "gpt-4o-mini", input_tokens=1000,
-            output_tokens=200, request_count=1, cost_nanousd=gateway_cost // 5,
-            user_id="usr_ada")  # fmt: skip
+        rec(
+            "gateway",
+            f"g{i}",
+            DAY,
+            10 + i,
+            "gpt-4o-mini",
+            input_tokens=1000,
+            output_tokens=200,
+            request_count=1,
+            cost_nanousd=gateway_cost // 5,
+            user_id="usr_ada",
+        )  # fmt: skip
         for i in range(5)
     ]
     with engine.begin() as c:

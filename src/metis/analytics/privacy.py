@@ -145,7 +145,10 @@ def forget_user(conn: Connection, user_id: str) -> dict[str, Any]:
         conn.execute(update(rollup).where(rollup.c.user_id == user_id).values(user_id=pseudo))
     conn.execute(
         update(spend_counters)
-        .where(spend_counters.c.scope == "user_daily", spend_counters.c.scope_id == user_id)
+        .where(
+            spend_counters.c.scope.in_(("user_daily", "user_monthly")),
+            spend_counters.c.scope_id == user_id,
+        )
         .values(scope_id=pseudo)
     )
     # Revoke and unbind the user's keys, recording the revocations.

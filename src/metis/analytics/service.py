@@ -128,8 +128,10 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
         else _order(list(grouped.values()), col)
     )
     names: dict[str, Any] = {}
+    user_rows: dict[str, Any] = {}
     if group_by == "user":
-        names = _names(conn, users, "display_name", grouped)
+        user_rows = _names(conn, users, "*", grouped)
+        names = {k: r["display_name"] for k, r in user_rows.items()}
     elif group_by == "team":
         names = _names(conn, teams, "name", grouped)
     elif group_by == "gateway_key":
@@ -142,6 +144,10 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
             item[{"user": "user_id", "team": "team_id", "gateway_key": "key_id"}[group_by]] = v
             item.pop(group_by)
             item["display_name" if group_by == "user" else "name"] = names.get(v) if v else None
+        if group_by == "user":  # the user's hard caps, echoed like a team's (by_team)
+            ur = user_rows.get(v) if v else None
+            item["daily_cap_usd"] = usd_json(ur["daily_cap_nanousd"]) if ur else None
+            item["monthly_cap_usd"] = usd_json(ur["monthly_cap_nanousd"]) if ur else None
         item.update(_measures(a))
         data.append(item)
     total = _total(grouped.values())

@@ -167,6 +167,7 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
             }
         )
     return [
+        *_user_caps_tables(conn, today),
         Table(
             id="team_caps",
             title=f"Teams today ({today.isoformat()}) and this month vs caps",
@@ -196,6 +197,62 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
             rows=key_rows,
             empty="No active key has a daily cap.",
         ),
+    ]
+
+
+def user_cap_rows(conn: Connection, today: date) -> list[dict[str, Any]]:
+    """Users with a cap: today's and this month's gateway spend against it (what caps count)."""
+    u_day = {
+        r["user_id"]: r
+        for r in service.cost(conn, today_window(today), GATEWAY, "raw", "user")["data"]
+    }
+    u_month = {
+        r["user_id"]: r
+        for r in service.cost(conn, month_window(today), GATEWAY, "raw", "user")["data"]
+    }
+    rows = []
+    for u in list_users(conn):
+        if u.daily_cap_nanousd is None and u.monthly_cap_nanousd is None:
+            continue
+        today_usd = _dec(u_day.get(u.id, {}).get("cost_usd"))
+        month_usd = _dec(u_month.get(u.id, {}).get("cost_usd"))
+        rows.append(
+            {
+                "user": u.alias,
+                "user_id": u.id,
+                "today_usd": today_usd,
+                "daily_cap_usd": usd(u.daily_cap_nanousd),
+                "daily_bar": cap_bar(today_usd, usd(u.daily_cap_nanousd), label=f"{u.alias} today"),
+                "month_usd": month_usd,
+                "monthly_cap_usd": usd(u.monthly_cap_nanousd),
+                "monthly_bar": cap_bar(
+                    month_usd, usd(u.monthly_cap_nanousd), label=f"{u.alias} this month"
+                ),
+                "disabled": u.disabled,
+            }
+        )
+    return rows
+
+
+def _user_caps_tables(conn: Connection, today: date) -> list[Table]:
+    return [
+        Table(
+            id="user_caps",
+            title=f"Users today ({today.isoformat()}) and this month vs caps",
+            columns=[
+                Column("user", "user"),
+                Column("user_id", "user id", hidden=True),
+                Column("today_usd", "today", "usd"),
+                Column("daily_cap_usd", "daily cap", "usd"),
+                Column("daily_bar", "today vs daily cap", "bar"),
+                Column("month_usd", "this month", "usd"),
+                Column("monthly_cap_usd", "monthly cap", "usd"),
+                Column("monthly_bar", "month vs monthly cap", "bar"),
+            ],
+            rows=user_cap_rows(conn, today),
+            empty="No user has a cap (`metis gateway user set-cap`).",
+            note="Gateway spend over all the user's keys: what the hard caps count.",
+        )
     ]
 
 
@@ -372,6 +429,8 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
             "status": "disabled" if u.disabled else "active",
             "active_keys": active.get(u.id, 0),
             "cost_usd": _dec(by_user.get(u.id, {}).get("cost_usd")),
+            "daily_cap_usd": usd(u.daily_cap_nanousd),
+            "monthly_cap_usd": usd(u.monthly_cap_nanousd),
             "disabled": u.disabled,
         }
         for u in users.values()
@@ -409,6 +468,8 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
             Column("status", "status"),
             Column("active_keys", "active keys", "int"),
             Column("cost_usd", "spend in range", "usd"),
+            Column("daily_cap_usd", "daily cap", "usd"),
+            Column("monthly_cap_usd", "monthly cap", "usd"),
         ],
         rows=user_rows,
         empty="No users yet.",
