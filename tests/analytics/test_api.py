@@ -1,7 +1,7 @@
 """The analytics endpoints against real data (spec 003 §5 and its test plan)."""
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 

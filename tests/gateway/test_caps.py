@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 from decimal import Decimal
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx

@@ -21,7 +21,7 @@ from metis.ledger.reconcile import (
 )
 from metis.ledger.upsert import upsert_usage
 from metis.timeutil import day_start
-from tests.ledger.test_reconcile import CRED, WS, rec, ws_engine  # noqa: F401
+from tests.ledger.test_reconcile import CRED, WS, rec
 
 D = date(2026, 11, 2)
 
@@ -53,7 +53,7 @@ def _day(engine: Engine, synced_at: datetime, gateway_calls: int) -> None:
                     request_count=3,
                     cost_nanousd=3000,
                     cost_source="provider_reported",
-                ),  # fmt: skip
+                ),
                 *(
                     rec(
                         "gateway",
@@ -66,7 +66,7 @@ def _day(engine: Engine, synced_at: datetime, gateway_calls: int) -> None:
                         request_count=1,
                         cost_nanousd=1000,
                         user_id="usr_ada",
-                    )  # fmt: skip
+                    )
                     for i in range(gateway_calls)
                 ),
             ],

@@ -25,7 +25,7 @@ from metis.ledger.reconcile import (
 from metis.ledger.upsert import upsert_usage
 from metis.timeutil import day_start
 from tests.ingest.providers.test_openai import _same_day_usage, load
-from tests.ledger.test_reconcile import CRED, WS, rec, ws_engine  # noqa: F401
+from tests.ledger.test_reconcile import CRED, WS, rec
 
 DAY = date(2024, 11, 1)  # the published examples' day
 REPORT = 60_000_000  # $0.06
@@ -53,7 +53,7 @@ def _load(engine: Engine, gateway_cost: int, synced_hours: int) -> None:
             request_count=1,
             cost_nanousd=gateway_cost // 5,
             user_id="usr_ada",
-        )  # fmt: skip
+        )
         for i in range(5)
     ]
     with engine.begin() as c:
