@@ -308,7 +308,7 @@ class Gateway:
             return
         headers = dict(scope["headers"])
         try:
-            resolved = self.keys.resolve(_token(headers))
+            resolved = await self.keys.authenticate(_token(headers))
         except AuthFailure as e:
             await self._error(send, shape, "authentication_error", str(e), rid)
             return
@@ -855,7 +855,7 @@ class Gateway:
         headers = dict(scope["headers"])
         shape = "anthropic" if b"anthropic-version" in headers else "openai"
         try:
-            resolved = self.keys.resolve(_token(headers))
+            resolved = await self.keys.authenticate(_token(headers))
         except AuthFailure as e:
             await self._error(send, shape, "authentication_error", str(e), rid)
             return

@@ -156,6 +156,14 @@ def _snapshot(r: Row[Any]) -> KeySnapshot:
     )
 
 
+def load_key_snapshot(conn: Connection, digest: str) -> KeySnapshot | None:
+    """The snapshot of the key whose secret has SHA-256 ``digest`` (one indexed lookup)."""
+    row = conn.execute(_snapshot_query().where(gateway_keys.c.secret_sha256 == digest)).first()
+    if row is None or not hmac.compare_digest(str(row.secret_sha256), digest):
+        return None
+    return _snapshot(row)
+
+
 def load_key_snapshots(conn: Connection) -> dict[str, KeySnapshot]:
     """All keys (revoked ones included) keyed by secret SHA-256 hex, for a cache."""
     return {r.secret_sha256: _snapshot(r) for r in conn.execute(_snapshot_query())}
