@@ -240,6 +240,7 @@ FLOW_COMMANDS = (
     "gateway user add",
     "gateway user list",
     "gateway user set-email",
+    "gateway user set-cap",
     "gateway user disable",
     "gateway team add",
     "gateway team list",
@@ -337,6 +338,7 @@ def test_canaries_appear_nowhere(
     run("gateway", "user", "add", "--name", "Alice Liu", "--email", "alice@example.org")
     run("gateway", "user", "add", "--name", "Bob", "--email", "bob@example.org")
     run("gateway", "user", "set-email", "bob", "bob2@example.org")
+    run("gateway", "user", "set-cap", "bob", "--daily-cap-usd", "5", "--monthly-cap-usd", "none")
     run("gateway", "user", "list", "--json", "--show-email")
     run("gateway", "user", "list")  # masked
     run("gateway", "team", "add", "--name", "eng", "--daily-cap-usd", "50")

@@ -7,7 +7,7 @@ All routes need an admin token.
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from metis.analytics import exports, privacy, schemas
@@ -133,9 +133,18 @@ def user_export(engine: EngineDep, user_id: UserId) -> Response:
 
 
 @router.post("/analytics/user/{user_id}/forget", responses=schemas.ok(schemas.ForgetResult))
-def user_forget(engine: EngineDep, user_id: UserId) -> Response:
-    """Pseudonymize a user in place (idempotent): totals unchanged, no link back to the user."""
+def user_forget(request: Request, engine: EngineDep, user_id: UserId) -> Response:
+    """Pseudonymize a user in place (idempotent): totals unchanged, no link back to the user.
+
+    Calls of the user still buffered in this server's gateway are written (and
+    pseudonymized) first; the user's keys fail from the next request on.
+    """
     with param_errors():
         guard("user", user_id)
+        for hook in getattr(request.app.state, "metis_before_forget", []):
+            hook()
         with engine.begin() as conn:
-            return json_response(privacy.forget_user(conn, user_id))
+            result = privacy.forget_user(conn, user_id)
+        for after in getattr(request.app.state, "metis_after_forget", []):
+            after(user_id)
+        return json_response(result)
