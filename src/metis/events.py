@@ -46,6 +46,21 @@ class GatewayKeyRevoked(msgspec.Struct, frozen=True):
     reason: str
 
 
+class GatewayKeyUpdated(msgspec.Struct, frozen=True):
+    """``gateway.key_updated``: a key's user/team binding changed (``metis gateway key set``).
+
+    Stable ids only: the binding before and after. Past events and usage keep the
+    binding they were stamped with (spec 003: re-tagging is not retroactive).
+    """
+
+    key_id: str
+    user_id: str | None
+    team_id: str | None
+    previous_user_id: str | None
+    previous_team_id: str | None
+    updated_at: str
+
+
 class GatewayQuotaExceeded(msgspec.Struct, frozen=True):
     """``gateway.quota_exceeded`` (spec 003 §7)."""
 
@@ -148,6 +163,7 @@ EVENT_TYPES: dict[type[msgspec.Struct], str] = {
     GatewayKeyIssued: "gateway.key_issued",
     GatewayKeyRevoked: "gateway.key_revoked",
     GatewayQuotaExceeded: "gateway.quota_exceeded",
+    GatewayKeyUpdated: "gateway.key_updated",
     LLMCallCompleted: "llm.call_completed",
     RouteDecided: "route.decided",
     IngestRunCompleted: "ingest.run_completed",

@@ -249,6 +249,7 @@ FLOW_COMMANDS = (
     "gateway issue-key",
     "gateway list-keys",
     "gateway revoke-key",
+    "gateway key set",
     "ingest token create",
     "ingest token list",
     "ingest token revoke",
@@ -359,6 +360,7 @@ def test_canaries_appear_nowhere(
         assert r.output.count(secret) == 1
         issued[name] = doc["id"]
         issued[name + ":secret"] = secret
+    run("gateway", "key", "set", issued["doomed-key"], "--team", "none")
     run("gateway", "revoke-key", issued["doomed-key"], "--reason", "canary test")
     run("gateway", "list-keys", "--json")
     run("gateway", "list-keys", "--workspace", "acme", "--active")

@@ -78,10 +78,13 @@ AUDIT_COLUMNS = (
     "limit_usd",
     "current_usd",
     "reason",
+    "previous_user_id",
+    "previous_team_id",
 )
 AUDIT_EVENT_TYPES = {
     "gateway.key_issued": "key_issued",
     "gateway.key_revoked": "key_revoked",
+    "gateway.key_updated": "key_updated",
     "gateway.quota_exceeded": "quota_exceeded",
 }
 
@@ -307,6 +310,8 @@ def audit_export(
                             "limit_usd": plain_money_fields(p).get("limit_usd"),
                             "current_usd": plain_money_fields(p).get("current_usd"),
                             "reason": p.get("reason"),
+                            "previous_user_id": p.get("previous_user_id"),
+                            "previous_team_id": p.get("previous_team_id"),
                         }
                     )
                 )

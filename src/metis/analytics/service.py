@@ -417,7 +417,8 @@ def routing(conn: Connection, window: Window, filters: Filters) -> JSON:
     return envelope(
         window,
         None,
-        {
+        partial_coverage=partial_coverage(conn, window, filters),
+        data={
             "decisions": decisions,
             "fallbacks": fallbacks,
             "fallback_rate": _ratio(fallbacks, decisions),
@@ -498,7 +499,11 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
             }
         )
     return envelope(
-        window, None, data, latency_sample={"rows": sampled, "every": stride, "exact": stride == 1}
+        window,
+        None,
+        data,
+        partial_coverage=partial_coverage(conn, window, filters),
+        latency_sample={"rows": sampled, "every": stride, "exact": stride == 1},
     )
 
 

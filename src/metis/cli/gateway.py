@@ -25,8 +25,10 @@ from metis.workspaces import get_workspace, list_workspaces
 app = typer.Typer(help="Gateway identity: users, teams and gateway keys.", no_args_is_help=True)
 user_app = typer.Typer(help="Users: who a key bills to.", no_args_is_help=True)
 team_app = typer.Typer(help="Teams: budget-owning groups with optional caps.", no_args_is_help=True)
+key_app = typer.Typer(help="Gateway keys: change an issued key.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(team_app, name="team")
+app.add_typer(key_app, name="key")
 
 CLEAR_WORDS = frozenset({"none", "off"})
 
@@ -502,3 +504,39 @@ def list_keys(
             for k in items
         ],
     )
+
+
+def _binding(value: str | None) -> "str | team_lib._Keep | None":
+    if value is None:
+        return KEEP
+    return None if value.strip().lower() in CLEAR_WORDS else value
+
+
+@key_app.command("set")
+def key_set(
+    key_id: str = typer.Argument(..., help="The key id (key_…)."),
+    user: str | None = typer.Option(
+        None, "--user", help="User alias or id to bind the key to, or 'none' to unbind."
+    ),
+    team: str | None = typer.Option(
+        None, "--team", help="Team name or id to bind the key to, or 'none' to unbind."
+    ),
+) -> None:
+    """Re-bind an issued key to a user and/or team (audited as gateway.key_updated).
+
+    Takes effect on the gateway's next request; usage recorded before keeps
+    its old binding, so reports over a window spanning the change carry
+    partial_coverage. The user/team must exist (create them first).
+
+    Example:
+
+        metis gateway key set key_01J... --user alice --team eng
+    """
+    with transaction() as conn:
+        key, changed = key_lib.rebind_key(conn, key_id, user=_binding(user), team=_binding(team))
+        aliases = {u.id: u.alias for u in user_lib.list_users(conn)}
+        team_names = {t.id: t.name for t in team_lib.list_teams(conn)}
+    shown_user = aliases.get(key.user_id, key.user_id) if key.user_id else "none"
+    shown_team = team_names.get(key.team_id, key.team_id) if key.team_id else "none"
+    verb = "bound" if changed else "already bound"
+    typer.echo(f"gateway key {key.id} ({key.name}) {verb} to user {shown_user}, team {shown_team}")
