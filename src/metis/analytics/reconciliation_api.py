@@ -18,7 +18,7 @@ from metis.analytics import schemas
 from metis.analytics.deps import EngineDep, require_admin
 from metis.analytics.httputil import IDENT, ErrorDetail, ErrorInfo
 from metis.analytics.params import DEFAULT_DAYS, ParamError, default_window, resolve_workspace
-from metis.ledger.reconcile import cell_json, reconciled_cells
+from metis.ledger.reconcile import MEASURES, cell_json, reconciled_cells
 from metis.timeutil import parse_iso
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def reconciliation(
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=400)
     totals: dict[str, Any] = {}
     for name in ("reconciled", "attributed", "unattributed", "drift"):
-        agg: dict[str, int] = {}
+        agg: dict[str, int] = dict.fromkeys(MEASURES, 0)  # every measure, even with no cell
         for c in cells:
             for k, v in getattr(c, name).measures().items():
                 agg[k] = agg.get(k, 0) + v
