@@ -232,6 +232,13 @@ def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
     )
     cost = api_json(demo_server, "/analytics/cost", group_by="model", **win)
     assert usd_attr(d.find_element(_by("ID"), "kpi-cost")) == cost["total"]["cost_usd"]
+    # a day the provider reported before it ended is shown as a lower bound "as of sync"
+    notes = {
+        n.get_attribute("data-day"): n.text
+        for n in d.find_elements(_by("CSS_SELECTOR"), "p.note.lagging")
+    }
+    assert set(notes) == {lag["day"] for lag in cost["provider_lagging"]}
+    assert all("as of sync" in text for text in notes.values())
     assert cost["total"]["cost_usd"] > 0, "the demo has spend in the default range"
     models = table_rows(d, "top_models")
     assert [(r["model"].text, usd_attr(r["cost_usd"])) for r in models] == [
@@ -327,6 +334,11 @@ def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
         want = ingest[r["credential_id"].text]
         assert r["complete_through"].text == fmt_cell("datetime", want["complete_through"])
         assert r["last_success_at"].text == fmt_cell("datetime", want["last_success_at"])
+        # today is never a complete day, however often it was synced
+        complete, days = (int(x) for x in r["days_synced"].text.split("/"))
+        assert days == (end - start).days and complete < days
+        if r["days_in_progress"].text not in ("", "—"):  # an empty cell shows a dash
+            assert "as of sync" in r["days_in_progress"].text
     assert d.find_elements(_by("XPATH"), "//button[text()='Sync now']")
     screenshot(d, shots, "ingestion")
 

@@ -245,3 +245,21 @@ def test_range_presets(ui: UIClient, seeded: Seeded) -> None:
     start7 = (t - timedelta(days=6)).isoformat()
     assert f'id="window" data-start="{start7}T00:00:00Z" data-end="{end}T00:00:00Z"' in page
     assert "7 days, today in progress" in page
+
+
+def test_user_caps_on_overview_and_keys_page(
+    ui: UIClient, api: httpx.Client, seeded: Seeded, cli: Any
+) -> None:
+    """Issue 18 #7: user caps are reported like team caps (today's gateway spend vs caps)."""
+    cli.ok("gateway", "user", "set-cap", "alice", "--daily-cap-usd", "2", "--monthly-cap-usd", "50")
+    page = ui.get("/ui", params=_rng(seeded)).text
+    assert 'data-table="user_caps"' in page
+    (row,) = _csv(ui, "/ui", "user_caps", **_rng(seeded))
+    today = {"from": seeded.today.isoformat(), "to": (seeded.today + timedelta(days=1)).isoformat()}
+    by_user = _api(api, "/analytics/cost", group_by="user", source="gateway", view="raw", **today)
+    alice = next(u for u in by_user["data"] if u["user_id"] == "usr_a")
+    assert row["user"] == "alice" and Decimal(row["today_usd"]) == alice["cost_usd"]
+    assert Decimal(row["daily_cap_usd"]) == 2 and Decimal(row["monthly_cap_usd"]) == 50
+    assert alice["daily_cap_usd"] == 2 and alice["monthly_cap_usd"] == 50
+    users = {u["alias"]: u for u in _csv(ui, "/ui/keys", "users", **_rng(seeded))}
+    assert Decimal(users["alice"]["daily_cap_usd"]) == 2 and users["bob"]["daily_cap_usd"] == ""
