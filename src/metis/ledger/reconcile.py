@@ -22,6 +22,12 @@ reconciliation", user docs in docs/reconciliation.md):
    ``drift`` and the provider total still stands. If every provider row of the
    cell has ``cost_source = none`` the provider reported no money: the
    attributed cost stands and the cell is flagged ``provider_cost_unknown``.
+   A day still in progress when its covering sync ran (``provider_lagging``)
+   is a lower bound: per measure the larger of provider-so-far and attributed
+   stands, and nothing is drift. A day's unallocated provider cost (a
+   cost-only row of model ``unallocated``) gives the cells whose provider
+   usage came without cost their attributed cost (``cost_unallocated``,
+   `_absorb_unallocated`), keeping the day's total the provider's.
 3. Uncovered cells: ``gateway + plugin`` stand as they are.
 
 The per-cell source totals come from the rollups: gateway rows from
