@@ -93,3 +93,45 @@ def test_forget_first_then_flush(engine: Engine) -> None:
     assert not flusher.is_alive() and not f.is_alive()
     ids = _stored_ids(engine)
     assert k.user_id not in ids and len(ids) == 1 and next(iter(ids)).startswith("usr_")
+
+
+def test_a_forgotten_users_capped_counter_grants_nothing(engine: Engine) -> None:
+    """Another gateway process may still hold the user's key for a poll interval: its lease
+    request neither recreates a counter under the user's id nor grants budget."""
+    import asyncio
+
+    import pytest
+
+    from metis.db.tables import spend_counters
+    from metis.ledger.counters import CapExceeded, Delta, SpendCounters, scopes_for
+
+    k = make_key(engine, user="cyd")
+    assert k.user_id is not None
+    with engine.begin() as conn:
+        forget_user(conn, k.user_id)
+    now = datetime.now(UTC)
+    caps = [
+        s
+        for s in scopes_for(
+            key_id=k.key_id,
+            user_id=k.user_id,
+            team_id=None,
+            key_daily_cap=None,
+            user_daily_cap=10**9,
+            team_daily_cap=None,
+            team_monthly_cap=None,
+            now=now,
+        )
+        if s.scope == "user_daily"
+    ]
+    counters = SpendCounters(engine)
+    counters._deltas[caps[0].key] = Delta(spent=5)  # spend settled before the forget
+
+    async def go() -> None:
+        with pytest.raises(CapExceeded):
+            await counters.reserve(caps, 1000)
+
+    asyncio.run(go())
+    with engine.connect() as c:
+        rows = c.execute(select(spend_counters.c.scope_id, spend_counters.c.spent_nanousd)).all()
+    assert [r.spent_nanousd for r in rows] == [5] and rows[0].scope_id != k.user_id

@@ -70,6 +70,7 @@ from sqlalchemy.exc import DBAPIError
 
 from metis.alerts.engine import check_budget_crossings
 from metis.db.tables import spend_counters
+from metis.identity.forgotten import pseudonyms_for_forgotten
 from metis.timeutil import day_key, month_key, utcnow
 
 Scope = Literal["key_daily", "user_daily", "user_monthly", "team_daily", "team_monthly"]
@@ -413,6 +414,12 @@ def _grant_tx(
     Returns (granted, spent). Granted is 0 when the row has no headroom.
     """
     with engine.begin() as conn:
+        # A forgotten user's counter is never written under their id again (a
+        # request through another gateway process before it dropped their keys):
+        # pending spend goes to a pseudonym, and no budget is granted.
+        gone = {}
+        if key[0] in ("user_daily", "user_monthly"):
+            gone = pseudonyms_for_forgotten(conn, [key[1]])
         # One upsert applies the pending change and makes sure the row exists
         # (on SQLite it also takes the write lock before the read below).
         conn.execute(
@@ -420,7 +427,7 @@ def _grant_tx(
             [
                 {
                     "scope": key[0],
-                    "scope_id": key[1],
+                    "scope_id": gone.get(key[1], key[1]),
                     "period": key[2],
                     "spent_nanousd": pending.spent,
                     "reserved_nanousd": pending.reserved,
@@ -428,6 +435,8 @@ def _grant_tx(
                 }
             ],
         )
+        if gone:
+            return 0, 0
         cond = and_(
             spend_counters.c.scope == key[0],
             spend_counters.c.scope_id == key[1],
