@@ -30,11 +30,21 @@ def _rec(ws: str, uid: str, key: str) -> UsageRecord:
     )  # fmt: skip
 
 
-def _flush(engine: Engine, ws: str, uid: str, key: str, hold: threading.Event | None) -> None:
-    """What the writer does: lock/map the users, write the record (optionally wait first)."""
+def _flush(
+    engine: Engine,
+    ws: str,
+    uid: str,
+    key: str,
+    hold: threading.Event | None,
+    written: threading.Event | None = None,
+) -> None:
+    """What the writer does: lock/map the users, write the record; then, holding the
+    transaction open, say so (``written``) and wait for ``hold``."""
     with engine.begin() as conn:
         gone = pseudonyms_for_forgotten(conn, [uid])
         upsert_usage(conn, [_rec(ws, gone.get(uid, uid), key)])
+        if written is not None:
+            written.set()
         if hold is not None:
             hold.wait(30)
 
@@ -47,11 +57,12 @@ def _stored_ids(engine: Engine) -> set[Any]:
 def test_flush_first_then_forget(engine: Engine) -> None:
     k = make_key(engine, user="ann")
     assert k.user_id is not None
-    release = threading.Event()
+    release, written = threading.Event(), threading.Event()
     flusher = threading.Thread(
-        target=_flush, args=(engine, k.workspace_id, k.user_id, "r1", release)
+        target=_flush, args=(engine, k.workspace_id, k.user_id, "r1", release, written)
     )
     flusher.start()
+    assert written.wait(30)  # the flush holds its lock, its row written, not committed
     forgot: list[dict[str, Any]] = []
 
     def forget() -> None:
