@@ -22,7 +22,7 @@ from metis.config import get_settings
 from metis.db.tables import alert_deliveries, events, teams
 from metis.ledger.counters import CapExceeded, SpendCounters, apply_deltas, scopes_for
 from metis.server import create_app
-from metis.timeutil import day_key, utcnow
+from metis.timeutil import day_key, month_key, utcnow
 from metis.util.server_thread import ServerThread, free_port
 from tests.alerts.conftest import Sinks
 from tests.alerts.receiver import Receiver
@@ -214,3 +214,29 @@ def test_sweep_fires_crossings_no_process_recorded(engine: Engine, fast_alerts: 
             for (p,) in c.execute(select(events.c.payload).where(events.c.type == "alert.fired"))
         )
     assert got == ["80", "95"]
+
+
+def test_sweep_fires_user_cap_crossings(engine: Engine, fast_alerts: None) -> None:
+    """The sweep's safety net covers user caps (issue 18 #7) as it does team caps."""
+    from metis.db.tables import spend_counters
+    from metis.identity.users import add_user
+
+    with engine.begin() as c:
+        uid = add_user(c, "Alice", alias="alice", monthly_cap_nanousd=1_000_000_000).id
+        c.execute(
+            insert(spend_counters).values(
+                scope="user_monthly",
+                scope_id=uid,
+                period=month_key(utcnow()),
+                spent_nanousd=1_000_000_000,
+                reserved_nanousd=0,
+                updated_at=utcnow(),
+            )
+        )
+    eng = AlertEngine(engine, load_config(get_settings()))
+    assert eng.evaluate() == 3  # 80, 95 and 100%
+    with engine.connect() as c:
+        got = [
+            p for (p,) in c.execute(select(events.c.payload).where(events.c.type == "alert.fired"))
+        ]
+    assert {p["scope"] for p in got} == {"user_monthly"} and {p["scope_id"] for p in got} == {uid}

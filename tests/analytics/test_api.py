@@ -1,7 +1,7 @@
 """The analytics endpoints against real data (spec 003 §5 and its test plan)."""
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -98,6 +98,7 @@ def test_by_team_rollup_correctness_and_precision(engine: Engine, api: httpx.Cli
         "cached_input_tokens": 0,
         "cache_creation_input_tokens": 0,
         "call_count": 1,
+        "error_count": 0,
         "daily_cap_usd": None,
         "monthly_cap_usd": None,
         "by_user": [
@@ -215,18 +216,26 @@ def test_empty_window_every_endpoint(engine: Engine, api: httpx.Client) -> None:
 
 
 def test_default_window_is_last_seven_days(engine: Engine, api: httpx.Client) -> None:
-    from metis.timeutil import parse_iso
+    """One definition: 7 whole UTC days ending with today, in both views (issue 18 #4)."""
+    from metis.timeutil import parse_iso, utcnow
 
-    r = api.get("/analytics/cost", params={"view": "raw"})
-    assert r.status_code == 200
-    w = r.json()["window"]
-    assert parse_iso(w["end"]) - parse_iso(w["start"]) == timedelta(days=7)
-    # the default (reconciled) view works in whole UTC days: the 7 days widened
-    body = api.get("/analytics/cost").json()
-    assert body["view"] == "reconciled"
-    start, end = parse_iso(body["window"]["start"]), parse_iso(body["window"]["end"])
-    assert start.time() == end.time() == datetime.min.time()
-    assert end - start == timedelta(days=8)
+    today = utcnow().date()
+    want = {
+        "start": f"{today - timedelta(days=6)}T00:00:00Z",
+        "end": f"{today + timedelta(days=1)}T00:00:00Z",
+    }
+    for view in ("raw", "reconciled"):
+        body = api.get("/analytics/cost", params={"view": view}).json()
+        assert body["view"] == view and body["window"] == want, body["window"]
+    assert api.get("/analytics/cost").json()["view"] == "reconciled"
+    # only ``from``: through the end of today; only ``to``: the 7 days before it
+    body = api.get("/analytics/cost", params={"from": str(today), "view": "raw"}).json()
+    assert body["window"] == {"start": f"{today}T00:00:00Z", "end": want["end"]}
+    body = api.get("/analytics/cost", params={"to": "2026-11-08", "view": "raw"}).json()
+    assert body["window"] == {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z"}
+    recon = api.get("/analytics/reconciliation").json()
+    assert (recon["from"], recon["to"]) == (want["start"][:10], want["end"][:10])
+    assert parse_iso(want["end"]) - parse_iso(want["start"]) == timedelta(days=7)
 
 
 def test_by_key(engine: Engine, api: httpx.Client) -> None:

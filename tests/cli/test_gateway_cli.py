@@ -258,6 +258,32 @@ def test_team_caps_set_and_clear(acme: type[Cli], engine: Engine) -> None:
     assert "eng" in acme.ok("gateway", "team", "list").stdout
 
 
+def test_user_caps_set_and_clear(
+    acme: type[Cli], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18 #7: ``metis gateway user add/set-cap`` for user_daily / user_monthly."""
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: one table row per line
+    acme.ok("gateway", "user", "add", "--name", "Alice", "--alias", "alice",
+            "--daily-cap-usd", "5")  # fmt: skip
+    with engine.connect() as conn:
+        v = versions.read(conn, "identity")
+    r = acme.ok("gateway", "user", "set-cap", "alice", "--monthly-cap-usd", "100.000000001")
+    assert "daily cap 5, monthly cap 100.000000001" in r.stdout
+    acme.ok("gateway", "user", "set-cap", "alice", "--daily-cap-usd", "off")
+    with engine.connect() as conn:
+        row = conn.execute(select(users)).mappings().one()
+        assert versions.read(conn, "identity") == v + 2
+    assert (row["daily_cap_nanousd"], row["monthly_cap_nanousd"]) == (None, 100_000_000_001)
+    (u,) = json.loads(acme.ok("gateway", "user", "list", "--json").stdout)
+    assert u["daily_cap_usd"] is None and str(u["monthly_cap_usd"]) == "100.000000001"
+    assert "100.000000001" in acme.ok("gateway", "user", "list").stdout
+    _one_line_error(acme.run("gateway", "user", "set-cap", "alice"), "nothing to change")
+    _one_line_error(
+        acme.run("gateway", "user", "set-cap", "alice", "--daily-cap-usd", "-1"), "daily"
+    )
+    _one_line_error(acme.run("gateway", "user", "set-cap", "bob", "--daily-cap-usd", "1"), "bob")
+
+
 def test_pii_never_reaches_the_events_table(acme: type[Cli], engine: Engine, tty: None) -> None:
     email = "alice.liu@example.org"
     acme.ok("gateway", "user", "add", "--name", "Alice Liu", "--email", email, "--alias", "alice")

@@ -243,6 +243,7 @@ FLOW_COMMANDS = (
     "gateway user add",
     "gateway user list",
     "gateway user set-email",
+    "gateway user set-cap",
     "gateway user disable",
     "gateway team add",
     "gateway team list",
@@ -251,6 +252,7 @@ FLOW_COMMANDS = (
     "gateway issue-key",
     "gateway list-keys",
     "gateway revoke-key",
+    "gateway key set",
     "ingest token create",
     "ingest token list",
     "ingest token revoke",
@@ -341,6 +343,7 @@ def test_canaries_appear_nowhere(
     run("gateway", "user", "add", "--name", "Alice Liu", "--email", "alice@example.org")
     run("gateway", "user", "add", "--name", "Bob", "--email", "bob@example.org")
     run("gateway", "user", "set-email", "bob", "bob2@example.org")
+    run("gateway", "user", "set-cap", "bob", "--daily-cap-usd", "5", "--monthly-cap-usd", "none")
     run("gateway", "user", "list", "--json", "--show-email")
     run("gateway", "user", "list")  # masked
     run("gateway", "team", "add", "--name", "eng", "--daily-cap-usd", "50")
@@ -361,6 +364,7 @@ def test_canaries_appear_nowhere(
         assert r.output.count(secret) == 1
         issued[name] = doc["id"]
         issued[name + ":secret"] = secret
+    run("gateway", "key", "set", issued["doomed-key"], "--team", "none")
     run("gateway", "revoke-key", issued["doomed-key"], "--reason", "canary test")
     run("gateway", "list-keys", "--json")
     run("gateway", "list-keys", "--workspace", "acme", "--active")

@@ -17,7 +17,7 @@ docs/dashboard.md).
 import os
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -160,14 +160,14 @@ def api_json(demo: DemoProcess, path: str, **params: str) -> Any:
 
 
 def page_range(driver: Any) -> tuple[date, date]:
-    """The inclusive day range the page shows (from its date inputs)."""
+    """The day range the page shows (from its date inputs): ``from`` inclusive, ``to`` not."""
     start = driver.find_element(_by("NAME"), "from").get_attribute("value")
     end = driver.find_element(_by("NAME"), "to").get_attribute("value")
     return date.fromisoformat(start), date.fromisoformat(end)
 
 
 def api_window(start: date, end: date) -> dict[str, str]:
-    return {"from": f"{start.isoformat()}T00:00:00Z", "to": f"{end + timedelta(1)}T00:00:00Z"}
+    return {"from": f"{start.isoformat()}T00:00:00Z", "to": f"{end.isoformat()}T00:00:00Z"}
 
 
 def gateway_status(base: str, secret: str, want: int, timeout: float = 5.0) -> int:
@@ -219,8 +219,26 @@ def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
     visit(d, base + PAGES["overview"])
     start, end = page_range(d)
     win = api_window(start, end)
+    # the page's default range is the API's default window, and the page says which it is
+    shown = d.find_element(_by("ID"), "window")
+    default = api_json(demo_server, "/analytics/cost")["window"]
+    assert (
+        (shown.get_attribute("data-start"), shown.get_attribute("data-end"))
+        == (
+            default["start"],
+            default["end"],
+        )
+        == (win["from"], win["to"])
+    )
     cost = api_json(demo_server, "/analytics/cost", group_by="model", **win)
     assert usd_attr(d.find_element(_by("ID"), "kpi-cost")) == cost["total"]["cost_usd"]
+    # a day the provider reported before it ended is shown as a lower bound "as of sync"
+    notes = {
+        n.get_attribute("data-day"): n.text
+        for n in d.find_elements(_by("CSS_SELECTOR"), "p.note.lagging")
+    }
+    assert set(notes) == {lag["day"] for lag in cost["provider_lagging"]}
+    assert all("as of sync" in text for text in notes.values())
     assert cost["total"]["cost_usd"] > 0, "the demo has spend in the default range"
     models = table_rows(d, "top_models")
     assert [(r["model"].text, usd_attr(r["cost_usd"])) for r in models] == [
@@ -287,7 +305,7 @@ def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
     recon = api_json(
         demo_server,
         "/analytics/reconciliation",
-        **{"from": str(start), "to": str(end + timedelta(1))},
+        **{"from": str(start), "to": str(end)},
     )
     foot = {
         c.get_attribute("data-col"): c
@@ -316,6 +334,11 @@ def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
         want = ingest[r["credential_id"].text]
         assert r["complete_through"].text == fmt_cell("datetime", want["complete_through"])
         assert r["last_success_at"].text == fmt_cell("datetime", want["last_success_at"])
+        # today is never a complete day, however often it was synced
+        complete, days = (int(x) for x in r["days_synced"].text.split("/"))
+        assert days == (end - start).days and complete < days
+        if r["days_in_progress"].text not in ("", "—"):  # an empty cell shows a dash
+            assert "as of sync" in r["days_in_progress"].text
     assert d.find_elements(_by("XPATH"), "//button[text()='Sync now']")
     screenshot(d, shots, "ingestion")
 

@@ -17,11 +17,15 @@ PAGES = ("/ui", "/ui/teams", "/ui/keys", "/ui/reconciliation", "/ui/ingestion")
 
 
 def _rng(s: Seeded) -> dict[str, str]:
-    return {"from": (s.today - timedelta(days=6)).isoformat(), "to": s.today.isoformat()}
+    """The last 7 days: ``to`` is exclusive on a page as in the API (issue 18 #4)."""
+    return {
+        "from": (s.today - timedelta(days=6)).isoformat(),
+        "to": (s.today + timedelta(days=1)).isoformat(),
+    }
 
 
 def _api_rng(s: Seeded) -> dict[str, str]:
-    """The same days as the page's inclusive range, as the API's half-open window."""
+    """The same days as the page's range, as the API's half-open window."""
     return {
         "from": (s.today - timedelta(days=6)).isoformat() + "T00:00:00Z",
         "to": (s.today + timedelta(days=1)).isoformat() + "T00:00:00Z",
@@ -154,8 +158,7 @@ def test_keys_page_never_shows_secrets(ui: UIClient, api: httpx.Client, seeded: 
 def test_reconciliation_page(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
     r = ui.get("/ui/reconciliation", params=_rng(seeded))
     assert r.status_code == 200
-    api_rng = {"from": _rng(seeded)["from"], "to": (seeded.today + timedelta(days=1)).isoformat()}
-    body = _api(api, "/analytics/reconciliation", **api_rng)
+    body = _api(api, "/analytics/reconciliation", **_rng(seeded))
     rows = _csv(ui, "/ui/reconciliation", "reconciliation", **_rng(seeded))
     total = rows[-1]
     assert total["day"] == "total"
@@ -234,7 +237,8 @@ def test_ingest_tokens_and_pushed_sources(
 BAD_FILTERS = (
     ({"from": "yesterday"}, "from must be a date YYYY-MM-DD"),
     ({"to": "2026-13-01"}, "to must be a date YYYY-MM-DD"),
-    ({"from": "2026-11-10", "to": "2026-11-01"}, "from must be on or before to"),
+    ({"from": "2026-11-10", "to": "2026-11-01"}, "from must be before to"),
+    ({"from": "2026-11-10", "to": "2026-11-10"}, "from must be before to (to is exclusive)"),
     ({"from": "2020-01-01", "to": "2026-11-01"}, "longer than 366 days"),
     ({"workspace": "nope"}, "unknown workspace 'nope'"),
     ({"workspace": "a b"}, "workspace must match"),
@@ -275,8 +279,31 @@ def test_user_text_is_escaped(ui: UIClient, seeded: Seeded, cli: Any) -> None:
 def test_range_presets(ui: UIClient, seeded: Seeded) -> None:
     page = html.unescape(ui.get("/ui/teams", params={"workspace": "w"}).text)
     t = seeded.today
+    end = (t + timedelta(days=1)).isoformat()
     for days in (7, 30, 90):
         start = (t - timedelta(days=days - 1)).isoformat()
-        assert f"/ui/teams?from={start}&to={t.isoformat()}&workspace=w" in page
-    assert f"from={t.replace(day=1).isoformat()}&to={t.isoformat()}" in page
+        assert f"/ui/teams?from={start}&to={end}&workspace=w" in page
+    assert f"from={t.replace(day=1).isoformat()}&to={end}" in page
     assert 'aria-current="true">7 days</a>' in page  # the default range
+    # the resolved window is shown: the default is the API's default
+    start7 = (t - timedelta(days=6)).isoformat()
+    assert f'id="window" data-start="{start7}T00:00:00Z" data-end="{end}T00:00:00Z"' in page
+    assert "7 days, today in progress" in page
+
+
+def test_user_caps_on_overview_and_keys_page(
+    ui: UIClient, api: httpx.Client, seeded: Seeded, cli: Any
+) -> None:
+    """Issue 18 #7: user caps are reported like team caps (today's gateway spend vs caps)."""
+    cli.ok("gateway", "user", "set-cap", "alice", "--daily-cap-usd", "2", "--monthly-cap-usd", "50")
+    page = ui.get("/ui", params=_rng(seeded)).text
+    assert 'data-table="user_caps"' in page
+    (row,) = _csv(ui, "/ui", "user_caps", **_rng(seeded))
+    today = {"from": seeded.today.isoformat(), "to": (seeded.today + timedelta(days=1)).isoformat()}
+    by_user = _api(api, "/analytics/cost", group_by="user", source="gateway", view="raw", **today)
+    alice = next(u for u in by_user["data"] if u["user_id"] == "usr_a")
+    assert row["user"] == "alice" and Decimal(row["today_usd"]) == alice["cost_usd"]
+    assert Decimal(row["daily_cap_usd"]) == 2 and Decimal(row["monthly_cap_usd"]) == 50
+    assert alice["daily_cap_usd"] == 2 and alice["monthly_cap_usd"] == 50
+    users = {u["alias"]: u for u in _csv(ui, "/ui/keys", "users", **_rng(seeded))}
+    assert Decimal(users["alice"]["daily_cap_usd"]) == 2 and users["bob"]["daily_cap_usd"] == ""

@@ -53,6 +53,7 @@ from metis.db.tables import (
     spend_counters,
     teams,
     usage_records,
+    users,
     workspaces,
 )
 from metis.events import AlertFired, append_events, event_row
@@ -161,8 +162,8 @@ def check_budget_crossings(
     """Note the budget thresholds that one settled spend crossed; returns them.
 
     Call after a spend counter moved from ``before`` to ``after`` (nano-USD)
-    for ``scope`` (``key_daily``, ``user_daily``, ``team_daily``,
-    ``team_monthly``), ``scope_id`` and ``period`` (``YYYY-MM-DD`` or
+    for ``scope`` (``key_daily``, ``user_daily``, ``user_monthly``,
+    ``team_daily``, ``team_monthly``), ``scope_id`` and ``period`` (``YYYY-MM-DD`` or
     ``YYYY-MM``). Costs a few integer comparisons; a crossing is appended to
     an in-memory queue that the delivery worker records (deduplicated in the
     database) and delivers, so this never does I/O and never raises.
@@ -246,6 +247,7 @@ def _typed_ids(alert: Alert) -> dict[str, str | None]:
     col = {
         "key_daily": "gateway_key_id",
         "user_daily": "user_id",
+        "user_monthly": "user_id",
         "team_daily": "team_id",
         "team_monthly": "team_id",
         "credential": "credential_id",
@@ -386,11 +388,13 @@ class AlertEngine:
         sc = spend_counters.c
         team_q = {
             scope: select(sc.scope_id, sc.period, sc.spent_nanousd, cap_col)
-            .join(teams, teams.c.id == sc.scope_id)
+            .join(table, table.c.id == sc.scope_id)
             .where(sc.scope == scope, sc.period == period, cap_col > 0)
-            for scope, period, cap_col in (
-                ("team_daily", day, teams.c.daily_cap_nanousd),
-                ("team_monthly", month, teams.c.monthly_cap_nanousd),
+            for scope, period, table, cap_col in (
+                ("team_daily", day, teams, teams.c.daily_cap_nanousd),
+                ("team_monthly", month, teams, teams.c.monthly_cap_nanousd),
+                ("user_daily", day, users, users.c.daily_cap_nanousd),
+                ("user_monthly", month, users, users.c.monthly_cap_nanousd),
             )
         }
         key_q = (

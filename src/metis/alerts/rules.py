@@ -26,7 +26,7 @@ from metis.config import Settings
 from metis.errors import ConfigError
 from metis.secrets.refs import resolve_ref
 
-CAP_SCOPES = ("key_daily", "user_daily", "team_daily", "team_monthly")
+CAP_SCOPES = ("key_daily", "user_daily", "user_monthly", "team_daily", "team_monthly")
 ALERTS_FILE = "alerts.yaml"
 
 

@@ -10,6 +10,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,7 @@ from metis.db.tables import (
     users,
 )
 from metis.money import usd_json
-from metis.timeutil import day_start, iso
+from metis.timeutil import day_start, iso, utcnow
 
 JSON = dict[str, Any]
 
@@ -48,6 +49,26 @@ def envelope(window: Window, view: View | None, data: Any, **extra: Any) -> JSON
     return out
 
 
+def provider_lagging(conn: Connection, window: Window, filters: Filters) -> list[JSON]:
+    """Days in ``window`` whose provider figure is as of a sync made before the day ended.
+
+    A reconciled answer covering such a day (today, usually) carries them as
+    ``provider_lagging``: that day's provider figure is a lower bound "as of
+    sync ``as_of``", reconciled per measure as the larger of it and the
+    attributed figure (docs/reconciliation.md).
+    """
+    from metis.ledger.reconcile import lagging_days
+
+    d0 = window.start.date()
+    d1 = window.end.date() + (
+        timedelta(days=1) if day_start(window.end.date()) < window.end else timedelta()
+    )
+    return [
+        {"workspace_id": ws, "provider": prov, "day": d.isoformat(), "as_of": iso(at)}
+        for ws, prov, d, at in lagging_days(conn, d0, d1, filters.workspace_id)
+    ]
+
+
 def _ratio(num: int, den: int) -> Decimal | None:
     return None if den == 0 else (Decimal(num) / Decimal(den)).quantize(Decimal("0.000001"))
 
@@ -61,6 +82,7 @@ def _measures(a: Agg) -> JSON:
         "cache_creation_input_tokens": a.cache_creation_input_tokens,
         "reasoning_tokens": a.reasoning_tokens,
         "call_count": a.request_count,
+        "error_count": a.error_count,
         "record_count": a.record_count,
     }
 
@@ -106,8 +128,10 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
         else _order(list(grouped.values()), col)
     )
     names: dict[str, Any] = {}
+    user_rows: dict[str, Any] = {}
     if group_by == "user":
-        names = _names(conn, users, "display_name", grouped)
+        user_rows = _names(conn, users, "*", grouped)
+        names = {k: r["display_name"] for k, r in user_rows.items()}
     elif group_by == "team":
         names = _names(conn, teams, "name", grouped)
     elif group_by == "gateway_key":
@@ -120,15 +144,21 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
             item[{"user": "user_id", "team": "team_id", "gateway_key": "key_id"}[group_by]] = v
             item.pop(group_by)
             item["display_name" if group_by == "user" else "name"] = names.get(v) if v else None
+        if group_by == "user":  # the user's hard caps, echoed like a team's (by_team)
+            ur = user_rows.get(v) if v else None
+            item["daily_cap_usd"] = usd_json(ur["daily_cap_nanousd"]) if ur else None
+            item["monthly_cap_usd"] = usd_json(ur["monthly_cap_nanousd"]) if ur else None
         item.update(_measures(a))
         data.append(item)
     total = _total(grouped.values())
+    lag = provider_lagging(conn, window, filters) if view == "reconciled" else []
     return envelope(
         window,
         view,
         data,
         group_by=group_by,
         partial_coverage=partial,
+        provider_lagging=lag,
         total=_measures(total),
     )
 
@@ -185,6 +215,7 @@ def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> J
                 "cached_input_tokens": ta.cached_input_tokens,
                 "cache_creation_input_tokens": ta.cache_creation_input_tokens,
                 "call_count": ta.request_count,
+                "error_count": ta.error_count,
                 "daily_cap_usd": usd_json(tr["daily_cap_nanousd"]) if tr else None,
                 "monthly_cap_usd": usd_json(tr["monthly_cap_nanousd"]) if tr else None,
                 "by_user": [
@@ -386,7 +417,8 @@ def routing(conn: Connection, window: Window, filters: Filters) -> JSON:
     return envelope(
         window,
         None,
-        {
+        partial_coverage=partial_coverage(conn, window, filters),
+        data={
             "decisions": decisions,
             "fallbacks": fallbacks,
             "fallback_rate": _ratio(fallbacks, decisions),
@@ -467,7 +499,11 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
             }
         )
     return envelope(
-        window, None, data, latency_sample={"rows": sampled, "every": stride, "exact": stride == 1}
+        window,
+        None,
+        data,
+        partial_coverage=partial_coverage(conn, window, filters),
+        latency_sample={"rows": sampled, "every": stride, "exact": stride == 1},
     )
 
 
@@ -520,7 +556,10 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
         last_error = next(
             (c["last_error"] for c in curs if c["last_error_at"] == last_error_at), None
         )
-        through = [c["complete_through"] for c in curs if c["complete_through"]]
+        # Never past today's start: a cursor written before issue 18 counted the day
+        # in progress as complete (through tomorrow 00:00Z).
+        today0 = day_start(utcnow().date())
+        through = [min(c["complete_through"], today0) for c in curs if c["complete_through"]]
         # Only usage_admin credentials are synced; an inference-only one has no
         # health to report (null), rather than looking like a failing sync.
         syncable = bool(cr.purpose_usage_admin) if cr else None

@@ -59,9 +59,11 @@ def print_json(obj: Any) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table on stdout; a cell too wide for the terminal wraps, it is never cut short
+    (an exact amount must not become ``100.000…``)."""
     table = Table(title=title, show_lines=False)
     for c in columns:
-        table.add_column(c)
+        table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*["" if v is None else str(v) for v in r])
     console.print(table)

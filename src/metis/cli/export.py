@@ -8,12 +8,15 @@ import typer
 
 from metis.analytics import exports
 from metis.analytics.params import parse_window, resolve_filters
+from metis.analytics.views import parse_view, query_window
 from metis.cli._common import err_console, ready_engine
 
 app = typer.Typer(help="Export usage and the audit log.", no_args_is_help=True)
 
-FromOpt = typer.Option(None, "--from", help="ISO 8601 UTC start (default: 7 days ago).")
-ToOpt = typer.Option(None, "--to", help="ISO 8601 UTC end, exclusive (default: now).")
+FromOpt = typer.Option(
+    None, "--from", help="ISO 8601 UTC start, inclusive (default: 6 days before today)."
+)
+ToOpt = typer.Option(None, "--to", help="ISO 8601 UTC end, exclusive (default: tomorrow 00:00Z).")
 FormatOpt = typer.Option("csv", "--format", help="csv or jsonl.")
 GroupByOpt = typer.Option(None, "--group-by", help="Totals per day,user,team,model,… not rows.")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write here (mode 0600); default stdout.")
@@ -39,9 +42,16 @@ def usage(
     user: str | None = typer.Option(None, "--user"),
     team: str | None = typer.Option(None, "--team"),
     source: str | None = typer.Option(None, "--source"),
+    view: str | None = typer.Option(None, "--view", help="reconciled (default) or raw."),
     output: Path | None = OutputOpt,
 ) -> None:
-    """Export usage rows (every source's raw rows) or grouped totals; money in exact USD.
+    """Export usage in a view: grouped totals, or every row with its class; exact USD.
+
+    Grouped (--group-by) rows are the figures of `metis report cost` and
+    /analytics/cost for the same window and view. Ungrouped, every stored
+    row comes with its reconciliation `class` and `counted`, plus (reconciled
+    view) the `unattributed`/`drift_adjustment` rows: the counted rows add up
+    to the view's total. The resolved window is printed on stderr.
 
     Example:
 
@@ -49,14 +59,16 @@ def usage(
     """
     f = exports.parse_format(fmt)
     groups = exports.parse_group_by(group_by)
-    window = parse_window(from_, to)
+    v = parse_view(view)
+    window = query_window(from_, to, v)
+    err_console.print(f"usage, [{window.as_json()['start']}, {window.as_json()['end']}) ({v} view)")
     engine = ready_engine()
     try:
         with engine.connect() as conn:
             filters = resolve_filters(
                 conn, workspace=workspace, user=user, team=team, source=source
             )
-        _emit(exports.usage_export(engine, window, filters, f, groups), output)
+        _emit(exports.usage_export(engine, window, filters, f, groups, v), output)
     finally:
         engine.dispose()
 
@@ -80,6 +92,7 @@ def audit(
     """
     f = exports.parse_format(fmt)
     window = parse_window(from_, to)
+    err_console.print(f"audit, [{window.as_json()['start']}, {window.as_json()['end']})")
     engine = ready_engine()
     try:
         with engine.connect() as conn:

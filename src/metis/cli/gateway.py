@@ -25,8 +25,10 @@ from metis.workspaces import get_workspace, list_workspaces
 app = typer.Typer(help="Gateway identity: users, teams and gateway keys.", no_args_is_help=True)
 user_app = typer.Typer(help="Users: who a key bills to.", no_args_is_help=True)
 team_app = typer.Typer(help="Teams: budget-owning groups with optional caps.", no_args_is_help=True)
+key_app = typer.Typer(help="Gateway keys: change an issued key.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(team_app, name="team")
+app.add_typer(key_app, name="key")
 
 CLEAR_WORDS = frozenset({"none", "off"})
 
@@ -87,15 +89,30 @@ def user_add(
     alias: str | None = typer.Option(
         None, "--alias", help="Short unique handle for --user (default: slug of the name)."
     ),
+    daily_cap_usd: str | None = typer.Option(
+        None, "--daily-cap-usd", help="Hard daily cap over all the user's keys, USD."
+    ),
+    monthly_cap_usd: str | None = typer.Option(
+        None, "--monthly-cap-usd", help="Hard monthly cap over all the user's keys, USD."
+    ),
 ) -> None:
-    """Create a user.
+    """Create a user, optionally with hard caps (UTC day / UTC calendar month).
 
     Example:
 
         metis gateway user add --name "Alice Liu" --email alice@example.org --alias alice
     """
+    daily = _cap_option(daily_cap_usd, "--daily-cap-usd")
+    monthly = _cap_option(monthly_cap_usd, "--monthly-cap-usd")
     with transaction() as conn:
-        u = user_lib.add_user(conn, name, email=email, alias=alias)
+        u = user_lib.add_user(
+            conn,
+            name,
+            email=email,
+            alias=alias,
+            daily_cap_nanousd=daily,
+            monthly_cap_nanousd=monthly,
+        )
     typer.echo(f"created user {u.alias} ({u.id})")
 
 
@@ -105,6 +122,8 @@ def _user_json(u: User, show_email: bool) -> dict[str, object]:
         "alias": u.alias,
         "display_name": u.display_name,
         "email": u.email if show_email else _mask_email(u.email),
+        "daily_cap_usd": usd_json(u.daily_cap_nanousd),
+        "monthly_cap_usd": usd_json(u.monthly_cap_nanousd),
         "created_at": iso(u.created_at),
         "disabled": u.disabled,
     }
@@ -117,7 +136,7 @@ def user_list(
         False, "--show-email", help="Show full emails (masked by default)."
     ),
 ) -> None:
-    """List users (emails masked unless --show-email).
+    """List users and their caps (emails masked unless --show-email).
 
     Example:
 
@@ -134,11 +153,42 @@ def user_list(
         return
     _table(
         "Users",
-        ["id", "alias", "name", "email", "created", "disabled"],
+        ["id", "alias", "name", "email", "daily cap $", "monthly cap $", "created", "disabled"],
         [
-            [r["id"], r["alias"], r["display_name"], r["email"], r["created_at"], r["disabled"]]
-            for r in rows
+            [r["id"], r["alias"], r["display_name"], r["email"], _usd(u.daily_cap_nanousd),
+             _usd(u.monthly_cap_nanousd), r["created_at"], r["disabled"]]
+            for r, u in zip(rows, items, strict=True)
         ],
+    )  # fmt: skip
+
+
+@user_app.command("set-cap")
+def user_set_cap(
+    alias: str = typer.Argument(..., help="User alias or id (usr_…)."),
+    daily_cap_usd: str | None = typer.Option(
+        None, "--daily-cap-usd", help="New daily cap in USD, or 'none' to remove it."
+    ),
+    monthly_cap_usd: str | None = typer.Option(
+        None, "--monthly-cap-usd", help="New monthly cap in USD, or 'none' to remove it."
+    ),
+) -> None:
+    """Change a user's hard caps over all their keys; takes effect on the next request.
+
+    Spend of every key bound to the user counts (UTC day; UTC calendar month).
+    At the cap the gateway answers 429 with scope user_daily / user_monthly;
+    budget alerts fire at 80/95/100% like team caps.
+
+    Example:
+
+        metis gateway user set-cap alice --daily-cap-usd 5 --monthly-cap-usd 100
+    """
+    daily = _cap_change(daily_cap_usd, "--daily-cap-usd")
+    monthly = _cap_change(monthly_cap_usd, "--monthly-cap-usd")
+    with transaction() as conn:
+        u = user_lib.set_caps(conn, alias, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
+    typer.echo(
+        f"user {u.alias}: daily cap {_usd(u.daily_cap_nanousd) or 'none'}, "
+        f"monthly cap {_usd(u.monthly_cap_nanousd) or 'none'}"
     )
 
 
@@ -454,3 +504,39 @@ def list_keys(
             for k in items
         ],
     )
+
+
+def _binding(value: str | None) -> "str | team_lib._Keep | None":
+    if value is None:
+        return KEEP
+    return None if value.strip().lower() in CLEAR_WORDS else value
+
+
+@key_app.command("set")
+def key_set(
+    key_id: str = typer.Argument(..., help="The key id (key_…)."),
+    user: str | None = typer.Option(
+        None, "--user", help="User alias or id to bind the key to, or 'none' to unbind."
+    ),
+    team: str | None = typer.Option(
+        None, "--team", help="Team name or id to bind the key to, or 'none' to unbind."
+    ),
+) -> None:
+    """Re-bind an issued key to a user and/or team (audited as gateway.key_updated).
+
+    Takes effect on the gateway's next request; usage recorded before keeps
+    its old binding, so reports over a window spanning the change carry
+    partial_coverage. The user/team must exist (create them first).
+
+    Example:
+
+        metis gateway key set key_01J... --user alice --team eng
+    """
+    with transaction() as conn:
+        key, changed = key_lib.rebind_key(conn, key_id, user=_binding(user), team=_binding(team))
+        aliases = {u.id: u.alias for u in user_lib.list_users(conn)}
+        team_names = {t.id: t.name for t in team_lib.list_teams(conn)}
+    shown_user = aliases.get(key.user_id, key.user_id) if key.user_id else "none"
+    shown_team = team_names.get(key.team_id, key.team_id) if key.team_id else "none"
+    verb = "bound" if changed else "already bound"
+    typer.echo(f"gateway key {key.id} ({key.name}) {verb} to user {shown_user}, team {shown_team}")

@@ -58,6 +58,9 @@ users = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("forgotten_at", UTCDateTime, nullable=True),
+    # Optional hard caps (nano-USD) over all the user's keys: UTC day / calendar month.
+    Column("daily_cap_nanousd", BigInteger, nullable=True),
+    Column("monthly_cap_nanousd", BigInteger, nullable=True),
 )
 
 teams = Table(

@@ -13,7 +13,7 @@ workspaces, for today and this month (UTC): exactly what the hard caps count
 """
 
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +28,7 @@ from metis.identity.teams import list_teams
 from metis.identity.users import list_users
 from metis.ingest.activity import list_activity
 from metis.ledger.reconcile import Totals, pushed_sources, reconciled_cells
-from metis.timeutil import day_start, utcnow
+from metis.timeutil import day_start, parse_iso, utcnow
 from metis.web.charts import cap_bar, day_range, stacked_bars
 from metis.web.params import PageQuery
 from metis.web.tables import Column, Table, usd
@@ -80,7 +80,7 @@ def _spend_chart(conn: Connection, q: PageQuery) -> tuple[Any, Table]:
         series = [(n, dict(per[n])) for n in keep] + [("other", dict(other))]
     else:
         series = [(n, dict(per[n])) for n in ordered]
-    days = day_range(q.start, q.end)
+    days = day_range(q.start, q.last)
     label = "team" if q.stack == "team" else "source"
     chart = stacked_bars(days, series, title=f"Spend per day by {label} ({q.view} view)")
     table = Table(
@@ -168,6 +168,7 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
             }
         )
     return [
+        *_user_caps_tables(conn, today),
         Table(
             id="team_caps",
             title=f"Teams today ({today.isoformat()}) and this month vs caps",
@@ -200,6 +201,62 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
     ]
 
 
+def user_cap_rows(conn: Connection, today: date) -> list[dict[str, Any]]:
+    """Users with a cap: today's and this month's gateway spend against it (what caps count)."""
+    u_day = {
+        r["user_id"]: r
+        for r in service.cost(conn, today_window(today), GATEWAY, "raw", "user")["data"]
+    }
+    u_month = {
+        r["user_id"]: r
+        for r in service.cost(conn, month_window(today), GATEWAY, "raw", "user")["data"]
+    }
+    rows = []
+    for u in list_users(conn):
+        if u.daily_cap_nanousd is None and u.monthly_cap_nanousd is None:
+            continue
+        today_usd = _dec(u_day.get(u.id, {}).get("cost_usd"))
+        month_usd = _dec(u_month.get(u.id, {}).get("cost_usd"))
+        rows.append(
+            {
+                "user": u.alias,
+                "user_id": u.id,
+                "today_usd": today_usd,
+                "daily_cap_usd": usd(u.daily_cap_nanousd),
+                "daily_bar": cap_bar(today_usd, usd(u.daily_cap_nanousd), label=f"{u.alias} today"),
+                "month_usd": month_usd,
+                "monthly_cap_usd": usd(u.monthly_cap_nanousd),
+                "monthly_bar": cap_bar(
+                    month_usd, usd(u.monthly_cap_nanousd), label=f"{u.alias} this month"
+                ),
+                "disabled": u.disabled,
+            }
+        )
+    return rows
+
+
+def _user_caps_tables(conn: Connection, today: date) -> list[Table]:
+    return [
+        Table(
+            id="user_caps",
+            title=f"Users today ({today.isoformat()}) and this month vs caps",
+            columns=[
+                Column("user", "user"),
+                Column("user_id", "user id", hidden=True),
+                Column("today_usd", "today", "usd"),
+                Column("daily_cap_usd", "daily cap", "usd"),
+                Column("daily_bar", "today vs daily cap", "bar"),
+                Column("month_usd", "this month", "usd"),
+                Column("monthly_cap_usd", "monthly cap", "usd"),
+                Column("monthly_bar", "month vs monthly cap", "bar"),
+            ],
+            rows=user_cap_rows(conn, today),
+            empty="No user has a cap (`metis gateway user set-cap`).",
+            note="Gateway spend over all the user's keys: what the hard caps count.",
+        )
+    ]
+
+
 def overview(conn: Connection, q: PageQuery) -> Ctx:
     chart, by_day = _spend_chart(conn, q)
     models, res = _cost_table(conn, q, "model", "top_models", "Top models")
@@ -208,6 +265,9 @@ def overview(conn: Connection, q: PageQuery) -> Ctx:
     return {
         "total": res["total"],
         "partial_coverage": res["partial_coverage"],
+        "provider_lagging": [
+            {**lag, "as_of": as_of(parse_iso(lag["as_of"]))} for lag in res["provider_lagging"]
+        ],
         "chart": chart,
         "tables": {
             "spend_by_day": by_day,
@@ -370,6 +430,8 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
             "status": "disabled" if u.disabled else "active",
             "active_keys": active.get(u.id, 0),
             "cost_usd": _dec(by_user.get(u.id, {}).get("cost_usd")),
+            "daily_cap_usd": usd(u.daily_cap_nanousd),
+            "monthly_cap_usd": usd(u.monthly_cap_nanousd),
             "disabled": u.disabled,
         }
         for u in users.values()
@@ -407,6 +469,8 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
             Column("status", "status"),
             Column("active_keys", "active keys", "int"),
             Column("cost_usd", "spend in range", "usd"),
+            Column("daily_cap_usd", "daily cap", "usd"),
+            Column("monthly_cap_usd", "monthly cap", "usd"),
         ],
         rows=user_rows,
         empty="No users yet.",
@@ -423,7 +487,7 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
 
 
 def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
-    cells = reconciled_cells(conn, q.start, q.end_exclusive, q.workspace_id)
+    cells = reconciled_cells(conn, q.start, q.end, q.workspace_id)
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
     groups: dict[tuple[date, str], dict[str, Any]] = {}
     zero = Totals()
@@ -442,8 +506,11 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
                 "covered": 0,
                 "cells": 0,
                 "flags": set(),
+                "as_of": None,
             },
         )
+        if c.lagging and c.provider_synced_at is not None:
+            g["as_of"] = min(filter(None, (g["as_of"], c.provider_synced_at)))
         g["provider_reported"] += c.provider_reported
         g["gateway"] += c.gateway
         g["plugin"] += c.plugin
@@ -472,7 +539,8 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
                 "unattributed_usd": money(g["unattributed"]),
                 "drift_usd": money(g["drift"]),
                 "reconciled_usd": money(g["reconciled"]),
-                "coverage": f"{g['covered']}/{g['cells']} cells",
+                "coverage": f"{g['covered']}/{g['cells']} cells"
+                + (f", day in progress, {as_of(g['as_of'])}" if g["as_of"] else ""),
                 "flags": ", ".join(sorted(g["flags"])),
             }
         )
@@ -516,7 +584,9 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
         footer=total,
         row_class=flag,
         note="Covered cells take the provider's figure; unattributed = provider − attributed "
-        "(traffic that bypassed Metis); drift = attributed above the provider's figure.",
+        "(traffic that bypassed Metis); drift = attributed above the provider's figure. "
+        "A day still in progress (provider_lagging) takes, per measure, the larger of the "
+        "provider's figure as of its last sync and the attributed one: it is never drift.",
     )
     cell_rows = [
         {
@@ -524,7 +594,12 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
             "workspace": ws_names.get(c.workspace_id, c.workspace_id),
             "provider": c.provider,
             "model": c.model,
-            "basis": "provider" if c.covered else "gateway+plugin",
+            "basis": ("provider" if c.covered else "gateway+plugin")
+            + (
+                f" ({as_of(c.provider_synced_at)}, lower bound)"
+                if c.lagging and c.provider_synced_at
+                else ""
+            ),
             "provider_reported_usd": money(c.provider_reported),
             "gateway_usd": money(c.gateway),
             "plugin_usd": money(c.plugin),
@@ -563,7 +638,7 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
 
 def _pushed_sources_table(conn: Connection, q: PageQuery) -> Table:
     """Per pushed source (plugins, agent telemetry): counted, twins of gateway calls, via it."""
-    parts = pushed_sources(conn, q.start, q.end_exclusive, q.workspace_id)
+    parts = pushed_sources(conn, q.start, q.end, q.workspace_id)
     by_source: dict[str, dict[str, Totals]] = defaultdict(dict)
     for (source, klass), t in parts.items():
         by_source[source][klass] = t
@@ -615,29 +690,40 @@ def _sync_status(h: dict[str, Any], syncable: bool) -> str:
     return "error" if h["last_error"] else "never synced"
 
 
+def as_of(synced_at: datetime) -> str:
+    """How a figure of a day still in progress is labelled: ``as of sync 14:05Z``."""
+    return f"as of sync {synced_at.astimezone(UTC).strftime('%H:%MZ')}"
+
+
 def ingestion(conn: Connection, q: PageQuery) -> Ctx:
     health = service.ingest_health(conn, q.window, q.workspace_id)["data"]
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
-    days_total = (q.end - q.start).days + 1
+    days_total = q.days
     sw = sync_windows.c
-    done: dict[str, int] = {
-        str(cid): int(n)
-        for cid, n in conn.execute(
-            select(sw.credential_id, func.count())
-            .where(sw.window_start >= q.window.start, sw.window_start < q.window.end)
-            .group_by(sw.credential_id)
+    complete: dict[str, int] = defaultdict(int)
+    in_progress: dict[str, list[str]] = defaultdict(list)
+    for cid, w_start, w_end, done_at in conn.execute(
+        select(sw.credential_id, sw.window_start, sw.window_end, sw.completed_at).where(
+            sw.window_start >= q.window.start, sw.window_start < q.window.end
         )
-    }
+    ):
+        # A day fetched before it ended is a lower bound, never a complete day.
+        if done_at >= w_end:
+            complete[str(cid)] += 1
+        else:
+            in_progress[str(cid)].append(f"{w_start.date().isoformat()} {as_of(done_at)}")
     rows = []
     for h in health:
         cid = h["credential_id"]
-        n = int(done.get(cid, 0))
+        n = complete.get(cid, 0)
+        partial = in_progress.get(cid, [])
         rows.append(
             {
                 **h,
                 "workspace": ws_names.get(h["workspace_id"] or "", h["workspace_id"]),
                 "days_synced": f"{n}/{days_total}",
                 "days_synced_n": n,
+                "days_in_progress": "; ".join(sorted(partial)),
                 "syncable": bool(h["syncable"]),
                 "status": _sync_status(h, bool(h["syncable"])),
             }
@@ -653,7 +739,8 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
             Column("status", "status"),
             Column("last_success_at", "last sync", "datetime"),
             Column("complete_through", "cursor (complete through)", "datetime"),
-            Column("days_synced", "days synced in range"),
+            Column("days_synced", "complete days in range"),
+            Column("days_in_progress", "days in progress (lower bound)"),
             Column("runs", "runs in range", "int"),
             Column("failed_runs", "failed", "int"),
             Column("records_stored", "stored", "int"),
@@ -687,6 +774,7 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
                         sw.credential_id == r["credential_id"],
                         sw.window_start >= r["window_start"],
                         sw.window_start < r["window_end"],
+                        sw.completed_at >= sw.window_end,
                     )
                 ).scalar_one()
             )
