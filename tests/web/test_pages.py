@@ -224,7 +224,7 @@ def test_ingest_tokens_and_pushed_sources(
     fixture_day = date(2026, 12, 5)  # when the Claude Code fixture was captured
     rng = {
         "from": min(fixture_day, seeded.today - timedelta(days=6)).isoformat(),
-        "to": max(fixture_day, seeded.today).isoformat(),
+        "to": (max(fixture_day, seeded.today) + timedelta(days=1)).isoformat(),  # exclusive
     }
     assert ui.get("/ui/reconciliation", params=rng).status_code == 200
     sources = {x["source"]: x for x in _csv(ui, "/ui/reconciliation", "sources", **rng)}
