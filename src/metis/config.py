@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     cron_secret: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    # Log lines: human (console) unless json is asked for (log shippers, journald).
+    log_format: Literal["json", "console"] = "console"
     # Routing rules file (docs/routing.md); default $METIS_HOME/routing.yaml.
     routing_file: Path | None = None
     # Alerts (docs/alerts.md): sinks; more rules and overrides in $METIS_HOME/alerts.yaml.

@@ -349,8 +349,8 @@ def test_canaries_appear_nowhere(
                             ("refs-key", "refs", []),  # upstream keys by env:/file: reference
                             ("doomed-key", "acme", [])]:  # fmt: skip
         canary = f"gateway key {name}"
-        r = run("gateway", "issue-key", "--name", name, "--workspace", ws, *extra, "--yes",
-                "--json", prints_once=canary)  # fmt: skip
+        r = run("gateway", "issue-key", "--name", name, "--workspace", ws, *extra,
+                "--create-missing", "--json", prints_once=canary)  # fmt: skip
         doc = json.loads(r.stdout)
         secret = doc["token"]
         sc.add(canary, secret)
