@@ -1,6 +1,7 @@
 """Provider sync end to end through the CLI against a fake admin API (both providers)."""
 
 import json
+import re
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -219,3 +220,31 @@ def test_undocumented_shape_fails_the_window_cleanly(
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(usage_records)).scalar_one() == 0
         assert set(conn.execute(select(ingest_runs.c.status)).scalars()) == {"failed"}
+
+
+def test_terminal_output_is_human_unless_json_is_asked_for(
+    cli: type[Cli], provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METIS_LOG_FORMAT", "console")  # the default
+    monkeypatch.delenv("METIS_LOG_LEVEL", raising=False)
+    provisioned.fake.faults.append(Fault("500", times=100))  # the day's window fails
+    r = cli.run("ingest", "sync", "--days", "1")
+    assert r.exit_code == 1
+    assert not [ln for ln in r.stderr.splitlines() if ln.startswith("{")], r.stderr
+    assert re.search(r"^warning: ingest\.window_failed .*day=\d{4}-\d\d-\d\d", r.stderr, re.M)
+    assert f"{provisioned.credential_id} (acme/{provisioned.provider}) sync failed" in r.stdout
+    provisioned.fake.faults.clear()
+    r = cli.ok("ingest", "sync", "--days", "1")
+    assert r.stderr == ""  # info lines stay quiet: the summary line says it
+    assert f"{provisioned.credential_id} (acme/{provisioned.provider}) sync ok" in r.stdout
+    # --json: JSON on stdout and JSON log lines on stderr, info included
+    r = cli.ok("ingest", "sync", "--days", "1", "--json")
+    lines = r.stderr.splitlines()
+    assert lines and all(json.loads(ln)["logger"] == "metis.ingest" for ln in lines)
+    assert any(json.loads(ln)["event"] == "ingest.run_completed" for ln in lines)
+    assert json.loads(r.stdout)[0]["workspace_name"] == "acme"
+    # METIS_LOG_FORMAT=json alone: JSON log lines, human summary
+    monkeypatch.setenv("METIS_LOG_FORMAT", "json")
+    r = cli.ok("ingest", "sync", "--days", "1")
+    assert r.stderr and all(ln.startswith("{") for ln in r.stderr.splitlines())
+    assert "sync ok" in r.stdout

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from metis import jsonutil
 from metis.config import Settings, get_settings
-from metis.db.engine import make_engine
+from metis.db.engine import make_engine, normalize_url, sqlite_path
 from metis.db.migrate import current_revision, head_revision
 from metis.errors import ConfigError
 
@@ -31,6 +31,15 @@ def settings() -> Settings:
 def ready_engine(s: Settings | None = None) -> Engine:
     """An engine for a database that is initialized and at the current schema."""
     s = s or settings()
+    path = sqlite_path(normalize_url(s.effective_database_url))
+    if path is not None and not path.exists():
+        # Not even the file: say so, and create nothing (an empty file would only
+        # make the next command say "not initialized" about the wrong place).
+        raise ConfigError(
+            f"no Metis database at {path} (METIS_HOME={s.home}): run `metis init` to create "
+            "one there, or point METIS_HOME at an existing home (a running `metis demo` "
+            "prints the `export METIS_HOME=…` line for its own)"
+        )
     engine = make_engine(settings=s)
     rev = current_revision(engine)
     head = head_revision()
@@ -96,7 +105,9 @@ def print_table(
     mid-id. ``wide`` prints the table layout anyway, as wide as it needs.
     """
     cells = [[cell_text(v) for v in r] for r in rows]
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left"
+    )
     for i, c in enumerate(columns):
         values = [r[i] for r in cells if i < len(r)]
         is_id = bool(values) and all(ID_RE.match(v) for v in values if v) and any(values)
