@@ -22,8 +22,9 @@ Entry points for other components:
   records failure / recovery / slowness in its own transaction and never
   raises.
 - `AlertEngine.evaluate` (periodic, inside ``metis serve``): stale syncs,
-  reconciliation drift, unpriced models, and a budget sweep over the spend
-  counters as a safety net for crossings a crashed process never drained.
+  reconciliation drift, unpriced models, monthly caps forecast to be reached
+  (`metis.alerts.forecast`), and a budget sweep over the spend counters as a
+  safety net for crossings a crashed process never drained.
 """
 
 import logging
@@ -248,13 +249,12 @@ def _insert(conn: Connection) -> Any:
 
 def _typed_ids(alert: Alert) -> dict[str, str | None]:
     ids: dict[str, str | None] = {"workspace_id": alert.workspace_id}
-    col = {
-        "key_daily": "gateway_key_id",
-        "user_daily": "user_id",
-        "team_daily": "team_id",
-        "team_monthly": "team_id",
-        "credential": "credential_id",
-    }.get(alert.scope)
+    # A cap scope's kind is its prefix (team_daily, team_monthly, user_… , key_…).
+    col = {"credential": "credential_id"}.get(alert.scope) or {
+        "key": "gateway_key_id",
+        "user": "user_id",
+        "team": "team_id",
+    }.get(alert.scope.split("_", 1)[0])
     if col:
         ids[col] = alert.scope_id
     return ids
@@ -656,10 +656,13 @@ class AlertEngine:
             lambda c: self.sweep_stale_syncs(c, now),
         ]
         if ledger_scans:
+            from metis.alerts.forecast import sweep_forecast_breaches
+
             self._last_ledger_scan = now
             jobs += [
                 lambda c: self.sweep_unpriced(c, now.date()),
                 lambda c: self.sweep_reconciliation(c, now.date()),
+                lambda c: sweep_forecast_breaches(self, c, now.date()),
             ]
         for job in jobs:
             try:
