@@ -88,6 +88,15 @@ class Line:
         return max(Fraction(0), self.level + self.slope * (d - self.origin).days)
 
 
+def basis_text(fit_days: int) -> str:
+    """What the line was fitted on, for people: ``4 weeks``, ``10 days``, ``today so far``."""
+    if fit_days == 0:
+        return "today so far"
+    if fit_days % 7 == 0 and fit_days >= 14:
+        return f"{fit_days // 7} weeks"
+    return f"{fit_days} day" + ("s" if fit_days > 1 else "")
+
+
 def first_spend_day(series: Series) -> date | None:
     days = [d for d, v in series.items() if v]
     return min(days) if days else None

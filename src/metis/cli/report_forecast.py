@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from metis.analytics.forecast import basis_text
 from metis.analytics.forecast_report import BY, forecast_report
 from metis.analytics.params import resolve_filters
 from metis.analytics.views import parse_view
@@ -69,17 +70,20 @@ def forecast(
                 r[id_field] or "",
                 _usd(r["month_to_date_usd"]),
                 _usd(r["forecast_usd"]),
+                basis_text(r["fit_days"]),
                 _usd(cap["limit_usd"]) if cap else "",
                 (cap["reaches_on"] or "not this month") if cap else "",
                 f"{last['month']} {_pct(mid['error_pct'])}" if last and mid else "",
             ]
         )
     t = body["total"]
-    rows.append(["TOTAL", "", _usd(t["month_to_date_usd"]), _usd(t["forecast_usd"]), "", "", ""])
+    rows.append(
+        ["TOTAL", "", _usd(t["month_to_date_usd"]), _usd(t["forecast_usd"]), "", "", "", ""]
+    )
     print_table(
         f"Spend in {body['month']} ({body['view']} view, USD): "
         f"{body['complete_days']} of {body['days_in_month']} days complete",
-        [by, "id", "so far", "forecast", "monthly cap", "reaches cap", "error day 14"],
+        [by, "id", "so far", "forecast", "fitted on", "monthly cap", "reaches cap", "error day 14"],
         rows,
         wide=wide,
     )

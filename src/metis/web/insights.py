@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from metis.analytics import service
-from metis.analytics.forecast import forecast_month
+from metis.analytics.forecast import basis_text, forecast_month
 from metis.analytics.forecast_report import BY, daily_series, forecast_report, history_start
 from metis.analytics.params import ParamError
 from metis.timeutil import utcnow
@@ -219,6 +219,7 @@ def _forecast_table(body: dict[str, Any], by: str) -> Table:
                 "month_to_date_usd": r["month_to_date_usd"],
                 "forecast_usd": r["forecast_usd"],
                 "daily_rate_usd": r["daily_rate_usd"],
+                "basis": basis_text(r["fit_days"]),
                 "cap_usd": cap.get("limit_usd"),
                 "cap_forecast_usd": cap.get("forecast_usd"),
                 "cap_status": status,
@@ -238,6 +239,7 @@ def _forecast_table(body: dict[str, Any], by: str) -> Table:
             Column("month_to_date_usd", "so far", "usd"),
             Column("forecast_usd", "forecast", "usd"),
             Column("daily_rate_usd", "daily rate now", "usd"),
+            Column("basis", "fitted on"),
             Column("cap_usd", "monthly cap", "usd"),
             Column("cap_forecast_usd", "gateway forecast (what the cap counts)", "usd"),
             Column("cap_status", "cap"),
