@@ -43,7 +43,7 @@ MONTHS = [date(2026, 6, 1), date(2026, 7, 1), date(2026, 8, 1)]
 
 
 def synthetic(seed: int, growth: Fraction, noise: int) -> Series:
-    rnd = random.Random(seed)  # noqa: S311 - synthetic data
+    rnd = random.Random(seed)
     out: Series = {}
     for i in range(DAYS):
         d = START + timedelta(days=i)

@@ -262,6 +262,7 @@ FLOW_COMMANDS = (
     "routing check",
     "routing explain",
     "report cost",
+    "report forecast",
     "export usage",
     "export audit",
     "alerts test",
@@ -413,6 +414,8 @@ def test_canaries_appear_nowhere(
     run("routing", "explain", "--key", issued["alice-key"], "--model", "gpt-4o")
     run("report", "cost", "--group-by", "team", "--json")
     run("report", "cost", "--group-by", "user")
+    run("report", "forecast", "--by", "user")
+    run("report", "forecast", "--by", "team", "--json")
     exports = tmp_path / "exports"
     exports.mkdir()
     run("export", "usage", "--format", "csv", "--output", str(exports / "usage.csv"))

@@ -4,7 +4,11 @@ import typer
 
 from metis.errors import ValidationError
 
-app = typer.Typer(help="The local OpenAI/Anthropic provider simulator.", no_args_is_help=True)
+app = typer.Typer(
+    help="The local OpenAI/Anthropic provider simulator.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.command()
