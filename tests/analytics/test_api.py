@@ -422,3 +422,6 @@ def test_answers_name_the_users_teams_keys_and_workspaces_they_list(
     recon = api.get("/analytics/reconciliation", params={"from": "2026-11-01", "to": "2026-11-09"})
     cells = recon.json()["cells"]
     assert cells and all(c["workspace_name"] == "w" for c in cells)
+    # an empty workspace is a bad value (the documented pattern), as on every other endpoint
+    empty = api.get("/analytics/reconciliation", params={"workspace": ""})
+    assert empty.status_code == 400 and empty.json()["error"] == "invalid_workspace"

@@ -73,7 +73,7 @@ def reconciliation(
         if (end_d - start_d).days > MAX_DAYS:
             raise ParamError("invalid_window", f"window longer than {MAX_DAYS} days")
         with engine.connect() as conn:
-            ws = resolve_workspace(conn, workspace) if workspace else None
+            ws = resolve_workspace(conn, workspace) if workspace is not None else None
             cells = reconciled_cells(conn, start_d, end_d, ws)
             names = {w.id: w.name for w in list_workspaces(conn)}
     except ParamError as exc:
