@@ -278,6 +278,13 @@ def test_forecast_page_equals_the_api(ui: UIClient, api: httpx.Client, seeded: S
     assert 'id="backtest"' in r.text
     users = _csv(ui, "/ui/forecast", "forecast_user")
     assert {u["name"] for u in users} >= {"alice", "bob"}
+    # one read serves the three tables: each equals its own API answer
+    for by in ("user", "workspace"):
+        api_by = _api(api, "/analytics/forecast", by=by)
+        rows_by = _csv(ui, "/ui/forecast", f"forecast_{by}")
+        assert [(r["id"], Decimal(r["forecast_usd"])) for r in rows_by] == [
+            (d[f"{by}_id"] or "", d["forecast_usd"]) for d in api_by["data"]
+        ]
     assert f'data-usd="{body["total"]["forecast_usd"]:.9f}"' in r.text
 
 

@@ -9,7 +9,7 @@ page's window, view and filters, so a page and its endpoint agree:
 """
 
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from metis.analytics import service
 from metis.analytics.forecast import basis_text, forecast_month
-from metis.analytics.forecast_report import BY, daily_series, forecast_report, history_start
+from metis.analytics.forecast_report import BY, forecast_report, series_by_kind
 from metis.analytics.params import ParamError
 from metis.timeutil import utcnow
 from metis.web.charts import stacked_bars
@@ -170,11 +170,8 @@ def routing(conn: Connection, q: PageQuery) -> Ctx:
 # ---------------------------------------------------------------- forecast
 
 
-def _month_chart(conn: Connection, q: PageQuery, today: date) -> Any:
+def _month_chart(series: dict[Any, dict[date, int]], today: date) -> Any:
     """Spend per day of this month: actual so far, then the forecast (sum of the teams')."""
-    series = daily_series(
-        conn, q.view, q.filters, history_start(today), today + timedelta(days=1), "team_id"
-    )
     actual: dict[date, Decimal] = defaultdict(Decimal)
     ahead: dict[date, Decimal] = defaultdict(Decimal)
     days: list[date] = []
@@ -254,10 +251,13 @@ def _forecast_table(body: dict[str, Any], by: str) -> Table:
 def forecast(conn: Connection, q: PageQuery) -> Ctx:
     """This UTC month so far and where it will end, per team, user and workspace."""
     today = utcnow().date()
-    bodies = {by: forecast_report(conn, q.filters, q.view, by, today=today) for by in BY}
-    first = bodies["team"]
+    series = series_by_kind(conn, q.view, q.filters, today, list(BY))  # one read for all
+    bodies = {
+        by: forecast_report(conn, q.filters, q.view, by, today=today, series=series[by])
+        for by in BY
+    }
     return {
         "tables": {f"forecast_{by}": _forecast_table(b, by) for by, b in bodies.items()},
-        "forecast": first,
-        "chart": _month_chart(conn, q, today),
+        "forecast": bodies["team"],
+        "chart": _month_chart(series["team"], today),
     }
