@@ -100,7 +100,7 @@ def _bars(
     css: str,
 ) -> str:
     """One drawing of `stacked_bars` at ``width`` x ``height`` with ``font`` px labels."""
-    left, right, top, bottom = 6 + font * 5, 8, 10, 16 + font * 2
+    left, right, top, bottom = 6 + font * 5, font * 2, 10, 16 + font * 2  # room for end labels
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum((s.get(d, Decimal(0)) for _, s in series), Decimal(0)) for d in days]
     ymax, step, ticks = nice_scale(max(totals, default=Decimal(0)))
