@@ -36,6 +36,7 @@ builds the answer of ``/analytics/forecast``, ``metis report forecast`` and
 the dashboard's forecast page.
 """
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def first_spend_day(series: Series) -> date | None:
 
 def fit_line(series: Series, today: date) -> Line:
     """The damped weekly trend of the complete days before ``today`` (module docstring)."""
-    first = first_spend_day({d: v for d, v in series.items() if d < today})
+    first = min((d for d, v in series.items() if v and d < today), default=None)
     if first is None:
         return Line(today, Fraction(series.get(today, 0)), Fraction(0), 0)
     n_days = min(FIT_DAYS, (today - first).days)
@@ -114,16 +115,21 @@ def fit_line(series: Series, today: date) -> Line:
         mean = Fraction(sum(series.get(d, 0) for d in _days(start, today)), n_days)
         return Line(start, mean, Fraction(0), n_days)
     start = today - timedelta(days=7 * weeks)
-    means = [
-        Fraction(sum(series.get(start + timedelta(days=7 * w + i), 0) for i in range(7)), 7)
+    sums = [
+        sum(series.get(start + timedelta(days=7 * w + i), 0) for i in range(7))
         for w in range(weeks)
     ]
-    mean_w = Fraction(weeks - 1, 2)
-    mean_y = sum(means, Fraction(0)) / weeks
-    dw = [Fraction(w) - mean_w for w in range(weeks)]
-    sxx = sum((x * x for x in dw), Fraction(0))
-    sxy = sum((x * (y - mean_y) for x, y in zip(dw, means, strict=True)), Fraction(0))
-    slope = sxy / sxx / 7 * DAMPING  # per day
+    # Least squares through the weekly means sums[w] / 7 at x = w, in integers: with
+    # c = 2w - (weeks - 1) (twice the centred x), the slope per week is
+    # 2 * sum(c * sums) / (7 * sum(c^2)); per day divide by 7, then damp.
+    c = [2 * w - (weeks - 1) for w in range(weeks)]
+    slope = (
+        Fraction(
+            2 * sum(ci * si for ci, si in zip(c, sums, strict=True)), 49 * sum(x * x for x in c)
+        )
+        * DAMPING
+    )
+    mean_y = Fraction(sum(sums), 7 * weeks)
     center = Fraction(7 * weeks - 1, 2)  # days from ``start`` to the middle of the span
     return Line(start, mean_y - slope * center, slope, 7 * weeks)
 
@@ -146,30 +152,44 @@ class MonthForecast:
         return round(self.line.at(self.today))
 
 
+def _round_half_even(num: int, den: int) -> int:
+    """``round(num / den)`` (half to even) in integers; ``den > 0``."""
+    q, r = divmod(num, den)
+    twice = 2 * r
+    return q + 1 if twice > den or (twice == den and q % 2) else q
+
+
 def forecast_month(series: Series, today: date) -> MonthForecast:
     """The month-end forecast of ``series`` as of ``today`` (see the module docstring)."""
     start, end = month_start(today), next_month(today)
     line = fit_line(series, today)
-    days: list[tuple[date, Fraction, bool]] = []
+    # Integer arithmetic over a common denominator: the line's value on day k
+    # (from its origin) is (ln + sn * k) / den; a Fraction per day was the cost.
+    den = math.lcm(line.level.denominator, line.slope.denominator)
+    ln = line.level.numerator * (den // line.level.denominator)
+    sn = line.slope.numerator * (den // line.slope.denominator)
+    days: list[tuple[date, int, bool]] = []  # values times ``den``
+    k = (start - line.origin).days
     for d in _days(start, end):
-        actual = Fraction(series.get(d, 0))
+        actual = series.get(d, 0) * den
+        predicted = max(0, ln + sn * k)
         if d < today:
             days.append((d, actual, False))
         elif d == today:
-            predicted = line.at(d)
             days.append((d, max(actual, predicted), predicted > actual))
         else:
-            days.append((d, line.at(d), True))
-    total = sum((v for _, v, _ in days), Fraction(0))
+            days.append((d, predicted, True))
+        k += 1
+    total = sum(v for _, v, _ in days)
     mtd = sum(series.get(d, 0) for d in _days(start, today + timedelta(days=1)))
     return MonthForecast(
         today=today,
         start=start,
         end=end,
         month_to_date_nanousd=mtd,
-        forecast_nanousd=round(total),
+        forecast_nanousd=_round_half_even(total, den),
         line=line,
-        days=tuple((d, round(v), f) for d, v, f in days),
+        days=tuple((d, _round_half_even(v, den), f) for d, v, f in days),
     )
 
 
