@@ -157,6 +157,9 @@ class AlertFired(msgspec.Struct, frozen=True, kw_only=True):
     message: str
     fired_at: str
     test: bool = False
+    # The name of what scope_id identifies (team name, user alias, key name,
+    # workspace/provider of a credential), looked up when it fired.
+    scope_name: str | None = None
 
 
 EVENT_TYPES: dict[type[msgspec.Struct], str] = {

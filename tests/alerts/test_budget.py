@@ -35,7 +35,11 @@ def _team(engine: Engine, tid: str = "team_eng") -> str:
     with engine.begin() as c:
         c.execute(
             insert(teams).values(
-                id=tid, name=tid, daily_cap_nanousd=CAP, created_at=utcnow(), disabled=False
+                id=tid,
+                name=tid.removeprefix("team_"),
+                daily_cap_nanousd=CAP,
+                created_at=utcnow(),
+                disabled=False,
             )
         )
     return tid
@@ -106,6 +110,8 @@ async def test_team_cap_fires_once_per_threshold_per_day(engine: Engine, sinks: 
         body = p.json
         assert body["kind"] == "budget_threshold"
         assert body["scope"] == "team_daily" and body["scope_id"] == tid
+        assert body["scope_name"] == "eng"  # the name next to the id
+        assert f"spend of team eng ({tid}) reached" in body["message"]
         assert body["period"] == day_key(utcnow())
         assert body["limit_usd"] == 1
     assert [p.json["current_usd"] for p in hooks] == [
@@ -115,6 +121,7 @@ async def test_team_cap_fires_once_per_threshold_per_day(engine: Engine, sinks: 
     ]
     slack = sinks.receiver.at("/slack")
     assert len(slack) == 3 and all("team_daily" in p.json["text"] for p in slack)
+    assert all(f"team eng ({tid})" in p.json["text"] for p in slack)
 
     # More passes, the periodic sweep over the flushed counters, a second
     # process's counters seeing the same spend: nothing fires again.

@@ -102,8 +102,8 @@ def test_by_team_rollup_correctness_and_precision(engine: Engine, api: httpx.Cli
         "daily_cap_usd": None,
         "monthly_cap_usd": None,
         "by_user": [
-            {"user_id": None, "display_name": None, "cost_usd": Decimal("0.000000007"),
-             "call_count": 1}
+            {"user_id": None, "display_name": None, "alias": None,
+             "cost_usd": Decimal("0.000000007"), "call_count": 1}
         ],
     }  # fmt: skip
     # the team filter by name or id; user+team is an AND
@@ -399,3 +399,38 @@ def test_ingest_health(engine: Engine, api: httpx.Client) -> None:
     inf = data["cred_inf"]
     assert inf["healthy"] is None and inf["syncable"] is False and inf["runs"] == 0
     assert get(api, "/analytics/ingest", workspace="w")["data"] != []
+
+
+def test_answers_name_the_users_teams_keys_and_workspaces_they_list(
+    engine: Engine, api: httpx.Client
+) -> None:
+    """Ids stay the keys of record; a name (or alias) travels next to each."""
+    _three_keys(engine)
+    keys = {k["key_id"]: k for k in get(api, "/analytics/by_key")["data"]}
+    a = keys["key_a"]
+    assert (a["name"], a["workspace_name"], a["user_alias"], a["team_name"]) == (
+        "alice-laptop", "w", "alice", "eng"
+    )  # fmt: skip
+    assert (keys["key_u"]["user_alias"], keys["key_u"]["team_name"]) == (None, None)
+    (ws,) = get(api, "/analytics/cost", group_by="workspace")["data"]
+    assert (ws["workspace"], ws["workspace_name"]) == ("ws_1", "w")
+    users = {u["user_id"]: u for u in get(api, "/analytics/cost", group_by="user")["data"]}
+    assert (users["usr_a"]["alias"], users["usr_a"]["display_name"]) == ("alice", "alice")
+    eng = next(t for t in get(api, "/analytics/by_team")["data"] if t["team_id"] == "team_e")
+    assert {u["alias"] for u in eng["by_user"]} == {"alice", "bob"}
+    with engine.begin() as c:
+        c.execute(
+            insert(provider_credentials).values(
+                id="cred_1", workspace_id="ws_1", provider="openai", mode="admin",
+                purpose_inference=False, purpose_usage_admin=True, last4="abcd",
+                created_at=T0,
+            )
+        )  # fmt: skip
+    (cred,) = get(api, "/analytics/ingest")["data"]
+    assert (cred["workspace_id"], cred["workspace_name"]) == ("ws_1", "w")
+    recon = api.get("/analytics/reconciliation", params={"from": "2026-11-01", "to": "2026-11-09"})
+    cells = recon.json()["cells"]
+    assert cells and all(c["workspace_name"] == "w" for c in cells)
+    # an empty workspace is a bad value (the documented pattern), as on every other endpoint
+    empty = api.get("/analytics/reconciliation", params={"workspace": ""})
+    assert empty.status_code == 400 and empty.json()["error"] == "invalid_workspace"

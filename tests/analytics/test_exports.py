@@ -335,3 +335,29 @@ def test_report_counts_billed_calls_and_errors_apart(
         cells = reconciled_cells(c, today, today + timedelta(days=1))
     assert cells and all(x.covered for x in cells)
     assert not any(x.drift.request_count or x.unattributed.request_count for x in cells)
+
+
+def test_export_format_follows_the_output_file_name(
+    engine: Engine, cli: type[Cli], tmp_path: Path
+) -> None:
+    """The README's `metis export audit ... -o audit.jsonl` writes JSON Lines, not CSV."""
+    _three_keys(engine)
+    _audit_events(engine)
+    win = ["--from", WIN["from"], "--to", WIN["to"]]
+    jl = tmp_path / "audit.jsonl"
+    cli.ok("export", "audit", *win, "--with-names", "-o", str(jl))
+    lines = [json.loads(x) for x in jl.read_text().splitlines()]
+    assert lines and all(isinstance(x, dict) for x in lines)
+    nd = tmp_path / "usage.NDJSON"
+    cli.ok("export", "usage", *win, "-o", str(nd))
+    assert json.loads(nd.read_text().splitlines()[0])["cost_usd"] is not None
+    plain = tmp_path / "usage.txt"  # no telling extension: CSV, as before
+    cli.ok("export", "usage", *win, "-o", str(plain))
+    header = next(csv.reader(io.StringIO(plain.read_text())))
+    assert "cost_usd" in header and not plain.read_text().startswith("{")
+    # an explicit --format that contradicts the name is refused, nothing written
+    bad = tmp_path / "x.jsonl"
+    r = cli.run("export", "audit", *win, "--format", "csv", "-o", str(bad))
+    assert r.exit_code == 1 and not bad.exists()
+    assert "--format csv but" in r.stderr and "named like a jsonl file" in r.stderr
+    cli.ok("export", "audit", *win, "--format", "jsonl", "-o", str(bad))  # agreeing is fine

@@ -1,6 +1,7 @@
 """Provider sync end to end through the CLI against a fake admin API (both providers)."""
 
 import json
+import re
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -252,3 +253,31 @@ def test_a_day_the_cost_report_covers_is_never_priced_on_top(
     # the day's stored provider total is exactly what the cost report says
     assert int(day_total) == expected(provisioned.fake, {today})["cost_nanousd"]
     assert details["windows"][0]["cost_unallocated"] == 1
+
+
+def test_terminal_output_is_human_unless_json_is_asked_for(
+    cli: type[Cli], provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METIS_LOG_FORMAT", "console")  # the default
+    monkeypatch.delenv("METIS_LOG_LEVEL", raising=False)
+    provisioned.fake.faults.append(Fault("500", times=100))  # the day's window fails
+    r = cli.run("ingest", "sync", "--days", "1")
+    assert r.exit_code == 1
+    assert not [ln for ln in r.stderr.splitlines() if ln.startswith("{")], r.stderr
+    assert re.search(r"^warning: ingest\.window_failed .*day=\d{4}-\d\d-\d\d", r.stderr, re.M)
+    assert f"{provisioned.credential_id} (acme/{provisioned.provider}) sync failed" in r.stdout
+    provisioned.fake.faults.clear()
+    r = cli.ok("ingest", "sync", "--days", "1")
+    assert r.stderr == ""  # info lines stay quiet: the summary line says it
+    assert f"{provisioned.credential_id} (acme/{provisioned.provider}) sync ok" in r.stdout
+    # --json: JSON on stdout and JSON log lines on stderr, info included
+    r = cli.ok("ingest", "sync", "--days", "1", "--json")
+    lines = r.stderr.splitlines()
+    assert lines and all(json.loads(ln)["logger"] == "metis.ingest" for ln in lines)
+    assert any(json.loads(ln)["event"] == "ingest.run_completed" for ln in lines)
+    assert json.loads(r.stdout)[0]["workspace_name"] == "acme"
+    # METIS_LOG_FORMAT=json alone: JSON log lines, human summary
+    monkeypatch.setenv("METIS_LOG_FORMAT", "json")
+    r = cli.ok("ingest", "sync", "--days", "1")
+    assert r.stderr and all(ln.startswith("{") for ln in r.stderr.splitlines())
+    assert "sync ok" in r.stdout

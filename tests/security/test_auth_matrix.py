@@ -92,6 +92,7 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/analytics/cost"): ADMIN,
     ("GET", "/analytics/by_key"): ADMIN,
     ("GET", "/analytics/by_team"): ADMIN,
+    ("GET", "/analytics/forecast"): ADMIN,
     ("GET", "/analytics/cache_effectiveness"): ADMIN,
     ("GET", "/analytics/savings"): ADMIN,
     ("GET", "/analytics/routing"): ADMIN,
@@ -111,6 +112,9 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/ui"): UI_READ,
     ("GET", "/ui/"): PUBLIC,  # a bare 307 to /ui (which then checks), no data
     ("GET", "/ui/teams"): UI_READ,
+    ("GET", "/ui/forecast"): UI_READ,
+    ("GET", "/ui/savings"): UI_READ,
+    ("GET", "/ui/routing"): UI_READ,
     ("GET", "/ui/keys"): UI_READ,
     ("GET", "/ui/reconciliation"): UI_READ,
     ("GET", "/ui/ingestion"): UI_READ,

@@ -268,6 +268,7 @@ FLOW_COMMANDS = (
     "routing check",
     "routing explain",
     "report cost",
+    "report forecast",
     "export usage",
     "export audit",
     "alerts test",
@@ -356,8 +357,8 @@ def test_canaries_appear_nowhere(
                             ("refs-key", "refs", []),  # upstream keys by env:/file: reference
                             ("doomed-key", "acme", [])]:  # fmt: skip
         canary = f"gateway key {name}"
-        r = run("gateway", "issue-key", "--name", name, "--workspace", ws, *extra, "--yes",
-                "--json", prints_once=canary)  # fmt: skip
+        r = run("gateway", "issue-key", "--name", name, "--workspace", ws, *extra,
+                "--create-missing", "--json", prints_once=canary)  # fmt: skip
         doc = json.loads(r.stdout)
         secret = doc["token"]
         sc.add(canary, secret)
@@ -423,6 +424,8 @@ def test_canaries_appear_nowhere(
     run("routing", "explain", "--key", issued["alice-key"], "--model", "gpt-4o")
     run("report", "cost", "--group-by", "team", "--json")
     run("report", "cost", "--group-by", "user")
+    run("report", "forecast", "--by", "user")
+    run("report", "forecast", "--by", "team", "--json")
     exports = tmp_path / "exports"
     exports.mkdir()
     run("export", "usage", "--format", "csv", "--output", str(exports / "usage.csv"))

@@ -13,7 +13,16 @@ import httpx
 from tests.web.conftest import UIClient
 from tests.web.seed import Seeded
 
-PAGES = ("/ui", "/ui/teams", "/ui/keys", "/ui/reconciliation", "/ui/ingestion")
+PAGES = (
+    "/ui",
+    "/ui/teams",
+    "/ui/keys",
+    "/ui/forecast",
+    "/ui/savings",
+    "/ui/routing",
+    "/ui/reconciliation",
+    "/ui/ingestion",
+)
 
 
 def _rng(s: Seeded) -> dict[str, str]:
@@ -42,7 +51,8 @@ def _csv(ui: UIClient, path: str, table: str, **params: str) -> list[dict[str, s
 
 def _usd_cells(page: str, table: str, col: str) -> list[Decimal]:
     body = page.split(f'data-table="{table}"', 1)[1].split("</table>", 1)[0]
-    return [Decimal(v) for v in re.findall(rf'data-col="{col}" data-usd="([^"]+)"', body)]
+    found = re.findall(rf'data-col="{col}" data-label="[^"]*" data-usd="([^"]+)"', body)
+    return [Decimal(v) for v in found]
 
 
 def _api(api: httpx.Client, path: str, **params: str) -> Any:
@@ -70,7 +80,7 @@ def test_overview_equals_the_api(ui: UIClient, api: httpx.Client, seeded: Seeded
     total = cost["total"]["cost_usd"]
     assert total == Decimal("5.85")  # provider truths 4 + 0.1 on D0, gateway 1.75 today
     assert f'id="kpi-cost" data-usd="{total:.9f}"' in page
-    assert "$5.850000" in page
+    assert ">$5.85<" in page and 'title="$5.85"' in page
     models = {
         r["model"]: Decimal(r["cost_usd"]) for r in _csv(ui, "/ui", "top_models", **_rng(seeded))
     }
@@ -245,6 +255,114 @@ BAD_FILTERS = (
     ({"view": "cooked"}, "view must be raw or reconciled"),
     ({"stack": "user"}, "stack must be one of team, source"),
 )
+
+
+def test_no_user_and_no_team_rows_are_explained_and_linked(ui: UIClient, seeded: Seeded) -> None:
+    """(no user) is the provider-reported remainder: $1 unattributed (openai on D0) less the
+    $0.10 anthropic drift correction."""
+    page = ui.get("/ui", params=_rng(seeded)).text
+    note = page.split('id="t-top_users"', 1)[1].split("</section>", 1)[0]
+    assert "<strong>(no user)</strong> is" in note
+    assert 'data-usd="0.900000000"' in note and "bypassed Metis" in note
+    link = re.search(r'<a href="(/ui/reconciliation\?[^"]+)">Reconciliation</a>', note)
+    assert link and "from=" + _rng(seeded)["from"] in html.unescape(link.group(1))
+    assert ui.get(html.unescape(link.group(1))).status_code == 200
+    assert 'id="no-team-explain"' in page  # under the chart stacked by team
+    teams = ui.get("/ui/teams", params=_rng(seeded)).text
+    assert 'id="no-team-explain"' in teams and "bypassed Metis" in teams
+    raw = ui.get("/ui", params={**_rng(seeded), "view": "raw"}).text
+    assert "a provider&#39;s report never names a user" in raw
+
+
+def test_soft_caps_beside_hard_caps(
+    ui: UIClient, seeded: Seeded, metis_env: dict[str, str]
+) -> None:
+    from pathlib import Path
+
+    (Path(metis_env["METIS_HOME"]) / "routing.yaml").write_text(
+        "schema_version: 1\n"
+        "rules:\n"
+        "  - name: eng-soft\n"
+        "    when: {team_cost_today_exceeds_usd: 2.5, model_in: [gpt-4o]}\n"
+        "    use: openai:gpt-4o-mini\n"
+        "  - name: key-soft\n"
+        "    when: {cost_today_exceeds_usd: 1}\n"
+        "    use: openai:gpt-4o-mini\n"
+    )
+    page = html.unescape(ui.get("/ui/teams", params=_rng(seeded)).text)
+    soft = _csv(ui, "/ui/teams", "soft_caps", **_rng(seeded))
+    assert [(r["rule"], r["scope"], r["period"], r["threshold_usd"]) for r in soft] == [
+        ("eng-soft", "team", "day", "2.500000000"),
+        ("key-soft", "key", "day", "1.000000000"),
+    ]
+    assert soft[0]["conditions"] == "model gpt-4o"
+    # eng's daily bar: $1.50 of $5.00, with a tick at the $2.50 soft cap (half way)
+    assert "$1.50 of $5.00 (30%) · soft $2.50" in page
+    assert 'x1="120.0"' in page and "stroke-dasharray" in page
+    overview = _csv(ui, "/ui", "team_caps", **_rng(seeded))
+    eng = next(r for r in overview if r["team"] == "eng")
+    assert eng["soft_caps"].startswith("$2.50/day → openai:gpt-4o-mini (rule eng-soft;")
+    keys = _csv(ui, "/ui", "key_caps", **_rng(seeded))
+    assert keys[0]["soft_caps"].startswith("$1.00/day → openai:gpt-4o-mini (rule key-soft")
+    # a broken file is said, not a 500
+    (Path(metis_env["METIS_HOME"]) / "routing.yaml").write_text("schema_version: 7\n")
+    r = ui.get("/ui/teams", params=_rng(seeded))
+    assert r.status_code == 200 and "the gateway keeps its last good rules" in r.text
+
+
+def test_forecast_page_equals_the_api(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    r = ui.get("/ui/forecast")
+    assert r.status_code == 200
+    body = _api(api, "/analytics/forecast", by="team")
+    rows = {t["id"]: t for t in _csv(ui, "/ui/forecast", "forecast_team")}
+    assert {k: Decimal(v["forecast_usd"]) for k, v in rows.items()} == {
+        d["team_id"] or "": d["forecast_usd"] for d in body["data"]
+    }
+    eng = rows["team_e"]
+    api_eng = next(d for d in body["data"] if d["team_id"] == "team_e")
+    assert Decimal(eng["month_to_date_usd"]) == api_eng["month_to_date_usd"]
+    assert Decimal(eng["cap_usd"]) == 100 and eng["name"] == "eng"
+    assert "Weekly means of the last 4 whole weeks" in r.text  # the method, stated
+    assert 'id="backtest"' in r.text
+    users = _csv(ui, "/ui/forecast", "forecast_user")
+    assert {u["name"] for u in users} >= {"alice", "bob"}
+    # one read serves the three tables: each equals its own API answer
+    for by in ("user", "workspace"):
+        api_by = _api(api, "/analytics/forecast", by=by)
+        rows_by = _csv(ui, "/ui/forecast", f"forecast_{by}")
+        assert [(r["id"], Decimal(r["forecast_usd"])) for r in rows_by] == [
+            (d[f"{by}_id"] or "", d["forecast_usd"]) for d in api_by["data"]
+        ]
+    assert f'data-usd="{body["total"]["forecast_usd"]:.9f}"' in r.text
+
+
+def test_savings_page_equals_the_api(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    r = ui.get("/ui/savings", params={**_rng(seeded), "baseline": "openai:gpt-4o-mini"})
+    assert r.status_code == 200
+    body = _api(api, "/analytics/savings", baseline="openai:gpt-4o-mini", **_api_rng(seeded))
+    assert f'id="kpi-savings" data-usd="{body["savings_usd"]:.9f}"' in r.text
+    rows = _csv(ui, "/ui/savings", "savings", baseline="openai:gpt-4o-mini", **_rng(seeded))
+    assert [(x["model"], Decimal(x["savings_usd"])) for x in rows[:-1]] == [
+        (d["model"], d["savings_usd"]) for d in body["data"]
+    ]
+    assert 'value="openai:gpt-4o-mini"' in r.text  # the baseline picker keeps it
+    cache = _csv(ui, "/ui/savings", "cache", **_rng(seeded))
+    api_cache = _api(api, "/analytics/cache_effectiveness", **_api_rng(seeded))
+    assert [x["model"] for x in cache[:-1]] == [d["model"] for d in api_cache["data"]]
+    bad = ui.get("/ui/savings", params={"baseline": "nope"})
+    assert bad.status_code == 400 and "baseline must be provider:model" in html.unescape(bad.text)
+
+
+def test_routing_page_equals_the_api(ui: UIClient, api: httpx.Client, seeded: Seeded) -> None:
+    r = ui.get("/ui/routing", params=_rng(seeded))
+    assert r.status_code == 200
+    rel = _api(api, "/analytics/reliability", **_api_rng(seeded))
+    rows = _csv(ui, "/ui/routing", "reliability", **_rng(seeded))
+    assert [(x["model"], int(x["calls"]), x["p50"]) for x in rows] == [
+        (d["model"], d["calls"], str(d["latency_ms"]["p50"])) for d in rel["data"]
+    ]
+    routing = _api(api, "/analytics/routing", **_api_rng(seeded))["data"]
+    assert f'id="kpi-decisions">{routing["decisions"]}<' in r.text
 
 
 def test_bad_filters_are_400_pages(ui: UIClient) -> None:

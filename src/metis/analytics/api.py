@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from metis.analytics import schemas, service
 from metis.analytics.deps import AdminDep, EngineDep, bind_app, require_admin
 from metis.analytics.export_api import router as export_router
+from metis.analytics.forecast_api import router as forecast_router
 from metis.analytics.httputil import ADMIN_ERRORS, IDENT, TIME, json_response, one_of, param_errors
 from metis.analytics.params import Filters, Window, resolve_filters
 from metis.analytics.query import GROUP_DIMS
@@ -271,6 +272,7 @@ def install(comps: "Components") -> None:
     bind_app(comps.api, comps.settings)
     comps.api.include_router(router)
     comps.api.include_router(export_router)
+    comps.api.include_router(forecast_router)
 
     async def _dispose() -> None:
         eng = getattr(comps.api.state, "metis_engine", None)

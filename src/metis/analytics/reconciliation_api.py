@@ -20,6 +20,7 @@ from metis.analytics.httputil import ADMIN_ERRORS, IDENT, ErrorDetail, ErrorInfo
 from metis.analytics.params import DEFAULT_DAYS, ParamError, default_window, resolve_workspace
 from metis.ledger.reconcile import MEASURES, cell_json, reconciled_cells
 from metis.timeutil import OutOfRange, check_day, parse_iso
+from metis.workspaces import list_workspaces
 
 if TYPE_CHECKING:
     from metis.server import Components
@@ -81,6 +82,7 @@ def reconciliation(
         with engine.connect() as conn:
             ws = resolve_workspace(conn, workspace) if workspace is not None else None
             cells = reconciled_cells(conn, start_d, end_d, ws)
+            names = {w.id: w.name for w in list_workspaces(conn)}
     except ParamError as exc:
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=400)
     totals: dict[str, Any] = {}
@@ -94,7 +96,8 @@ def reconciliation(
         "from": start_d.isoformat(),
         "to": end_d.isoformat(),
         "workspace_id": ws,
-        "cells": [cell_json(c) for c in cells],
+        "workspace_name": names.get(ws) if ws else None,
+        "cells": [{**cell_json(c), "workspace_name": names.get(c.workspace_id)} for c in cells],
         "totals": totals,
     }
     return Response(jsonutil.dumps(body), media_type="application/json")

@@ -29,6 +29,7 @@ from metis.db.tables import (
     teams,
     usage_records,
     users,
+    workspaces,
 )
 from metis.money import usd_json
 from metis.timeutil import day_start, iso, utcnow
@@ -129,9 +130,13 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
     )
     names: dict[str, Any] = {}
     user_rows: dict[str, Any] = {}
+    aliases: dict[str, Any] = {}
     if group_by == "user":
         user_rows = _names(conn, users, "*", grouped)
         names = {k: r["display_name"] for k, r in user_rows.items()}
+        aliases = {k: r["alias"] for k, r in user_rows.items()}
+    elif group_by == "workspace":
+        names = _names(conn, workspaces, "name", grouped)
     elif group_by == "team":
         names = _names(conn, teams, "name", grouped)
     elif group_by == "gateway_key":
@@ -144,6 +149,10 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
             item[{"user": "user_id", "team": "team_id", "gateway_key": "key_id"}[group_by]] = v
             item.pop(group_by)
             item["display_name" if group_by == "user" else "name"] = names.get(v) if v else None
+            if group_by == "user":
+                item["alias"] = aliases.get(v) if v else None
+        elif group_by == "workspace":
+            item["workspace_name"] = names.get(v) if v else None
         if group_by == "user":  # the user's hard caps, echoed like a team's (by_team)
             ur = user_rows.get(v) if v else None
             item["daily_cap_usd"] = usd_json(ur["daily_cap_nanousd"]) if ur else None
@@ -167,6 +176,9 @@ def by_key(conn: Connection, window: Window, filters: Filters, view: View) -> JS
     """``/analytics/by_key``: per gateway key, with its user/team binding; null bucket last."""
     rows = usage(conn, view, window, filters, ["gateway_key_id"])
     keys = _names(conn, gateway_keys, "*", (a.dims["gateway_key_id"] for a in rows))
+    ws_names = _names(conn, workspaces, "name", (k["workspace_id"] for k in keys.values()))
+    aliases = _names(conn, users, "alias", (k["user_id"] for k in keys.values()))
+    team_names = _names(conn, teams, "name", (k["team_id"] for k in keys.values()))
     data: list[JSON] = []
     for a in _order(rows, "gateway_key_id"):
         k = a.dims["gateway_key_id"]
@@ -176,8 +188,11 @@ def by_key(conn: Connection, window: Window, filters: Filters, view: View) -> JS
                 "key_id": k,
                 "name": kr["name"] if kr else None,
                 "workspace_id": kr["workspace_id"] if kr else None,
+                "workspace_name": ws_names.get(kr["workspace_id"]) if kr else None,
                 "user_id": kr["user_id"] if kr else None,
+                "user_alias": aliases.get(kr["user_id"]) if kr and kr["user_id"] else None,
                 "team_id": kr["team_id"] if kr else None,
+                "team_name": team_names.get(kr["team_id"]) if kr and kr["team_id"] else None,
                 "revoked": (kr["revoked_at"] is not None) if kr else None,
                 **_measures(a),
             }
@@ -201,6 +216,7 @@ def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> J
         per_user[t].setdefault(u, Agg(dims={"user_id": u})).add(a)
     team_rows = _names(conn, teams, "*", per_team)
     user_names = _names(conn, users, "display_name", (u for d in per_user.values() for u in d))
+    user_aliases = _names(conn, users, "alias", (u for d in per_user.values() for u in d))
     data: list[JSON] = []
     for ta in _order(list(per_team.values()), "team_id"):
         t = ta.dims["team_id"]
@@ -222,6 +238,9 @@ def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> J
                     {
                         "user_id": ua.dims["user_id"],
                         "display_name": user_names.get(ua.dims["user_id"])
+                        if ua.dims["user_id"]
+                        else None,
+                        "alias": user_aliases.get(ua.dims["user_id"])
                         if ua.dims["user_id"]
                         else None,
                         "cost_usd": usd_json(ua.cost_nanousd),
@@ -518,6 +537,7 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
     if workspace_id is not None:
         q = q.where(pc.workspace_id == workspace_id)
     creds = {row.id: row for row in conn.execute(q.order_by(pc.id))}
+    ws_names = _names(conn, workspaces, "name", (c.workspace_id for c in creds.values()))
     cursors: dict[str, list[Any]] = defaultdict(list)
     for row in conn.execute(select(sync_cursors)).mappings():
         cursors[row["credential_id"]].append(row)
@@ -567,6 +587,7 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
             {
                 "credential_id": cid,
                 "workspace_id": cr.workspace_id if cr else None,
+                "workspace_name": ws_names.get(cr.workspace_id) if cr else None,
                 "provider": cr.provider if cr else None,
                 "mode": cr.mode if cr else None,
                 "removed": (cr.removed_at is not None) if cr else None,

@@ -81,3 +81,8 @@ def cost(
         )
     if body["partial_coverage"]:
         console.print("note: a key was retagged in this window (partial_coverage)")
+
+
+from metis.cli.report_forecast import attach as _attach_forecast  # noqa: E402
+
+_attach_forecast(app)

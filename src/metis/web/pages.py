@@ -9,7 +9,12 @@ also the CSV exports) and charts (`metis.web.charts`).
 
 Cap figures ("today vs caps") are the gateway's own spend, across all
 workspaces, for today and this month (UTC): exactly what the hard caps count
-(``/analytics/by_team?source=gateway&view=raw`` for the same period).
+(``/analytics/by_team?source=gateway&view=raw`` for the same period). Soft
+caps (routing rules, `metis.web.soft_caps`) are shown beside them.
+
+The rows without a user or team are explained where they appear
+(`metis.web.explain`): provider-reported spend that bypassed Metis versus
+keys and plugins without a user or team, with a link to the reconciliation.
 """
 
 from collections import defaultdict
@@ -29,7 +34,9 @@ from metis.identity.users import list_users
 from metis.ingest.activity import list_activity
 from metis.ledger.reconcile import Totals, pushed_sources, reconciled_cells
 from metis.timeutil import day_start, parse_iso, utcnow
+from metis.web import soft_caps
 from metis.web.charts import cap_bar, day_range, stacked_bars
+from metis.web.explain import no_group_note
 from metis.web.params import PageQuery
 from metis.web.tables import Column, Table, usd
 from metis.workspaces import list_workspaces
@@ -116,13 +123,25 @@ def _cost_table(
         Column("output_tokens", "output tokens", "int"),
     ]
     rows = res["data"]
+    note = None
     if group_by == "user":
         rows = [{**r, "display_name": r["display_name"] or "(no user)"} for r in rows]
-    return Table(id=table_id, title=title, columns=cols, rows=rows), res
+        note = no_group_note(conn, q, "user_id")
+    table = Table(id=table_id, title=title, columns=cols, rows=rows, note=note)
+    return table, res
 
 
 def _caps_tables(conn: Connection, today: date) -> list[Table]:
-    """Teams and keys with caps: today's (and this month's) gateway spend against them."""
+    """Teams and keys with caps: today's (and this month's) gateway spend against them.
+
+    Soft caps (routing rules) are drawn as ticks on the bars and listed beside them.
+    """
+    soft, _ = soft_caps.load()
+    t_soft_day, t_soft_month = (
+        soft_caps.of(soft, "team", "day"),
+        soft_caps.of(soft, "team", "month"),
+    )
+    k_soft = soft_caps.of(soft, "key", "day")
     t_day = {
         r["team_id"]: r for r in service.by_team(conn, today_window(today), GATEWAY, "raw")["data"]
     }
@@ -141,12 +160,21 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
                 "team_id": t.id,
                 "today_usd": today_usd,
                 "daily_cap_usd": usd(t.daily_cap_nanousd),
-                "daily_bar": cap_bar(today_usd, usd(t.daily_cap_nanousd), label=f"{t.name} today"),
+                "daily_bar": cap_bar(
+                    today_usd,
+                    usd(t.daily_cap_nanousd),
+                    label=f"{t.name} today",
+                    soft=soft_caps.thresholds(t_soft_day),
+                ),
                 "month_usd": month_usd,
                 "monthly_cap_usd": usd(t.monthly_cap_nanousd),
                 "monthly_bar": cap_bar(
-                    month_usd, usd(t.monthly_cap_nanousd), label=f"{t.name} this month"
+                    month_usd,
+                    usd(t.monthly_cap_nanousd),
+                    label=f"{t.name} this month",
+                    soft=soft_caps.thresholds(t_soft_month),
                 ),
+                "soft_caps": "; ".join(c.text() for c in t_soft_day + t_soft_month),
                 "disabled": t.disabled,
             }
         )
@@ -164,7 +192,13 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
                 "key_id": k.id,
                 "today_usd": spent,
                 "daily_cap_usd": usd(k.daily_cap_nanousd),
-                "daily_bar": cap_bar(spent, usd(k.daily_cap_nanousd), label=f"key {k.name}"),
+                "daily_bar": cap_bar(
+                    spent,
+                    usd(k.daily_cap_nanousd),
+                    label=f"key {k.name}",
+                    soft=soft_caps.thresholds(k_soft),
+                ),
+                "soft_caps": "; ".join(c.text() for c in k_soft),
             }
         )
     return [
@@ -174,26 +208,32 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
             title=f"Teams today ({today.isoformat()}) and this month vs caps",
             columns=[
                 Column("team", "team"),
-                Column("today_usd", "today", "usd"),
-                Column("daily_cap_usd", "daily cap", "usd"),
                 Column("daily_bar", "today vs daily cap", "bar"),
-                Column("month_usd", "this month", "usd"),
-                Column("monthly_cap_usd", "monthly cap", "usd"),
                 Column("monthly_bar", "month vs monthly cap", "bar"),
+                Column("soft_caps", "soft caps (routing rules)"),
+                # the bars' figures, exact, for the CSV
+                Column("team_id", "team id", hidden=True),
+                Column("today_usd", "today", "usd", hidden=True),
+                Column("daily_cap_usd", "daily cap", "usd", hidden=True),
+                Column("month_usd", "this month", "usd", hidden=True),
+                Column("monthly_cap_usd", "monthly cap", "usd", hidden=True),
             ],
             rows=team_rows,
             empty="No team has a cap.",
-            note="Gateway spend across all workspaces: what the hard caps count.",
+            note="Gateway spend across all workspaces: what the hard caps count. Dashed ticks "
+            "on the bars are soft caps: routing rules that send requests to cheaper models "
+            "from there.",
         ),
         Table(
             id="key_caps",
             title="Keys with a daily cap, today",
             columns=[
                 Column("key", "key"),
-                Column("key_id", "key id"),
-                Column("today_usd", "today", "usd"),
-                Column("daily_cap_usd", "daily cap", "usd"),
-                Column("daily_bar", "today vs cap", "bar"),
+                Column("key_id", "key id", "id"),
+                Column("daily_bar", "today vs daily cap", "bar"),
+                Column("soft_caps", "soft caps (routing rules)"),
+                Column("today_usd", "today", "usd", hidden=True),
+                Column("daily_cap_usd", "daily cap", "usd", hidden=True),
             ],
             rows=key_rows,
             empty="No active key has a daily cap.",
@@ -269,6 +309,7 @@ def overview(conn: Connection, q: PageQuery) -> Ctx:
             {**lag, "as_of": as_of(parse_iso(lag["as_of"]))} for lag in res["provider_lagging"]
         ],
         "chart": chart,
+        "chart_note": no_group_note(conn, q, "team_id") if q.stack == "team" else None,
         "tables": {
             "spend_by_day": by_day,
             "top_models": models,
@@ -284,6 +325,8 @@ def overview(conn: Connection, q: PageQuery) -> Ctx:
 
 def teams(conn: Connection, q: PageQuery) -> Ctx:
     today = utcnow().date()
+    soft, soft_error = soft_caps.load()
+    soft_day, soft_month = soft_caps.of(soft, "team", "day"), soft_caps.of(soft, "team", "month")
     window = {r["team_id"]: r for r in service.by_team(conn, q.window, q.filters, q.view)["data"]}
     t_day = {
         r["team_id"]: r for r in service.by_team(conn, today_window(today), GATEWAY, "raw")["data"]
@@ -315,11 +358,19 @@ def teams(conn: Connection, q: PageQuery) -> Ctx:
                 "call_count": int(w.get("call_count") or 0),
                 "today_usd": today_usd,
                 "daily_cap_usd": usd(t.daily_cap_nanousd),
-                "daily_bar": cap_bar(today_usd, usd(t.daily_cap_nanousd), label=f"{t.name} today"),
+                "daily_bar": cap_bar(
+                    today_usd,
+                    usd(t.daily_cap_nanousd),
+                    label=f"{t.name} today",
+                    soft=soft_caps.thresholds(soft_day),
+                ),
                 "month_usd": month_usd,
                 "monthly_cap_usd": usd(t.monthly_cap_nanousd),
                 "monthly_bar": cap_bar(
-                    month_usd, usd(t.monthly_cap_nanousd), label=f"{t.name} this month"
+                    month_usd,
+                    usd(t.monthly_cap_nanousd),
+                    label=f"{t.name} this month",
+                    soft=soft_caps.thresholds(soft_month),
                 ),
                 "users": ", ".join(users[u].alias if u in users else u for u in member_ids),
                 "disabled": t.disabled,
@@ -358,8 +409,44 @@ def teams(conn: Connection, q: PageQuery) -> Ctx:
         rows=rows,
         empty="No teams yet (`metis gateway team add`).",
         note="Today and this month: gateway spend across all workspaces (what caps count). "
-        "Spend in range follows the filters above.",
+        "Spend in range follows the filters above. Dashed ticks on the bars are soft caps "
+        "(routing rules, listed below).",
         row_class=lambda r: "muted" if r["disabled"] else "",
+    )
+    soft_t = Table(
+        id="soft_caps",
+        title="Soft caps (routing rules)",
+        columns=[
+            Column("rule", "rule"),
+            Column("scope", "spend of"),
+            Column("period", "per"),
+            Column("threshold_usd", "over", "usd"),
+            Column("use", "routes to"),
+            Column("conditions", "only when"),
+        ],
+        rows=[
+            {
+                "rule": c.rule,
+                "scope": c.scope,
+                "period": c.period,
+                "threshold_usd": c.threshold,
+                "use": c.use,
+                "conditions": "; ".join(
+                    x
+                    for x in (
+                        f"model {', '.join(c.models)}" if c.models else "",
+                        f"workspace {c.workspace}" if c.workspace else "",
+                        "other conditions" if c.others else "",
+                    )
+                    if x
+                ),
+            }
+            for c in soft
+        ],
+        empty=soft_error or "No routing rule has a spend threshold (see docs/routing.md).",
+        note="Past a soft cap the gateway sends the request to a cheaper model instead of "
+        "refusing it (hard caps refuse). Rules live in routing.yaml; the gateway reloads them "
+        "within a second.",
     )
     users_t = Table(
         id="team_users",
@@ -367,7 +454,7 @@ def teams(conn: Connection, q: PageQuery) -> Ctx:
         columns=[
             Column("team", "team"),
             Column("user", "user"),
-            Column("user_id", "user id"),
+            Column("user_id", "user id", "id"),
             Column("cost_usd", "spend in range", "usd"),
             Column("call_count", "calls", "int"),
         ],
@@ -375,8 +462,10 @@ def teams(conn: Connection, q: PageQuery) -> Ctx:
         empty="No team has users yet.",
     )
     return {
-        "tables": {"teams": teams_t, "team_users": users_t},
+        "tables": {"teams": teams_t, "soft_caps": soft_t, "team_users": users_t},
         "no_team_usd": _dec(nobody.get("cost_usd")) if nobody else Decimal(0),
+        "no_team_note": no_group_note(conn, q, "team_id"),
+        "soft_error": soft_error,
         "team_list": list_teams(conn),
     }
 
@@ -441,13 +530,13 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
         title="Gateway keys",
         columns=[
             Column("name", "name"),
-            Column("key_id", "key id"),
+            Column("key_id", "key id", "id"),
             Column("prefix", "prefix"),
             Column("workspace", "workspace"),
             Column("user", "user"),
             Column("team", "team"),
             Column("status", "status"),
-            Column("created_at", "created", "datetime"),
+            Column("created_at", "created", "datetime", hidden=True),
             Column("daily_cap_usd", "daily cap", "usd"),
             Column("today_usd", "today (gateway)", "usd"),
             Column("cost_usd", "spend in range", "usd"),
@@ -464,7 +553,7 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
         title="Users",
         columns=[
             Column("alias", "alias"),
-            Column("user_id", "user id"),
+            Column("user_id", "user id", "id"),
             Column("display_name", "name"),
             Column("status", "status"),
             Column("active_keys", "active keys", "int"),
@@ -732,7 +821,7 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
         id="credentials",
         title="Provider credentials",
         columns=[
-            Column("credential_id", "credential"),
+            Column("credential_id", "credential", "id"),
             Column("workspace", "workspace"),
             Column("provider", "provider"),
             Column("mode", "mode"),
@@ -797,8 +886,8 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
         id="runs",
         title="Sync and backfill runs (latest 50 in range)",
         columns=[
-            Column("run_id", "run"),
-            Column("credential_id", "credential"),
+            Column("run_id", "run", "id"),
+            Column("credential_id", "credential", "id"),
             Column("kind", "kind"),
             Column("status", "status"),
             Column("started_at", "started", "datetime"),

@@ -28,6 +28,7 @@ from metis.timeutil import OutOfRange, check_day, day_start, utcnow
 
 MAX_DAYS = 366
 STACKS = ("team", "source")
+DEFAULT_BASELINE = "openai:gpt-4o"
 
 
 class UIError(Exception):
@@ -50,6 +51,7 @@ class PageQuery:
     view: View
     stack: str
     today: date
+    baseline: str = DEFAULT_BASELINE  # the savings page's provider:model
 
     @property
     def window(self) -> Window:
@@ -81,6 +83,7 @@ class PageQuery:
             "workspace": self.workspace,
             "view": self.view,
             "stack": self.stack,
+            "baseline": None if self.baseline == DEFAULT_BASELINE else self.baseline,
         }
         out.update(override)
         return {k: v for k, v in out.items() if v}
@@ -130,6 +133,7 @@ def parse_page_query(
     view: str | None,
     stack: str | None,
     today: date | None = None,
+    baseline: str | None = None,
 ) -> PageQuery:
     """Validate and resolve the shared filters (see module docstring)."""
     today = today or utcnow().date()
@@ -147,4 +151,9 @@ def parse_page_query(
         ws_id = resolve_workspace(conn, workspace) if workspace else None
     except ParamError as exc:
         raise UIError(400, exc.message) from None
-    return PageQuery(start_d, end_d, workspace or None, ws_id, v, stack or "team", today)
+    if baseline is not None and len(baseline) > 200:
+        raise UIError(400, "baseline must be provider:model (at most 200 characters)")
+    return PageQuery(
+        start_d, end_d, workspace or None, ws_id, v, stack or "team", today,
+        baseline or DEFAULT_BASELINE,
+    )  # fmt: skip
