@@ -98,7 +98,7 @@ class Surfaces:
         w = body["window"]
         assert f"[{w['start']}, {w['end']}) ({view} view)" in table
         row = next(line for line in table.splitlines() if "TOTAL" in line)
-        cells = [c.strip() for c in row.strip("│ ").split("│")]
+        cells = row.split()  # TOTAL, cost, ...: no cell holds a space
         assert money(cells[1]) == total, row
         return w, total
 
