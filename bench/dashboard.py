@@ -36,7 +36,16 @@ from metis.db.migrate import upgrade
 from metis.ledger import rollups
 from metis.secrets.master_key import generate_key_text
 
-PAGES = ("/ui", "/ui/teams", "/ui/keys", "/ui/reconciliation", "/ui/ingestion")
+PAGES = (
+    "/ui",
+    "/ui/teams",
+    "/ui/keys",
+    "/ui/forecast",
+    "/ui/savings",
+    "/ui/routing",
+    "/ui/reconciliation",
+    "/ui/ingestion",
+)
 
 
 def bench_pages(repeat: int) -> list[tuple[str, str, str, float, float]]:
@@ -58,8 +67,14 @@ def bench_pages(repeat: int) -> list[tuple[str, str, str, float, float]]:
         for label, rng in ranges.items():
             for view in ("reconciled", "raw"):
                 for path in PAGES:
-                    if view == "raw" and path in ("/ui/reconciliation", "/ui/ingestion"):
+                    if view == "raw" and path in (
+                        "/ui/reconciliation",
+                        "/ui/ingestion",
+                        "/ui/routing",
+                    ):
                         continue  # these pages do not depend on the view
+                    if label != "7 d" and path == "/ui/forecast":
+                        continue  # always the current month (and the weeks and months before)
 
                     def get(path: str = path, rng: dict[str, str] = rng, view: str = view) -> None:
                         resp = c.get(path, params={**rng, "view": view})

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     auth_fail_prefix_limit: int = Field(default=50, ge=0, le=1_000_000)
     auth_fail_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    # Log lines: human (console) unless json is asked for (log shippers, journald).
+    log_format: Literal["json", "console"] = "console"
     # Routing rules file (docs/routing.md); default $METIS_HOME/routing.yaml.
     routing_file: Path | None = None
     # Alerts (docs/alerts.md): sinks; more rules and overrides in $METIS_HOME/alerts.yaml.

@@ -21,7 +21,7 @@ from metis.db.tables import events
 from metis.ids import fast_ulid, new_id
 from metis.timeutil import utcnow
 
-CapScope = Literal["key_daily", "user_daily", "team_daily", "team_monthly"]
+CapScope = Literal["key_daily", "user_daily", "user_monthly", "team_daily", "team_monthly"]
 InboundShape = Literal["openai", "anthropic", "gemini"]
 
 
@@ -44,6 +44,21 @@ class GatewayKeyRevoked(msgspec.Struct, frozen=True):
     key_id: str
     revoked_at: str
     reason: str
+
+
+class GatewayKeyUpdated(msgspec.Struct, frozen=True):
+    """``gateway.key_updated``: a key's user/team binding changed (``metis gateway key set``).
+
+    Stable ids only: the binding before and after. Past events and usage keep the
+    binding they were stamped with (spec 003: re-tagging is not retroactive).
+    """
+
+    key_id: str
+    user_id: str | None
+    team_id: str | None
+    previous_user_id: str | None
+    previous_team_id: str | None
+    updated_at: str
 
 
 class GatewayQuotaExceeded(msgspec.Struct, frozen=True):
@@ -142,12 +157,16 @@ class AlertFired(msgspec.Struct, frozen=True, kw_only=True):
     message: str
     fired_at: str
     test: bool = False
+    # The name of what scope_id identifies (team name, user alias, key name,
+    # workspace/provider of a credential), looked up when it fired.
+    scope_name: str | None = None
 
 
 EVENT_TYPES: dict[type[msgspec.Struct], str] = {
     GatewayKeyIssued: "gateway.key_issued",
     GatewayKeyRevoked: "gateway.key_revoked",
     GatewayQuotaExceeded: "gateway.quota_exceeded",
+    GatewayKeyUpdated: "gateway.key_updated",
     LLMCallCompleted: "llm.call_completed",
     RouteDecided: "route.decided",
     IngestRunCompleted: "ingest.run_completed",

@@ -1,14 +1,28 @@
 """JSON encoding for HTTP responses and exports.
 
-msgspec writes Decimals as JSON numbers (``decimal_format="number"``) so
-money keeps every stored digit; datetimes become ISO 8601 strings.
+Decimals (money) are written as plain JSON numbers with every stored digit and
+never in exponent notation (``0.000000080``, not ``8.0E-8``, which msgspec's
+own Decimal encoding would print); datetimes become ISO 8601 strings.
 """
 
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with every Decimal replaced by its plain-notation JSON number."""
+    if isinstance(obj, Decimal):
+        return msgspec.Raw(format(obj, "f").encode()) if obj.is_finite() else str(obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
 
 DECODE_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, RecursionError)
 """What decoding untrusted JSON can raise: malformed input, or nesting deep
@@ -17,8 +31,8 @@ Catch these, never bare Exception, around every decode of outside bytes."""
 
 
 def dumps(obj: Any) -> bytes:
-    """Encode ``obj`` as compact JSON bytes."""
-    return _encoder.encode(obj)
+    """Encode ``obj`` as compact JSON bytes (Decimals in plain notation)."""
+    return _encoder.encode(_plain(obj))
 
 
 def loads(data: bytes | str) -> Any:

@@ -7,6 +7,7 @@ from genai-prices are exact at that resolution for every listed model).
 """
 
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
 
 NANO = Decimal("0.000000001")
 NANOS_PER_USD = 1_000_000_000
@@ -44,7 +45,42 @@ def usd_json(nanos: int | None) -> Decimal | None:
     """The value to place in a JSON response for a money amount.
 
     Encode the result with `metis.jsonutil.dumps`, which writes Decimals as
-    JSON numbers with all nine decimals kept, so no float rounding happens
-    between the ledger and the client.
+    plain JSON numbers (`plain_usd`: no exponent) with all nine decimals kept,
+    so no float rounding happens between the ledger and the client.
     """
     return None if nanos is None else from_nanousd(nanos)
+
+
+def plain_usd(value: Decimal | int) -> str:
+    """A money amount as plain decimal text, never exponent notation.
+
+    ``str(Decimal("8.0E-8"))`` keeps the exponent; every amount that leaves
+    Metis (JSON, CSV, tables) goes through here instead: ``0.000000080``,
+    ``0.000000000``, ``12.5``.
+    """
+    return format(value, "f")
+
+
+def plain_money_fields(obj: Any) -> Any:
+    """``obj`` with every ``*_usd`` value that is a decimal amount in plain notation text.
+
+    Events store money as decimal strings (``str(Decimal)``, which may carry an
+    exponent: ``"8.0E-8"``); this rewrites them, at any depth, when they leave
+    Metis (audit and user exports).
+    """
+    if isinstance(obj, dict):
+        out: dict[Any, Any] = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and k.endswith("_usd") and isinstance(v, str | Decimal):
+                try:
+                    d = Decimal(v)
+                except InvalidOperation:
+                    out[k] = v
+                    continue
+                out[k] = plain_usd(d) if d.is_finite() else v
+            else:
+                out[k] = plain_money_fields(v)
+        return out
+    if isinstance(obj, list):
+        return [plain_money_fields(v) for v in obj]
+    return obj

@@ -22,7 +22,7 @@ from metis.config import get_settings
 from metis.db.tables import alert_deliveries, events, teams
 from metis.ledger.counters import CapExceeded, SpendCounters, apply_deltas, scopes_for
 from metis.server import create_app
-from metis.timeutil import day_key, utcnow
+from metis.timeutil import day_key, month_key, utcnow
 from metis.util.server_thread import ServerThread, free_port
 from tests.alerts.conftest import Sinks
 from tests.alerts.receiver import Receiver
@@ -35,7 +35,11 @@ def _team(engine: Engine, tid: str = "team_eng") -> str:
     with engine.begin() as c:
         c.execute(
             insert(teams).values(
-                id=tid, name=tid, daily_cap_nanousd=CAP, created_at=utcnow(), disabled=False
+                id=tid,
+                name=tid.removeprefix("team_"),
+                daily_cap_nanousd=CAP,
+                created_at=utcnow(),
+                disabled=False,
             )
         )
     return tid
@@ -106,6 +110,8 @@ async def test_team_cap_fires_once_per_threshold_per_day(engine: Engine, sinks: 
         body = p.json
         assert body["kind"] == "budget_threshold"
         assert body["scope"] == "team_daily" and body["scope_id"] == tid
+        assert body["scope_name"] == "eng"  # the name next to the id
+        assert f"spend of team eng ({tid}) reached" in body["message"]
         assert body["period"] == day_key(utcnow())
         assert body["limit_usd"] == 1
     assert [p.json["current_usd"] for p in hooks] == [
@@ -115,6 +121,7 @@ async def test_team_cap_fires_once_per_threshold_per_day(engine: Engine, sinks: 
     ]
     slack = sinks.receiver.at("/slack")
     assert len(slack) == 3 and all("team_daily" in p.json["text"] for p in slack)
+    assert all(f"team eng ({tid})" in p.json["text"] for p in slack)
 
     # More passes, the periodic sweep over the flushed counters, a second
     # process's counters seeing the same spend: nothing fires again.
@@ -214,3 +221,29 @@ def test_sweep_fires_crossings_no_process_recorded(engine: Engine, fast_alerts: 
             for (p,) in c.execute(select(events.c.payload).where(events.c.type == "alert.fired"))
         )
     assert got == ["80", "95"]
+
+
+def test_sweep_fires_user_cap_crossings(engine: Engine, fast_alerts: None) -> None:
+    """The sweep's safety net covers user caps (issue 18 #7) as it does team caps."""
+    from metis.db.tables import spend_counters
+    from metis.identity.users import add_user
+
+    with engine.begin() as c:
+        uid = add_user(c, "Alice", alias="alice", monthly_cap_nanousd=1_000_000_000).id
+        c.execute(
+            insert(spend_counters).values(
+                scope="user_monthly",
+                scope_id=uid,
+                period=month_key(utcnow()),
+                spent_nanousd=1_000_000_000,
+                reserved_nanousd=0,
+                updated_at=utcnow(),
+            )
+        )
+    eng = AlertEngine(engine, load_config(get_settings()))
+    assert eng.evaluate() == 3  # 80, 95 and 100%
+    with engine.connect() as c:
+        got = [
+            p for (p,) in c.execute(select(events.c.payload).where(events.c.type == "alert.fired"))
+        ]
+    assert {p["scope"] for p in got} == {"user_monthly"} and {p["scope_id"] for p in got} == {uid}

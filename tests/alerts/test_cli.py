@@ -17,7 +17,7 @@ from tests.conftest import Cli
 
 def test_alerts_test_reaches_every_sink(cli: type[Cli], sinks: Sinks) -> None:
     out = cli.ok("alerts", "test").stdout
-    assert "webhook: ok" in out and "slack: ok" in out and "log: ok" in out
+    assert "webhook: ok" in out and "slack: ok" in out and "log: written to stderr" in out
     (hook,) = sinks.receiver.at("/hook")
     assert hook.signature_ok(sinks.secret)
     assert hook.json["kind"] == "test" and hook.json["test"] is True
@@ -33,9 +33,15 @@ def test_alerts_test_reports_failures(cli: type[Cli], sinks: Sinks) -> None:
     assert "error: 2 of 2 alert sinks failed" in r.stderr
 
 
-def test_alerts_test_without_sinks_is_an_error(cli: type[Cli], fast_alerts: None) -> None:
+def test_alerts_test_without_sinks_says_what_to_configure(
+    cli: type[Cli], fast_alerts: None
+) -> None:
     r = cli.run("alerts", "test")
-    assert r.exit_code == 1 and "no alert sink configured" in r.stderr
+    assert r.exit_code == 1 and r.stdout == ""  # no "log: ok" before the error
+    assert r.stderr.startswith("error: no alert sink to test: alerts fire, but they are only ")
+    for needle in ("METIS_ALERT_WEBHOOK_URL=", "METIS_ALERT_SLACK_WEBHOOK_URL=", "alerts.yaml"):
+        assert needle in r.stderr
+    assert "Traceback" not in r.output
 
 
 def test_status_shows_pending_with_last_error_then_delivered(

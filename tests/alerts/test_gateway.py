@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from metis.db.tables import alert_deliveries, usage_records
 from metis.identity.teams import set_caps
+from metis.identity.users import set_caps as set_user_caps
 from metis.util.server_thread import ServerThread, free_port
 from tests.alerts.conftest import Sinks
 from tests.alerts.receiver import Receiver
@@ -19,8 +20,8 @@ from tests.plugins.servers import GatewayServer
 PROMPT = "x" * 4_000
 
 
-def _drive_to_cap(g: GatewayServer, secret: str) -> tuple[int, float]:
-    """Fix the team cap at 10 calls' cost, then call until the gateway answers 429."""
+def _drive_to_cap(g: GatewayServer, secret: str, scope: str = "team") -> tuple[int, float]:
+    """Fix the team's (or user's) cap at 10 calls' cost, then call until the gateway answers 429."""
     client = g.openai(secret)
 
     def call() -> None:
@@ -34,7 +35,10 @@ def _drive_to_cap(g: GatewayServer, secret: str) -> tuple[int, float]:
         one = int(c.execute(select(func.sum(usage_records.c.cost_nanousd))).scalar_one())
     assert one > 0
     with g.engine.begin() as c:
-        set_caps(c, "eng", daily_cap_nanousd=10 * one)
+        if scope == "team":
+            set_caps(c, "eng", daily_cap_nanousd=10 * one)
+        else:
+            set_user_caps(c, "alice", daily_cap_nanousd=10 * one)
     g.wait_keys()
     n, slowest = 1, 0.0
     while True:
@@ -68,6 +72,20 @@ def test_gateway_spend_fires_each_threshold_once(
     assert all(p.signature_ok(sinks.secret) for p in hooks)
     assert {p.json["scope"] for p in hooks} == {"team_daily"}
     assert len(sinks.receiver.at("/slack")) == 3
+
+
+def test_user_cap_fires_each_threshold_once(
+    sinks: Sinks, gateway_factory: Callable[..., GatewayServer], stub_upstream: str
+) -> None:
+    """Issue 18 #7: a user's cap alerts at 80/95/100% like a team's."""
+    g = gateway_factory(stub_upstream)
+    _, secret = g.issue_key(user="alice", team="eng")
+    calls, _ = _drive_to_cap(g, secret, scope="user")
+    assert calls == 10
+    _wait_for(sinks.receiver, "/hook", 3)
+    hooks = sinks.receiver.at("/hook")
+    assert sorted(p.json["threshold"] for p in hooks) == [80, 95, 100]
+    assert {p.json["scope"] for p in hooks} == {"user_daily"}
 
 
 def test_receiver_down_delays_no_request_and_gets_alerts_when_back(

@@ -118,5 +118,5 @@ def test_database_unavailable_step_is_one_line_and_retried(
     caplog.set_level(logging.WARNING, "metis.alerts")
     assert AlertEngine(dead, load_config(get_settings())).evaluate(ledger_scans=True) == 0
     recs = [r for r in caplog.records if r.name == "metis.alerts"]
-    assert len(recs) == 4 and all(r.exc_info is None for r in recs), recs
+    assert len(recs) == 5 and all(r.exc_info is None for r in recs), recs  # one per step
     assert "database unavailable (OperationalError)" in recs[0].getMessage()

@@ -1,7 +1,7 @@
 """The analytics endpoints against real data (spec 003 §5 and its test plan)."""
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -98,11 +98,12 @@ def test_by_team_rollup_correctness_and_precision(engine: Engine, api: httpx.Cli
         "cached_input_tokens": 0,
         "cache_creation_input_tokens": 0,
         "call_count": 1,
+        "error_count": 0,
         "daily_cap_usd": None,
         "monthly_cap_usd": None,
         "by_user": [
-            {"user_id": None, "display_name": None, "cost_usd": Decimal("0.000000007"),
-             "call_count": 1}
+            {"user_id": None, "display_name": None, "alias": None,
+             "cost_usd": Decimal("0.000000007"), "call_count": 1}
         ],
     }  # fmt: skip
     # the team filter by name or id; user+team is an AND
@@ -215,18 +216,26 @@ def test_empty_window_every_endpoint(engine: Engine, api: httpx.Client) -> None:
 
 
 def test_default_window_is_last_seven_days(engine: Engine, api: httpx.Client) -> None:
-    from metis.timeutil import parse_iso
+    """One definition: 7 whole UTC days ending with today, in both views (issue 18 #4)."""
+    from metis.timeutil import parse_iso, utcnow
 
-    r = api.get("/analytics/cost", params={"view": "raw"})
-    assert r.status_code == 200
-    w = r.json()["window"]
-    assert parse_iso(w["end"]) - parse_iso(w["start"]) == timedelta(days=7)
-    # the default (reconciled) view works in whole UTC days: the 7 days widened
-    body = api.get("/analytics/cost").json()
-    assert body["view"] == "reconciled"
-    start, end = parse_iso(body["window"]["start"]), parse_iso(body["window"]["end"])
-    assert start.time() == end.time() == datetime.min.time()
-    assert end - start == timedelta(days=8)
+    today = utcnow().date()
+    want = {
+        "start": f"{today - timedelta(days=6)}T00:00:00Z",
+        "end": f"{today + timedelta(days=1)}T00:00:00Z",
+    }
+    for view in ("raw", "reconciled"):
+        body = api.get("/analytics/cost", params={"view": view}).json()
+        assert body["view"] == view and body["window"] == want, body["window"]
+    assert api.get("/analytics/cost").json()["view"] == "reconciled"
+    # only ``from``: through the end of today; only ``to``: the 7 days before it
+    body = api.get("/analytics/cost", params={"from": str(today), "view": "raw"}).json()
+    assert body["window"] == {"start": f"{today}T00:00:00Z", "end": want["end"]}
+    body = api.get("/analytics/cost", params={"to": "2026-11-08", "view": "raw"}).json()
+    assert body["window"] == {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z"}
+    recon = api.get("/analytics/reconciliation").json()
+    assert (recon["from"], recon["to"]) == (want["start"][:10], want["end"][:10])
+    assert parse_iso(want["end"]) - parse_iso(want["start"]) == timedelta(days=7)
 
 
 def test_by_key(engine: Engine, api: httpx.Client) -> None:
@@ -390,3 +399,38 @@ def test_ingest_health(engine: Engine, api: httpx.Client) -> None:
     inf = data["cred_inf"]
     assert inf["healthy"] is None and inf["syncable"] is False and inf["runs"] == 0
     assert get(api, "/analytics/ingest", workspace="w")["data"] != []
+
+
+def test_answers_name_the_users_teams_keys_and_workspaces_they_list(
+    engine: Engine, api: httpx.Client
+) -> None:
+    """Ids stay the keys of record; a name (or alias) travels next to each."""
+    _three_keys(engine)
+    keys = {k["key_id"]: k for k in get(api, "/analytics/by_key")["data"]}
+    a = keys["key_a"]
+    assert (a["name"], a["workspace_name"], a["user_alias"], a["team_name"]) == (
+        "alice-laptop", "w", "alice", "eng"
+    )  # fmt: skip
+    assert (keys["key_u"]["user_alias"], keys["key_u"]["team_name"]) == (None, None)
+    (ws,) = get(api, "/analytics/cost", group_by="workspace")["data"]
+    assert (ws["workspace"], ws["workspace_name"]) == ("ws_1", "w")
+    users = {u["user_id"]: u for u in get(api, "/analytics/cost", group_by="user")["data"]}
+    assert (users["usr_a"]["alias"], users["usr_a"]["display_name"]) == ("alice", "alice")
+    eng = next(t for t in get(api, "/analytics/by_team")["data"] if t["team_id"] == "team_e")
+    assert {u["alias"] for u in eng["by_user"]} == {"alice", "bob"}
+    with engine.begin() as c:
+        c.execute(
+            insert(provider_credentials).values(
+                id="cred_1", workspace_id="ws_1", provider="openai", mode="admin",
+                purpose_inference=False, purpose_usage_admin=True, last4="abcd",
+                created_at=T0,
+            )
+        )  # fmt: skip
+    (cred,) = get(api, "/analytics/ingest")["data"]
+    assert (cred["workspace_id"], cred["workspace_name"]) == ("ws_1", "w")
+    recon = api.get("/analytics/reconciliation", params={"from": "2026-11-01", "to": "2026-11-09"})
+    cells = recon.json()["cells"]
+    assert cells and all(c["workspace_name"] == "w" for c in cells)
+    # an empty workspace is a bad value (the documented pattern), as on every other endpoint
+    empty = api.get("/analytics/reconciliation", params={"workspace": ""})
+    assert empty.status_code == 400 and empty.json()["error"] == "invalid_workspace"

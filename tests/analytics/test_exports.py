@@ -3,16 +3,20 @@
 import csv
 import io
 import json
+import re
 import stat
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine, insert, select
 
 from metis.db.tables import events, gateway_keys, ingest_tokens, usage_records, users
 from metis.events import GatewayKeyIssued, GatewayQuotaExceeded, event_row
+from metis.ledger.reconcile import reconciled_cells
 from tests.analytics.seed import T0
 from tests.analytics.test_api import WIN, _three_keys, get
 from tests.conftest import Cli
@@ -182,3 +186,178 @@ def test_report_cost(engine: Engine, cli: type[Cli]) -> None:
     assert body["data"][0]["user_id"] == "usr_c"
     bad = cli.run("report", "cost", "--group-by", "email")
     assert bad.exit_code != 0 and "group_by" in bad.stderr
+
+
+def _today_three_feeds(engine: Engine) -> str:
+    """Today's calls seen by the gateway, a plugin and the provider (a sync earlier today)."""
+    from metis.db.tables import provider_credentials, sync_windows
+    from metis.timeutil import day_start, utcnow
+    from tests.analytics import seed
+    from tests.analytics.seed import rec
+
+    _three_keys(engine)
+    now = utcnow()
+    t0 = day_start(now.date())
+    with engine.begin() as c:
+        c.execute(insert(provider_credentials).values(
+            id="cred_p", workspace_id="ws_1", provider="openai", purpose_inference=False,
+            purpose_usage_admin=True, mode="admin", created_at=t0))  # fmt: skip
+        c.execute(insert(sync_windows).values(
+            credential_id="cred_p", window_start=t0, window_end=t0 + timedelta(days=1),
+            completed_at=now, records=1))  # fmt: skip
+        at = max(t0, now - timedelta(minutes=1))
+        seed.write(c, [
+            rec(at=at, cost=1_135_800_000, key_id="key_a", user_id="usr_a", team_id="team_e",
+                correlation_id="chatcmpl-t1"),
+            rec(at=at, cost=1_135_800_000, source="hermes_plugin", status=None,
+                correlation_id="chatcmpl-t1"),
+            rec(at=t0, cost=1_135_800_000, source="provider_api_key", status=None,
+                latency_ms=None),
+        ])  # fmt: skip
+    return now.date().isoformat()
+
+
+def test_grouped_export_honours_the_view(engine: Engine, api: httpx.Client, cli: type[Cli]) -> None:
+    """Issue 18 #1: ``/export/usage?from=<today>&group_by=day&format=jsonl&view=reconciled``
+    summed every feed (twice the spend); it now gives ``/analytics/cost``'s figure."""
+    today = _today_three_feeds(engine)
+    for view in ("reconciled", "raw"):
+        cost = api.get("/analytics/cost", params={"from": today, "view": view}).json(
+            parse_float=Decimal
+        )
+        params = {"from": today, "group_by": "day", "format": "jsonl", "view": view}
+        r = api.get("/export/usage", params=params)
+        (row,) = [json.loads(x, parse_float=Decimal) for x in r.text.splitlines()]
+        assert row["day"] == today and row["cost_usd"] == cost["total"]["cost_usd"], view
+        assert r.headers["x-metis-window-start"] == cost["window"]["start"]
+        out = cli.ok("export", "usage", "--from", today, "--group-by", "day", "--format",
+                     "jsonl", "--view", view).stdout  # fmt: skip
+        (row,) = [json.loads(x, parse_float=Decimal) for x in out.splitlines()]
+        assert row["cost_usd"] == cost["total"]["cost_usd"]
+        rows = api.get("/export/usage", params={"from": today, "format": "csv", "view": view})
+        counted = [r for r in csv.DictReader(io.StringIO(rows.text)) if r["counted"] == "true"]
+        assert sum(Decimal(r["cost_usd"]) for r in counted) == cost["total"]["cost_usd"]
+        if view == "reconciled":
+            reconciled = cost["total"]["cost_usd"]
+            assert {r["class"] for r in csv.DictReader(io.StringIO(rows.text))} >= {
+                "gateway",
+                "plugin_duplicate",
+                "provider",
+            }
+    assert reconciled == Decimal("1.1358")  # one call, counted once
+    raw = api.get("/analytics/cost", params={"from": today, "view": "raw"}).json()
+    assert Decimal(str(raw["total"]["cost_usd"])) == 3 * reconciled  # each feed's copy
+
+
+def test_money_leaves_in_plain_notation(engine: Engine, api: httpx.Client, cli: type[Cli]) -> None:
+    """Issue 18 #9: exports printed ``8.0E-8`` and ``0E-9``."""
+    from tests.analytics import seed
+    from tests.analytics.seed import rec
+
+    _three_keys(engine)
+    with engine.begin() as c:
+        seed.write(c, [rec(at=T0, cost=80, key_id="key_u"), rec(at=T0, cost=0, key_id="key_u")])
+        c.execute(insert(events), [
+            event_row(GatewayQuotaExceeded(gateway_key_id="key_a", user_id="usr_a",
+                                           team_id="team_e", scope="team_daily",
+                                           limit_usd=Decimal("8.0E-8"), current_usd=Decimal("0E-9"),
+                                           inbound_shape="openai"),
+                      ts=T0, workspace_id="ws_1"),
+        ])  # fmt: skip
+    bodies = [
+        api.get("/export/usage", params={**WIN, "format": f, "view": v}).text
+        for f in ("csv", "jsonl")
+        for v in ("raw", "reconciled")
+    ]
+    bodies += [
+        api.get("/export/usage", params={**WIN, "format": f, "group_by": "user"}).text
+        for f in ("csv", "jsonl")
+    ]
+    bodies += [api.get("/export/audit", params={**WIN, "format": f}).text for f in ("csv", "jsonl")]
+    bodies += [api.get("/analytics/cost", params={**WIN, "group_by": "gateway_key"}).text]
+    bodies += [api.get("/analytics/user/usr_a/export").text]
+    bodies += [cli.ok("export", "usage", "--from", WIN["from"], "--to", WIN["to"]).stdout]
+    # a number in exponent notation: bare (JSON number, CSV cell) or as a whole JSON string
+    exponent = re.compile(r'(?:^|[,:\[])"?-?[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+"?(?:[,}\]]|$)', re.M)
+    for body in bodies:
+        assert not exponent.search(body), exponent.search(body)
+    rows = list(csv.DictReader(io.StringIO(bodies[0])))
+    assert {"0.000000080", "0.000000000"} <= {r["cost_usd"] for r in rows}
+    audit = [json.loads(x) for x in bodies[7].splitlines()]
+    quota = next(r for r in audit if r["kind"] == "quota_exceeded")
+    assert (quota["limit_usd"], quota["current_usd"]) == ("0.000000080", "0.000000000")
+    assert exponent.search('{"a":8.0E-8}') and exponent.search("x,0E-9\n")  # the check works
+
+
+def test_report_counts_billed_calls_and_errors_apart(
+    simulator: Any,
+    gateway_factory: Any,
+    cli: type[Cli],
+    fast_ingest: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18 #9: ``metis report cost`` counted upstream-error rows as calls (82 vs 76
+    billed). Calls the upstream refused are errors, not billed calls, and the provider's
+    own request count then reconciles with the gateway's."""
+    import openai
+
+    monkeypatch.setenv("COLUMNS", "200")
+    gw = gateway_factory(simulator.url)
+    _, secret = gw.issue_key("k", user="ada")
+    client = gw.openai(secret)
+    for _ in range(4):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    simulator.set_fault("/v1/chat/completions", "503", count=2)
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "q"}]
+            )
+    gw.flush()
+    body = json.loads(cli.ok("report", "cost", "--group-by", "model", "--json").stdout)
+    assert (body["total"]["call_count"], body["total"]["error_count"]) == (4, 2)
+    assert body["total"]["record_count"] == 6
+    table = cli.ok("report", "cost", "--group-by", "model").stdout
+    header = next(line for line in table.splitlines() if "calls" in line)
+    assert "errors" in header
+    total = next(line for line in table.splitlines() if "TOTAL" in line)
+    cells = total.split()  # TOTAL, cost, calls, errors, ...: no cell holds a space
+    assert cells[2:4] == ["4", "2"]
+    cli.ok("provider-key", "add", "-w", "w", "--provider", "openai", "--purpose", "usage_admin",
+           "--base-url", simulator.url, input=simulator.openai_admin_key)  # fmt: skip
+    cli.ok("ingest", "sync", "--workspace", "w", "--days", "1")
+    recon = json.loads(cli.ok("report", "cost", "--group-by", "model", "--json").stdout)
+    assert recon["total"]["call_count"] == 4  # the provider billed 4 requests, as the gateway
+    from metis.timeutil import utcnow
+
+    today = utcnow().date()
+    with gw.engine.connect() as c:
+        cells = reconciled_cells(c, today, today + timedelta(days=1))
+    assert cells and all(x.covered for x in cells)
+    assert not any(x.drift.request_count or x.unattributed.request_count for x in cells)
+
+
+def test_export_format_follows_the_output_file_name(
+    engine: Engine, cli: type[Cli], tmp_path: Path
+) -> None:
+    """The README's `metis export audit ... -o audit.jsonl` writes JSON Lines, not CSV."""
+    _three_keys(engine)
+    _audit_events(engine)
+    win = ["--from", WIN["from"], "--to", WIN["to"]]
+    jl = tmp_path / "audit.jsonl"
+    cli.ok("export", "audit", *win, "--with-names", "-o", str(jl))
+    lines = [json.loads(x) for x in jl.read_text().splitlines()]
+    assert lines and all(isinstance(x, dict) for x in lines)
+    nd = tmp_path / "usage.NDJSON"
+    cli.ok("export", "usage", *win, "-o", str(nd))
+    assert json.loads(nd.read_text().splitlines()[0])["cost_usd"] is not None
+    plain = tmp_path / "usage.txt"  # no telling extension: CSV, as before
+    cli.ok("export", "usage", *win, "-o", str(plain))
+    header = next(csv.reader(io.StringIO(plain.read_text())))
+    assert "cost_usd" in header and not plain.read_text().startswith("{")
+    # an explicit --format that contradicts the name is refused, nothing written
+    bad = tmp_path / "x.jsonl"
+    r = cli.run("export", "audit", *win, "--format", "csv", "-o", str(bad))
+    assert r.exit_code == 1 and not bad.exists()
+    assert "--format csv but" in r.stderr and "named like a jsonl file" in r.stderr
+    cli.ok("export", "audit", *win, "--format", "jsonl", "-o", str(bad))  # agreeing is fine

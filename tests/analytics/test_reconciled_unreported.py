@@ -66,7 +66,7 @@ def test_unreported_measures_come_from_the_gateway(engine: Engine, api: httpx.Cl
     for d in by_source:
         for m in ("reasoning_tokens", "call_count", "input_tokens", "output_tokens"):
             assert d[m] >= 0, (d["source"], m, d[m])
-    resid = {d["source"]: d for d in by_source}["provider_api_key"]
+    resid = {d["source"]: d for d in by_source}["unattributed"]
     assert resid["reasoning_tokens"] == 0 and resid["call_count"] == 0
     assert resid["input_tokens"] == 200  # the Claude tokens that bypassed the gateway
     # the cell report: no drift on the measures the report lacks

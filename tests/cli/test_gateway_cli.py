@@ -132,18 +132,46 @@ def test_no_terminal_and_no_yes_aborts_with_clear_message(acme: type[Cli], engin
     before = dump(engine)
     r = acme.run("gateway", "issue-key", "--name", "k", "--workspace", "acme", "--user", "bob",
                  input="y\n")  # fmt: skip
-    _one_line_error(r, "unknown user 'bob' and no terminal to confirm creating it: pass --yes")
+    _one_line_error(
+        r, "unknown user 'bob' and no terminal to confirm creating it: pass --create-missing"
+    )
     assert "Create user" not in r.output
     assert dump(engine) == before
 
 
-def test_yes_creates_without_asking(acme: type[Cli], engine: Engine) -> None:
+@pytest.mark.parametrize("interactive", [False, True])
+def test_yes_without_create_missing_refuses_an_unknown_team(
+    acme: type[Cli], engine: Engine, monkeypatch: pytest.MonkeyPatch, interactive: bool
+) -> None:
+    # A typo in --team must not make a team, whether or not a terminal could have asked.
+    monkeypatch.setattr(gateway_cli, "stdin_is_interactive", lambda: interactive)
+    acme.ok("gateway", "team", "add", "--name", "eng")
+    before = dump(engine)
+    r = acme.run("gateway", "issue-key", "--name", "k", "--workspace", "acme",
+                 "--team", "nope", "--yes", input="y\n")  # fmt: skip
+    _one_line_error(r, "unknown team 'nope'; --yes does not create it")
+    assert "--create-missing" in r.stderr and "Create" not in r.output
+    assert "gw_" not in r.stdout
+    assert dump(engine) == before
+
+
+def test_create_missing_creates_without_asking_and_says_what(
+    acme: type[Cli], engine: Engine
+) -> None:
     r = acme.ok("gateway", "issue-key", "--name", "k", "--workspace", "acme", "--user", "bob",
-                "--team", "ops", "--yes")  # fmt: skip
-    assert "Create" not in r.output and "created user bob" in r.stdout
-    assert "created team ops" in r.stdout
+                "--team", "ops", "--create-missing", "--yes")  # fmt: skip
     with engine.connect() as conn:
-        assert resolve(conn, _token(r.stdout))[0].user_id is not None
+        principal = resolve(conn, _token(r.stdout))[0]
+    assert "Create" not in r.output
+    assert f"created user bob ({principal.user_id})" in r.stdout
+    assert f"created team ops ({principal.team_id})" in r.stdout
+    assert principal.user_id is not None and principal.team_id is not None
+    # JSON says the same, and a known user/team is never reported as created
+    out = json.loads(
+        acme.ok("gateway", "issue-key", "--name", "k2", "--workspace", "acme", "--user", "bob",
+                "--team", "qa", "--create-missing", "--json").stdout
+    )  # fmt: skip
+    assert set(out["created"]) == {"team"} and out["team_id"] == out["created"]["team"]
 
 
 def test_known_user_is_not_prompted(acme: type[Cli], engine: Engine, tty: None) -> None:
@@ -164,7 +192,7 @@ def test_revoked_and_disabled_team_keys_fail_auth(acme: type[Cli], engine: Engin
     (ev,) = events_of(engine, "gateway.key_revoked")
     assert ev["payload"]["key_id"] == k1["id"] and ev["payload"]["reason"] == "rotated"
     k2 = _token(acme.ok("gateway", "issue-key", "--name", "b", "--workspace", "acme",
-                        "--team", "eng", "--yes").stdout)  # fmt: skip
+                        "--team", "eng", "--create-missing").stdout)  # fmt: skip
     acme.ok("gateway", "team", "disable", "eng")
     with engine.connect() as conn:
         with pytest.raises(AuthError, match="revoked"):
@@ -222,7 +250,19 @@ def test_disabled_user_fails_auth_and_issue_key_does_not_reenable(
         (["team", "disable", "nope"], "unknown team"),
         (["issue-key", "--name", "k", "--workspace", "nope"], "unknown workspace"),
         (["issue-key", "--name", "k", "--workspace", "acme", "--daily-cap-usd", "-1"], "negative"),
-        (["issue-key", "--name", "k", "--workspace", "acme", "--user", "a b", "--yes"], "alias"),
+        (
+            [
+                "issue-key",
+                "--name",
+                "k",
+                "--workspace",
+                "acme",
+                "--user",
+                "a b",
+                "--create-missing",
+            ],
+            "alias",
+        ),
         (["issue-key", "--name", "k", "--workspace", "acme", "--allow-models", ","], "model"),
         (["revoke-key", "key_nope"], "unknown gateway key"),
     ],
@@ -256,6 +296,32 @@ def test_team_caps_set_and_clear(acme: type[Cli], engine: Engine) -> None:
     (t,) = json.loads(acme.ok("gateway", "team", "list", "--json").stdout)
     assert t["daily_cap_usd"] == 75 and t["monthly_cap_usd"] is None
     assert "eng" in acme.ok("gateway", "team", "list").stdout
+
+
+def test_user_caps_set_and_clear(
+    acme: type[Cli], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18 #7: ``metis gateway user add/set-cap`` for user_daily / user_monthly."""
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: one table row per line
+    acme.ok("gateway", "user", "add", "--name", "Alice", "--alias", "alice",
+            "--daily-cap-usd", "5")  # fmt: skip
+    with engine.connect() as conn:
+        v = versions.read(conn, "identity")
+    r = acme.ok("gateway", "user", "set-cap", "alice", "--monthly-cap-usd", "100.000000001")
+    assert "daily cap 5, monthly cap 100.000000001" in r.stdout
+    acme.ok("gateway", "user", "set-cap", "alice", "--daily-cap-usd", "off")
+    with engine.connect() as conn:
+        row = conn.execute(select(users)).mappings().one()
+        assert versions.read(conn, "identity") == v + 2
+    assert (row["daily_cap_nanousd"], row["monthly_cap_nanousd"]) == (None, 100_000_000_001)
+    (u,) = json.loads(acme.ok("gateway", "user", "list", "--json").stdout)
+    assert u["daily_cap_usd"] is None and str(u["monthly_cap_usd"]) == "100.000000001"
+    assert "100.000000001" in acme.ok("gateway", "user", "list").stdout
+    _one_line_error(acme.run("gateway", "user", "set-cap", "alice"), "nothing to change")
+    _one_line_error(
+        acme.run("gateway", "user", "set-cap", "alice", "--daily-cap-usd", "-1"), "daily"
+    )
+    _one_line_error(acme.run("gateway", "user", "set-cap", "bob", "--daily-cap-usd", "1"), "bob")
 
 
 def test_pii_never_reaches_the_events_table(acme: type[Cli], engine: Engine, tty: None) -> None:

@@ -84,9 +84,13 @@ def test_uninitialized_database_is_a_clear_error(
 ) -> None:
     monkeypatch.setenv("METIS_HOME", str(tmp_path / "none"))
     monkeypatch.delenv("METIS_DATABASE_URL", raising=False)
-    r = invoke(["workspace", "list"])
-    assert r.exit_code == 1
-    assert "metis init" in r.stderr and "Traceback" not in r.output
+    for args in (["workspace", "list"], ["report", "cost"], ["report", "forecast"]):
+        r = invoke(args)
+        assert r.exit_code == 1
+        assert "metis init" in r.stderr and "Traceback" not in r.output
+        assert f"no Metis database at {tmp_path / 'none' / 'metis.db'}" in r.stderr
+        assert "export METIS_HOME" in r.stderr  # how to reach a running demo's data
+    assert not (tmp_path / "none").exists()  # nothing created: no empty database to trip on
 
 
 def test_malformed_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

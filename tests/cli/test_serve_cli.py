@@ -1,19 +1,27 @@
-"""``metis serve`` without a running server: ``--no-scheduler``, the schema check at start-up."""
+"""``metis serve``: ``--no-scheduler``, the schema check at start-up, the start banner.
+
+Most tests replace `metis.cli.serve.run_uvicorn` (the seam after the socket
+is bound) to look at what would be served; the subprocess tests run the real
+command and talk to it over HTTP.
+"""
 
 import os
+import re
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
-import uvicorn
 from sqlalchemy import Engine, text
 
+from metis.cli import serve as serve_cli
 from metis.db.migrate import head_revision
 from metis.server import create_app
 from metis.util.server_thread import free_port
+from tests.procs import get_until_up, read_lines_until, start_metis, stop
 
 
 def _startup_hooks() -> int:
@@ -28,22 +36,23 @@ def test_no_scheduler_switches_the_sync_scheduler_off(
     with_scheduler = _startup_hooks()
     seen: dict[str, Any] = {}
 
-    def fake_run(target: str, **kw: Any) -> None:
+    def fake_run(config: Any, sock: socket.socket) -> None:
         # What the uvicorn workers would build from the factory.
-        seen["target"], seen["kw"] = target, kw
+        seen["config"] = config
         seen["hooks"] = _startup_hooks()
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
-    cli.ok("serve", "--port", "0", "--no-scheduler")
-    assert seen["target"] == "metis.server:create_app" and seen["kw"]["factory"] is True
+    monkeypatch.setattr(serve_cli, "run_uvicorn", fake_run)
+    r = cli.ok("serve", "--port", "0", "--no-scheduler")
+    assert seen["config"].app == "metis.server:create_app" and seen["config"].factory is True
     assert seen["hooks"] == with_scheduler - 1
+    assert "scheduler: off" in r.stdout
 
 
 def test_scheduler_on_by_default(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METIS_INGEST_SCHEDULER", "true")
     seen: dict[str, int] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: seen.update(h=_startup_hooks()))
-    cli.ok("serve", "--port", "0")
+    monkeypatch.setattr(serve_cli, "run_uvicorn", lambda c, s: seen.update(h=_startup_hooks()))
+    assert "scheduler: on" in cli.ok("serve", "--port", "0").stdout
     assert seen["h"] == _startup_hooks()
     monkeypatch.setenv("METIS_INGEST_SCHEDULER", "false")
     assert seen["h"] == _startup_hooks() + 1
@@ -74,7 +83,7 @@ def revision(engine: Engine) -> Iterator[Callable[[str | None], None]]:
 
 def _no_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     started: list[str] = []
-    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: started.append(target))
+    monkeypatch.setattr(serve_cli, "run_uvicorn", lambda config, sock: started.append(config.app))
     return started
 
 
@@ -126,3 +135,40 @@ def test_serve_process_exits_at_once_on_an_old_schema(
     assert proc.stderr.rstrip().endswith("run `metis db upgrade`")
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing ever listened
+
+
+# ------------------------------------------------- the start banner, for real
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_0_prints_the_url_it_listens_on(metis_env: dict[str, str], workers: str) -> None:
+    env = {**os.environ, "METIS_INGEST_SCHEDULER": "false"}
+    proc = start_metis(["serve", "--port", "0", "--workers", workers], env)
+    try:
+        lines = read_lines_until(proc, "Ctrl-C")
+        m = re.fullmatch(r"Metis listening on (http://127\.0\.0\.1:(\d+)) \(.*\)", lines[0])
+        assert m, lines
+        url, port = m.group(1), int(m.group(2))
+        assert port != 0
+        text = "\n".join(lines)
+        for needle in (f"gateway:   {url}/v1", f"dashboard: {url}/ui", "scheduler: off",
+                       f"API:       {url} (OpenAPI at {url}/openapi.json"):  # fmt: skip
+            assert needle in text, text
+        # The printed URL is the server: its API and dashboard answer there.
+        assert get_until_up(url + "/openapi.json").json()["info"]["title"] == "Metis API"
+        assert httpx.get(url + "/ui/login", timeout=30).status_code == 200
+        assert httpx.get(url + "/v1/models", timeout=30).status_code == 401  # the gateway
+    finally:
+        err = stop(proc)
+    assert "Traceback" not in err
+
+
+def test_a_taken_port_is_one_line(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = _no_uvicorn(monkeypatch)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = cli.run("serve", "--port", str(s.getsockname()[1]))
+    assert r.exit_code == 1 and started == [] and r.stdout == ""
+    assert r.stderr.startswith("error: cannot listen on 127.0.0.1:") and r.stderr.count("\n") == 1

@@ -44,6 +44,52 @@ def test_upgrade_is_idempotent(engine: Engine) -> None:
     assert {"usage_records", "events", "spend_counters", "leases"} <= set(before)
 
 
+def test_0003_unanswered_gateway_calls_stop_counting_as_requests(engine: Engine) -> None:
+    """Records written before issue 18 counted an upstream failure as a request; the
+    migration takes it off the records and the gateway rollups alike."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import insert, select
+
+    from metis.db.migrate import alembic_config
+    from metis.db.tables import usage_records, usage_rollups_daily, workspaces
+    from metis.ledger.record import UsageRecord
+    from metis.ledger.upsert import upsert_usage
+
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+
+    def rec(key: str, status: str, tokens: int) -> UsageRecord:
+        return UsageRecord(
+            workspace_id="ws_m", source="gateway", source_ref="key_m", dedupe_key=key,
+            window_start=at, window_end=at, granularity="request", provider="openai",
+            model="gpt-4o", model_raw="gpt-4o", input_tokens=tokens, output_tokens=tokens,
+            request_count=1, cost_nanousd=tokens, status=status, user_id="usr_m",
+        )  # fmt: skip
+
+    command.downgrade(alembic_config(engine), "0002")
+    try:
+        with engine.begin() as c:
+            c.execute(insert(workspaces).values(id="ws_m", name="m", created_at=at))
+            upsert_usage(c, [
+                rec("ok", "ok", 10),
+                rec("refused", "upstream_error", 0),
+                rec("no-answer", "connect_error", 0),
+                rec("cut-stream", "upstream_error", 7),  # answered, then broke: billed
+                rec("gone", "client_disconnected", 0),  # answered 2xx: billed
+            ])  # fmt: skip
+    finally:
+        upgrade(engine)
+    with engine.connect() as c:
+        q = select(usage_records.c.dedupe_key, usage_records.c.request_count)
+        counts = {str(k): int(n) for k, n in c.execute(q).all()}
+        rolled = c.execute(select(usage_rollups_daily.c.request_count)).scalar_one()
+        errors = c.execute(select(usage_rollups_daily.c.error_count)).scalar_one()
+    assert counts == {"ok": 1, "refused": 0, "no-answer": 0, "cut-stream": 1, "gone": 1}
+    assert (rolled, errors) == (3, 4)
+    assert "daily_cap_nanousd" in {c["name"] for c in inspect(engine).get_columns("users")}
+
+
 @pytest.fixture
 def empty_engine(tmp_path: Path) -> Iterator[Engine]:
     """An engine on a new, empty database of the test backend (dropped afterwards)."""
@@ -67,7 +113,7 @@ def empty_engine(tmp_path: Path) -> Iterator[Engine]:
         admin.dispose()
 
 
-def test_0003_gives_existing_credentials_their_provider_as_family(
+def test_0004_gives_existing_credentials_their_provider_as_family(
     empty_engine: Engine, metis_env: dict[str, str]
 ) -> None:
     """Credentials stored before provider families keep working: OpenAI and Anthropic rows get
@@ -77,7 +123,7 @@ def test_0003_gives_existing_credentials_their_provider_as_family(
     from metis.db.migrate import alembic_config
 
     eng = empty_engine
-    upgrade(eng, "0002")
+    upgrade(eng, "0003")
     now = datetime(2026, 12, 1, tzinfo=UTC)
     with eng.begin() as c:
         c.execute(
@@ -108,6 +154,6 @@ def test_0003_gives_existing_credentials_their_provider_as_family(
         "anthropic",
         "https://api.anthropic.com",
     )
-    command.downgrade(alembic_config(eng), "0002")
+    command.downgrade(alembic_config(eng), "0003")
     cols = {c["name"] for c in inspect(eng).get_columns("provider_credentials")}
     assert not {"family", "price_provider", "options"} & cols

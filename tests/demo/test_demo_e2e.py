@@ -47,6 +47,27 @@ def test_prints_what_a_newcomer_needs(demo_server: DemoProcess) -> None:
     assert "sk-" not in out
 
 
+def test_prints_the_line_that_points_the_cli_at_its_data(demo_server: DemoProcess) -> None:
+    out = "".join(demo_server.stdout)
+    (line,) = [x.strip() for x in demo_server.stdout if x.strip().startswith("export METIS_HOME=")]
+    home = line.removeprefix("export METIS_HOME=")
+    assert Path(home) == demo_server.home
+    env = demo_env(Path(home), demo_server.database_url)  # as a fresh shell after the export
+    if demo_server.database_url:
+        assert "export METIS_DATABASE_URL=" in out
+    r = subprocess.run(
+        [*METIS, "report", "cost", "--group-by", "team"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "platform" in r.stdout and "research" in r.stdout
+    r = subprocess.run(
+        [*METIS, "report", "forecast", "--wide"], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0 and "platform" in r.stdout, r.stderr
+
+
 def test_api_shows_the_seeded_story(demo_server: DemoProcess) -> None:
     r = demo_server.api("/analytics/by_team")
     assert r.status_code == 200, r.text
@@ -59,7 +80,8 @@ def test_api_shows_the_seeded_story(demo_server: DemoProcess) -> None:
     assert routing["hard_failures_by_reason"]["quota_exceeded"] >= 3
     assert set(routing["rule_hits"]) >= {"team-daily-soft-cap-openai"}
     sources = demo_server.api("/analytics/cost", group_by="source").json()["data"]
-    assert {s["source"] for s in sources} == {"gateway", "hermes_plugin", "provider_api_key"}
+    # provider − attributed shows as the unattributed rows (the history that bypassed Metis)
+    assert {s["source"] for s in sources} == {"gateway", "hermes_plugin", "unattributed"}
     ingest = demo_server.api("/analytics/ingest").json()["data"]
     assert sum(1 for c in ingest if c["healthy"] and c["runs"] >= 1) == 2
     recon = demo_server.api("/analytics/reconciliation")

@@ -9,6 +9,7 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -249,3 +250,43 @@ def test_credential_removal_reaches_the_gateway_within_one_second(
         assert cred is not None
         remove_credential(conn, cred.id)
     assert _until(lambda: status() == 502) < 1.0
+
+
+def test_user_caps_span_the_users_keys(gateway: GatewayServer, cli: Any) -> None:
+    """Issue 18 #7: ``user_daily`` / ``user_monthly`` set with ``metis gateway user
+    set-cap``, enforced over every key of the user (429 with the scope), audited."""
+    _, first = gateway.issue_key("alice-laptop", user="alice", team="eng")
+    _, second = gateway.issue_key("alice-ci", user="alice", team="ops")
+    out = cli.ok("gateway", "user", "set-cap", "alice", "--daily-cap-usd", "0.001").stdout
+    assert "daily cap 0.001, monthly cap none" in out
+    gateway.wait_keys()
+    gateway.openai(first).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": BIG}], max_tokens=5
+    )
+    gateway.flush()
+    client = gateway.openai(second)  # another key, another team: the same user
+    with pytest.raises(openai.RateLimitError) as ei:
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+    err = ei.value.body
+    assert isinstance(err, dict) and err["scope"] == "user_daily"
+    assert Decimal(str(err["limit_usd"])) == Decimal("0.001")
+    [q] = _events(gateway, "gateway.quota_exceeded")
+    assert q["payload"]["scope"] == "user_daily" and q["user_id"] == q["payload"]["user_id"]
+    # the monthly cap, with the daily one removed
+    cli.ok("gateway", "user", "set-cap", "alice", "--daily-cap-usd", "none",
+           "--monthly-cap-usd", "0.002")  # fmt: skip
+    gateway.wait_keys()
+    with pytest.raises(openai.RateLimitError) as ei:
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+    assert isinstance(ei.value.body, dict) and ei.value.body["scope"] == "user_monthly"
+    assert ei.value.body["resets_at"].endswith("-01T00:00:00Z")
+    # no cap: calls go through again
+    cli.ok("gateway", "user", "set-cap", "alice", "--monthly-cap-usd", "none")
+    gateway.wait_keys()
+    client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    )

@@ -20,7 +20,9 @@ EMAIL = "alice.liu@example.org"
 
 
 def _issue(cli: type[Cli], *args: str) -> dict[str, str]:
-    out = cli.ok("gateway", "issue-key", "--workspace", "w", "--json", "--yes", *args).stdout
+    out = cli.ok(
+        "gateway", "issue-key", "--workspace", "w", "--json", "--create-missing", *args
+    ).stdout
     return dict(json.loads(out))
 
 

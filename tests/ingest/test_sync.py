@@ -1,6 +1,7 @@
 """Provider sync end to end through the CLI against a fake admin API (both providers)."""
 
 import json
+import re
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -192,6 +193,9 @@ def test_unknown_model_without_cost_is_flagged_not_silent(
     from tests.ingest.fake_admin import Row
 
     today = last_days(1)[0]
+    # A day the cost report does not cover yet (no cost row at all): Metis prices
+    # the usage itself, and a model it has no price for is flagged.
+    provisioned.fake.rows[:] = [r for r in provisioned.fake.rows if r.day != today]
     provisioned.fake.rows.append(
         Row(today, "mystery-model-x", "key_a", "proj_1", 10, 0, 0, 5, 1, billed=False)
     )
@@ -219,3 +223,61 @@ def test_undocumented_shape_fails_the_window_cleanly(
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(usage_records)).scalar_one() == 0
         assert set(conn.execute(select(ingest_runs.c.status)).scalars()) == {"failed"}
+
+
+def test_a_day_the_cost_report_covers_is_never_priced_on_top(
+    cli: type[Cli], provisioned: Provisioned, engine: Engine
+) -> None:
+    """Issue 18 #2: usage the day's cost report has no row for gets no computed price."""
+    from tests.ingest.fake_admin import Row
+
+    today = last_days(1)[0]
+    provisioned.fake.rows.append(
+        Row(today, "gpt-4o-mini", "key_a", "proj_1", 1000, 0, 0, 50, 2, billed=False)
+    )
+    cli.ok("ingest", "sync", "--days", "1")
+    with engine.connect() as conn:
+        rec = conn.execute(
+            select(
+                usage_records.c.cost_source, usage_records.c.cost_nanousd, usage_records.c.metadata
+            ).where(usage_records.c.model_raw == "gpt-4o-mini")
+        ).one()
+        day_total = conn.execute(
+            select(func.sum(usage_records.c.cost_nanousd)).where(
+                usage_records.c.usage_date == today
+            )
+        ).scalar_one()
+        details = conn.execute(select(ingest_runs.c.details)).scalar_one()
+    assert (rec.cost_source, rec.cost_nanousd) == ("provider_reported", 0)
+    assert rec.metadata["cost_unallocated"] is True
+    # the day's stored provider total is exactly what the cost report says
+    assert int(day_total) == expected(provisioned.fake, {today})["cost_nanousd"]
+    assert details["windows"][0]["cost_unallocated"] == 1
+
+
+def test_terminal_output_is_human_unless_json_is_asked_for(
+    cli: type[Cli], provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METIS_LOG_FORMAT", "console")  # the default
+    monkeypatch.delenv("METIS_LOG_LEVEL", raising=False)
+    provisioned.fake.faults.append(Fault("500", times=100))  # the day's window fails
+    r = cli.run("ingest", "sync", "--days", "1")
+    assert r.exit_code == 1
+    assert not [ln for ln in r.stderr.splitlines() if ln.startswith("{")], r.stderr
+    assert re.search(r"^warning: ingest\.window_failed .*day=\d{4}-\d\d-\d\d", r.stderr, re.M)
+    assert f"{provisioned.credential_id} (acme/{provisioned.provider}) sync failed" in r.stdout
+    provisioned.fake.faults.clear()
+    r = cli.ok("ingest", "sync", "--days", "1")
+    assert r.stderr == ""  # info lines stay quiet: the summary line says it
+    assert f"{provisioned.credential_id} (acme/{provisioned.provider}) sync ok" in r.stdout
+    # --json: JSON on stdout and JSON log lines on stderr, info included
+    r = cli.ok("ingest", "sync", "--days", "1", "--json")
+    lines = r.stderr.splitlines()
+    assert lines and all(json.loads(ln)["logger"] == "metis.ingest" for ln in lines)
+    assert any(json.loads(ln)["event"] == "ingest.run_completed" for ln in lines)
+    assert json.loads(r.stdout)[0]["workspace_name"] == "acme"
+    # METIS_LOG_FORMAT=json alone: JSON log lines, human summary
+    monkeypatch.setenv("METIS_LOG_FORMAT", "json")
+    r = cli.ok("ingest", "sync", "--days", "1")
+    assert r.stderr and all(ln.startswith("{") for ln in r.stderr.splitlines())
+    assert "sync ok" in r.stdout

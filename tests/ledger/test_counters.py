@@ -39,8 +39,10 @@ async def flush(engine: Engine, c: SpendCounters) -> None:
 
 def test_scopes_and_reset_times() -> None:
     sc = {s.scope: s for s in caps(team_daily=5)}
-    assert set(sc) == {"key_daily", "user_daily", "team_daily", "team_monthly"}
+    assert set(sc) == {"key_daily", "user_daily", "user_monthly", "team_daily", "team_monthly"}
     assert sc["team_daily"].period == "2026-03-31"
+    assert sc["user_monthly"].period == "2026-03" and sc["user_monthly"].cap_nanousd is None
+    assert sc["user_monthly"].resets_at == datetime(2026, 4, 1, tzinfo=UTC)
     assert sc["team_monthly"].period == "2026-03"
     assert sc["team_daily"].resets_at == datetime(2026, 4, 1, tzinfo=UTC)
     assert sc["team_monthly"].resets_at == datetime(2026, 4, 1, tzinfo=UTC)

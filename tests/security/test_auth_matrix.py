@@ -79,6 +79,18 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("DELETE", "/v1/responses/{response_id}"): GATEWAY,
     ("POST", "/v1/responses/{response_id}/cancel"): GATEWAY,
     ("GET", "/v1/responses/{response_id}/input_items"): GATEWAY,
+    # gateway: Azure OpenAI clients' paths (api-key) and the Gemini shape (x-goog-api-key)
+    ("POST", "/openai/deployments/{deployment}/chat/completions"): GATEWAY,
+    ("POST", "/openai/deployments/{embedding_deployment}/embeddings"): GATEWAY,
+    ("POST", "/openai/v1/chat/completions"): GATEWAY,
+    ("POST", "/openai/v1/embeddings"): GATEWAY,
+    ("POST", "/openai/v1/responses"): GATEWAY,
+    ("GET", "/v1beta/models"): GATEWAY,
+    ("GET", "/v1beta/models/{gemini_model}"): GATEWAY,
+    ("POST", "/v1beta/models/{gemini_model}:generateContent"): GATEWAY,
+    ("POST", "/v1beta/models/{gemini_model}:streamGenerateContent"): GATEWAY,
+    ("POST", "/v1beta/models/{gemini_model}:countTokens"): GATEWAY,
+    ("POST", "/v1/models/{gemini_model}:generateContent"): GATEWAY,
     # plugin push ingestion
     ("POST", "/v1/ingest/usage"): INGEST,
     # OTLP receiver (agent telemetry)
@@ -92,6 +104,7 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/analytics/cost"): ADMIN,
     ("GET", "/analytics/by_key"): ADMIN,
     ("GET", "/analytics/by_team"): ADMIN,
+    ("GET", "/analytics/forecast"): ADMIN,
     ("GET", "/analytics/cache_effectiveness"): ADMIN,
     ("GET", "/analytics/savings"): ADMIN,
     ("GET", "/analytics/routing"): ADMIN,
@@ -111,6 +124,9 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/ui"): UI_READ,
     ("GET", "/ui/"): PUBLIC,  # a bare 307 to /ui (which then checks), no data
     ("GET", "/ui/teams"): UI_READ,
+    ("GET", "/ui/forecast"): UI_READ,
+    ("GET", "/ui/savings"): UI_READ,
+    ("GET", "/ui/routing"): UI_READ,
     ("GET", "/ui/keys"): UI_READ,
     ("GET", "/ui/reconciliation"): UI_READ,
     ("GET", "/ui/ingestion"): UI_READ,
@@ -136,10 +152,27 @@ GATEWAY_METHODS = {
     "/v1/models": "GET",
     "/v1/responses": "POST",
     "/v1/messages/count_tokens": "POST",
+    "/openai/v1/chat/completions": "POST",
+    "/openai/v1/embeddings": "POST",
+    "/openai/v1/responses": "POST",
+    "/v1beta/models": "GET",
 }
 # The gateway's path-prefix routes (ids in the path) and the routes each serves.
 GATEWAY_PREFIX_ROUTES = {
-    "/v1/models/": [("GET", "/v1/models/{model_id}")],
+    "/v1/models/": [
+        ("GET", "/v1/models/{model_id}"),
+        ("POST", "/v1/models/{gemini_model}:generateContent"),  # google-genai's v1
+    ],
+    "/openai/deployments/": [
+        ("POST", "/openai/deployments/{deployment}/chat/completions"),
+        ("POST", "/openai/deployments/{embedding_deployment}/embeddings"),
+    ],
+    "/v1beta/models/": [
+        ("GET", "/v1beta/models/{gemini_model}"),
+        ("POST", "/v1beta/models/{gemini_model}:generateContent"),
+        ("POST", "/v1beta/models/{gemini_model}:streamGenerateContent"),
+        ("POST", "/v1beta/models/{gemini_model}:countTokens"),
+    ],
     "/v1/responses/": [
         ("GET", "/v1/responses/{response_id}"),
         ("DELETE", "/v1/responses/{response_id}"),
@@ -172,6 +205,23 @@ BODIES: dict[str, dict[str, Any]] = {
         "messages": [{"role": "user", "content": "hi"}],
     },
 }
+_CHAT = BODIES["/v1/chat/completions"]
+_GEMINI = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+BODIES.update(
+    {
+        "/openai/deployments/{deployment}/chat/completions": _CHAT,
+        "/openai/deployments/{embedding_deployment}/embeddings": {"input": "hi"},
+        "/openai/v1/chat/completions": _CHAT,  # the workspace's azure credential (simulator)
+        "/openai/v1/embeddings": BODIES["/v1/embeddings"],
+        # the simulator plays no Azure Responses API: address the openai credential (stub)
+        "/openai/v1/responses": {**BODIES["/v1/responses"], "model": "openai/gpt-4o-mini"},
+        "/v1beta/models/{gemini_model}:generateContent": _GEMINI,
+        "/v1beta/models/{gemini_model}:streamGenerateContent": _GEMINI,
+        "/v1beta/models/{gemini_model}:countTokens": _GEMINI,
+        "/v1/models/{gemini_model}:generateContent": _GEMINI,
+    }
+)
+
 # Dashboard form fields (the CSRF token is added for the kinds that carry one).
 FORMS: dict[str, dict[str, str]] = {
     "/ui/teams/caps": {"team": "{team_id}", "daily_cap_usd": "75", "monthly_cap_usd": ""},
@@ -231,6 +281,8 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     from metis.identity.teams import add_team
     from metis.identity.users import add_user, disable_user
     from metis.ingest import tokens as ingest_tokens
+    from metis.simulator import create_app
+    from metis.simulator.gemini import new_key
     from tests.gateway.stub_upstream import app as stub_app
 
     home = tmp_path_factory.mktemp("auth-matrix") / "home"
@@ -254,8 +306,11 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             mp.setenv(k, v)
         engine = make_engine(url)
         upstream = ServerThread(stub_app).start()
+        sim = ServerThread(create_app()).start()  # the Azure and Gemini upstreams
         srv = start_gateway(engine, upstream.url)
         try:
+            srv.add_provider("azure", sim.url, secrets.token_hex(16))
+            srv.add_provider("gemini", sim.url, new_key())
             _, live = srv.issue_key("live", user="alice", team="eng")
             revoked_id, revoked = srv.issue_key("revoked", user="alice")
             _, of_disabled = srv.issue_key("of-disabled", user="mallory")
@@ -318,6 +373,9 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 "name": "swagger-init.js",  # an API docs asset
                 "model_id": "claude-haiku-4-5",  # the requests carry anthropic-version
                 "response_id": "resp_authmatrix",  # the stub upstream knows every resp_…
+                "deployment": "gpt-4o-mini",  # Azure deployments the simulator serves
+                "embedding_deployment": "text-embedding-3-small",
+                "gemini_model": "gemini-2.5-flash",
             }
             yield Matrix(
                 srv,
@@ -329,6 +387,7 @@ def matrix(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         finally:
             srv.close()
             upstream.stop()
+            sim.stop()
             engine.dispose()
 
 

@@ -243,6 +243,7 @@ FLOW_COMMANDS = (
     "gateway user add",
     "gateway user list",
     "gateway user set-email",
+    "gateway user set-cap",
     "gateway user disable",
     "gateway team add",
     "gateway team list",
@@ -251,6 +252,7 @@ FLOW_COMMANDS = (
     "gateway issue-key",
     "gateway list-keys",
     "gateway revoke-key",
+    "gateway key set",
     "ingest token create",
     "ingest token list",
     "ingest token revoke",
@@ -267,6 +269,7 @@ FLOW_COMMANDS = (
     "routing explain",
     "prices check",
     "report cost",
+    "report forecast",
     "export usage",
     "export audit",
     "alerts test",
@@ -342,6 +345,7 @@ def test_canaries_appear_nowhere(
     run("gateway", "user", "add", "--name", "Alice Liu", "--email", "alice@example.org")
     run("gateway", "user", "add", "--name", "Bob", "--email", "bob@example.org")
     run("gateway", "user", "set-email", "bob", "bob2@example.org")
+    run("gateway", "user", "set-cap", "bob", "--daily-cap-usd", "5", "--monthly-cap-usd", "none")
     run("gateway", "user", "list", "--json", "--show-email")
     run("gateway", "user", "list")  # masked
     run("gateway", "team", "add", "--name", "eng", "--daily-cap-usd", "50")
@@ -354,14 +358,15 @@ def test_canaries_appear_nowhere(
                             ("refs-key", "refs", []),  # upstream keys by env:/file: reference
                             ("doomed-key", "acme", [])]:  # fmt: skip
         canary = f"gateway key {name}"
-        r = run("gateway", "issue-key", "--name", name, "--workspace", ws, *extra, "--yes",
-                "--json", prints_once=canary)  # fmt: skip
+        r = run("gateway", "issue-key", "--name", name, "--workspace", ws, *extra,
+                "--create-missing", "--json", prints_once=canary)  # fmt: skip
         doc = json.loads(r.stdout)
         secret = doc["token"]
         sc.add(canary, secret)
         assert r.output.count(secret) == 1
         issued[name] = doc["id"]
         issued[name + ":secret"] = secret
+    run("gateway", "key", "set", issued["doomed-key"], "--team", "none")
     run("gateway", "revoke-key", issued["doomed-key"], "--reason", "canary test")
     run("gateway", "list-keys", "--json")
     run("gateway", "list-keys", "--workspace", "acme", "--active")
@@ -421,6 +426,8 @@ def test_canaries_appear_nowhere(
     run("prices", "check", "--json")
     run("report", "cost", "--group-by", "team", "--json")
     run("report", "cost", "--group-by", "user")
+    run("report", "forecast", "--by", "user")
+    run("report", "forecast", "--by", "team", "--json")
     exports = tmp_path / "exports"
     exports.mkdir()
     run("export", "usage", "--format", "csv", "--output", str(exports / "usage.csv"))

@@ -18,6 +18,7 @@ from metis.simulator.keys import (
 )
 from metis.util.server_thread import free_port
 from tests.plugins.simulator import Simulator
+from tests.procs import get_until_up, read_lines_until, start_metis, stop
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -168,6 +169,18 @@ def test_cli_serves(entry: list[str]) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+def test_cli_port_0_prints_the_url_it_listens_on() -> None:
+    proc = start_metis(["simulator", "serve", "--port", "0", "--history-days", "1"])
+    try:
+        first = read_lines_until(proc, "metis simulator listening on")[-1]
+        url = first.split()[4]
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0"), first
+        assert get_until_up(url + "/_sim/health").status_code == 200
+    finally:
+        err = stop(proc)
+    assert "Traceback" not in err
 
 
 def test_cli_rejects_bad_fault(cli: Any) -> None:

@@ -48,12 +48,12 @@ def test_set_caps(ui: UIClient, engine: Engine, seeded: Seeded) -> None:
     )
     assert r.headers["location"] == "/ui/teams"
     # an empty field keeps that cap
-    assert _flash(ui, r) == "Caps of team eng: daily $7.250000, monthly $100.000000"
+    assert _flash(ui, r) == "Caps of team eng: daily $7.25, monthly $100.00"
     assert _caps(engine, "team_e") == (7_250_000_000, 100 * USD)
     # the flash shows once
     assert 'class="flash' not in ui.get("/ui/teams").text
     r = ui.form("/ui/teams/caps", {"team": "team_e", "monthly_cap_usd": "none"})
-    assert _flash(ui, r) == "Caps of team eng: daily $7.250000, monthly none"
+    assert _flash(ui, r) == "Caps of team eng: daily $7.25, monthly none"
     assert _caps(engine, "team_e") == (7_250_000_000, None)
     ui.form(
         "/ui/teams/caps", {"team": "team_o", "daily_cap_usd": "$1,000", "monthly_cap_usd": "20000"}

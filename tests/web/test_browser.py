@@ -4,20 +4,24 @@ Drives Debian's ``chromium`` through ``chromium-driver`` (Selenium; no browser
 download): logs in with the demo's admin token, visits every page, checks
 that the figures shown equal the admin API's answers for the same range,
 issues a key through the form (and uses it on the gateway), revokes it
-through the UI (and sees the gateway refuse it), asserts that no page logs a
-console error and that nothing overflows horizontally at 1280×800 or at a
-390 px phone width, and saves screenshots of each page at both sizes.
+through the UI (and sees the gateway refuse it), and asserts that no page
+logs a console error. Every page is laid out at three desktop widths (1280,
+1400, 1920 px) and a 390 px phone: the page must not scroll sideways, no
+table may be wider than its card (a clipped column fails the test, naming
+the table), and on the phone the chart must be its narrow drawing with
+labels at least 10 px tall. Screenshots of each page at 1280×800 and 390×844
+are saved.
 
 Screenshots go to ``$METIS_SCREENSHOT_DIR`` when set, else to pytest's
-temporary directory. ``dashboard-overview.png`` there (the whole overview
-page at 1280 px) is the README's ``docs/img/dashboard-overview.png`` (see
-docs/dashboard.md).
+temporary directory. Those files are docs/img/dashboard-<page>-desktop.png
+and -phone.png, and ``dashboard-overview.png`` (the whole overview page at
+1280 px) is the README's picture (see docs/dashboard.md).
 """
 
 import os
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,11 +35,15 @@ from tests.plugins.demo import DemoProcess
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 DESKTOP = (1280, 800)
+WIDTHS = ((1400, 900), (1920, 1080))  # also checked for clipping, not photographed
 PHONE = (390, 844)
 PAGES = {
     "overview": "/ui",
     "teams": "/ui/teams",
     "keys": "/ui/keys",
+    "forecast": "/ui/forecast",
+    "savings": "/ui/savings",
+    "routing": "/ui/routing",
     "reconciliation": "/ui/reconciliation",
     "ingestion": "/ui/ingestion",
 }
@@ -160,14 +168,14 @@ def api_json(demo: DemoProcess, path: str, **params: str) -> Any:
 
 
 def page_range(driver: Any) -> tuple[date, date]:
-    """The inclusive day range the page shows (from its date inputs)."""
+    """The day range the page shows (from its date inputs): ``from`` inclusive, ``to`` not."""
     start = driver.find_element(_by("NAME"), "from").get_attribute("value")
     end = driver.find_element(_by("NAME"), "to").get_attribute("value")
     return date.fromisoformat(start), date.fromisoformat(end)
 
 
 def api_window(start: date, end: date) -> dict[str, str]:
-    return {"from": f"{start.isoformat()}T00:00:00Z", "to": f"{end + timedelta(1)}T00:00:00Z"}
+    return {"from": f"{start.isoformat()}T00:00:00Z", "to": f"{end.isoformat()}T00:00:00Z"}
 
 
 def gateway_status(base: str, secret: str, want: int, timeout: float = 5.0) -> int:
@@ -180,10 +188,50 @@ def gateway_status(base: str, secret: str, want: int, timeout: float = 5.0) -> i
         time.sleep(0.1)
 
 
+CLIPPED_TABLES = """
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+return Array.from(document.querySelectorAll('.table-wrap'))
+  .filter(w => w.scrollWidth > w.clientWidth)
+  .map(w => `${w.closest('section').id}: ${w.scrollWidth}px of content in ${w.clientWidth}px`);
+"""
+
+PHONE_CHART = """
+const wide = document.querySelector('svg.chart.wide');
+const narrow = document.querySelector('svg.chart.narrow');
+if (!wide) return null;
+const label = narrow.querySelector('text');
+return [getComputedStyle(wide).display, getComputedStyle(narrow).display,
+        label ? label.getBoundingClientRect().height : 0];
+"""
+
+
+def check_layout(driver: Any, name: str, size: tuple[int, int]) -> None:
+    """No sideways scroll, no table wider than its card; on a phone, the narrow chart."""
+    set_size(driver, size)
+    assert overflow(driver) <= 0, f"{name} overflows horizontally at {size}"
+    clipped = driver.execute_script(CLIPPED_TABLES)
+    assert not clipped, f"{name} at {size[0]} px clips tables: {clipped}"
+    chart = driver.execute_script(PHONE_CHART)
+    if chart is not None and size == PHONE:
+        wide, narrow, label_px = chart
+        assert (wide, narrow) == ("none", "block"), chart
+        assert label_px >= 10, f"{name}: chart labels {label_px:.1f} px tall on a phone"
+    elif chart is not None:
+        assert chart[:2] == ["block", "none"], chart
+
+
 def screenshot(driver: Any, shots: Path, name: str) -> None:
+    """Check the layout at every width; save the desktop and phone screenshots."""
+    for size in WIDTHS:
+        check_layout(driver, name, size)
     for size, tag in ((DESKTOP, "desktop"), (PHONE, "phone")):
-        set_size(driver, size)
-        assert overflow(driver) <= 0, f"{name} overflows horizontally at {size}"
+        check_layout(driver, name, size)
+        # the phone shot starts at the page title: the content, not the navigation above it
+        driver.execute_script(
+            "window.scrollTo(0, 0)"
+            if tag == "desktop"
+            else "document.querySelector('h1').scrollIntoView()"
+        )
         driver.save_screenshot(str(shots / f"dashboard-{name}-{tag}.png"))
     set_size(driver, DESKTOP)
 
@@ -219,8 +267,26 @@ def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
     visit(d, base + PAGES["overview"])
     start, end = page_range(d)
     win = api_window(start, end)
+    # the page's default range is the API's default window, and the page says which it is
+    shown = d.find_element(_by("ID"), "window")
+    default = api_json(demo_server, "/analytics/cost")["window"]
+    assert (
+        (shown.get_attribute("data-start"), shown.get_attribute("data-end"))
+        == (
+            default["start"],
+            default["end"],
+        )
+        == (win["from"], win["to"])
+    )
     cost = api_json(demo_server, "/analytics/cost", group_by="model", **win)
     assert usd_attr(d.find_element(_by("ID"), "kpi-cost")) == cost["total"]["cost_usd"]
+    # a day the provider reported before it ended is shown as a lower bound "as of sync"
+    notes = {
+        n.get_attribute("data-day"): n.text
+        for n in d.find_elements(_by("CSS_SELECTOR"), "p.note.lagging")
+    }
+    assert set(notes) == {lag["day"] for lag in cost["provider_lagging"]}
+    assert all("as of sync" in text for text in notes.values())
     assert cost["total"]["cost_usd"] > 0, "the demo has spend in the default range"
     models = table_rows(d, "top_models")
     assert [(r["model"].text, usd_attr(r["cost_usd"])) for r in models] == [
@@ -287,7 +353,7 @@ def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
     recon = api_json(
         demo_server,
         "/analytics/reconciliation",
-        **{"from": str(start), "to": str(end + timedelta(1))},
+        **{"from": str(start), "to": str(end)},
     )
     foot = {
         c.get_attribute("data-col"): c
@@ -316,8 +382,42 @@ def walk_through(d: Any, demo_server: DemoProcess, shots: Path) -> None:
         want = ingest[r["credential_id"].text]
         assert r["complete_through"].text == fmt_cell("datetime", want["complete_through"])
         assert r["last_success_at"].text == fmt_cell("datetime", want["last_success_at"])
+        # today is never a complete day, however often it was synced
+        complete, days = (int(x) for x in r["days_synced"].text.split("/"))
+        assert days == (end - start).days and complete < days
+        if r["days_in_progress"].text not in ("", "—"):  # an empty cell shows a dash
+            assert "as of sync" in r["days_in_progress"].text
     assert d.find_elements(_by("XPATH"), "//button[text()='Sync now']")
     screenshot(d, shots, "ingestion")
+
+    # Forecast: this month so far and its forecast equal /analytics/forecast.
+    visit(d, base + PAGES["forecast"])
+    fc = api_json(demo_server, "/analytics/forecast", by="team")
+    assert usd_attr(d.find_element(_by("ID"), "kpi-forecast")) == fc["total"]["forecast_usd"]
+    assert usd_attr(d.find_element(_by("ID"), "kpi-mtd")) == fc["total"]["month_to_date_usd"]
+    shown = {r["id"].text: usd_attr(r["forecast_usd"]) for r in table_rows(d, "forecast_team")}
+    assert shown == {t["team_id"] or "—": t["forecast_usd"] for t in fc["data"]}
+    assert "Weekly means" in d.find_element(_by("ID"), "method").text
+    screenshot(d, shots, "forecast")
+
+    # Savings and cache: the KPIs equal /analytics/savings for the range.
+    visit(d, base + PAGES["savings"] + f"?from={start}&to={end}")
+    sv = api_json(demo_server, "/analytics/savings", **win)
+    assert usd_attr(d.find_element(_by("ID"), "kpi-savings")) == sv["savings_usd"]
+    assert usd_attr(d.find_element(_by("ID"), "kpi-actual")) == sv["actual_cost_usd"]
+    assert table_rows(d, "savings") and table_rows(d, "cache")
+    screenshot(d, shots, "savings")
+
+    # Routing and reliability: decisions and per-model calls equal the API.
+    visit(d, base + PAGES["routing"] + f"?from={start}&to={end}")
+    rt = api_json(demo_server, "/analytics/routing", **win)["data"]
+    assert d.find_element(_by("ID"), "kpi-decisions").text == fmt_cell("int", rt["decisions"])
+    rel = api_json(demo_server, "/analytics/reliability", **win)["data"]
+    assert [(r["model"].text, r["calls"].text) for r in table_rows(d, "reliability")] == [
+        (x["model"], fmt_cell("int", x["calls"])) for x in rel
+    ]
+    assert table_rows(d, "rule_hits")  # the demo's soft-cap rule fired
+    screenshot(d, shots, "routing")
 
     # Sign out: the session is gone.
     click_and_wait(d, d.find_element(_by("CSS_SELECTOR"), "form.logout button"))

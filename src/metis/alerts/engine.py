@@ -22,8 +22,9 @@ Entry points for other components:
   records failure / recovery / slowness in its own transaction and never
   raises.
 - `AlertEngine.evaluate` (periodic, inside ``metis serve``): stale syncs,
-  reconciliation drift, unpriced models, and a budget sweep over the spend
-  counters as a safety net for crossings a crashed process never drained.
+  reconciliation drift, unpriced models, monthly caps forecast to be reached
+  (`metis.alerts.forecast`), and a budget sweep over the spend counters as a
+  safety net for crossings a crashed process never drained.
 """
 
 import logging
@@ -41,8 +42,9 @@ from sqlalchemy.exc import OperationalError
 from ulid import ULID
 
 from metis import jsonutil
+from metis.alerts.names import label, scope_name
 from metis.alerts.rules import AlertConfig, AlertRules, load_config
-from metis.alerts.sinks import wire_payload
+from metis.alerts.sinks import text_of, wire_payload
 from metis.config import Settings, get_settings
 from metis.db.tables import (
     alert_deliveries,
@@ -53,6 +55,7 @@ from metis.db.tables import (
     spend_counters,
     teams,
     usage_records,
+    users,
     workspaces,
 )
 from metis.events import AlertFired, append_events, event_row
@@ -85,6 +88,7 @@ class Alert:
     current_usd: Decimal | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
     state: Literal["firing", "resolved"] = "firing"
+    scope_name: str | None = None  # what scope_id is called (metis.alerts.names)
 
     @property
     def key(self) -> str:
@@ -161,8 +165,8 @@ def check_budget_crossings(
     """Note the budget thresholds that one settled spend crossed; returns them.
 
     Call after a spend counter moved from ``before`` to ``after`` (nano-USD)
-    for ``scope`` (``key_daily``, ``user_daily``, ``team_daily``,
-    ``team_monthly``), ``scope_id`` and ``period`` (``YYYY-MM-DD`` or
+    for ``scope`` (``key_daily``, ``user_daily``, ``user_monthly``,
+    ``team_daily``, ``team_monthly``), ``scope_id`` and ``period`` (``YYYY-MM-DD`` or
     ``YYYY-MM``). Costs a few integer comparisons; a crossing is appended to
     an in-memory queue that the delivery worker records (deduplicated in the
     database) and delivers, so this never does I/O and never raises.
@@ -207,8 +211,9 @@ def budget_alert(
     spent_nanousd: int,
     cap_nanousd: int,
     workspace_id: str | None = None,
+    name: str | None = None,
 ) -> Alert:
-    """The alert for spend of ``scope_id`` reaching ``threshold_pct`` of its cap."""
+    """The alert for spend of ``scope_id`` (named ``name``) reaching ``threshold_pct`` of a cap."""
     pct = (Decimal(spent_nanousd) * 100 / Decimal(cap_nanousd)).quantize(Decimal("0.01"))
     spent, cap = from_nanousd(spent_nanousd), from_nanousd(cap_nanousd)
     return Alert(
@@ -223,8 +228,10 @@ def budget_alert(
         limit_usd=cap,
         current_usd=spent,
         severity="critical" if threshold_pct >= 100 else "warning",
+        scope_name=name,
         message=(
-            f"{scope} spend of {scope_id} reached {threshold_pct}% of its cap in {period}: "
+            f"{scope} spend of {label(scope, scope_id, name)} reached {threshold_pct}% of its "
+            f"cap in {period}: "
             f"${spent.normalize():f} of ${cap.normalize():f} ({pct}%)"
         ),
     )
@@ -243,13 +250,12 @@ def _insert(conn: Connection) -> Any:
 
 def _typed_ids(alert: Alert) -> dict[str, str | None]:
     ids: dict[str, str | None] = {"workspace_id": alert.workspace_id}
-    col = {
-        "key_daily": "gateway_key_id",
-        "user_daily": "user_id",
-        "team_daily": "team_id",
-        "team_monthly": "team_id",
-        "credential": "credential_id",
-    }.get(alert.scope)
+    # A cap scope's kind is its prefix (team_daily, team_monthly, user_… , key_…).
+    col = {"credential": "credential_id"}.get(alert.scope) or {
+        "key": "gateway_key_id",
+        "user": "user_id",
+        "team": "team_id",
+    }.get(alert.scope.split("_", 1)[0])
     if col:
         ids[col] = alert.scope_id
     return ids
@@ -330,6 +336,7 @@ class AlertEngine:
             current_usd=alert.current_usd,
             message=alert.message,
             fired_at=iso(now),
+            scope_name=alert.scope_name,
         )
         ev = event_row(payload, ts=now, **_typed_ids(alert))
         append_events(conn, [ev])
@@ -370,6 +377,7 @@ class AlertEngine:
                             c.after_nanousd,
                             c.cap_nanousd,
                             c.workspace_id,
+                            scope_name(conn, c.scope, c.scope_id),
                         )
                         if self.fire(conn, a):
                             fired += 1
@@ -386,11 +394,13 @@ class AlertEngine:
         sc = spend_counters.c
         team_q = {
             scope: select(sc.scope_id, sc.period, sc.spent_nanousd, cap_col)
-            .join(teams, teams.c.id == sc.scope_id)
+            .join(table, table.c.id == sc.scope_id)
             .where(sc.scope == scope, sc.period == period, cap_col > 0)
-            for scope, period, cap_col in (
-                ("team_daily", day, teams.c.daily_cap_nanousd),
-                ("team_monthly", month, teams.c.monthly_cap_nanousd),
+            for scope, period, table, cap_col in (
+                ("team_daily", day, teams, teams.c.daily_cap_nanousd),
+                ("team_monthly", month, teams, teams.c.monthly_cap_nanousd),
+                ("user_daily", day, users, users.c.daily_cap_nanousd),
+                ("user_monthly", month, users, users.c.monthly_cap_nanousd),
             )
         }
         key_q = (
@@ -414,8 +424,10 @@ class AlertEngine:
             rules = self.config.rules_for(ws)
             if not rules.enabled or scope not in rules.budget_scopes:
                 continue
+            name = scope_name(conn, scope, scope_id)
             for t in crossed_thresholds(0, spent, cap, rules.budget_thresholds_pct):
-                if self.fire(conn, budget_alert(scope, scope_id, period, t, spent, cap, ws)):
+                a = budget_alert(scope, scope_id, period, t, spent, cap, ws, name)
+                if self.fire(conn, a):
                     fired += 1
         return fired
 
@@ -434,12 +446,14 @@ class AlertEngine:
         fired: list[str] = []
         finished = run.get("finished_at") or utcnow()
         kind = str(run.get("kind") or "sync")
-        failed = _sync_failed(cred, ws)
-        stale = _sync_stale(cred, ws, rules)
+        name = scope_name(conn, "credential", str(cred))
+        failed = replace(_sync_failed(cred, ws), scope_name=name)
+        stale = replace(_sync_stale(cred, ws, rules), scope_name=name)
+        cred_label = f"credential {name} ({cred})" if name else f"credential {cred}"
         if status in SYNC_SUCCESS:
             for a, what in ((failed, "sync runs"), (stale, "successful syncs")):
                 msg = (
-                    f"{what} of credential {cred} recovered: {kind} run "
+                    f"{what} of {cred_label} recovered: {kind} run "
                     f"{run.get('id')} succeeded at {iso(finished)}"
                 )
                 ev = self.resolve(conn, replace(a, message=msg))
@@ -448,7 +462,7 @@ class AlertEngine:
         elif rules.sync_failure:
             err = str(run.get("error_message") or status).splitlines()[0][:200]
             a = replace(
-                failed, message=f"{kind} run {run.get('id')} of credential {cred} {status}: {err}"
+                failed, message=f"{kind} run {run.get('id')} of {cred_label} {status}: {err}"
             )
             ev = self.fire(conn, a, recoverable=True)
             if ev:
@@ -468,7 +482,8 @@ class AlertEngine:
                     threshold=Decimal(limit),
                     value=secs,
                     unit="seconds",
-                    message=f"{kind} run {run.get('id')} of credential {cred} took {secs}s "
+                    scope_name=name,
+                    message=f"{kind} run {run.get('id')} of {cred_label} took {secs}s "
                     f"(threshold {limit}s)",
                 ),
             )
@@ -498,20 +513,22 @@ class AlertEngine:
                 continue
             since = last or created
             age = int((now - since).total_seconds())
-            base = _sync_stale(cred, ws, rules)
+            name = scope_name(conn, "credential", cred)
+            base = replace(_sync_stale(cred, ws, rules), scope_name=name)
+            cred_label = f"credential {name} ({cred})" if name else f"credential {cred}"
             if age > limit:
                 what = f"since {iso(last)}" if last else "ever (created " + iso(created) + ")"
                 a = replace(
                     base,
                     value=Decimal(age),
-                    message=f"no successful {provider} sync of credential {cred} {what}; "
+                    message=f"no successful {provider} sync of {cred_label} {what}; "
                     f"threshold {limit}s",
                 )
                 if self.fire(conn, a, recoverable=True):
                     n += 1
             elif last is not None:
                 a = replace(
-                    base, message=f"{provider} credential {cred} synced successfully at {iso(last)}"
+                    base, message=f"{provider} {cred_label} synced successfully at {iso(last)}"
                 )
                 if self.resolve(conn, a):
                     n += 1
@@ -576,6 +593,8 @@ class AlertEngine:
             if from_nanousd(total) < rules.recon_min_cost_usd or total <= 0:
                 continue
             scope_id = f"{cell.workspace_id}/{cell.provider}/{cell.model}/{cell.day.isoformat()}"
+            name = scope_name(conn, "cell", scope_id)
+            cell_label = f"{name} ({cell.workspace_id})" if name else scope_id
             attributed = cell.attributed_cost_nanousd
             if attributed > total:
                 pct = (Decimal(attributed - total) * 100 / total).quantize(Decimal("0.01"))
@@ -591,7 +610,8 @@ class AlertEngine:
                         unit="percent",
                         current_usd=from_nanousd(attributed),
                         limit_usd=from_nanousd(total),
-                        message=f"cell {scope_id}: attributed spend exceeds the provider total "
+                        scope_name=name,
+                        message=f"cell {cell_label}: attributed spend exceeds the provider total "
                         f"by {pct}%",
                     )
                     n += 1 if self.fire(conn, a) else 0
@@ -609,7 +629,8 @@ class AlertEngine:
                         unit="percent",
                         current_usd=from_nanousd(total - attributed),
                         limit_usd=from_nanousd(total),
-                        message=f"cell {scope_id}: {pct}% of the provider total is unattributed "
+                        scope_name=name,
+                        message=f"cell {cell_label}: {pct}% of the provider total is unattributed "
                         "(traffic that bypassed Metis)",
                     )
                     n += 1 if self.fire(conn, a) else 0
@@ -638,10 +659,13 @@ class AlertEngine:
             lambda c: self.sweep_stale_syncs(c, now),
         ]
         if ledger_scans:
+            from metis.alerts.forecast import sweep_forecast_breaches
+
             self._last_ledger_scan = now
             jobs += [
                 lambda c: self.sweep_unpriced(c, now.date()),
                 lambda c: self.sweep_reconciliation(c, now.date()),
+                lambda c: sweep_forecast_breaches(self, c, now.date()),
             ]
         for job in jobs:
             try:
@@ -716,8 +740,17 @@ def enqueue_deliveries(
 
 
 def log_alert(payload: Mapping[str, Any]) -> None:
-    """The log sink: one structured WARNING line per alert (no secrets in payloads)."""
-    log.warning("alert.fired %s", jsonutil.dumps(wire_payload(payload)).decode())
+    """The log sink: one WARNING line per alert (no secrets in payloads).
+
+    The event as JSON with ``METIS_LOG_FORMAT=json``, else its one-line text
+    (what Slack shows).
+    """
+    from metis.ingest.log import log_format
+
+    if log_format() == "json":
+        log.warning("alert.fired %s", jsonutil.dumps(wire_payload(payload)).decode())
+    else:
+        log.warning("alert: %s", text_of(payload))
 
 
 # --- the ingestion hook --------------------------------------------------------------------

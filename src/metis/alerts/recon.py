@@ -3,7 +3,7 @@
 Delegates to `metis.ledger.reconcile.reconciled_cells`, the same per-cell
 computation ``GET /analytics/reconciliation`` shows, so an alert and the
 reconciliation view can never disagree. Only cells the provider covers for a
-whole UTC day (no ``provider_partial_day`` flag) and that carry a provider
+whole UTC day (no ``provider_lagging`` flag) and that carry a provider
 cost are returned: a day the provider has only partly reported, or reported
 without money, would look like drift or unattributed spend that is not.
 """
@@ -32,7 +32,7 @@ def recent_cells(conn: Connection, today: date, days: int = DAYS) -> list[Cell]:
 
     out = []
     for c in reconciled_cells(conn, today - timedelta(days=days), today + timedelta(days=1)):
-        if not c.covered or c.provider_cost_unknown or "provider_partial_day" in c.flags:
+        if not c.covered or c.provider_cost_unknown or c.lagging:
             continue
         out.append(
             Cell(

@@ -26,7 +26,7 @@ from metis.config import Settings
 from metis.errors import ConfigError
 from metis.secrets.refs import resolve_ref
 
-CAP_SCOPES = ("key_daily", "user_daily", "team_daily", "team_monthly")
+CAP_SCOPES = ("key_daily", "user_daily", "user_monthly", "team_daily", "team_monthly")
 ALERTS_FILE = "alerts.yaml"
 
 
@@ -52,6 +52,9 @@ class AlertRules:
     recon_min_cost_usd: Decimal = Decimal(1)
     # Calls to a model with no known price fire once per (workspace, provider, model, day).
     unpriced_models: bool = True
+    # A monthly cap forecast to be reached before the month ends fires once per
+    # cap and month (metis.alerts.forecast), for the scopes in budget_scopes.
+    forecast_breach: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class _Rules(BaseModel):
     recon_unattributed_pct: Decimal | None = Field(default=None, ge=0)
     recon_min_cost_usd: Decimal | None = Field(default=None, ge=0)
     unpriced_models: bool | None = None
+    forecast_breach: bool | None = None
 
     def apply(self, base: AlertRules) -> AlertRules:
         changes: dict[str, Any] = {}

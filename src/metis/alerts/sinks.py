@@ -115,7 +115,16 @@ def slack_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     text = text_of(payload)
     fields = [
         f"*{k}*: {payload[k]}"
-        for k in ("scope", "scope_id", "period", "threshold", "value", "unit", "workspace_id")
+        for k in (
+            "scope",
+            "scope_name",
+            "scope_id",
+            "period",
+            "threshold",
+            "value",
+            "unit",
+            "workspace_id",
+        )
         if payload.get(k) not in (None, "")
     ]
     return {

@@ -1,8 +1,10 @@
 """The analytics/admin HTTP API: `install` adds its routers to the server's FastAPI app.
 
 Every route needs an admin token (`metis.analytics.deps.require_admin`).
-Common query parameters: ``from``/``to`` (ISO 8601 UTC, default the last 7
-days, half-open), ``workspace`` (id or name), ``user`` (id or alias), ``team``
+Common query parameters: ``from``/``to`` (ISO 8601 UTC, half-open; default
+the last 7 whole UTC days through today, `metis.analytics.params.default_window`;
+the reconciled view widens to whole days and every answer's ``window`` says
+which window it is), ``workspace`` (id or name), ``user`` (id or alias), ``team``
 (id or name), ``source``, ``gateway_key`` and ``view`` (``raw`` or
 ``reconciled``; see `metis.analytics.views`). Bad input is a 400
 ``{"detail": {"error": "<code>", "message": "..."}}`` (``invalid_user``,
@@ -19,10 +21,11 @@ from sqlalchemy import Connection
 from metis.analytics import schemas, service
 from metis.analytics.deps import AdminDep, EngineDep, bind_app, require_admin
 from metis.analytics.export_api import router as export_router
+from metis.analytics.forecast_api import router as forecast_router
 from metis.analytics.httputil import ADMIN_ERRORS, IDENT, TIME, json_response, one_of, param_errors
-from metis.analytics.params import Filters, Window, parse_window, resolve_filters
+from metis.analytics.params import Filters, Window, resolve_filters
 from metis.analytics.query import GROUP_DIMS
-from metis.analytics.views import View, day_window, parse_view
+from metis.analytics.views import View, parse_view, query_window
 
 if TYPE_CHECKING:
     from metis.server import Components
@@ -81,10 +84,8 @@ def _run(
     view: str | None,
 ) -> Response:
     with param_errors():
-        window = parse_window(from_, to)
         v = parse_view(view)
-        if v == "reconciled":
-            window = day_window(window)
+        window = query_window(from_, to, v)
         with engine.connect() as conn:
             filters = resolve_filters(
                 conn,
@@ -271,6 +272,7 @@ def install(comps: "Components") -> None:
     bind_app(comps.api, comps.settings)
     comps.api.include_router(router)
     comps.api.include_router(export_router)
+    comps.api.include_router(forecast_router)
 
     async def _dispose() -> None:
         eng = getattr(comps.api.state, "metis_engine", None)

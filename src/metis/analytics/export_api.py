@@ -7,7 +7,7 @@ All routes need an admin token.
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from metis.analytics import exports, privacy, schemas
@@ -20,8 +20,9 @@ from metis.analytics.httputil import (
     one_of,
     param_errors,
 )
-from metis.analytics.params import guard, parse_window, resolve_filters
+from metis.analytics.params import Window, guard, parse_window, resolve_filters
 from metis.analytics.query import GROUP_DIMS
+from metis.analytics.views import parse_view, query_window
 
 router = APIRouter(dependencies=[Depends(require_admin)], tags=["export"], responses=ADMIN_ERRORS)
 
@@ -43,6 +44,14 @@ IdentQ = Annotated[str | None, Query(json_schema_extra=IDENT)]
 UserId = Annotated[str, Path(description="user id (usr_…)", json_schema_extra=IDENT)]
 
 
+def _window_headers(window: Window, view: str | None) -> dict[str, str]:
+    w = window.as_json()
+    out = {"x-metis-window-start": w["start"], "x-metis-window-end": w["end"]}
+    if view is not None:
+        out["x-metis-view"] = view
+    return out
+
+
 @router.get("/export/usage", response_class=StreamingResponse, responses=_STREAMED)
 def export_usage(
     engine: EngineDep,
@@ -61,19 +70,30 @@ def export_usage(
     team: IdentQ = None,
     source: IdentQ = None,
     gateway_key: IdentQ = None,
+    view: Annotated[
+        str | None,
+        Query(
+            description="reconciled (default) | raw", json_schema_extra=one_of("raw", "reconciled")
+        ),
+    ] = None,
 ) -> Response:
-    """Usage rows in the window (raw, each source's rows) or totals per ``group_by``, streamed."""
+    """Usage in ``view`` for the window: totals per ``group_by`` (the ``/analytics/cost``
+    figures), or every row with its reconciliation ``class`` and ``counted`` (the counted
+    rows add up to the view's total), streamed. Headers ``x-metis-window-start``/``-end``
+    and ``x-metis-view`` say what was answered (default window: the last 7 UTC days
+    through today)."""
     with param_errors():
         fmt = exports.parse_format(format)
         groups = exports.parse_group_by(group_by)
-        window = parse_window(from_, to)
+        v = parse_view(view)
+        window = query_window(from_, to, v)
         with engine.connect() as conn:
             filters = resolve_filters(
                 conn, workspace=workspace, user=user, team=team, source=source,
                 gateway_key=gateway_key,
             )  # fmt: skip
-    chunks = exports.primed(exports.usage_export(engine, window, filters, fmt, groups))
-    return StreamingResponse(chunks, media_type=_MEDIA[fmt])
+    chunks = exports.primed(exports.usage_export(engine, window, filters, fmt, groups, v))
+    return StreamingResponse(chunks, media_type=_MEDIA[fmt], headers=_window_headers(window, v))
 
 
 @router.get("/export/audit", response_class=StreamingResponse, responses=_STREAMED)
@@ -94,7 +114,7 @@ def export_audit(
         with engine.connect() as conn:
             filters = resolve_filters(conn, workspace=workspace, user=user, team=team)
     chunks = exports.primed(exports.audit_export(engine, window, filters, fmt, with_names))
-    return StreamingResponse(chunks, media_type=_MEDIA[fmt])
+    return StreamingResponse(chunks, media_type=_MEDIA[fmt], headers=_window_headers(window, None))
 
 
 @router.get("/analytics/user/{user_id}/export", responses=schemas.ok(schemas.UserExport))
@@ -107,9 +127,18 @@ def user_export(engine: EngineDep, user_id: UserId) -> Response:
 
 
 @router.post("/analytics/user/{user_id}/forget", responses=schemas.ok(schemas.ForgetResult))
-def user_forget(engine: EngineDep, user_id: UserId) -> Response:
-    """Pseudonymize a user in place (idempotent): totals unchanged, no link back to the user."""
+def user_forget(request: Request, engine: EngineDep, user_id: UserId) -> Response:
+    """Pseudonymize a user in place (idempotent): totals unchanged, no link back to the user.
+
+    Calls of the user still buffered in this server's gateway are written (and
+    pseudonymized) first; the user's keys fail from the next request on.
+    """
     with param_errors():
         guard("user", user_id)
+        for hook in getattr(request.app.state, "metis_before_forget", []):
+            hook()
         with engine.begin() as conn:
-            return json_response(privacy.forget_user(conn, user_id))
+            result = privacy.forget_user(conn, user_id)
+        for after in getattr(request.app.state, "metis_after_forget", []):
+            after(user_id)
+        return json_response(result)

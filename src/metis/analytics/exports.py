@@ -5,7 +5,14 @@ Everything is a generator of encoded chunks: rows are read with
 buffer and handed on, so exporting millions of rows holds one batch in
 memory. Exports carry stable ids only; ``with_names`` joins display names
 (user display name, team name, key name) at export time, never emails.
-Money is exact USD text (nine decimals).
+Money is exact USD in plain decimal notation (nine decimals, never an
+exponent: `metis.money.plain_usd`).
+
+The usage export reads the query layer every other surface reads
+(`metis.analytics.views`), for the same window and view, so its totals are
+the analytics API's: grouped, `views.usage`; ungrouped, `views.usage_rows`,
+where each row carries its reconciliation ``class`` and whether the view
+``counted`` it (the counted rows sum to ``/analytics/cost``'s total).
 """
 
 import csv
@@ -17,13 +24,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, and_, select
+from sqlalchemy import Connection, Engine, select
 
 from metis import jsonutil
+from metis.analytics import views
 from metis.analytics.params import Filters, ParamError, Window
 from metis.analytics.query import GROUP_DIMS, aggregate_raw
-from metis.db.tables import events, gateway_keys, teams, usage_records, users
-from metis.money import usd_json
+from metis.db.tables import events, gateway_keys, teams, users
+from metis.money import plain_money_fields, plain_usd, usd_json
 from metis.timeutil import iso
 
 Format = Literal["csv", "jsonl"]
@@ -71,10 +79,13 @@ AUDIT_COLUMNS = (
     "limit_usd",
     "current_usd",
     "reason",
+    "previous_user_id",
+    "previous_team_id",
 )
 AUDIT_EVENT_TYPES = {
     "gateway.key_issued": "key_issued",
     "gateway.key_revoked": "key_revoked",
+    "gateway.key_updated": "key_updated",
     "gateway.quota_exceeded": "quota_exceeded",
 }
 
@@ -102,6 +113,8 @@ def parse_group_by(values: Sequence[str] | None) -> list[str]:
 
 
 def _cell(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return plain_usd(v)
     if hasattr(v, "isoformat") and hasattr(v, "tzinfo"):
         return iso(v)
     if hasattr(v, "isoformat"):
@@ -128,6 +141,14 @@ def csv_safe(v: Any) -> Any:
     return v
 
 
+def _csv_cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return csv_safe(_cell(v))
+
+
 class _Encoder:
     """Rows (dicts over fixed columns) to CSV or JSON Lines bytes."""
 
@@ -146,7 +167,7 @@ class _Encoder:
         if self.fmt == "jsonl":
             return b"".join(jsonutil.dumps(r) + b"\n" for r in rows)
         for r in rows:
-            self._csv.writerow(["" if r.get(c) is None else csv_safe(r[c]) for c in self.columns])
+            self._csv.writerow([_csv_cell(r.get(c)) for c in self.columns])
         return self._take()
 
     def _take(self) -> bytes:
@@ -156,38 +177,33 @@ class _Encoder:
         return data
 
 
-def _usage_conds(window: Window, f: Filters) -> list[Any]:
-    c = usage_records.c
-    conds = [c.window_start >= window.start, c.window_start < window.end]
-    for col, v in (
-        ("workspace_id", f.workspace_id),
-        ("user_id", f.user_id),
-        ("team_id", f.team_id),
-        ("source", f.source),
-        ("gateway_key_id", f.gateway_key_id),
-    ):
-        if v is not None:
-            conds.append(c[col] == v)
-    return conds
-
-
 def usage_export(
-    engine: Engine, window: Window, filters: Filters, fmt: Format, group_by: Sequence[str] = ()
+    engine: Engine,
+    window: Window,
+    filters: Filters,
+    fmt: Format,
+    group_by: Sequence[str] = (),
+    view: views.View = "reconciled",
 ) -> Iterator[bytes]:
-    """Usage as CSV/JSONL chunks: every raw row in the window, or totals per ``group_by``.
+    """Usage as CSV/JSONL chunks in ``view``: every row of the window, or totals per ``group_by``.
 
-    Raw rows are each source's own rows (the raw view; filter ``source`` for
-    one feed), ordered by ``window_start``. Opens its own connection so an
-    HTTP response can stream after the handler returned.
+    Grouped: one row per group, the figures of ``/analytics/cost`` for the
+    same window and view. Ungrouped: every stored row of the window (each
+    source's own rows, ordered by ``window_start``) with its ``class`` and
+    ``counted``, then, in the reconciled view, the residue rows (source
+    ``unattributed`` / ``drift_adjustment``); the counted rows add up to the
+    view's total. ``window`` is the one `metis.analytics.views.query_window`
+    resolved. Opens its own connection so an HTTP response can stream after
+    the handler returned.
     """
     if group_by:
         cols = [GROUP_DIMS[g] for g in group_by]
-        names = [*group_by, "record_count", "request_count", "input_tokens", "output_tokens",
-                 "cached_input_tokens", "cache_creation_input_tokens", "reasoning_tokens",
-                 "cost_usd"]  # fmt: skip
+        names = [*group_by, "record_count", "request_count", "error_count", "input_tokens",
+                 "output_tokens", "cached_input_tokens", "cache_creation_input_tokens",
+                 "reasoning_tokens", "cost_usd"]  # fmt: skip
         enc = _Encoder(fmt, names)
         with engine.connect() as conn:
-            aggs = aggregate_raw(conn, window, filters, cols)
+            aggs = views.usage(conn, view, window, filters, cols)
         aggs.sort(key=lambda a: tuple("" if a.dims[c] is None else str(a.dims[c]) for c in cols))
         batch = []
         for a in aggs:
@@ -195,6 +211,7 @@ def usage_export(
             row.update(
                 record_count=a.record_count,
                 request_count=a.request_count,
+                error_count=a.error_count,
                 input_tokens=a.input_tokens,
                 output_tokens=a.output_tokens,
                 cached_input_tokens=a.cached_input_tokens,
@@ -207,20 +224,16 @@ def usage_export(
         yield enc.header() + enc.rows(batch)
         return
     names = [c if c != "cost_nanousd" else "cost_usd" for c in USAGE_COLUMNS]
-    enc = _Encoder(fmt, names)
+    enc = _Encoder(fmt, [*names, "class", "counted"])
     head = enc.header()  # sent with the first rows, once the query has run
-    q = (
-        select(*(usage_records.c[c] for c in USAGE_COLUMNS))
-        .where(and_(*_usage_conds(window, filters)))
-        .order_by(usage_records.c.window_start, usage_records.c.id)
-    )
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(q)
-        for part in result.mappings().partitions():
+        for part in views.usage_rows(conn, view, window, filters, USAGE_COLUMNS, BATCH):
             out = []
             for r in part:
                 d = {c: _cell(r[c]) for c in USAGE_COLUMNS if c != "cost_nanousd"}
                 d["cost_usd"] = usd_json(r["cost_nanousd"])
+                d["class"] = r["class"]
+                d["counted"] = r["counted"]
                 out.append(d)
             yield head + enc.rows(out)
             head = b""
@@ -298,9 +311,11 @@ def audit_export(
                             "user_id": uid if uid is not None else p.get("user_id"),
                             "team_id": tid if tid is not None else p.get("team_id"),
                             "scope": p.get("scope"),
-                            "limit_usd": p.get("limit_usd"),
-                            "current_usd": p.get("current_usd"),
+                            "limit_usd": plain_money_fields(p).get("limit_usd"),
+                            "current_usd": plain_money_fields(p).get("current_usd"),
                             "reason": p.get("reason"),
+                            "previous_user_id": p.get("previous_user_id"),
+                            "previous_team_id": p.get("previous_team_id"),
                         }
                     )
                 )

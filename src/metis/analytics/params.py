@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 
 from metis.db.tables import gateway_keys, teams, users, workspaces
 from metis.errors import ValidationError
-from metis.timeutil import OutOfRange, check_time, iso, parse_iso, utcnow
+from metis.timeutil import OutOfRange, check_time, day_start, iso, parse_iso, utcnow
 
 SAFE_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 DEFAULT_DAYS = 7
@@ -56,11 +56,28 @@ class Filters:
         return self.user_id is not None or self.team_id is not None
 
 
-def parse_window(start: str | None, end: str | None, *, now: datetime | None = None) -> Window:
-    """``from``/``to`` as ISO 8601 (UTC when no offset); default the last 7 days.
+def default_window(now: datetime | None = None, days: int = DEFAULT_DAYS) -> Window:
+    """The one definition of "the last ``days`` days": whole UTC days ending with today.
 
-    Both must lie in the supported range (`metis.timeutil.EARLIEST` ..
-    `metis.timeutil.LATEST`), else ``invalid_window`` naming the parameter.
+    ``[today - (days - 1) 00:00Z, tomorrow 00:00Z)``: today is included, so the
+    end is tomorrow's midnight, exclusive. Every surface (analytics API,
+    exports, ``metis report``/``metis export``, ``/analytics/reconciliation``,
+    the dashboard) takes its default from here, and each shows the resolved
+    window it answered for.
+    """
+    today = (now or utcnow()).date()
+    end = day_start(today + timedelta(days=1))
+    return Window(end - timedelta(days=days), end)
+
+
+def parse_window(start: str | None, end: str | None, *, now: datetime | None = None) -> Window:
+    """``from``/``to`` as ISO 8601 (UTC when no offset; a bare date is its 00:00Z), half-open.
+
+    Defaults (`default_window`): neither given, the last 7 whole UTC days
+    through today; only ``from``, through the end of today (tomorrow 00:00Z);
+    only ``to``, the 7 days before it. Both must lie in the supported range
+    (`metis.timeutil.EARLIEST` .. `metis.timeutil.LATEST`), else
+    ``invalid_window`` naming the parameter.
     """
 
     def _parse(v: str, field: str) -> datetime:
@@ -75,7 +92,8 @@ def parse_window(start: str | None, end: str | None, *, now: datetime | None = N
         except OutOfRange as exc:
             raise ParamError("invalid_window", str(exc)) from None
 
-    end_dt = _parse(end, "to") if end else (now or utcnow())
+    default = default_window(now)
+    end_dt = _parse(end, "to") if end else default.end
     start_dt = _parse(start, "from") if start else end_dt - timedelta(days=DEFAULT_DAYS)
     if start_dt >= end_dt:
         raise ParamError("invalid_window", "from must be before to")

@@ -14,6 +14,14 @@
   name and alias replaced, disabled, ``forgotten_at`` set;
 - ``identity`` config version is bumped so gateways drop cached keys.
 
+What is still on its way is covered too: the HTTP route first flushes the
+gateway's write-behind buffer of this process (so the answer counts those
+rows) and afterwards drops the user's keys from this process's key cache
+(they fail from the next request on; other gateway processes follow at
+their next key-cache poll, within about a second). Any row written for the
+user later, by any process, gets a fresh pseudonym at write time
+(`metis.identity.forgotten`).
+
 The stored ``content_sha256`` of re-stamped ledger rows is kept on purpose: a
 later replay of the original record is then still a no-op and cannot re-link
 the row. A *revised* record re-sent with the user's id would carry it again.
@@ -39,7 +47,7 @@ from metis.db.tables import (
 from metis.events import GatewayKeyRevoked, event_row
 from metis.ids import new_id
 from metis.ledger.versions import bump
-from metis.money import usd_json
+from metis.money import plain_money_fields, usd_json
 from metis.timeutil import iso, utcnow
 
 
@@ -95,7 +103,12 @@ def export_user(conn: Connection, user_id: str) -> dict[str, Any]:
         d["cost_usd"] = usd_json(r["cost_nanousd"])
         daily.append(d)
     evs = [
-        {"event_id": r["event_id"], "type": r["type"], "ts": iso(r["ts"]), "payload": r["payload"]}
+        {
+            "event_id": r["event_id"],
+            "type": r["type"],
+            "ts": iso(r["ts"]),
+            "payload": plain_money_fields(r["payload"]),
+        }
         for r in conn.execute(
             select(events).where(events.c.user_id == user_id).order_by(events.c.ts, events.c.id)
         ).mappings()
@@ -135,6 +148,21 @@ def forget_user(conn: Connection, user_id: str) -> dict[str, Any]:
     already = u["forgotten_at"] is not None
     pseudo = new_id("usr")
     now = utcnow()
+    # The user row first: a write-behind flush locks the rows of the users it
+    # writes for before reading ``forgotten_at`` (`metis.identity.forgotten`), so
+    # it either wrote before this (and is re-stamped below) or sees the user gone.
+    conn.execute(
+        update(users)
+        .where(users.c.id == user_id)
+        .values(
+            email=None,
+            email_sha256=None,
+            display_name="forgotten user",
+            alias=f"forgotten-{user_id}",
+            disabled=True,
+            forgotten_at=u["forgotten_at"] or now,
+        )
+    )
     n_records = conn.execute(
         update(usage_records).where(usage_records.c.user_id == user_id).values(user_id=pseudo)
     ).rowcount
@@ -142,7 +170,10 @@ def forget_user(conn: Connection, user_id: str) -> dict[str, Any]:
         conn.execute(update(rollup).where(rollup.c.user_id == user_id).values(user_id=pseudo))
     conn.execute(
         update(spend_counters)
-        .where(spend_counters.c.scope == "user_daily", spend_counters.c.scope_id == user_id)
+        .where(
+            spend_counters.c.scope.in_(("user_daily", "user_monthly")),
+            spend_counters.c.scope_id == user_id,
+        )
         .values(scope_id=pseudo)
     )
     # Revoke and unbind the user's keys, recording the revocations.
@@ -187,18 +218,6 @@ def forget_user(conn: Connection, user_id: str) -> dict[str, Any]:
     ]
     if rows:
         conn.execute(events.insert(), rows)
-    conn.execute(
-        update(users)
-        .where(users.c.id == user_id)
-        .values(
-            email=None,
-            email_sha256=None,
-            display_name="forgotten user",
-            alias=f"forgotten-{user_id}",
-            disabled=True,
-            forgotten_at=u["forgotten_at"] or now,
-        )
-    )
     bump(conn, "identity")
     return {
         "user_id": user_id,

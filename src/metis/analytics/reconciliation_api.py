@@ -1,8 +1,9 @@
 """``GET /analytics/reconciliation``: every cell with each source's totals and its flags.
 
 Query: ``from`` and ``to`` are UTC days (``YYYY-MM-DD``; a full ISO 8601
-time is cut to its day), ``to`` exclusive; default the last 7 days up to
-and including today. ``workspace`` (id or name) narrows to one workspace.
+time is cut to its day), ``to`` exclusive; default the last 7 whole UTC days
+through today (`metis.analytics.params.default_window`). ``workspace`` (id
+or name) narrows to one workspace.
 Admin token required (`metis.analytics.deps.require_admin`).
 """
 
@@ -16,9 +17,10 @@ from metis import jsonutil
 from metis.analytics import schemas
 from metis.analytics.deps import EngineDep, require_admin
 from metis.analytics.httputil import ADMIN_ERRORS, IDENT, ErrorDetail, ErrorInfo
-from metis.analytics.params import ParamError, resolve_workspace
-from metis.ledger.reconcile import cell_json, reconciled_cells
-from metis.timeutil import OutOfRange, check_day, parse_iso, utcnow
+from metis.analytics.params import DEFAULT_DAYS, ParamError, default_window, resolve_workspace
+from metis.ledger.reconcile import MEASURES, cell_json, reconciled_cells
+from metis.timeutil import OutOfRange, check_day, parse_iso
+from metis.workspaces import list_workspaces
 
 if TYPE_CHECKING:
     from metis.server import Components
@@ -70,8 +72,9 @@ def reconciliation(
     """Cells (workspace, provider, model, UTC day): each source's totals, attributed,
     unattributed, drift, the reconciled figure and flags (docs/reconciliation.md)."""
     try:
-        end_d = _day(end, "to") if end else utcnow().date() + timedelta(days=1)
-        start_d = _day(start, "from") if start else end_d - timedelta(days=7)
+        default = default_window()
+        end_d = _day(end, "to") if end else default.end.date()
+        start_d = _day(start, "from") if start else end_d - timedelta(days=DEFAULT_DAYS)
         if start_d >= end_d:
             raise ParamError("invalid_window", "from must be before to")
         if (end_d - start_d).days > MAX_DAYS:
@@ -79,11 +82,12 @@ def reconciliation(
         with engine.connect() as conn:
             ws = resolve_workspace(conn, workspace) if workspace is not None else None
             cells = reconciled_cells(conn, start_d, end_d, ws)
+            names = {w.id: w.name for w in list_workspaces(conn)}
     except ParamError as exc:
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=400)
     totals: dict[str, Any] = {}
     for name in ("reconciled", "attributed", "unattributed", "drift"):
-        agg: dict[str, int] = {}
+        agg: dict[str, int] = dict.fromkeys(MEASURES, 0)  # every measure, even with no cell
         for c in cells:
             for k, v in getattr(c, name).measures().items():
                 agg[k] = agg.get(k, 0) + v
@@ -92,7 +96,8 @@ def reconciliation(
         "from": start_d.isoformat(),
         "to": end_d.isoformat(),
         "workspace_id": ws,
-        "cells": [cell_json(c) for c in cells],
+        "workspace_name": names.get(ws) if ws else None,
+        "cells": [{**cell_json(c), "workspace_name": names.get(c.workspace_id)} for c in cells],
         "totals": totals,
     }
     return Response(jsonutil.dumps(body), media_type="application/json")

@@ -40,8 +40,20 @@ class Measures(_Out):
     cached_input_tokens: int
     cache_creation_input_tokens: int
     reasoning_tokens: int
-    call_count: int
+    call_count: int = Field(description="Billed calls (requests the provider ran)")
+    error_count: int = Field(
+        description="Gateway records of calls the upstream refused or failed (not billed)"
+    )
     record_count: int
+
+
+class LaggingDay(_Out):
+    """A day whose provider figure is as of a sync made before the day ended."""
+
+    workspace_id: str
+    provider: str
+    day: str
+    as_of: str
 
 
 class CostResponse(Envelope):
@@ -51,6 +63,10 @@ class CostResponse(Envelope):
     view: str
     group_by: str
     partial_coverage: bool
+    provider_lagging: list[LaggingDay] = Field(
+        description="Days in the window still in progress when the provider last reported "
+        "(reconciled view): their provider figure is a lower bound as of that sync"
+    )
     total: Measures
     data: list[Measures]
 
@@ -153,6 +169,7 @@ class RoutingData(_Out):
 
 
 class RoutingResponse(Envelope):
+    partial_coverage: bool
     data: RoutingData
 
 
@@ -180,6 +197,7 @@ class LatencySample(_Out):
 
 
 class ReliabilityResponse(Envelope):
+    partial_coverage: bool
     latency_sample: LatencySample
     data: list[ReliabilityRow]
 

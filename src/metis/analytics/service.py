@@ -10,6 +10,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,9 +29,10 @@ from metis.db.tables import (
     teams,
     usage_records,
     users,
+    workspaces,
 )
 from metis.money import usd_json
-from metis.timeutil import day_start, iso
+from metis.timeutil import day_start, iso, utcnow
 
 JSON = dict[str, Any]
 
@@ -48,6 +50,26 @@ def envelope(window: Window, view: View | None, data: Any, **extra: Any) -> JSON
     return out
 
 
+def provider_lagging(conn: Connection, window: Window, filters: Filters) -> list[JSON]:
+    """Days in ``window`` whose provider figure is as of a sync made before the day ended.
+
+    A reconciled answer covering such a day (today, usually) carries them as
+    ``provider_lagging``: that day's provider figure is a lower bound "as of
+    sync ``as_of``", reconciled per measure as the larger of it and the
+    attributed figure (docs/reconciliation.md).
+    """
+    from metis.ledger.reconcile import lagging_days
+
+    d0 = window.start.date()
+    d1 = window.end.date() + (
+        timedelta(days=1) if day_start(window.end.date()) < window.end else timedelta()
+    )
+    return [
+        {"workspace_id": ws, "provider": prov, "day": d.isoformat(), "as_of": iso(at)}
+        for ws, prov, d, at in lagging_days(conn, d0, d1, filters.workspace_id)
+    ]
+
+
 def _ratio(num: int, den: int) -> Decimal | None:
     return None if den == 0 else (Decimal(num) / Decimal(den)).quantize(Decimal("0.000001"))
 
@@ -61,6 +83,7 @@ def _measures(a: Agg) -> JSON:
         "cache_creation_input_tokens": a.cache_creation_input_tokens,
         "reasoning_tokens": a.reasoning_tokens,
         "call_count": a.request_count,
+        "error_count": a.error_count,
         "record_count": a.record_count,
     }
 
@@ -106,8 +129,14 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
         else _order(list(grouped.values()), col)
     )
     names: dict[str, Any] = {}
+    user_rows: dict[str, Any] = {}
+    aliases: dict[str, Any] = {}
     if group_by == "user":
-        names = _names(conn, users, "display_name", grouped)
+        user_rows = _names(conn, users, "*", grouped)
+        names = {k: r["display_name"] for k, r in user_rows.items()}
+        aliases = {k: r["alias"] for k, r in user_rows.items()}
+    elif group_by == "workspace":
+        names = _names(conn, workspaces, "name", grouped)
     elif group_by == "team":
         names = _names(conn, teams, "name", grouped)
     elif group_by == "gateway_key":
@@ -120,15 +149,25 @@ def cost(conn: Connection, window: Window, filters: Filters, view: View, group_b
             item[{"user": "user_id", "team": "team_id", "gateway_key": "key_id"}[group_by]] = v
             item.pop(group_by)
             item["display_name" if group_by == "user" else "name"] = names.get(v) if v else None
+            if group_by == "user":
+                item["alias"] = aliases.get(v) if v else None
+        elif group_by == "workspace":
+            item["workspace_name"] = names.get(v) if v else None
+        if group_by == "user":  # the user's hard caps, echoed like a team's (by_team)
+            ur = user_rows.get(v) if v else None
+            item["daily_cap_usd"] = usd_json(ur["daily_cap_nanousd"]) if ur else None
+            item["monthly_cap_usd"] = usd_json(ur["monthly_cap_nanousd"]) if ur else None
         item.update(_measures(a))
         data.append(item)
     total = _total(grouped.values())
+    lag = provider_lagging(conn, window, filters) if view == "reconciled" else []
     return envelope(
         window,
         view,
         data,
         group_by=group_by,
         partial_coverage=partial,
+        provider_lagging=lag,
         total=_measures(total),
     )
 
@@ -137,6 +176,9 @@ def by_key(conn: Connection, window: Window, filters: Filters, view: View) -> JS
     """``/analytics/by_key``: per gateway key, with its user/team binding; null bucket last."""
     rows = usage(conn, view, window, filters, ["gateway_key_id"])
     keys = _names(conn, gateway_keys, "*", (a.dims["gateway_key_id"] for a in rows))
+    ws_names = _names(conn, workspaces, "name", (k["workspace_id"] for k in keys.values()))
+    aliases = _names(conn, users, "alias", (k["user_id"] for k in keys.values()))
+    team_names = _names(conn, teams, "name", (k["team_id"] for k in keys.values()))
     data: list[JSON] = []
     for a in _order(rows, "gateway_key_id"):
         k = a.dims["gateway_key_id"]
@@ -146,8 +188,11 @@ def by_key(conn: Connection, window: Window, filters: Filters, view: View) -> JS
                 "key_id": k,
                 "name": kr["name"] if kr else None,
                 "workspace_id": kr["workspace_id"] if kr else None,
+                "workspace_name": ws_names.get(kr["workspace_id"]) if kr else None,
                 "user_id": kr["user_id"] if kr else None,
+                "user_alias": aliases.get(kr["user_id"]) if kr and kr["user_id"] else None,
                 "team_id": kr["team_id"] if kr else None,
+                "team_name": team_names.get(kr["team_id"]) if kr and kr["team_id"] else None,
                 "revoked": (kr["revoked_at"] is not None) if kr else None,
                 **_measures(a),
             }
@@ -171,6 +216,7 @@ def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> J
         per_user[t].setdefault(u, Agg(dims={"user_id": u})).add(a)
     team_rows = _names(conn, teams, "*", per_team)
     user_names = _names(conn, users, "display_name", (u for d in per_user.values() for u in d))
+    user_aliases = _names(conn, users, "alias", (u for d in per_user.values() for u in d))
     data: list[JSON] = []
     for ta in _order(list(per_team.values()), "team_id"):
         t = ta.dims["team_id"]
@@ -185,12 +231,16 @@ def by_team(conn: Connection, window: Window, filters: Filters, view: View) -> J
                 "cached_input_tokens": ta.cached_input_tokens,
                 "cache_creation_input_tokens": ta.cache_creation_input_tokens,
                 "call_count": ta.request_count,
+                "error_count": ta.error_count,
                 "daily_cap_usd": usd_json(tr["daily_cap_nanousd"]) if tr else None,
                 "monthly_cap_usd": usd_json(tr["monthly_cap_nanousd"]) if tr else None,
                 "by_user": [
                     {
                         "user_id": ua.dims["user_id"],
                         "display_name": user_names.get(ua.dims["user_id"])
+                        if ua.dims["user_id"]
+                        else None,
+                        "alias": user_aliases.get(ua.dims["user_id"])
                         if ua.dims["user_id"]
                         else None,
                         "cost_usd": usd_json(ua.cost_nanousd),
@@ -386,7 +436,8 @@ def routing(conn: Connection, window: Window, filters: Filters) -> JSON:
     return envelope(
         window,
         None,
-        {
+        partial_coverage=partial_coverage(conn, window, filters),
+        data={
             "decisions": decisions,
             "fallbacks": fallbacks,
             "fallback_rate": _ratio(fallbacks, decisions),
@@ -467,7 +518,11 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
             }
         )
     return envelope(
-        window, None, data, latency_sample={"rows": sampled, "every": stride, "exact": stride == 1}
+        window,
+        None,
+        data,
+        partial_coverage=partial_coverage(conn, window, filters),
+        latency_sample={"rows": sampled, "every": stride, "exact": stride == 1},
     )
 
 
@@ -482,6 +537,7 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
     if workspace_id is not None:
         q = q.where(pc.workspace_id == workspace_id)
     creds = {row.id: row for row in conn.execute(q.order_by(pc.id))}
+    ws_names = _names(conn, workspaces, "name", (c.workspace_id for c in creds.values()))
     cursors: dict[str, list[Any]] = defaultdict(list)
     for row in conn.execute(select(sync_cursors)).mappings():
         cursors[row["credential_id"]].append(row)
@@ -520,7 +576,10 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
         last_error = next(
             (c["last_error"] for c in curs if c["last_error_at"] == last_error_at), None
         )
-        through = [c["complete_through"] for c in curs if c["complete_through"]]
+        # Never past today's start: a cursor written before issue 18 counted the day
+        # in progress as complete (through tomorrow 00:00Z).
+        today0 = day_start(utcnow().date())
+        through = [min(c["complete_through"], today0) for c in curs if c["complete_through"]]
         # Only usage_admin credentials are synced; an inference-only one has no
         # health to report (null), rather than looking like a failing sync.
         syncable = bool(cr.purpose_usage_admin) if cr else None
@@ -528,6 +587,7 @@ def ingest_health(conn: Connection, window: Window, workspace_id: str | None) ->
             {
                 "credential_id": cid,
                 "workspace_id": cr.workspace_id if cr else None,
+                "workspace_name": ws_names.get(cr.workspace_id) if cr else None,
                 "provider": cr.provider if cr else None,
                 "mode": cr.mode if cr else None,
                 "removed": (cr.removed_at is not None) if cr else None,

@@ -1,76 +1,79 @@
 """Which ledger rows the analytics sum: the ``raw`` or the ``reconciled`` view.
 
-``raw`` sums the rows of every source (or one ``source``) as stored. The
-``reconciled`` view (one true total per (workspace, provider, model, day)
-cell, DESIGN.md "Sources and reconciliation") comes from
-`metis.ledger.reconcile`, owned by the reconciliation component.
+Every surface (analytics API, exports, ``metis report``, ``metis export``,
+the dashboard) asks the functions here for the same window and view, so
+their totals cannot disagree (DESIGN.md "Every surface reads one query
+layer"):
 
-The grouped reconciled aggregation (`reconciled_aggregate`) is built here on
-the reconciliation component's row classification and per-cell settlement:
-per cell, the attributed rows (gateway rows and plugin rows that are neither
-duplicates of a gateway row nor sent through the gateway) keep their
-user/team/key/source; for a provider-covered cell one more row, with no
-user/team/key and source ``provider_api_key``, carries ``reconciled −
-attributed`` (the unattributed traffic, or a negative drift correction), so
-every grouping sums to the cell's reconciled figure exactly. Reconciliation
-is per UTC day, so the reconciled view widens the window to whole days (the
-response's ``window`` says so). It reads raw rows (classification needs
-correlation ids at write time: ``usage_rollups_reconcile``), so like
-``view=raw`` it answers from the rollups (`metis.ledger.reconcile.standing_rows`,
-`reconciled_cells`); ``from_raw=True`` classifies the raw rows at query time
-instead (the reference the tests compare against). Responses always say
+- `query_window`: the window a surface answers for (`parse_window`'s
+  defaults; the reconciled view widened to whole UTC days, its resolution);
+- `usage`: totals grouped by dimensions;
+- `usage_rows`: the rows themselves (an ungrouped export), each with its
+  reconciliation class and whether the view counts it.
+
+``raw`` sums the rows of every source (or one ``source``) as stored; summing
+several sources double counts calls seen by more than one feed. The
+``reconciled`` view (one true total per (workspace, provider, model, day)
+cell, DESIGN.md "Sources and reconciliation") is
+`metis.ledger.reconcile.reconciled_aggregate`: the attributed rows (gateway
+rows, and plugin rows that are neither duplicates of a gateway row nor sent
+through the gateway) keep their user/team/key/source, and each
+provider-covered cell adds its residue rows, source ``unattributed``
+(provider − attributed where positive) and ``drift_adjustment`` (negative:
+attributed above a closed day's provider figure), with no user/team/key, so
+every grouping sums to the reconciled cells exactly. Responses always say
 which view answered.
 """
 
-import importlib
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import Connection, select
 
-from metis.analytics.params import Filters, ParamError, Window
+from metis.analytics.params import Filters, ParamError, Window, parse_window
 from metis.analytics.query import Agg, aggregate_raw
-from metis.db.sums import wide_sum
-from metis.ledger.rollups import MEASURES, NULLABLE_DIMS, SUCCESS_STATUSES, TOKEN_MEASURES
+from metis.db.tables import usage_records
+from metis.ledger import reconcile
 from metis.timeutil import day_start
 
 View = Literal["raw", "reconciled"]
-
-
-def reconciled_view_available() -> bool:
-    """Whether the reconciliation component provides grouped reconciled totals."""
-    try:
-        mod = importlib.import_module("metis.ledger.reconcile")
-    except ImportError:
-        return False
-    return all(hasattr(mod, n) for n in ("reconciled_cells", "_classified"))
+COUNTED_CLASSES = ("gateway", "plugin")
+"""Classes of stored rows the reconciled view counts as they are (the attributed rows)."""
 
 
 def default_view() -> View:
-    return "reconciled" if reconciled_view_available() else "raw"
+    return "reconciled"
 
 
 def parse_view(value: str | None) -> View:
     if value is None or value == "":
         return default_view()
-    if value == "raw":
-        return "raw"
-    if value == "reconciled":
-        if not reconciled_view_available():
-            raise ParamError(
-                "invalid_view", "view=reconciled is not available in this build; use view=raw"
-            )
-        return "reconciled"
+    if value in ("raw", "reconciled"):
+        return value  # type: ignore[return-value]
     raise ParamError("invalid_view", "view must be raw or reconciled")
+
+
+def query_window(
+    start: str | None, end: str | None, view: View, *, now: datetime | None = None
+) -> Window:
+    """The window every surface answers ``from``/``to`` with in ``view``.
+
+    `metis.analytics.params.parse_window` (default: the last 7 whole UTC days
+    through today), widened to whole UTC days for the reconciled view.
+    """
+    w = parse_window(start, end, now=now)
+    return day_window(w) if view == "reconciled" else w
 
 
 def usage(
     conn: Connection, view: View, window: Window, filters: Filters, cols: Sequence[str]
 ) -> list[Agg]:
     """Grouped usage totals from ``view`` (see module docstring)."""
+    cols = list(dict.fromkeys(cols))
     if view == "reconciled":
-        return reconciled_aggregate(conn, window, filters, cols)
+        out: list[Agg] = reconcile.reconciled_aggregate(conn, window, filters, cols)
+        return out
     return aggregate_raw(conn, window, filters, cols)
 
 
@@ -83,103 +86,96 @@ def day_window(window: Window) -> Window:
     return Window(start, end)
 
 
-_CELL = ("workspace_id", "provider", "model", "usage_date")
-
-
-def reconciled_aggregate(
+def usage_rows(
     conn: Connection,
+    view: View,
     window: Window,
     filters: Filters,
-    cols: Sequence[str],
-    *,
-    from_raw: bool = False,
-) -> list[Agg]:
-    """Grouped totals of the reconciled view (see module docstring) over whole UTC days."""
-    rc: Any = importlib.import_module("metis.ledger.reconcile")
-    w = day_window(window)
-    d0, d1 = w.start.date(), w.end.date()
-    urls = rc.gateway_url_variants(rc.gateway_urls_from_env())
-    cols = list(dict.fromkeys(cols))
-    c = rc._classified(d0, d1, filters.workspace_id, urls)
-    gcols = list(dict.fromkeys([*_CELL, *cols]))
-    dim_exprs = [
-        func.coalesce(c.c[g], "").label(g) if g in NULLABLE_DIMS else c.c[g] for g in gcols
-    ]
-    err = case(
-        (and_(c.c.status.is_not(None), func.lower(c.c.status).not_in(SUCCESS_STATUSES)), 1),
-        else_=0,
-    )
-    conds: list[Any] = [c.c.klass.in_(["gateway", "plugin"])]
-    for col, v in (
-        ("user_id", filters.user_id),
-        ("team_id", filters.team_id),
-        ("source", filters.source),
-        ("gateway_key_id", filters.gateway_key_id),
-    ):
-        if v is not None:
-            conds.append(c.c[col] == v)
-    q = (
-        select(
-            *dim_exprs,
-            func.count().label("record_count"),
-            wide_sum(c.c.request_count).label("request_count"),
-            func.sum(err).label("error_count"),
-            *(wide_sum(c.c[m]).label(m) for m in TOKEN_MEASURES),
-            wide_sum(c.c.cost_nanousd).label("cost_nanousd"),
-        )
-        .where(*conds)
-        .group_by(*dim_exprs)
-    )
-    out: dict[tuple[Any, ...], Agg] = {}
+    columns: Sequence[str],
+    batch: int = 5000,
+) -> Iterator[list[dict[str, Any]]]:
+    """The usage rows behind `usage`, in batches: stored rows, then residue rows.
 
-    def put(dims: dict[str, Any], vals: dict[str, int]) -> None:
-        key = tuple(dims[g] for g in cols)
-        a = out.get(key)
-        if a is None:
-            a = out[key] = Agg(dims={g: dims[g] for g in cols})
-        for m, v in vals.items():
-            setattr(a, m, getattr(a, m) + v)
+    Each row has ``columns`` (of ``usage_records``) plus ``class`` (its
+    reconciliation class: ``gateway``, ``plugin``, ``plugin_duplicate``,
+    ``plugin_via_gateway``, ``provider``, or for the synthetic rows
+    ``unattributed`` / ``drift_adjustment``) and ``counted`` (whether
+    ``view`` counts it). The counted rows sum to `usage`'s total for the same
+    window, view and filters, to the nano-dollar: in the raw view every stored
+    row counts; in the reconciled view the attributed rows (gateway, plugin)
+    count, duplicates and provider rows do not, and one row per covered cell
+    carries the residue that makes the cell's figure the reconciled one.
+    Stored rows stream (``yield_per``); ordered by ``window_start``.
+    """
+    if view == "reconciled":
+        window = day_window(window)
+    urls = reconcile.gateway_url_variants(reconcile.gateway_urls_from_env())
+    ur = usage_records.c
+    ident = {
+        "user_id": filters.user_id,
+        "team_id": filters.team_id,
+        "gateway_key_id": filters.gateway_key_id,
+    }
+    source = filters.source
+    stored = view == "raw" or source not in reconcile.RESIDUE_SOURCES
+    if stored:
+        conds: list[Any] = [ur.window_start >= window.start, ur.window_start < window.end]
+        for col, v in (*ident.items(), ("source", source)):
+            if v is not None:
+                conds.append(ur[col] == v)
+        d0 = window.start.date()
+        d1 = (window.end - timedelta(microseconds=1)).date() + timedelta(days=1)
+        c = reconcile._classified(d0, d1, filters.workspace_id, urls, conds)
+        q = select(*(c.c[n] for n in columns), c.c.klass).order_by(c.c.window_start, c.c.id)
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
+        for part in result.mappings().partitions():
+            out = []
+            for r in part:
+                d = {n: r[n] for n in columns}
+                d["class"] = r["klass"]
+                d["counted"] = view == "raw" or r["klass"] in COUNTED_CLASSES
+                out.append(d)
+            yield out
+    if view == "raw" or any(v is not None for v in ident.values()):
+        return
+    if source is not None and source not in reconcile.RESIDUE_SOURCES:
+        return
+    yield list(_residue_rows(conn, window, filters.workspace_id, columns, source))
 
-    if from_raw:
-        for row in conn.execute(q).mappings():
-            dims = {g: (row[g] or None) if g in NULLABLE_DIMS else row[g] for g in gcols}
-            put(dims, {m: int(row[m] or 0) for m in MEASURES})
-    else:
-        narrow = {
-            "user_id": filters.user_id,
-            "team_id": filters.team_id,
-            "gateway_key_id": filters.gateway_key_id,
-            "source": filters.source,
-        }
-        for dims, vals in rc.standing_rows(conn, d0, d1, filters.workspace_id, narrow, cols, urls):
-            put(dims, vals)
-    # Provider-covered cells: the residual (unattributed, or a drift correction) row.
-    residual_visible = (
-        filters.user_id is None
-        and filters.team_id is None
-        and filters.gateway_key_id is None
-        and filters.source in (None, rc.PROVIDER_SOURCE)
-    )
-    if residual_visible:
-        cells = rc.reconciled_cells(conn, d0, d1, filters.workspace_id, urls, from_raw=from_raw)
-        for cell in cells:
-            if not cell.covered:
+
+def _residue_rows(
+    conn: Connection,
+    window: Window,
+    workspace_id: str | None,
+    columns: Sequence[str],
+    only: str | None,
+) -> Iterator[dict[str, Any]]:
+    """One row per covered cell and residue kind of whole-day ``window`` (see `usage_rows`)."""
+    cells = reconcile.reconciled_cells(conn, window.start.date(), window.end.date(), workspace_id)
+    for cell in cells:
+        for kind, t, sign in (
+            (reconcile.UNATTRIBUTED_SOURCE, cell.unattributed, 1),
+            (reconcile.DRIFT_SOURCE, cell.drift, -1),
+        ):
+            if t.is_zero() or (only is not None and only != kind):
                 continue
-            delta = {
-                m: getattr(cell.reconciled, m) - getattr(cell.attributed, m)
-                for m in ("request_count", *TOKEN_MEASURES, "cost_nanousd")
-            }
-            if not any(delta.values()):
-                continue
-            dims = {
-                "workspace_id": cell.workspace_id,
-                "provider": cell.provider,
-                "model": cell.model,
-                "usage_date": cell.day,
-                "source": rc.PROVIDER_SOURCE,
-                "user_id": None,
-                "team_id": None,
-                "gateway_key_id": None,
-            }
-            put(dims, {**delta, "record_count": 0})
-    return list(out.values())
+            start = day_start(cell.day)
+            base: dict[str, Any] = dict.fromkeys(columns)
+            base.update(
+                usage_date=cell.day,
+                window_start=start,
+                window_end=start + timedelta(days=1),
+                workspace_id=cell.workspace_id,
+                source=kind,
+                granularity="1d",
+                provider=cell.provider,
+                model=cell.model,
+                model_raw=cell.model,
+                cost_source="reconciled",
+            )
+            for m, v in t.measures().items():
+                base[m] = sign * v
+            row = {n: base[n] for n in columns}
+            row["class"] = kind
+            row["counted"] = True
+            yield row

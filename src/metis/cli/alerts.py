@@ -8,11 +8,13 @@ import typer
 
 from metis.alerts.delivery import DeliveryWorker, delivery_status
 from metis.alerts.engine import AlertEngine, firing, log_alert
-from metis.alerts.rules import load_config
+from metis.alerts.names import scope_name
+from metis.alerts.rules import alerts_file, load_config
 from metis.alerts.sinks import DeliveryError, send
 from metis.cli._common import console, print_json, print_table, ready_engine, settings
 from metis.errors import MetisError
 from metis.events import AlertFired, event_row
+from metis.ingest.log import use_cli_format
 from metis.timeutil import iso, utcnow
 
 app = typer.Typer(help="Alert sinks, delivery status and manual passes.", no_args_is_help=True)
@@ -46,23 +48,36 @@ def test_cmd() -> None:
 
     Sinks come from METIS_ALERT_WEBHOOK_URL (+ METIS_ALERT_WEBHOOK_SECRET),
     METIS_ALERT_SLACK_WEBHOOK_URL and $METIS_HOME/alerts.yaml. The test alert
-    is not stored. Exits non-zero when a sink fails or none is configured.
+    is not stored. With no webhook or Slack sink it says what to set and
+    exits 1 (alerts then only reach the server's log); it also exits 1 when a
+    sink fails.
 
     Example:
 
         METIS_ALERT_WEBHOOK_URL=https://hooks.example.com/metis metis alerts test
     """
-    config = load_config(settings())
+    use_cli_format(json_lines=False)
+    s = settings()
+    config = load_config(s)
     sinks = config.sinks.remote_sinks()
+    if not sinks:
+        log_where = (
+            "they are only written to the log (stderr of `metis serve`)"
+            if config.sinks.log
+            else "the log sink is off too (sinks.log: false), so they go nowhere"
+        )
+        raise AlertTestFailed(
+            f"no alert sink to test: alerts fire, but {log_where}. To send them somewhere, "
+            "set one of\n"
+            "  METIS_ALERT_WEBHOOK_URL=https://…      a JSON webhook "
+            "(METIS_ALERT_WEBHOOK_SECRET=… signs it)\n"
+            "  METIS_ALERT_SLACK_WEBHOOK_URL=https://hooks.slack.com/services/…\n"
+            f"or add sinks to {alerts_file(s)} (docs/alerts.md), then run `metis alerts test` again"
+        )
     event_id, payload = _test_payload()
     if config.sinks.log:
         log_alert(payload)
-        console.print("log: ok")
-    if not sinks:
-        raise AlertTestFailed(
-            "no alert sink configured: set METIS_ALERT_WEBHOOK_URL or "
-            "METIS_ALERT_SLACK_WEBHOOK_URL (see docs/alerts.md)"
-        )
+        console.print("log: written to stderr")
 
     async def _run() -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []
@@ -107,6 +122,7 @@ def status_cmd(
                 {
                     "kind": r["kind"],
                     "scope": r["scope"],
+                    "scope_name": scope_name(conn, r["scope"], r["scope_id"]),
                     "scope_id": r["scope_id"],
                     "period": r["period"],
                     "threshold": r["threshold"],
@@ -142,12 +158,13 @@ def status_cmd(
         )  # fmt: skip
     print_table(
         "firing alerts",
-        ["kind", "scope", "scope id", "period", "threshold", "since"],
+        ["kind", "scope", "name", "scope id", "period", "threshold", "since"],
         [
-            (a["kind"], a["scope"], a["scope_id"], a["period"], a["threshold"], iso(a["since"]))
+            (a["kind"], a["scope"], a["scope_name"], a["scope_id"], a["period"], a["threshold"],
+             iso(a["since"]))
             for a in active
         ],
-    )
+    )  # fmt: skip
 
 
 @app.command("run")

@@ -1,5 +1,7 @@
 """``metis demo``: seed a throwaway Metis with realistic data and serve it."""
 
+import os
+import shlex
 import signal
 import threading
 import time
@@ -77,8 +79,19 @@ def demo(
         )
         typer.echo(f"Gateway: {result.url}/v1 (OpenAI SDK base_url) and {result.url} (Anthropic)")
         typer.echo(f"Gateway key ({key.name}, team {key.team}): {key.secret}")
+        typer.echo("")
+        typer.echo("Point the CLI at the demo's data (in another shell, while it runs):")
+        typer.echo(f"  export METIS_HOME={shlex.quote(str(result.home))}")
+        if os.environ.get("METIS_DATABASE_URL"):
+            typer.echo("  export METIS_DATABASE_URL=...   # the same URL this demo runs on")
+        typer.echo("  metis report cost --group-by team   # or: metis report forecast")
         typer.echo(
-            "Press Ctrl-C to stop" + (f"; the home stays at {result.home}." if keep else ".")
+            "Press Ctrl-C to stop"
+            + (
+                f"; the home stays at {result.home}."
+                if keep or home is not None or run.temp_home is None
+                else "; its temporary home is then removed."
+            )
         )
         while not stop.wait(0.5):
             pass

@@ -8,15 +8,43 @@ import typer
 
 from metis.analytics import exports
 from metis.analytics.params import parse_window, resolve_filters
+from metis.analytics.views import parse_view, query_window
 from metis.cli._common import err_console, ready_engine
+from metis.errors import ValidationError
 
 app = typer.Typer(help="Export usage and the audit log.", no_args_is_help=True)
 
-FromOpt = typer.Option(None, "--from", help="ISO 8601 UTC start (default: 7 days ago).")
-ToOpt = typer.Option(None, "--to", help="ISO 8601 UTC end, exclusive (default: now).")
-FormatOpt = typer.Option("csv", "--format", help="csv or jsonl.")
+FromOpt = typer.Option(
+    None, "--from", help="ISO 8601 UTC start, inclusive (default: 6 days before today)."
+)
+ToOpt = typer.Option(None, "--to", help="ISO 8601 UTC end, exclusive (default: tomorrow 00:00Z).")
+FormatOpt = typer.Option(
+    None,
+    "--format",
+    help="csv or jsonl; default: from the --output file's extension (.jsonl, .ndjson, .csv), "
+    "else csv.",
+)
+EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 GroupByOpt = typer.Option(None, "--group-by", help="Totals per day,user,team,model,… not rows.")
 OutputOpt = typer.Option(None, "--output", "-o", help="Write here (mode 0600); default stdout.")
+
+
+def output_format(fmt: str | None, output: Path | None) -> exports.Format:
+    """The format asked for, else the one the output file's name says, else CSV.
+
+    A ``--format`` that contradicts the file's extension is an error: a file
+    named ``audit.jsonl`` holding CSV is a trap for whoever reads it next.
+    """
+    by_name = EXTENSIONS.get(output.suffix.lower()) if output is not None else None
+    if fmt is None:
+        return exports.parse_format(by_name or "csv")
+    chosen = exports.parse_format(fmt)
+    if by_name is not None and by_name != chosen:
+        raise ValidationError(
+            f"--format {chosen} but {output} is named like a {by_name} file: "
+            "drop --format, or change the file name"
+        )
+    return chosen
 
 
 def _emit(chunks: Iterator[bytes], output: Path | None) -> None:
@@ -33,30 +61,39 @@ def _emit(chunks: Iterator[bytes], output: Path | None) -> None:
 def usage(
     from_: str | None = FromOpt,
     to: str | None = ToOpt,
-    fmt: str = FormatOpt,
+    fmt: str | None = FormatOpt,
     group_by: list[str] | None = GroupByOpt,
     workspace: str | None = typer.Option(None, "--workspace"),
     user: str | None = typer.Option(None, "--user"),
     team: str | None = typer.Option(None, "--team"),
     source: str | None = typer.Option(None, "--source"),
+    view: str | None = typer.Option(None, "--view", help="reconciled (default) or raw."),
     output: Path | None = OutputOpt,
 ) -> None:
-    """Export usage rows (every source's raw rows) or grouped totals; money in exact USD.
+    """Export usage in a view: grouped totals, or every row with its class; exact USD.
+
+    Grouped (--group-by) rows are the figures of `metis report cost` and
+    /analytics/cost for the same window and view. Ungrouped, every stored
+    row comes with its reconciliation `class` and `counted`, plus (reconciled
+    view) the `unattributed`/`drift_adjustment` rows: the counted rows add up
+    to the view's total. The resolved window is printed on stderr.
 
     Example:
 
         metis export usage --from 2026-11-01 --to 2026-12-01 --format csv --output nov.csv
     """
-    f = exports.parse_format(fmt)
+    f = output_format(fmt, output)
     groups = exports.parse_group_by(group_by)
-    window = parse_window(from_, to)
+    v = parse_view(view)
+    window = query_window(from_, to, v)
+    err_console.print(f"usage, [{window.as_json()['start']}, {window.as_json()['end']}) ({v} view)")
     engine = ready_engine()
     try:
         with engine.connect() as conn:
             filters = resolve_filters(
                 conn, workspace=workspace, user=user, team=team, source=source
             )
-        _emit(exports.usage_export(engine, window, filters, f, groups), output)
+        _emit(exports.usage_export(engine, window, filters, f, groups, v), output)
     finally:
         engine.dispose()
 
@@ -65,7 +102,7 @@ def usage(
 def audit(
     from_: str | None = FromOpt,
     to: str | None = ToOpt,
-    fmt: str = FormatOpt,
+    fmt: str | None = FormatOpt,
     with_names: bool = typer.Option(
         False, "--with-names", help="Join user/team/key display names (ids only by default)."
     ),
@@ -76,10 +113,11 @@ def audit(
 
     Example:
 
-        metis export audit --from 2026-11-01 --format jsonl --with-names -o audit.jsonl
+        metis export audit --from 2026-11-01 --with-names -o audit.jsonl   # JSON Lines
     """
-    f = exports.parse_format(fmt)
+    f = output_format(fmt, output)
     window = parse_window(from_, to)
+    err_console.print(f"audit, [{window.as_json()['start']}, {window.as_json()['end']})")
     engine = ready_engine()
     try:
         with engine.connect() as conn:

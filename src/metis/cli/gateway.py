@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 import typer
-from rich.markup import escape
 
-from metis.cli._common import print_json, print_table, transaction
-from metis.errors import MetisError
+from metis.cli import resolve
+from metis.cli._common import WIDE_HELP, print_json, print_table, transaction
+from metis.errors import MetisError, NotFoundError
 from metis.identity import keys as key_lib
 from metis.identity import teams as team_lib
 from metis.identity import users as user_lib
@@ -20,13 +20,15 @@ from metis.identity.teams import KEEP
 from metis.identity.validate import parse_cap_usd
 from metis.money import from_nanousd, usd_json
 from metis.timeutil import iso
-from metis.workspaces import get_workspace, list_workspaces
+from metis.workspaces import list_workspaces
 
 app = typer.Typer(help="Gateway identity: users, teams and gateway keys.", no_args_is_help=True)
 user_app = typer.Typer(help="Users: who a key bills to.", no_args_is_help=True)
 team_app = typer.Typer(help="Teams: budget-owning groups with optional caps.", no_args_is_help=True)
+key_app = typer.Typer(help="Gateway keys: change an issued key.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(team_app, name="team")
+app.add_typer(key_app, name="key")
 
 CLEAR_WORDS = frozenset({"none", "off"})
 
@@ -65,9 +67,11 @@ def _cap_change(value: str | None, field: str) -> "int | team_lib._Keep | None":
     return parse_cap_usd(value, field)
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """`print_table` with every cell escaped: names are user input, not Rich markup."""
-    print_table(title, columns, [[escape("" if v is None else str(v)) for v in r] for r in rows])
+def _table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], wide: bool = False
+) -> None:
+    """`print_table` (cells are plain text: names are user input, not Rich markup)."""
+    print_table(title, columns, rows, wide=wide)
 
 
 def _mask_email(email: str | None) -> str | None:
@@ -87,15 +91,30 @@ def user_add(
     alias: str | None = typer.Option(
         None, "--alias", help="Short unique handle for --user (default: slug of the name)."
     ),
+    daily_cap_usd: str | None = typer.Option(
+        None, "--daily-cap-usd", help="Hard daily cap over all the user's keys, USD."
+    ),
+    monthly_cap_usd: str | None = typer.Option(
+        None, "--monthly-cap-usd", help="Hard monthly cap over all the user's keys, USD."
+    ),
 ) -> None:
-    """Create a user.
+    """Create a user, optionally with hard caps (UTC day / UTC calendar month).
 
     Example:
 
         metis gateway user add --name "Alice Liu" --email alice@example.org --alias alice
     """
+    daily = _cap_option(daily_cap_usd, "--daily-cap-usd")
+    monthly = _cap_option(monthly_cap_usd, "--monthly-cap-usd")
     with transaction() as conn:
-        u = user_lib.add_user(conn, name, email=email, alias=alias)
+        u = user_lib.add_user(
+            conn,
+            name,
+            email=email,
+            alias=alias,
+            daily_cap_nanousd=daily,
+            monthly_cap_nanousd=monthly,
+        )
     typer.echo(f"created user {u.alias} ({u.id})")
 
 
@@ -105,6 +124,8 @@ def _user_json(u: User, show_email: bool) -> dict[str, object]:
         "alias": u.alias,
         "display_name": u.display_name,
         "email": u.email if show_email else _mask_email(u.email),
+        "daily_cap_usd": usd_json(u.daily_cap_nanousd),
+        "monthly_cap_usd": usd_json(u.monthly_cap_nanousd),
         "created_at": iso(u.created_at),
         "disabled": u.disabled,
     }
@@ -116,8 +137,9 @@ def user_list(
     show_email: bool = typer.Option(
         False, "--show-email", help="Show full emails (masked by default)."
     ),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
-    """List users (emails masked unless --show-email).
+    """List users and their caps (emails masked unless --show-email).
 
     Example:
 
@@ -134,16 +156,50 @@ def user_list(
         return
     _table(
         "Users",
-        ["id", "alias", "name", "email", "created", "disabled"],
+        ["id", "alias", "name", "email", "daily cap $", "monthly cap $", "created", "disabled"],
         [
-            [r["id"], r["alias"], r["display_name"], r["email"], r["created_at"], r["disabled"]]
-            for r in rows
+            [r["id"], r["alias"], r["display_name"], r["email"], _usd(u.daily_cap_nanousd),
+             _usd(u.monthly_cap_nanousd), r["created_at"], r["disabled"]]
+            for r, u in zip(rows, items, strict=True)
         ],
+        wide,
+    )  # fmt: skip
+
+
+@user_app.command("set-cap")
+def user_set_cap(
+    alias: str = typer.Argument(..., help="User alias or id (usr_…)."),
+    daily_cap_usd: str | None = typer.Option(
+        None, "--daily-cap-usd", help="New daily cap in USD, or 'none' to remove it."
+    ),
+    monthly_cap_usd: str | None = typer.Option(
+        None, "--monthly-cap-usd", help="New monthly cap in USD, or 'none' to remove it."
+    ),
+) -> None:
+    """Change a user's hard caps over all their keys; takes effect on the next request.
+
+    Spend of every key bound to the user counts (UTC day; UTC calendar month).
+    At the cap the gateway answers 429 with scope user_daily / user_monthly;
+    budget alerts fire at 80/95/100% like team caps.
+
+    Example:
+
+        metis gateway user set-cap alice --daily-cap-usd 5 --monthly-cap-usd 100
+    """
+    daily = _cap_change(daily_cap_usd, "--daily-cap-usd")
+    monthly = _cap_change(monthly_cap_usd, "--monthly-cap-usd")
+    with transaction() as conn:
+        u = user_lib.set_caps(conn, alias, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
+    typer.echo(
+        f"user {u.alias}: daily cap {_usd(u.daily_cap_nanousd) or 'none'}, "
+        f"monthly cap {_usd(u.monthly_cap_nanousd) or 'none'}"
     )
 
 
 @user_app.command("disable")
-def user_disable(alias: str = typer.Argument(..., help="User alias or id (usr_…).")) -> None:
+def user_disable(
+    alias: str = typer.Argument(..., help="User alias, display name or id (usr_…)."),
+) -> None:
     """Disable a user: every key bound to it stops authenticating (401).
 
     There is no re-enable in v1; issue-key refuses disabled users.
@@ -153,14 +209,14 @@ def user_disable(alias: str = typer.Argument(..., help="User alias or id (usr_�
         metis gateway user disable alice
     """
     with transaction() as conn:
-        u = user_lib.disable_user(conn, alias)
+        u = user_lib.disable_user(conn, resolve.user(conn, alias).id)
         n = key_lib.count_active_keys(conn, user_id=u.id)
     typer.echo(f"disabled user {u.alias} ({u.id}); {n} unrevoked key(s) now fail auth")
 
 
 @user_app.command("set-email")
 def user_set_email(
-    alias: str = typer.Argument(..., help="User alias or id (usr_…)."),
+    alias: str = typer.Argument(..., help="User alias, display name or id (usr_…)."),
     email: str = typer.Argument(..., help="The new email."),
 ) -> None:
     """Set a user's email (stored only in the users table, never in events).
@@ -170,7 +226,7 @@ def user_set_email(
         metis gateway user set-email alice alice@example.org
     """
     with transaction() as conn:
-        u = user_lib.set_email(conn, alias, email)
+        u = user_lib.set_email(conn, resolve.user(conn, alias).id, email)
     typer.echo(f"updated email of user {u.alias} ({u.id})")
 
 
@@ -212,6 +268,7 @@ def _team_json(t: Team) -> dict[str, object]:
 @team_app.command("list")
 def team_list(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """List teams and their caps.
 
@@ -241,6 +298,7 @@ def team_list(
             ]
             for t in items
         ],
+        wide,
     )
 
 
@@ -263,7 +321,9 @@ def team_set_cap(
     daily = _cap_change(daily_cap_usd, "--daily-cap-usd")
     monthly = _cap_change(monthly_cap_usd, "--monthly-cap-usd")
     with transaction() as conn:
-        t = team_lib.set_caps(conn, name, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly)
+        t = team_lib.set_caps(
+            conn, resolve.team(conn, name).id, daily_cap_nanousd=daily, monthly_cap_nanousd=monthly
+        )
     typer.echo(
         f"team {t.name}: daily cap {_usd(t.daily_cap_nanousd) or 'none'}, "
         f"monthly cap {_usd(t.monthly_cap_nanousd) or 'none'}"
@@ -281,7 +341,7 @@ def team_disable(name: str = typer.Argument(..., help="Team name or id (team_…
         metis gateway team disable eng
     """
     with transaction() as conn:
-        t = team_lib.disable_team(conn, name)
+        t = team_lib.disable_team(conn, resolve.team(conn, name).id)
         n = key_lib.count_active_keys(conn, team_id=t.id)
     typer.echo(f"disabled team {t.name} ({t.id}); {n} unrevoked key(s) now fail auth")
 
@@ -295,15 +355,28 @@ def _split_models(values: list[str] | None) -> list[str] | None:
     return [m.strip() for v in values for m in v.split(",") if m.strip()] or [""]
 
 
-def _confirm_creations(missing: list[tuple[str, str]], yes: bool) -> None:
-    """Ask before creating each unknown user/team; abort (writing nothing) unless confirmed."""
+def _confirm_creations(missing: list[tuple[str, str]], yes: bool, create_missing: bool) -> None:
+    """Decide, before anything is written, whether each unknown user/team may be created.
+
+    Only ``--create-missing``, or a ``y`` typed at the prompt on a terminal,
+    creates one. ``--yes`` never does: it means "ask nothing", so with it an
+    unknown name (a typo, often) is an error and nothing is written.
+    """
     for kind, ref in missing:
-        if yes:
+        if create_missing:
             continue
+        add = f"metis gateway {kind} add " + (
+            f"--name {ref}" if kind == "team" else f"--alias {ref}"
+        )
+        if yes:
+            raise NotFoundError(
+                f"unknown {kind} {ref!r}; --yes does not create it: create it with `{add} ...` "
+                "or pass --create-missing; no key issued"
+            )
         if not stdin_is_interactive():
-            raise MetisError(
-                f"unknown {kind} {ref!r} and no terminal to confirm creating it: "
-                f"pass --yes, or create it first with `metis gateway {kind} add`"
+            raise NotFoundError(
+                f"unknown {kind} {ref!r} and no terminal to confirm creating it: pass "
+                f"--create-missing, or create it first with `{add} ...`"
             )
         if not _confirm(f"Create {kind} '{ref}'?"):
             raise MetisError(f"aborted: {kind} {ref!r} not created, no key issued")
@@ -313,23 +386,35 @@ def _confirm_creations(missing: list[tuple[str, str]], yes: bool) -> None:
 def issue_key(
     name: str = typer.Option(..., "--name", help="A label for the key, e.g. alice-claude-code."),
     workspace: str = typer.Option(..., "--workspace", help="Workspace name, id or path."),
-    user: str | None = typer.Option(None, "--user", help="User alias or id the key bills to."),
-    team: str | None = typer.Option(None, "--team", help="Team name or id the key bills to."),
+    user: str | None = typer.Option(
+        None, "--user", help="User the key bills to: alias, display name or id."
+    ),
+    team: str | None = typer.Option(None, "--team", help="Team the key bills to: name or id."),
     allow_models: list[str] | None = typer.Option(  # noqa: B008
-        None, "--allow-models", help="Allowed model (repeat, or comma-separate); default: all."
+        None,
+        "--allow-models",
+        metavar="MODELS",
+        help="Allowed model (repeat, or comma-separate); default: all.",
     ),
     daily_cap_usd: str | None = typer.Option(
         None, "--daily-cap-usd", help="Hard daily cap for this key, USD."
     ),
+    create_missing: bool = typer.Option(
+        False,
+        "--create-missing",
+        help="Create the --user/--team if it does not exist yet (printed when it happens).",
+    ),
     yes: bool = typer.Option(
-        False, "--yes", "-y", help="Create an unknown --user/--team without asking."
+        False, "--yes", "-y", help="Never prompt (an unknown --user/--team is then an error)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON (includes the secret)."),
 ) -> None:
     """Issue a gateway key and print its secret once (only its SHA-256 is stored).
 
-    An unknown --user/--team is created after a `[y/N]` prompt (or with
-    --yes); a disabled one is refused.
+    An unknown --user/--team is created only with --create-missing, or on a
+    terminal after a [y/N] prompt; --yes never creates one (it only means
+    "do not ask"), so a typo cannot make a new team. A disabled user or team
+    is refused. Whatever is created is printed with its id.
 
     Example:
 
@@ -338,31 +423,46 @@ def issue_key(
     models = _split_models(allow_models)
     cap = _cap_option(daily_cap_usd, "--daily-cap-usd")
     missing: list[tuple[str, str]] = []
+    user_ref, team_ref = user, team
     # Everything is checked before asking, and nothing is written before the answers.
     with transaction() as conn:
-        get_workspace(conn, workspace)
-        if user is not None and key_lib.check_user_ref(conn, user, True) is None:
-            missing.append(("user", user))
-        if team is not None and key_lib.check_team_ref(conn, team, True) is None:
-            missing.append(("team", team))
-    _confirm_creations(missing, yes)
+        ws = resolve.workspace(conn, workspace)
+        if user is not None:
+            found_user = resolve.find_user(conn, user)
+            # Refuses a disabled user; for an unknown one, checks the alias it would get.
+            key_lib.check_user_ref(conn, found_user.id if found_user else user, True)
+            if found_user is None:
+                missing.append(("user", user))
+            else:
+                user_ref = found_user.id
+        if team is not None:
+            found_team = resolve.find_team(conn, team)
+            key_lib.check_team_ref(conn, found_team.id if found_team else team, True)
+            if found_team is None:
+                missing.append(("team", team))
+            else:
+                team_ref = found_team.id
+    _confirm_creations(missing, yes, create_missing)
     with transaction() as conn:
         key, secret = key_lib.issue_key(
             conn,
             name=name,
-            workspace=workspace,
-            user=user,
-            team=team,
+            workspace=ws.id,
+            user=user_ref,
+            team=team_ref,
             allowed_models=models,
             daily_cap_nanousd=cap,
             create_user=("user", user) in missing,
             create_team=("team", team) in missing,
         )
+    created = {"user": key.user_id, "team": key.team_id}
     if json_out:
-        print_json({**_key_json(key), "token": secret})
+        print_json(
+            {**_key_json(key), "token": secret, "created": {k: created[k] for k, _ in missing}}
+        )
         return
     for kind, ref in missing:
-        typer.echo(f"created {kind} {ref}")
+        typer.echo(f"created {kind} {ref} ({created[kind]})")
     typer.echo(f"issued gateway key {key.id} ({key.name})")
     typer.echo("key (shown once, store it now):")
     typer.echo(secret)
@@ -370,17 +470,20 @@ def issue_key(
 
 @app.command("revoke-key")
 def revoke_key(
-    key_id: str = typer.Argument(..., help="The key id (key_…)."),
+    key_id: str = typer.Argument(..., help="The key: id (key_…), name or display prefix."),
     reason: str | None = typer.Option(None, "--reason", help="Why (kept in the audit event)."),
 ) -> None:
     """Revoke a gateway key: requests using it get 401 from the next request on.
 
+    A name re-used by a revoked key means the live one; a name two live keys
+    share is refused with both ids listed.
+
     Example:
 
-        metis gateway revoke-key key_01J... --reason "laptop lost"
+        metis gateway revoke-key alice-laptop --reason "laptop lost"
     """
     with transaction() as conn:
-        key, changed = key_lib.revoke_key(conn, key_id, reason=reason)
+        key, changed = key_lib.revoke_key(conn, resolve.key(conn, key_id).id, reason=reason)
     if changed:
         typer.echo(f"revoked gateway key {key.id} ({key.name})")
     else:
@@ -406,18 +509,25 @@ def _key_json(k: GatewayKey) -> dict[str, object]:
 
 @app.command("list-keys")
 def list_keys(
-    workspace: str | None = typer.Option(None, "--workspace", help="Only this workspace."),
+    workspace: str | None = typer.Option(
+        None, "--workspace", help="Only this workspace (name, id or path)."
+    ),
     active: bool = typer.Option(False, "--active", help="Hide revoked keys."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """List gateway keys (id, display prefix, bindings; never secrets).
+
+    Ids are printed whole: when the table is wider than the terminal each key
+    is printed as a block of lines instead (--wide keeps the table).
 
     Example:
 
         metis gateway list-keys --workspace acme --json
     """
     with transaction() as conn:
-        items = key_lib.list_keys(conn, workspace=workspace, include_revoked=not active)
+        ws_id = resolve.workspace(conn, workspace).id if workspace is not None else None
+        items = key_lib.list_keys(conn, workspace=ws_id, include_revoked=not active)
         aliases = {u.id: u.alias for u in user_lib.list_users(conn)}
         team_names = {t.id: t.name for t in team_lib.list_teams(conn)}
         ws_names = {w.id: w.name for w in list_workspaces(conn)}
@@ -426,6 +536,7 @@ def list_keys(
             [
                 {
                     **_key_json(k),
+                    "workspace_name": ws_names.get(k.workspace_id),
                     "user_alias": aliases.get(k.user_id) if k.user_id else None,
                     "team_name": team_names.get(k.team_id) if k.team_id else None,
                 }
@@ -453,4 +564,42 @@ def list_keys(
             ]
             for k in items
         ],
+        wide,
     )
+
+
+def _binding(value: str | None) -> "str | team_lib._Keep | None":
+    if value is None:
+        return KEEP
+    return None if value.strip().lower() in CLEAR_WORDS else value
+
+
+@key_app.command("set")
+def key_set(
+    key_id: str = typer.Argument(..., help="The key: id (key_…), name or display prefix."),
+    user: str | None = typer.Option(
+        None, "--user", help="User alias or id to bind the key to, or 'none' to unbind."
+    ),
+    team: str | None = typer.Option(
+        None, "--team", help="Team name or id to bind the key to, or 'none' to unbind."
+    ),
+) -> None:
+    """Re-bind an issued key to a user and/or team (audited as gateway.key_updated).
+
+    Takes effect on the gateway's next request; usage recorded before keeps
+    its old binding, so reports over a window spanning the change carry
+    partial_coverage. The user/team must exist (create them first).
+
+    Example:
+
+        metis gateway key set alice-laptop --user alice --team eng
+    """
+    with transaction() as conn:
+        kid = resolve.key(conn, key_id).id
+        key, changed = key_lib.rebind_key(conn, kid, user=_binding(user), team=_binding(team))
+        aliases = {u.id: u.alias for u in user_lib.list_users(conn)}
+        team_names = {t.id: t.name for t in team_lib.list_teams(conn)}
+    shown_user = aliases.get(key.user_id, key.user_id) if key.user_id else "none"
+    shown_team = team_names.get(key.team_id, key.team_id) if key.team_id else "none"
+    verb = "bound" if changed else "already bound"
+    typer.echo(f"gateway key {key.id} ({key.name}) {verb} to user {shown_user}, team {shown_team}")

@@ -9,12 +9,39 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
-from metis.cli._common import console, err_console, print_json, print_table, ready_engine, settings
+from metis.cli import resolve
+from metis.cli._common import (
+    WIDE_HELP,
+    console,
+    err_console,
+    print_json,
+    print_table,
+    ready_engine,
+    settings,
+)
 from metis.credentials import Credential, list_credentials
 from metis.db.tables import ingest_runs, sync_cursors
+from metis.ingest.log import use_cli_format
 from metis.ingest.sync import CURSOR_STREAM, RunOutcome, WindowOutcome, run_sync
 from metis.timeutil import iso
-from metis.workspaces import get_workspace, list_workspaces
+from metis.workspaces import list_workspaces
+
+
+def _select(
+    engine: Any, workspace: str | None, credential: str | None
+) -> tuple[str | None, str | None]:
+    """``--workspace``/``--credential`` as ids (names resolved, usage_admin credentials only)."""
+    with engine.connect() as conn:
+        ws_id = resolve.workspace(conn, workspace).id if workspace else None
+        cred_id = (
+            resolve.credential(conn, credential, purpose="usage_admin").id if credential else None
+        )
+    return ws_id, cred_id
+
+
+def _ws_names(engine: Any) -> dict[str, str]:
+    with engine.connect() as conn:
+        return resolve.workspace_names(conn)
 
 
 def _summary(o: RunOutcome) -> dict[str, Any]:
@@ -40,15 +67,18 @@ def _summary(o: RunOutcome) -> dict[str, Any]:
     }
 
 
-def _report(outcomes: list[RunOutcome], json_out: bool) -> None:
+def _report(outcomes: list[RunOutcome], json_out: bool, ws_names: dict[str, str]) -> None:
     if json_out:
-        print_json([_summary(o) for o in outcomes])
+        print_json(
+            [{**_summary(o), "workspace_name": ws_names.get(o.workspace_id)} for o in outcomes]
+        )
     else:
         if not outcomes:
             console.print("no usage_admin credentials to sync (see `metis provider-key add`)")
         for o in outcomes:
             console.print(
-                f"{o.credential_id} ({o.provider}) {o.kind} {o.status}: "
+                f"{o.credential_id} ({ws_names.get(o.workspace_id, o.workspace_id)}/{o.provider}) "
+                f"{o.kind} {o.status}: "
                 f"stored {o.stored}, updated {o.updated}, unchanged {o.unchanged}, "
                 f"skipped {o.skipped}, pages {o.pages}, errors {o.errors}"
             )
@@ -65,11 +95,15 @@ def _report(outcomes: list[RunOutcome], json_out: bool) -> None:
 
 def sync(
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="Only this workspace."),
-    credential: str | None = typer.Option(None, "--credential", help="Only this credential id."),
+    credential: str | None = typer.Option(
+        None, "--credential", help="Only this credential: id, provider, WORKSPACE/PROVIDER."
+    ),
     days: int | None = typer.Option(
         None, "--days", min=1, max=400, help="Days to re-fetch, ending today (default 2)."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON run summaries."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print JSON run summaries (and log JSON lines on stderr)."
+    ),
 ) -> None:
     """Pull recent provider usage and costs for every usage_admin key (or the ones named).
 
@@ -81,21 +115,24 @@ def sync(
 
         metis ingest sync --workspace acme --days 3
     """
+    use_cli_format(json_lines=json_out)
     s = settings()
     engine = ready_engine(s)
     try:
-        outcomes = run_sync(
-            engine, s, workspace=workspace, credential=credential, kind="sync", days=days
-        )
+        ws_id, cred_id = _select(engine, workspace, credential)
+        outcomes = run_sync(engine, s, workspace=ws_id, credential=cred_id, kind="sync", days=days)
+        ws_names = _ws_names(engine)
     finally:
         engine.dispose()
-    _report(outcomes, json_out)
+    _report(outcomes, json_out, ws_names)
 
 
 def backfill(
     days: int = typer.Option(30, "--days", min=1, max=400, help="Days to walk, ending today."),
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="Only this workspace."),
-    credential: str | None = typer.Option(None, "--credential", help="Only this credential id."),
+    credential: str | None = typer.Option(
+        None, "--credential", help="Only this credential: id, provider, WORKSPACE/PROVIDER."
+    ),
     refetch: bool = typer.Option(
         False, "--refetch", help="Fetch settled days again instead of skipping them."
     ),
@@ -111,8 +148,10 @@ def backfill(
 
         metis ingest backfill --days 30 --workspace acme
     """
+    use_cli_format(json_lines=json_out)
     s = settings()
     engine = ready_engine(s)
+    ws_id, cred_id = _select(engine, workspace, credential)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -145,21 +184,23 @@ def backfill(
             outcomes = run_sync(
                 engine,
                 s,
-                workspace=workspace,
-                credential=credential,
+                workspace=ws_id,
+                credential=cred_id,
                 kind="backfill",
                 days=days,
                 refetch=refetch,
                 on_window=on_window,
             )
+        ws_names = _ws_names(engine)
     finally:
         engine.dispose()
-    _report(outcomes, json_out)
+    _report(outcomes, json_out, ws_names)
 
 
 def status(
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="Only this workspace."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """Per usage_admin key: last success, cursor, last run, last error.
 
@@ -171,7 +212,7 @@ def status(
     engine = ready_engine(s)
     try:
         with engine.connect() as conn:
-            ws_id = get_workspace(conn, workspace).id if workspace else None
+            ws_id = resolve.workspace(conn, workspace).id if workspace else None
             names = {w.id: w.name for w in list_workspaces(conn)}
             creds = list_credentials(conn, workspace_id=ws_id, purpose="usage_admin")
             rows = []
@@ -203,6 +244,7 @@ def status(
                 rows.append(
                     {
                         "credential_id": c.id,
+                        "workspace_id": c.workspace_id,
                         "workspace": names.get(c.workspace_id),
                         "provider": c.provider,
                         "last_success_at": t(cur["last_success_at"]) if cur else None,
@@ -225,10 +267,19 @@ def status(
         return
     print_table(
         "Provider sync status",
-        ["credential", "provider", "last success", "complete through", "last run", "last error"],
+        [
+            "credential",
+            "workspace",
+            "provider",
+            "last success",
+            "complete through",
+            "last run",
+            "last error",
+        ],
         [
             (
                 r["credential_id"],
+                r["workspace"],
                 r["provider"],
                 r["last_success_at"] or "never",
                 r["complete_through"] or "-",
@@ -237,6 +288,7 @@ def status(
             )
             for r in rows
         ],
+        wide=wide,
     )
 
 

@@ -10,14 +10,21 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from metis.cli._common import console, err_console, print_json, print_table, transaction
+from metis.cli import resolve
+from metis.cli._common import (
+    WIDE_HELP,
+    console,
+    err_console,
+    print_json,
+    print_table,
+    transaction,
+)
 from metis.errors import MetisError
 from metis.ingest import tokens
 from metis.ingest.hermes_import import import_state_db
 from metis.ingest.push import MAX_ITEMS, PushResult, PushTarget, RejectedItem, ingest_items
 from metis.jsonutil import DECODE_ERRORS
 from metis.timeutil import iso
-from metis.workspaces import get_workspace
 
 token_app = typer.Typer(
     help="Ingest tokens: what agent plugins push usage with.", no_args_is_help=True
@@ -55,7 +62,12 @@ def token_create(
     """
     with transaction() as conn:
         tok, secret = tokens.create_token(
-            conn, workspace, name, source, via_gateway=via_gateway, user=user
+            conn,
+            resolve.workspace(conn, workspace).id,
+            name,
+            source,
+            via_gateway=via_gateway,
+            user=user,
         )
     if as_json:
         print_json(
@@ -78,6 +90,7 @@ def token_create(
 def token_list(
     workspace: str | None = typer.Option(None, "--workspace", help="Only this workspace."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """List ingest tokens (ids, names, prefixes; never secrets).
 
@@ -86,11 +99,14 @@ def token_list(
         metis ingest token list --json
     """
     with transaction() as conn:
-        toks = tokens.list_tokens(conn, workspace)
+        ws_id = resolve.workspace(conn, workspace).id if workspace else None
+        toks = tokens.list_tokens(conn, ws_id)
+        ws_names = resolve.workspace_names(conn)
     rows = [
         {
             "id": t.id,
             "workspace_id": t.workspace_id,
+            "workspace_name": ws_names.get(t.workspace_id),
             "name": t.name,
             "source": t.source,
             "prefix": t.display_prefix,
@@ -104,10 +120,27 @@ def token_list(
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        console.print("no ingest tokens yet: create one with `metis ingest token create`")
+        return
     print_table(
         "ingest tokens",
         ["id", "workspace", "name", "source", "prefix", "via gw", "user", "created", "revoked"],
-        [list(r.values()) for r in rows],
+        [
+            [
+                r["id"],
+                r["workspace_name"] or r["workspace_id"],
+                r["name"],
+                r["source"],
+                r["prefix"],
+                r["via_gateway"],
+                r["user_id"],
+                r["created_at"],
+                r["revoked_at"],
+            ]
+            for r in rows
+        ],
+        wide=wide,
     )
 
 
@@ -142,15 +175,15 @@ def token_set(
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: str = typer.Argument(..., help="Token id (itok_…).")) -> None:
+def token_revoke(token_id: str = typer.Argument(..., help="Token id (itok_…) or name.")) -> None:
     """Revoke an ingest token; pushes with it get 401 from then on.
 
     Example:
 
-        metis ingest token revoke itok_01J...
+        metis ingest token revoke laptop-hermes
     """
     with transaction() as conn:
-        tok = tokens.revoke_token(conn, token_id)
+        tok = tokens.revoke_token(conn, resolve.ingest_token(conn, token_id).id)
     console.print(f"revoked ingest token {tok.id} ({tok.name})")
 
 
@@ -190,7 +223,7 @@ def push(
             bad.append(RejectedItem(index=n, idempotency_key=None, reasons=[f"bad JSON: {exc}"]))
     total = PushResult(rejected=bad)
     with transaction() as conn:
-        ws = get_workspace(conn, workspace)
+        ws = resolve.workspace(conn, workspace)
         target = PushTarget(ws.id, source, "cli:push")
         for i in range(0, len(raw), MAX_ITEMS):
             chunk = raw[i : i + MAX_ITEMS]
@@ -229,7 +262,7 @@ def hermes_import(
         metis ingest hermes-import --state-db ~/.hermes/state.db --workspace acme
     """
     with transaction() as conn:
-        ws = get_workspace(conn, workspace)
+        ws = resolve.workspace(conn, workspace)
         res = import_state_db(conn, state_db.expanduser(), ws.id)
     c = res.counts
     console.print(

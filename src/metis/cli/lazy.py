@@ -13,6 +13,7 @@ drift, and that `metis simulator --help` imports neither SQLAlchemy nor FastAPI.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -41,6 +42,36 @@ class _Placeholder(TyperCommand):
         self.spec = spec
 
 
+def plain_help(cmd: _click.Command) -> _click.Command:
+    """Make ``cmd`` and its subcommands print plain, exact help; returns ``cmd``.
+
+    Rich help read ``[y/N]`` in a docstring as markup (and dropped it) and
+    labelled every flag ``<bool>``; plain help prints the docstring as written
+    and shows flags bare. Indented blocks (the examples) keep their lines
+    instead of being re-wrapped into the paragraph above.
+    """
+    if hasattr(cmd, "rich_markup_mode"):
+        cmd.rich_markup_mode = None
+    if cmd.help:
+        cmd.help = _keep_indented_blocks(cmd.help)
+        if not cmd.short_help:  # listings show the whole first paragraph, not 45 characters
+            cmd.short_help = " ".join(inspect.cleandoc(cmd.help).split("\n\n")[0].split())
+    for sub in getattr(cmd, "commands", {}).values():
+        if not isinstance(sub, _Placeholder):
+            plain_help(sub)
+    return cmd
+
+
+def _keep_indented_blocks(text: str) -> str:
+    """Mark indented paragraphs with click's no-rewrap marker (``\b``)."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    out = [
+        "\b\n" + p if p.startswith((" ", "\t")) and not p.startswith("\b") else p
+        for p in paragraphs
+    ]
+    return "\n\n".join(out)
+
+
 def load_command(name: str, spec: LazyCommand) -> _click.Command:
     """Import ``spec.target`` and build its click command, named ``name``."""
     module_name, _, attr = spec.target.partition(":")
@@ -54,7 +85,7 @@ def load_command(name: str, spec: LazyCommand) -> _click.Command:
         single.command(name)(obj)
         cmd = typer.main.get_command(single)
     cmd.name = name
-    return cmd
+    return plain_help(cmd)
 
 
 class LazyGroup(TyperGroup):

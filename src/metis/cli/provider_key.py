@@ -4,7 +4,16 @@ import sys
 
 import typer
 
-from metis.cli._common import console, print_json, print_table, ready_engine, settings, transaction
+from metis.cli import resolve
+from metis.cli._common import (
+    WIDE_HELP,
+    console,
+    print_json,
+    print_table,
+    ready_engine,
+    settings,
+    transaction,
+)
 from metis.credentials import (
     Credential,
     add_credential,
@@ -14,7 +23,7 @@ from metis.credentials import (
 )
 from metis.errors import ValidationError
 from metis.timeutil import iso
-from metis.workspaces import get_workspace, list_workspaces
+from metis.workspaces import list_workspaces
 
 app = typer.Typer(
     help="Provider keys of a workspace (OpenAI, Anthropic, Azure, Gemini, Bedrock, "
@@ -145,7 +154,7 @@ def add(
     s = settings()
     secret = None if secret_ref else _read_secret()
     with transaction() as conn:
-        ws = get_workspace(conn, workspace)
+        ws = resolve.workspace(conn, workspace)
         cred = add_credential(
             conn,
             s,
@@ -173,8 +182,12 @@ def add(
 def list_(
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="Only this workspace."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """List provider keys (only the last four characters of a key are shown).
+
+    Other commands take a credential by id, by provider (when the workspace
+    has one key of it), as WORKSPACE/PROVIDER, or by its last four characters.
 
     Example:
 
@@ -182,7 +195,7 @@ def list_(
     """
     with transaction() as conn:
         names = {w.id: w.name for w in list_workspaces(conn)}
-        ws_id = get_workspace(conn, workspace).id if workspace else None
+        ws_id = resolve.workspace(conn, workspace).id if workspace else None
         creds = list_credentials(conn, workspace_id=ws_id)
     if json_out:
         print_json(
@@ -228,23 +241,30 @@ def list_(
             )
             for c in creds
         ],
+        wide=wide,
     )
 
 
 @app.command("test")
-def test(credential_id: str = typer.Argument(..., help="Credential id (cred_…).")) -> None:
+def test(
+    credential: str = typer.Argument(
+        ..., help="Credential: id (cred_…), provider, WORKSPACE/PROVIDER or last four."
+    ),
+) -> None:
     """Make one cheap authenticated call with a key and report ok or the provider's error.
 
     Example:
 
-        metis provider-key test cred_01J9Z8Q4M6W2X3Y4Z5A6B7C8D9
+        metis provider-key test acme/openai
     """
     from metis.ingest.providers.check import check_credential
 
     s = settings()
     engine = ready_engine(s)
     try:
-        result = check_credential(engine, s, credential_id)
+        with engine.connect() as conn:
+            cred = resolve.credential(conn, credential)
+        result = check_credential(engine, s, cred.id)
     finally:
         engine.dispose()
     if result.ok:
@@ -255,7 +275,11 @@ def test(credential_id: str = typer.Argument(..., help="Credential id (cred_…)
 
 
 @app.command("remove")
-def remove(credential_id: str = typer.Argument(..., help="Credential id (cred_…).")) -> None:
+def remove(
+    credential: str = typer.Argument(
+        ..., help="Credential: id (cred_…), provider, WORKSPACE/PROVIDER or last four."
+    ),
+) -> None:
     """Remove a key: its ciphertext is erased; past usage and runs keep their reference.
 
     Example:
@@ -263,5 +287,5 @@ def remove(credential_id: str = typer.Argument(..., help="Credential id (cred_�
         metis provider-key remove cred_01J9Z8Q4M6W2X3Y4Z5A6B7C8D9
     """
     with transaction() as conn:
-        cred = remove_credential(conn, credential_id)
+        cred = remove_credential(conn, resolve.credential(conn, credential).id)
     console.print(f"removed credential {cred.id} ({cred.provider})")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import typer
 
+from metis.cli import resolve
 from metis.cli._common import console, err_console, print_json, print_table, settings
 from metis.errors import MetisError
 from metis.gateway.routing.rules import Rule, RuleSet, Target, parse_rules
@@ -131,7 +132,9 @@ def check(
 
 @app.command("explain")
 def explain(
-    key: str = typer.Option(..., "--key", help="Gateway key id (key_...) the request uses."),
+    key: str = typer.Option(
+        ..., "--key", help="The gateway key the request uses: id (key_…), name or prefix."
+    ),
     model: str = typer.Option(..., "--model", help="The model the client asks for."),
     shape: str = typer.Option("openai", "--shape", help="Inbound shape: openai or anthropic."),
     file: str | None = typer.Option(None, "--file", help="Rules file (default: configured)."),
@@ -145,7 +148,7 @@ def explain(
 
     Example:
 
-        metis routing explain --key key_01J... --model gpt-4o --shape openai
+        metis routing explain --key alice-laptop --model gpt-4o --shape openai
     """
     from metis.cli._common import transaction
     from metis.gateway.plan import PROVIDER_OF_SHAPE
@@ -165,9 +168,13 @@ def explain(
     now = utcnow()
     seen: dict[str, int] = {}
     with transaction() as conn:
-        snap = next((s for s in load_key_snapshots(conn).values() if s.key_id == key), None)
+        key_id = resolve.key(conn, key).id
+        snap = next((s for s in load_key_snapshots(conn).values() if s.key_id == key_id), None)
         if snap is None:
-            raise MetisError(f"unknown gateway key {key!r} (see `metis gateway list-keys`)")
+            raise MetisError(
+                f"gateway key {key!r} ({key_id}) cannot make requests: it is revoked, "
+                "or its user or team is disabled"
+            )
         ws = get_workspace(conn, snap.workspace_id)
 
         def spent(scope: str, scope_id: str) -> int:
@@ -184,10 +191,22 @@ def explain(
             team_id=snap.team_id,
         )
         d = decide(rules, ctx, Target(PROVIDER_OF_SHAPE[shape], model), spent)
+        who = {
+            "key": f"{snap.name} ({snap.key_id})",
+            "workspace": f"{ws.name} ({ws.id})",
+            "user": f"{resolve.user(conn, snap.user_id).alias} ({snap.user_id})"
+            if snap.user_id
+            else None,
+            "team": f"{resolve.team(conn, snap.team_id).name} ({snap.team_id})"
+            if snap.team_id
+            else None,
+        }
     spend = {k: from_nanousd(v) for k, v in seen.items()}
     if json_out:
         print_json(
             {
+                "key_id": snap.key_id,
+                "key_name": snap.name,
                 "rule": d.rule,
                 "reason": d.reason,
                 "candidates": d.candidate_names,
@@ -195,6 +214,7 @@ def explain(
             }
         )
         return
+    console.print(", ".join(f"{k} {v}" for k, v in who.items() if v))
     console.print(f"rule: {d.rule or '(none: the request keeps its own model)'}")
     console.print(f"reason: {d.reason}")
     console.print(f"candidates: {' -> '.join(d.candidate_names)}")

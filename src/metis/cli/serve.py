@@ -1,13 +1,100 @@
 """``metis serve``: run the gateway, APIs and background jobs (uvicorn, uvloop, httptools)."""
 
 import os
+import socket
+from typing import Any
 
 import typer
+
+from metis.errors import ValidationError
+
+
+def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (0 = any free port); a clear error if taken.
+
+    Bound here, before uvicorn starts, so the URL printed is the one actually
+    listened on (also for ``--port 0``), and connections made as soon as it
+    is printed wait in the backlog until the app has started.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValidationError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port "
+            "(0 = any free port) or --host"
+        ) from None
+    sock.listen(backlog)
+    sock.set_inheritable(True)  # uvicorn's worker processes serve on it
+    return sock
+
+
+def base_url(sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a listening socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def banner(url: str, *, workers: int, scheduler: bool, settings: Any) -> list[str]:
+    """What `metis serve` prints at start: where each part listens and what is on."""
+    db = settings.effective_database_url
+    where = "PostgreSQL" if db.startswith("postgres") else f"SQLite {settings.home / 'metis.db'}"
+    if not db.startswith("postgres") and settings.database_url:
+        where = "SQLite " + db.removeprefix("sqlite:///")
+    host = url.split("//", 1)[1].rsplit(":", 1)[0]
+    lines = [f"Metis listening on {url} ({workers} worker process{'es' if workers > 1 else ''})"]
+    if host in ("0.0.0.0", "[::]"):  # noqa: S104 - describing the bind, not binding
+        lines.append("  (all interfaces: reach it by this machine's address)")
+    cron = "on (POST /cron/usage)" if settings.cron_secret else "off (set METIS_CRON_SECRET)"
+    lines += [
+        f"  gateway:   {url}/v1 (OpenAI SDK base_url) and {url} (Anthropic SDK base_url)",
+        f"  API:       {url} (OpenAPI at {url}/openapi.json; Bearer admin token)",
+        f"  dashboard: {url}/ui (sign in with METIS_ADMIN_TOKEN or "
+        "`metis admin token create --name dashboard`)",
+        "  scheduler: "
+        + (
+            "on (provider usage sync, daily and hourly)"
+            if scheduler
+            else "off (--no-scheduler / METIS_INGEST_SCHEDULER=false)"
+        ),
+        f"  cron trigger: {cron}; metrics: {url}/metrics",
+        f"  database:  {where}",
+        "Ctrl-C (or SIGTERM) stops it after in-flight requests finish.",
+    ]
+    return lines
+
+
+def run_uvicorn(config: Any, sock: socket.socket) -> None:
+    """Serve ``config`` on ``sock`` (one process, or ``config.workers`` worker processes).
+
+    What ``uvicorn.run`` does after binding, with our own listening socket.
+    """
+    import sys
+
+    from uvicorn.server import Server
+    from uvicorn.supervisors import Multiprocess
+
+    server = Server(config=config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            config.load_app()
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:  # pragma: no cover - uvicorn handles the signals itself
+        pass
+    if config.workers == 1 and not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE: the app's startup failed (logged above)
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
-    port: int = typer.Option(8080, "--port", help="TCP port to listen on."),
+    port: int = typer.Option(
+        8080, "--port", min=0, max=65535, help="TCP port to listen on (0: any free port)."
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -28,7 +115,9 @@ def serve(
 ) -> None:
     """Serve the gateway (OpenAI- and Anthropic-compatible) and the Metis API.
 
-    The database comes from METIS_DATABASE_URL (SQLite in METIS_HOME by
+    Prints the URLs it listens on (the actual port, also for --port 0) and
+    what is on: gateway, API, dashboard, sync scheduler, cron trigger. The
+    database comes from METIS_DATABASE_URL (SQLite in METIS_HOME by
     default); run `metis init` first, and `metis db upgrade` after an upgrade:
     on a database that is not at this version's schema serve exits at once
     with an error. METIS_ADMIN_TOKEN and METIS_CRON_SECRET, when set, need at
@@ -45,6 +134,7 @@ def serve(
     from metis.cli._common import ready_engine
     from metis.config import check_secret_strength, get_settings
     from metis.gateway.limits import HTTP
+    from metis.ingest.settings import get_ingest_settings
 
     s = get_settings()  # fail early with a clear error on a bad METIS_* value
     check_secret_strength(s)
@@ -58,7 +148,7 @@ def serve(
     # Interpreter tuning for a dedicated server process (GC freeze, GIL switch
     # interval; see metis.gateway.app._tune_interpreter). Inherited by workers.
     os.environ["METIS_SERVER_TUNING"] = "1"
-    uvicorn.run(
+    config = uvicorn.Config(
         "metis.server:create_app",
         factory=True,
         host=host,
@@ -71,3 +161,12 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=30,
     )
+    sock = listen(host, port, config.backlog)
+    try:
+        url = base_url(sock)
+        scheduler = get_ingest_settings().ingest_scheduler
+        for line in banner(url, workers=workers, scheduler=scheduler, settings=s):
+            typer.echo(line)
+        run_uvicorn(config, sock)
+    finally:
+        sock.close()

@@ -4,13 +4,19 @@ import typer
 
 from metis.errors import ValidationError
 
-app = typer.Typer(help="The local OpenAI/Anthropic provider simulator.", no_args_is_help=True)
+app = typer.Typer(
+    help="The local OpenAI/Anthropic provider simulator.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
-    port: int = typer.Option(8090, "--port", help="TCP port to listen on."),
+    port: int = typer.Option(
+        8090, "--port", min=0, max=65535, help="TCP port to listen on (0: any free port)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for token counts and generated text."),
     history_days: int = typer.Option(
         0,
@@ -47,6 +53,17 @@ def serve(
         faults = [parse_spec(f) for f in fault]
     except FaultError as exc:
         raise ValidationError(str(exc)) from exc
+    from metis.cli.serve import base_url, listen
+
     app = create_app(seed=seed, history_days=history_days, faults=faults)
-    typer.echo(f"metis simulator on http://{host}:{port} (seed {seed}, history {history_days} d)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    sock = listen(host, port, config.backlog)
+    try:
+        url = base_url(sock)
+        typer.echo(f"metis simulator listening on {url} (seed {seed}, history {history_days} d)")
+        typer.echo(f"  OpenAI:    base_url {url}/v1, any sk-... key (admin reports: sk-admin-...)")
+        typer.echo(f"  Anthropic: base_url {url}, any sk-ant-... key (admin: sk-ant-admin...)")
+        typer.echo(f"  control:   {url}/_sim/ground_truth, POST /_sim/faults and /_sim/reset")
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

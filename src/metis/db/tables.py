@@ -58,6 +58,9 @@ users = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("forgotten_at", UTCDateTime, nullable=True),
+    # Optional hard caps (nano-USD) over all the user's keys: UTC day / calendar month.
+    Column("daily_cap_nanousd", BigInteger, nullable=True),
+    Column("monthly_cap_nanousd", BigInteger, nullable=True),
 )
 
 teams = Table(
@@ -101,7 +104,7 @@ provider_credentials = Table(
     Column("project_id", String(200), nullable=True),
     Column("base_url", Text, nullable=True),
     # The upstream's API family (metis.gateway.upstreams); NULL on rows older than
-    # migration 0003 means the provider's own family (openai / anthropic).
+    # migration 0004 means the provider's own family (openai / anthropic).
     Column("family", String(32), nullable=True),
     # genai-prices provider id pricing its models; NULL: the family's default.
     Column("price_provider", String(64), nullable=True),

@@ -236,7 +236,7 @@ class Gateway(CallPath):
     ) -> Resolved | None:
         """The key's snapshot and principal, or None after answering 401 in ``shape``."""
         try:
-            return self.keys.resolve(http_io.token(headers))
+            return await self.keys.authenticate(http_io.token(headers))
         except AuthFailure as e:
             await http_io.error(send, shape, "authentication_error", str(e), rid)
             return None
@@ -277,4 +277,26 @@ def install(comps: Any) -> Gateway:
     comps.startup.append(gw.startup)
     comps.shutdown.append(gw.shutdown)
     comps.gateway = gw
+    _forget_hooks(comps, gw)
     return gw
+
+
+def _forget_hooks(comps: Any, gw: Gateway) -> None:
+    """``POST /analytics/user/{id}/forget`` in this process: flush the buffer first (the
+    answer counts those rows), drop the user's cached keys after (issue 18 #5)."""
+
+    def on_loop(coro: Any) -> None:
+        if gw.loop is None or gw.loop.is_closed() or not gw.loop.is_running():
+            coro.close()
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(coro, gw.loop).result(10)
+        except Exception:  # the rows still get pseudonymized when they are written
+            log.warning("forget: gateway hook failed", exc_info=True)
+
+    async def drop(user_id: str) -> None:
+        gw.keys.drop_user(user_id)
+
+    state = comps.api.state
+    state.metis_before_forget = [lambda: on_loop(gw.writer.flush())]
+    state.metis_after_forget = [lambda uid: on_loop(drop(uid))]

@@ -99,5 +99,6 @@ def _scopes_for(snap: Any, now: datetime) -> list[ScopedCap]:
         user_daily_cap=getattr(snap, "user_daily_cap_nanousd", None),
         team_daily_cap=getattr(snap, "team_daily_cap_nanousd", None),
         team_monthly_cap=getattr(snap, "team_monthly_cap_nanousd", None),
+        user_monthly_cap=getattr(snap, "user_monthly_cap_nanousd", None),
         now=now,
     )

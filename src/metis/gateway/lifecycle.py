@@ -193,7 +193,7 @@ class CallPath:
         _REQ[shape].inc()
         headers = dict(scope["headers"])
         try:
-            resolved = self.keys.resolve(http_io.token(headers))
+            resolved = await self.keys.authenticate(http_io.token(headers))
         except AuthFailure as e:
             await self._error(send, shape, "authentication_error", str(e), rid)
             return

@@ -40,6 +40,19 @@ class CallFacts:
     metadata: dict[str, Any] | None = None
 
 
+def billed_requests(http_status: int) -> int:
+    """How many model requests the provider billed for a call: 1 if it answered, else 0.
+
+    A call the upstream refused or failed (a 4xx/5xx answer, a timeout, no
+    connection) ran no model and is in no provider's request count, so its
+    record carries ``request_count = 0`` (it still counts as an error record):
+    billed calls and errors are reported apart, and a provider's request
+    count reconciles against the gateway's. A stream that broke after a 2xx
+    answer did run, and counts.
+    """
+    return 1 if http_status < 400 else 0
+
+
 def usage_record(f: CallFacts) -> UsageRecord:
     p = f.principal
     t = f.tokens
@@ -59,7 +72,7 @@ def usage_record(f: CallFacts) -> UsageRecord:
         cached_input_tokens=t.cached,
         cache_creation_input_tokens=t.cache_creation,
         reasoning_tokens=t.reasoning,
-        request_count=1,
+        request_count=billed_requests(f.http_status),
         cost_nanousd=f.priced.cost_nanousd or 0,
         cost_source=f.priced.cost_source,
         pricing_version=f.priced.pricing_version,

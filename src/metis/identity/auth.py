@@ -85,6 +85,8 @@ class KeySnapshot(msgspec.Struct, frozen=True):
     team_disabled: bool
     team_daily_cap_nanousd: int | None
     team_monthly_cap_nanousd: int | None
+    user_daily_cap_nanousd: int | None = None
+    user_monthly_cap_nanousd: int | None = None
 
     def principal(self) -> Principal:
         """The principal this key asserts (no validity check: see `check`)."""
@@ -124,6 +126,8 @@ def _snapshot_query() -> Select[Any]:
             teams.c.disabled.label("team_disabled"),
             teams.c.daily_cap_nanousd.label("team_daily"),
             teams.c.monthly_cap_nanousd.label("team_monthly"),
+            users.c.daily_cap_nanousd.label("user_daily"),
+            users.c.monthly_cap_nanousd.label("user_monthly"),
         )
         .join(workspaces, workspaces.c.id == gateway_keys.c.workspace_id)
         .outerjoin(users, users.c.id == gateway_keys.c.user_id)
@@ -147,7 +151,17 @@ def _snapshot(r: Row[Any]) -> KeySnapshot:
         team_disabled=bool(row["team_disabled"]),
         team_daily_cap_nanousd=row["team_daily"],
         team_monthly_cap_nanousd=row["team_monthly"],
+        user_daily_cap_nanousd=row["user_daily"],
+        user_monthly_cap_nanousd=row["user_monthly"],
     )
+
+
+def load_key_snapshot(conn: Connection, digest: str) -> KeySnapshot | None:
+    """The snapshot of the key whose secret has SHA-256 ``digest`` (one indexed lookup)."""
+    row = conn.execute(_snapshot_query().where(gateway_keys.c.secret_sha256 == digest)).first()
+    if row is None or not hmac.compare_digest(str(row.secret_sha256), digest):
+        return None
+    return _snapshot(row)
 
 
 def load_key_snapshots(conn: Connection) -> dict[str, KeySnapshot]:

@@ -16,10 +16,10 @@ from sqlalchemy import Connection, func, select, update
 
 from metis.db.tables import gateway_keys
 from metis.errors import ConflictError, NotFoundError, ValidationError
-from metis.events import GatewayKeyIssued, GatewayKeyRevoked, append_event
+from metis.events import GatewayKeyIssued, GatewayKeyRevoked, GatewayKeyUpdated, append_event
 from metis.identity.auth import hash_secret
 from metis.identity.records import GatewayKey, Team, User, key_from_row
-from metis.identity.teams import add_team, find_team
+from metis.identity.teams import KEEP, _Keep, add_team, find_team
 from metis.identity.users import add_user, find_user
 from metis.identity.validate import check_alias, check_cap_nanousd, check_team_name
 from metis.ids import new_id
@@ -252,6 +252,62 @@ def revoke_key(
         workspace_id=key.workspace_id,
         user_id=key.user_id,
         team_id=key.team_id,
+    )
+    versions.bump(conn, "identity")
+    return get_key(conn, key.id), True
+
+
+def rebind_key(
+    conn: Connection,
+    key_id: str,
+    *,
+    user: str | _Keep | None = KEEP,
+    team: str | _Keep | None = KEEP,
+) -> tuple[GatewayKey, bool]:
+    """Bind an existing key to another user and/or team; returns ``(record, changed)``.
+
+    ``user``/``team``: an id, alias/name, None to unbind, `KEEP` (default) to
+    leave as is. The user/team must exist and be enabled (`NotFoundError`,
+    `ConflictError`); a revoked key cannot be rebound. A change appends one
+    ``gateway.key_updated`` event (ids before and after) and bumps the
+    ``identity`` version, so the gateway stamps the new binding from its next
+    request on; usage recorded before keeps the binding it was stamped with
+    (so a window spanning the change reports ``partial_coverage``).
+    """
+    if isinstance(user, _Keep) and isinstance(team, _Keep):
+        raise ValidationError("nothing to change: give --user and/or --team")
+    key = get_key(conn, key_id)
+    if key.revoked:
+        raise ConflictError(f"gateway key {key.id} is revoked; issue a new key instead")
+    user_id, team_id = key.user_id, key.team_id
+    if not isinstance(user, _Keep):
+        u = check_user_ref(conn, user, False) if user is not None else None
+        user_id = u.id if u is not None else None
+    if not isinstance(team, _Keep):
+        t = check_team_ref(conn, team, False) if team is not None else None
+        team_id = t.id if t is not None else None
+    if (user_id, team_id) == (key.user_id, key.team_id):
+        return key, False
+    now = utcnow()
+    conn.execute(
+        update(gateway_keys)
+        .where(gateway_keys.c.id == key.id)
+        .values(user_id=user_id, team_id=team_id)
+    )
+    append_event(
+        conn,
+        GatewayKeyUpdated(
+            key_id=key.id,
+            user_id=user_id,
+            team_id=team_id,
+            previous_user_id=key.user_id,
+            previous_team_id=key.team_id,
+            updated_at=iso(now),
+        ),
+        ts=now,
+        workspace_id=key.workspace_id,
+        user_id=user_id,
+        team_id=team_id,
     )
     versions.bump(conn, "identity")
     return get_key(conn, key.id), True

@@ -19,6 +19,8 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     ``alias`` is the short, unique handle used by ``--user``. ``email`` is PII
     and lives only in the users table; ``email_sha256`` is derived from the
     normalized (trimmed, lower-cased) email. Neither ever goes into an event.
+    Caps are optional hard caps in nano-USD over all the user's keys (UTC day,
+    UTC calendar month), enforced like a team's.
     """
 
     id: str
@@ -28,6 +30,8 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     email_sha256: str | None
     created_at: datetime
     disabled: bool
+    daily_cap_nanousd: int | None = None
+    monthly_cap_nanousd: int | None = None
 
 
 class Team(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,6 +74,8 @@ def user_from_row(r: Any) -> User:
         email_sha256=r["email_sha256"],
         created_at=r["created_at"],
         disabled=bool(r["disabled"]),
+        daily_cap_nanousd=r["daily_cap_nanousd"],
+        monthly_cap_nanousd=r["monthly_cap_nanousd"],
     )
 
 

@@ -13,8 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from metis.db.tables import users
 from metis.errors import ConflictError, NotFoundError, ValidationError
 from metis.identity.records import User, user_from_row
+from metis.identity.teams import KEEP, _Keep
 from metis.identity.validate import (
     check_alias,
+    check_cap_nanousd,
     check_display_name,
     email_sha256,
     normalize_email,
@@ -26,10 +28,21 @@ from metis.timeutil import utcnow
 
 
 def add_user(
-    conn: Connection, name: str, *, email: str | None = None, alias: str | None = None
+    conn: Connection,
+    name: str,
+    *,
+    email: str | None = None,
+    alias: str | None = None,
+    daily_cap_nanousd: int | None = None,
+    monthly_cap_nanousd: int | None = None,
 ) -> User:
-    """Create a user; ``alias`` defaults to a slug of ``name`` and must be unique."""
+    """Create a user; ``alias`` defaults to a slug of ``name`` and must be unique.
+
+    Caps are optional hard caps in nano-USD (UTC day / UTC calendar month).
+    """
     display = check_display_name(name)
+    daily = check_cap_nanousd(daily_cap_nanousd, "daily cap")
+    monthly = check_cap_nanousd(monthly_cap_nanousd, "monthly cap")
     if alias is None:
         alias = slugify(display)
         if not alias:
@@ -50,6 +63,8 @@ def add_user(
         email_sha256=email_sha256(clean_email) if clean_email else None,
         created_at=utcnow(),
         disabled=False,
+        daily_cap_nanousd=daily,
+        monthly_cap_nanousd=monthly,
     )
     try:
         with conn.begin_nested():
@@ -62,6 +77,8 @@ def add_user(
                     email_sha256=user.email_sha256,
                     created_at=user.created_at,
                     disabled=False,
+                    daily_cap_nanousd=daily,
+                    monthly_cap_nanousd=monthly,
                 )
             )
     except IntegrityError:  # a concurrent writer took the alias
@@ -114,5 +131,32 @@ def set_email(conn: Connection, ref: str, email: str | None) -> User:
         .where(users.c.id == user.id)
         .values(email=clean, email_sha256=email_sha256(clean) if clean else None)
     )
+    versions.bump(conn, "identity")
+    return get_user(conn, user.id)
+
+
+def set_caps(
+    conn: Connection,
+    ref: str,
+    *,
+    daily_cap_nanousd: int | _Keep | None = KEEP,
+    monthly_cap_nanousd: int | _Keep | None = KEEP,
+) -> User:
+    """Change a user's hard caps: an int sets, None clears, `KEEP` (default) leaves as is.
+
+    The caps count the user's spend over all their keys (``user_daily`` per UTC
+    day, ``user_monthly`` per UTC calendar month), are enforced by the gateway
+    like team caps (429 with ``scope``), and take effect on its next request
+    (the identity version moves).
+    """
+    values: dict[str, int | None] = {}
+    if not isinstance(daily_cap_nanousd, _Keep):
+        values["daily_cap_nanousd"] = check_cap_nanousd(daily_cap_nanousd, "daily cap")
+    if not isinstance(monthly_cap_nanousd, _Keep):
+        values["monthly_cap_nanousd"] = check_cap_nanousd(monthly_cap_nanousd, "monthly cap")
+    if not values:
+        raise ValidationError("nothing to change: give a daily and/or monthly cap")
+    user = get_user(conn, ref)
+    conn.execute(update(users).where(users.c.id == user.id).values(**values))
     versions.bump(conn, "identity")
     return get_user(conn, user.id)

@@ -1,13 +1,22 @@
-"""Structured JSON log lines for ingestion, with secrets redacted.
+"""Structured log lines for ingestion, with secrets redacted.
 
-`get_logger` returns a structlog logger writing one JSON object per line to
-stderr, independent of any global structlog configuration. A redaction
-processor drops values of secret-looking keys (``secret``, ``token``,
-``api_key``, ``authorization``, ``password``, ``x-api-key``) and replaces any
-registered secret value (`register_secret`) wherever it appears in a string.
+`get_logger` returns a structlog logger writing one line per event to
+stderr, independent of any global structlog configuration: a JSON object
+with ``METIS_LOG_FORMAT=json`` (for log shippers and journald), else a
+human line (``warning: ingest.window_failed credential_id=… error=…``). The
+CLI picks for its own run with `use_cli_format`: JSON lines only with
+``--json`` or ``METIS_LOG_FORMAT=json``, and human lines (warnings and
+errors, unless ``METIS_LOG_LEVEL`` is set) otherwise, so a terminal never
+fills with JSON.
+
+A redaction processor drops values of secret-looking keys (``secret``,
+``token``, ``api_key``, ``authorization``, ``password``, ``x-api-key``) and
+replaces any registered secret value (`register_secret`) wherever it appears
+in a string, in both formats.
 """
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -91,7 +100,36 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def _level() -> int:
+# The CLI's choice for this process (`use_cli_format`); None = the settings decide.
+_cli_json: bool | None = None
+
+
+def use_cli_format(*, json_lines: bool) -> None:
+    """Set how this CLI process logs: JSON lines (``--json``) or the settings' choice.
+
+    Without ``--json`` the format is JSON only when ``METIS_LOG_FORMAT=json``;
+    human lines then show warnings and errors unless ``METIS_LOG_LEVEL`` is
+    set (the command prints its own summary of what went right).
+    """
+    global _cli_json
+    _cli_json = json_lines
+
+
+def log_format() -> str:
+    """``json`` or ``console`` for the next logger (see the module docstring)."""
+    if _cli_json:
+        return "json"
+    try:
+        from metis.config import get_settings
+
+        return get_settings().log_format
+    except Exception:  # a bad setting is reported elsewhere
+        return "console"
+
+
+def _level(fmt: str) -> int:
+    if _cli_json is False and fmt == "console" and "METIS_LOG_LEVEL" not in os.environ:
+        return logging.WARNING
     try:
         from metis.config import get_settings
 
@@ -100,15 +138,32 @@ def _level() -> int:
         return logging.INFO
 
 
-def get_logger(stream: TextIO | None = None) -> Any:
-    """A JSON-lines logger for ingestion (stderr by default), filtered by ``METIS_LOG_LEVEL``."""
+def human_line(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
+    """structlog renderer: ``level: event key=value …`` (no timestamp: a terminal has one)."""
+    level = event.pop("level", "info")
+    name = event.pop("event", "")
+    for k in ("timestamp", "logger"):
+        event.pop(k, None)
+    rest = " ".join(f"{k}={v}" for k, v in sorted(event.items()))
+    return f"{level}: {name}" + (f" {rest}" if rest else "")
+
+
+def get_logger(stream: TextIO | None = None, fmt: str | None = None) -> Any:
+    """A logger for ingestion (stderr by default), filtered by ``METIS_LOG_LEVEL``.
+
+    ``fmt`` (``json`` or ``console``) defaults to `log_format`.
+    """
+    fmt = fmt or log_format()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=True) if fmt == "json" else human_line
+    )
     return structlog.wrap_logger(
         structlog.PrintLogger(stream or sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(_level()),
+        wrapper_class=structlog.make_filtering_bound_logger(_level(fmt)),
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
-            structlog.processors.JSONRenderer(sort_keys=True),
+            renderer,
         ],
     ).bind(logger="metis.ingest")

@@ -8,9 +8,12 @@ bookkeeping, in ONE transaction:
 - `metis.ledger.upsert.upsert_usage` (replays are no-ops, revisions replace),
 - removal of records of that credential and window that the provider no
   longer reports (e.g. a cost-only record that now matches a usage row),
-- the ``sync_windows`` row (this window is complete) and the credential's
-  cursor in ``sync_cursors`` (``complete_through`` = end of the latest
-  complete window, ``last_success_at``).
+- the ``sync_windows`` row (this window was fetched whole, at ``completed_at``)
+  and the credential's cursor in ``sync_cursors`` (``complete_through`` = end
+  of the latest window fetched after it ended, ``last_success_at``). A day
+  fetched while still in progress (``completed_at`` before its end) is a lower
+  bound, not complete: it does not move ``complete_through``, and the
+  reconciled view flags it ``provider_lagging``.
 
 A failed window (after retries, `metis.ingest.providers.http`) writes
 nothing: the run stops there, the cursor stays where it was, and the error is
@@ -76,6 +79,7 @@ class WindowOutcome:
     unchanged: int = 0
     removed: int = 0
     cost_only: int = 0
+    cost_unallocated: int = 0
     error: str | None = None
 
 
@@ -252,9 +256,12 @@ def _commit_window(
                 )
             )
         cur = _cursor(conn, cred.id)
-        through = end
-        if cur is not None and cur["complete_through"] is not None:
-            through = max(through, cur["complete_through"])
+        # A day still in progress is never complete: only a window fetched after
+        # it ended moves the cursor (a value past now was written before issue 18).
+        through: datetime | None = end if now >= end else None
+        prev = cur["complete_through"] if cur is not None else None
+        if prev is not None and prev <= now:
+            through = prev if through is None else max(through, prev)
         _set_cursor(conn, cred.id, complete_through=through, last_success_at=now)
     return counts.inserted, counts.updated, counts.unchanged, removed
 
@@ -292,6 +299,7 @@ def _finish_run(engine: Engine, out: RunOutcome) -> None:
                 "unchanged": w.unchanged,
                 "removed": w.removed,
                 "cost_only": w.cost_only,
+                "cost_unallocated": w.cost_unallocated,
                 **({"error": w.error} if w.error else {}),
             }
             for w in out.windows
@@ -459,6 +467,7 @@ async def sync_credential(
                         on_window(cred, w)
                     continue
                 w.status, w.cost_only = "ok", st.cost_only_records
+                w.cost_unallocated = st.cost_unallocated
                 out.pages += w.pages
                 out.stored += w.stored
                 out.updated += w.updated

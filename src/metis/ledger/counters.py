@@ -1,7 +1,7 @@
 """Spend counters for hard caps: in memory on the hot path, leased from the database.
 
 Each counter is keyed ``(scope, scope_id, period)`` with scope ``key_daily``,
-``user_daily``, ``team_daily`` or ``team_monthly`` and period ``YYYY-MM-DD`` /
+``user_daily``, ``user_monthly``, ``team_daily`` or ``team_monthly`` and period ``YYYY-MM-DD`` /
 ``YYYY-MM`` (UTC). The ``spend_counters`` row holds ``spent_nanousd`` (settled
 spend of every gateway process) and ``reserved_nanousd`` (cap budget currently
 *leased* to gateway processes and not yet spent).
@@ -70,9 +70,10 @@ from sqlalchemy.exc import DBAPIError
 
 from metis.alerts.engine import check_budget_crossings
 from metis.db.tables import spend_counters
+from metis.identity.forgotten import pseudonyms_for_forgotten
 from metis.timeutil import day_key, month_key, utcnow
 
-Scope = Literal["key_daily", "user_daily", "team_daily", "team_monthly"]
+Scope = Literal["key_daily", "user_daily", "user_monthly", "team_daily", "team_monthly"]
 CounterKey = tuple[str, str, str]  # (scope, scope_id, period)
 
 REFRESH_INTERVAL_S = 1.0
@@ -136,6 +137,7 @@ def scopes_for(
     team_daily_cap: int | None,
     team_monthly_cap: int | None,
     now: datetime,
+    user_monthly_cap: int | None = None,
 ) -> list[ScopedCap]:
     """The counters a request by this principal charges (UTC day / month)."""
     day, month = day_key(now), month_key(now)
@@ -145,6 +147,7 @@ def scopes_for(
         out.append(ScopedCap("key_daily", key_id, day, key_daily_cap, nd))
     if user_id:
         out.append(ScopedCap("user_daily", user_id, day, user_daily_cap, nd))
+        out.append(ScopedCap("user_monthly", user_id, month, user_monthly_cap, nm))
     if team_id:
         out.append(ScopedCap("team_daily", team_id, day, team_daily_cap, nd))
         out.append(ScopedCap("team_monthly", team_id, month, team_monthly_cap, nm))
@@ -411,6 +414,12 @@ def _grant_tx(
     Returns (granted, spent). Granted is 0 when the row has no headroom.
     """
     with engine.begin() as conn:
+        # A forgotten user's counter is never written under their id again (a
+        # request through another gateway process before it dropped their keys):
+        # pending spend goes to a pseudonym, and no budget is granted.
+        gone = {}
+        if key[0] in ("user_daily", "user_monthly"):
+            gone = pseudonyms_for_forgotten(conn, [key[1]])
         # One upsert applies the pending change and makes sure the row exists
         # (on SQLite it also takes the write lock before the read below).
         conn.execute(
@@ -418,7 +427,7 @@ def _grant_tx(
             [
                 {
                     "scope": key[0],
-                    "scope_id": key[1],
+                    "scope_id": gone.get(key[1], key[1]),
                     "period": key[2],
                     "spent_nanousd": pending.spent,
                     "reserved_nanousd": pending.reserved,
@@ -426,6 +435,8 @@ def _grant_tx(
                 }
             ],
         )
+        if gone:
+            return 0, 0
         cond = and_(
             spend_counters.c.scope == key[0],
             spend_counters.c.scope_id == key[1],

@@ -25,6 +25,12 @@ reconciliation", user docs in docs/reconciliation.md):
    ``drift`` and the provider total still stands. If every provider row of the
    cell has ``cost_source = none`` the provider reported no money: the
    attributed cost stands and the cell is flagged ``provider_cost_unknown``.
+   A day still in progress when its covering sync ran (``provider_lagging``)
+   is a lower bound: per measure the larger of provider-so-far and attributed
+   stands, and nothing is drift. A day's unallocated provider cost (a
+   cost-only row of model ``unallocated``) gives the cells whose provider
+   usage came without cost their attributed cost (``cost_unallocated``,
+   `_absorb_unallocated`), keeping the day's total the provider's.
 3. Uncovered cells: ``gateway + plugin`` stand as they are.
 
 The per-cell source totals come from the rollups: gateway rows from
@@ -118,6 +124,10 @@ class Totals:
         """Per measure ``max(self − other, 0)``; rows are not carried."""
         return Totals(*[max(getattr(self, m) - getattr(other, m), 0) for m in MEASURES])
 
+    def maxed(self, other: "Totals") -> "Totals":
+        """Per measure ``max(self, other)``; rows are not carried."""
+        return Totals(*[max(getattr(self, m), getattr(other, m)) for m in MEASURES])
+
     def is_zero(self) -> bool:
         return not any(getattr(self, m) for m in MEASURES)
 
@@ -151,6 +161,11 @@ class Cell:
     @property
     def has_drift(self) -> bool:
         return not self.drift.is_zero()
+
+    @property
+    def lagging(self) -> bool:
+        """Covered by a sync that ran before the day ended: the provider's figure may grow."""
+        return LAGGING in self.flags
 
     @property
     def key(self) -> tuple[str, str, str, date]:
@@ -256,6 +271,23 @@ def _coverage(
     return out
 
 
+def lagging_days(
+    conn: Connection, start: date, end: date, workspace_id: str | None = None
+) -> list[tuple[str, str, date, datetime]]:
+    """(workspace, provider, day, synced at) of the covered days still a lower bound.
+
+    The days of ``[start, end)`` whose covering sync ran before the day ended
+    (today, usually): their cells are ``provider_lagging``. Surfaces showing a
+    reconciled figure for such a day say "as of sync HH:MM" with this time.
+    """
+    cov = _coverage(conn, start, end, workspace_id)
+    return sorted(
+        (ws, prov, d, at)
+        for (ws, prov, d), at in cov.items()
+        if at < day_start(d + timedelta(days=1))
+    )
+
+
 def _totals_of(vals: Sequence[Any], n: Any) -> Totals:
     """Totals from `MEASURES` values in order and a row count."""
     i, o, ci, cc, r, q, c = (int(v or 0) for v in vals)
@@ -266,6 +298,15 @@ def _totals(row: Any) -> Totals:
     return Totals(**{m: int(row[m] or 0) for m in MEASURES}, rows=int(row["n"] or 0))
 
 
+LAGGING = "provider_lagging"
+COST_UNALLOCATED = "cost_unallocated"
+COST_COMPUTED = "provider_cost_computed"
+UNALLOCATED_MODELS = frozenset({"unallocated", "unattributed"})
+"""Models of provider cost-only rows no model could be matched to
+(`metis.ingest.providers.base.UNALLOCATED_MODEL`; rows synced before issue 18
+used ``unattributed``)."""
+
+
 def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
     attributed = cell.gateway + cell.plugin
     flags: list[str] = []
@@ -273,11 +314,17 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
         return replace(cell, attributed=attributed, reconciled=attributed, flags=())
     prov = cell.provider_reported
     flags.append("provider_covered")
-    if synced_at < day_start(cell.day + timedelta(days=1)):
-        flags.append("provider_partial_day")
-    reconciled = prov
     unattributed = prov.minus_clamped(attributed)
-    drift = attributed.minus_clamped(prov)
+    if synced_at < day_start(cell.day + timedelta(days=1)):
+        # The day was still in progress when the provider reported it: its
+        # figure is a lower bound that can only grow, so per measure the larger
+        # of provider-so-far and attributed stands, and nothing is drift.
+        flags.append(LAGGING)
+        reconciled = prov.maxed(attributed)
+        drift = ZERO
+    else:
+        reconciled = prov
+        drift = attributed.minus_clamped(prov)
     # Measures the provider did not report: its 0 is no figure, so the
     # attributed one stands and nothing is unattributed or drifting there.
     own = set(unreported_measures(cell.provider))
@@ -302,6 +349,94 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
         reconciled=reconciled,
         flags=tuple(flags),
     )
+
+
+def _with_cost(t: Totals, cost: int) -> Totals:
+    return replace(t, cost_nanousd=cost)
+
+
+def _reflag(cell: Cell, add: Sequence[str] = ()) -> Cell:
+    """Recompute the ``unattributed``/``drift`` flags from the figures; add ``add``."""
+    keep = [f for f in cell.flags if f not in ("unattributed", "drift")]
+    keep.extend(f for f in add if f not in keep)
+    if not cell.unattributed.is_zero():
+        keep.append("unattributed")
+    if not cell.drift.is_zero():
+        keep.append("drift")
+    return replace(cell, flags=tuple(keep))
+
+
+def _absorb_unallocated(cells: list[Cell]) -> list[Cell]:
+    """Attribute a day's unallocated provider cost to the cells whose cost it holds.
+
+    A provider cost row that no model could be matched to (OpenAI's
+    organisation-level ``costs`` result with ``line_item: null``) is a
+    cost-only row of model ``unallocated``; the day's usage rows it covers got
+    no cost of their own (cost 0, ``provider_reported``: the cost report covers
+    the day, so nothing is priced on top). Per covered (workspace, provider,
+    day), the attributed cost of the cells whose provider usage came without
+    cost (``cost_unallocated``) is taken out of that pool: those cells keep
+    their attributed cost, the pool keeps the rest as unattributed, and the
+    day's total is still the provider's. A closed day whose attributed cost
+    exceeds the pool is left as it is (the provider's total stands, the cells
+    show drift); on a day in progress (``provider_lagging``) the pool is a
+    lower bound, so at most all of it is taken and the day is the larger of
+    the two.
+    """
+    days: dict[tuple[str, str, date], list[int]] = {}
+    for i, c in enumerate(cells):
+        if c.covered:
+            days.setdefault((c.workspace_id, c.provider, c.day), []).append(i)
+    for idx in days.values():
+        pool = [
+            i
+            for i in idx
+            if cells[i].model in UNALLOCATED_MODELS
+            and cells[i].provider_reported.cost_nanousd > 0
+            and cells[i].attributed.is_zero()
+        ]
+        takers = [
+            i
+            for i in idx
+            if i not in pool
+            and not cells[i].provider_cost_unknown
+            and cells[i].provider_reported.cost_nanousd == 0
+            and cells[i].provider_reported.rows > 0
+            and cells[i].attributed.cost_nanousd > 0
+        ]
+        if not pool or not takers:
+            continue
+        left = sum(cells[i].reconciled.cost_nanousd for i in pool)
+        wanted = sum(cells[i].attributed.cost_nanousd for i in takers)
+        lagging = cells[idx[0]].lagging
+        if wanted > left and not lagging:
+            continue
+        take = min(wanted, left)
+        for i in takers:
+            c = cells[i]
+            a = c.attributed.cost_nanousd
+            cells[i] = _reflag(
+                replace(
+                    c,
+                    reconciled=_with_cost(c.reconciled, a),
+                    drift=_with_cost(c.drift, 0),
+                    unattributed=_with_cost(c.unattributed, 0),
+                ),
+                (COST_UNALLOCATED,),
+            )
+        for i in pool:
+            c = cells[i]
+            cut = min(take, c.reconciled.cost_nanousd)
+            take -= cut
+            cost = c.reconciled.cost_nanousd - cut
+            cells[i] = _reflag(
+                replace(
+                    c,
+                    reconciled=_with_cost(c.reconciled, cost),
+                    unattributed=_with_cost(c.unattributed, cost),
+                )
+            )
+    return cells
 
 
 CellKey = tuple[str, str, str, date]
@@ -444,6 +579,7 @@ def reconciled_cells(
     sources = _cell_sources_raw if from_raw else _cell_sources
     cells = sources(conn, start, end, workspace_id, via)
     coverage = _coverage(conn, start, end, workspace_id)
+    computed = _computed_cells(conn, start, end, workspace_id)
     out = []
     for k in sorted(cells):
         d = cells[k]
@@ -459,8 +595,38 @@ def reconciled_cells(
             provider_reported=d.get("provider", ZERO),
             provider_cost_unknown=bool(d.get("cost_unknown", False)),
         )
-        out.append(_settle(cell, coverage.get((k[0], k[1], k[3]))))
-    return out
+        settled = _settle(cell, coverage.get((k[0], k[1], k[3])))
+        if k in computed:
+            settled = replace(settled, flags=(*settled.flags, COST_COMPUTED))
+        out.append(settled)
+    return _absorb_unallocated(out)
+
+
+def _computed_cells(
+    conn: Connection, start: date, end: date, workspace_id: str | None
+) -> set[CellKey]:
+    """Cells holding a provider row whose cost was computed (genai-prices), not reported.
+
+    A provider's cost report lags its usage report: until the cost report
+    covers a day, the sync prices that day's usage itself (``cost_source =
+    computed``, `metis.ingest.providers.base`). Such cells are flagged
+    ``provider_cost_computed`` so a figure never passes for the invoice's.
+    Provider rows are daily buckets, so this reads few rows.
+    """
+    ur = usage_records
+    q = (
+        select(ur.c.workspace_id, ur.c.provider, ur.c.model, ur.c.usage_date)
+        .where(
+            ur.c.source == PROVIDER_SOURCE,
+            ur.c.usage_date >= start,
+            ur.c.usage_date < end,
+            ur.c.cost_source == "computed",
+        )
+        .distinct()
+    )
+    if workspace_id is not None:
+        q = q.where(ur.c.workspace_id == workspace_id)
+    return {(ws, prov, model, day) for ws, prov, model, day in conn.execute(q)}
 
 
 def standing_rows(
@@ -577,6 +743,10 @@ GROUPABLE = (*CELL_DIMS, "source", "user_id", "team_id", "gateway_key_id")
 IDENTITY_DIMS = ("user_id", "team_id", "gateway_key_id")
 UNATTRIBUTED_SOURCE = "unattributed"
 DRIFT_SOURCE = "drift_adjustment"
+RESIDUE_SOURCES = (UNATTRIBUTED_SOURCE, DRIFT_SOURCE)
+"""Sources of the reconciled view's synthetic rows: per covered cell, ``provider −
+attributed`` where positive, and ``−(attributed − provider)`` where attributed exceeds
+a closed day's provider figure."""
 
 
 def _split_days(start: datetime, end: datetime, now: datetime) -> tuple[date, date, list[Any]]:
@@ -642,7 +812,16 @@ def reconciled_aggregate(
     ws = filters.workspace_id
     ident = {d: getattr(filters, d, None) for d in IDENTITY_DIMS}
     source = getattr(filters, "source", None)
-    narrowed = source is not None or any(v is not None for v in ident.values())
+    by_identity = any(v is not None for v in ident.values())
+    residues = (
+        (UNATTRIBUTED_SOURCE, DRIFT_SOURCE)
+        if source is None
+        else (source,)
+        if source in RESIDUE_SOURCES
+        else ()
+    )
+    residues = () if by_identity else residues
+    standing_too = source not in RESIDUE_SOURCES
     merged: dict[tuple[Any, ...], Any] = {}
 
     def put(dims: dict[str, Any], vals: dict[str, int]) -> None:
@@ -678,13 +857,15 @@ def reconciled_aggregate(
             put({x: row[x] for x in cols}, vals)
 
     if d0 < d1:
-        if from_raw:
+        if not standing_too:
+            pass
+        elif from_raw:
             standing(d0, d1, ())
         else:
             narrow = {**ident, "source": source}
             for dims, vals in standing_rows(conn, d0, d1, ws, narrow, cols, via):
                 put(dims, vals)
-        if not narrowed:
+        if residues:
             for cell in reconciled_cells(conn, d0, d1, ws, urls, from_raw=from_raw):
                 base = {
                     "workspace_id": cell.workspace_id,
@@ -695,11 +876,13 @@ def reconciled_aggregate(
                     "team_id": None,
                     "gateway_key_id": None,
                 }
-                if not cell.unattributed.is_zero():
+                if UNATTRIBUTED_SOURCE in residues and not cell.unattributed.is_zero():
                     put({**base, "source": UNATTRIBUTED_SOURCE}, cell.unattributed.measures())
-                if cell.has_drift:
+                if DRIFT_SOURCE in residues and cell.has_drift:
                     neg = {m: -v for m, v in cell.drift.measures().items()}
                     put({**base, "source": DRIFT_SOURCE}, neg)
+    if not standing_too:
+        edges = []
     for a, b in edges:
         lo, hi = a.date(), (b - timedelta(microseconds=1)).date() + timedelta(days=1)
         rng = (usage_records.c.window_start >= a, usage_records.c.window_start < b)

@@ -50,7 +50,8 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Engine
 
-from metis.events import append_event_values, event_values
+from metis.events import EVENT_COLUMNS, append_event_values, event_values
+from metis.identity.forgotten import pseudonyms_for_forgotten
 from metis.ledger.counters import CounterKey, Delta, SpendCounters, apply_deltas
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
@@ -293,6 +294,50 @@ def _reason(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {lines[0] if lines else ''}"
 
 
+_USER_COL = EVENT_COLUMNS.index("user_id")
+_PAYLOAD_COL = EVENT_COLUMNS.index("payload")
+_USER_SCOPES = ("user_daily", "user_monthly")
+
+
+def _forget_forgotten(
+    conn: Connection,
+    records: list[UsageRecord],
+    rows: list[tuple[Any, ...]],
+    deltas: dict[CounterKey, Delta],
+) -> tuple[list[UsageRecord], list[tuple[Any, ...]], dict[CounterKey, Delta]]:
+    """The batch with every forgotten user's id replaced by a pseudonym (see
+    `metis.identity.forgotten`): a call completed before, or in flight during, a
+    ``forget`` is written without a link to the user. One indexed read per flush."""
+    ids = {r.user_id for r in records}
+    ids.update(row[_USER_COL] for row in rows)
+    ids.update(k[1] for k in deltas if k[0] in _USER_SCOPES)
+    gone = pseudonyms_for_forgotten(conn, ids)
+    if not gone:
+        return records, rows, deltas
+    records = [
+        msgspec.structs.replace(r, user_id=gone[r.user_id]) if r.user_id in gone else r
+        for r in records
+    ]
+    out_rows = []
+    for row in rows:
+        uid = row[_USER_COL]
+        payload = row[_PAYLOAD_COL]
+        for old, new in gone.items():
+            if isinstance(payload, str) and old in payload:
+                payload = payload.replace(f'"{old}"', f'"{new}"')
+        if uid in gone or payload is not row[_PAYLOAD_COL]:
+            cols = list(row)
+            cols[_USER_COL] = gone.get(uid, uid)
+            cols[_PAYLOAD_COL] = payload
+            row = tuple(cols)
+        out_rows.append(row)
+    out_deltas = {
+        ((k[0], gone[k[1]], k[2]) if k[0] in _USER_SCOPES and k[1] in gone else k): d
+        for k, d in deltas.items()
+    }
+    return records, out_rows, out_deltas
+
+
 class _ThreadSink:
     """The in-thread flush: a `_WriterConnection` used from a worker thread."""
 
@@ -338,6 +383,7 @@ class _WriterConnection:
             if self.conn is None:
                 self.conn = self.engine.connect()
             with self.conn.begin():
+                records, rows, deltas = _forget_forgotten(self.conn, records, rows, deltas)
                 if records:
                     upsert_usage(self.conn, records)
                 if rows:

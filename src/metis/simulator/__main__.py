@@ -3,13 +3,17 @@ without importing every other ``metis`` command group first (starts faster)."""
 
 import sys
 
+import typer
+
+from metis.cli.lazy import plain_help
 from metis.cli.simulator import app
 from metis.errors import MetisError
 
 
 def run() -> int:
+    command = plain_help(typer.main.get_command(app))  # the same plain --help as `metis`
     try:
-        app(prog_name="python -m metis.simulator", standalone_mode=False)
+        command.main(prog_name="python -m metis.simulator", standalone_mode=False)
     except MetisError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from metis.analytics.admin_tokens import verify
 from metis.analytics.deps import app_engine, app_settings, auth_throttle, client_address
 from metis.config import Settings
-from metis.web import pages, session
+from metis.web import insights, pages, session
 from metis.web.actions import router as actions_router
 from metis.web.http import (
     HERE,
@@ -59,6 +59,9 @@ PAGES: dict[str, tuple[Builder, str]] = {
     "keys": (pages.keys_and_users, "keys.html"),
     "reconciliation": (pages.reconciliation, "reconciliation.html"),
     "ingestion": (pages.ingestion, "ingestion.html"),
+    "forecast": (insights.forecast, "forecast.html"),
+    "savings": (insights.savings, "savings.html"),
+    "routing": (insights.routing, "routing.html"),
 }
 
 router = APIRouter(include_in_schema=False)
@@ -179,6 +182,7 @@ def _page(name: str, path: str, title: str) -> Callable[[Request], Response]:
                 workspace=qp.get("workspace"),
                 view=qp.get("view"),
                 stack=qp.get("stack"),
+                baseline=qp.get("baseline"),
             )
             ctx = build(conn, q)
             workspaces = list_workspaces(conn)

@@ -22,7 +22,7 @@ from metis.analytics.deps import app_settings
 from metis.errors import ConfigError, ConflictError, MetisError, NotFoundError
 from metis.web import session
 from metis.web.params import UIError
-from metis.web.tables import fmt_cell, fmt_usd
+from metis.web.tables import exact_usd, fmt_cell, fmt_usd
 
 HERE = Path(__file__).parent
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -36,6 +36,9 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("overview", "/ui", "Overview"),
     ("teams", "/ui/teams", "Teams"),
     ("keys", "/ui/keys", "Keys and users"),
+    ("forecast", "/ui/forecast", "Forecast"),
+    ("savings", "/ui/savings", "Savings and cache"),
+    ("routing", "/ui/routing", "Routing and reliability"),
     ("reconciliation", "/ui/reconciliation", "Reconciliation"),
     ("ingestion", "/ui/ingestion", "Ingestion"),
 )
@@ -47,7 +50,7 @@ env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-env.globals.update(fmt_cell=fmt_cell, fmt_usd=fmt_usd)
+env.globals.update(fmt_cell=fmt_cell, fmt_usd=fmt_usd, exact_usd=exact_usd)
 env.filters["exact"] = lambda v: "" if v is None else format(Decimal(v), "f")
 env.filters["plain"] = lambda v: "" if v is None else format(Decimal(v).normalize(), "f")
 

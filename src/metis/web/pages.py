@@ -9,11 +9,16 @@ also the CSV exports) and charts (`metis.web.charts`).
 
 Cap figures ("today vs caps") are the gateway's own spend, across all
 workspaces, for today and this month (UTC): exactly what the hard caps count
-(``/analytics/by_team?source=gateway&view=raw`` for the same period).
+(``/analytics/by_team?source=gateway&view=raw`` for the same period). Soft
+caps (routing rules, `metis.web.soft_caps`) are shown beside them.
+
+The rows without a user or team are explained where they appear
+(`metis.web.explain`): provider-reported spend that bypassed Metis versus
+keys and plugins without a user or team, with a link to the reconciliation.
 """
 
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,8 +33,10 @@ from metis.identity.teams import list_teams
 from metis.identity.users import list_users
 from metis.ingest.activity import list_activity
 from metis.ledger.reconcile import Totals, pushed_sources, reconciled_cells
-from metis.timeutil import day_start, utcnow
+from metis.timeutil import day_start, parse_iso, utcnow
+from metis.web import soft_caps
 from metis.web.charts import cap_bar, day_range, stacked_bars
+from metis.web.explain import no_group_note
 from metis.web.params import PageQuery
 from metis.web.tables import Column, Table, usd
 from metis.workspaces import list_workspaces
@@ -80,7 +87,7 @@ def _spend_chart(conn: Connection, q: PageQuery) -> tuple[Any, Table]:
         series = [(n, dict(per[n])) for n in keep] + [("other", dict(other))]
     else:
         series = [(n, dict(per[n])) for n in ordered]
-    days = day_range(q.start, q.end)
+    days = day_range(q.start, q.last)
     label = "team" if q.stack == "team" else "source"
     chart = stacked_bars(days, series, title=f"Spend per day by {label} ({q.view} view)")
     table = Table(
@@ -116,13 +123,25 @@ def _cost_table(
         Column("output_tokens", "output tokens", "int"),
     ]
     rows = res["data"]
+    note = None
     if group_by == "user":
         rows = [{**r, "display_name": r["display_name"] or "(no user)"} for r in rows]
-    return Table(id=table_id, title=title, columns=cols, rows=rows), res
+        note = no_group_note(conn, q, "user_id")
+    table = Table(id=table_id, title=title, columns=cols, rows=rows, note=note)
+    return table, res
 
 
 def _caps_tables(conn: Connection, today: date) -> list[Table]:
-    """Teams and keys with caps: today's (and this month's) gateway spend against them."""
+    """Teams and keys with caps: today's (and this month's) gateway spend against them.
+
+    Soft caps (routing rules) are drawn as ticks on the bars and listed beside them.
+    """
+    soft, _ = soft_caps.load()
+    t_soft_day, t_soft_month = (
+        soft_caps.of(soft, "team", "day"),
+        soft_caps.of(soft, "team", "month"),
+    )
+    k_soft = soft_caps.of(soft, "key", "day")
     t_day = {
         r["team_id"]: r for r in service.by_team(conn, today_window(today), GATEWAY, "raw")["data"]
     }
@@ -141,12 +160,21 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
                 "team_id": t.id,
                 "today_usd": today_usd,
                 "daily_cap_usd": usd(t.daily_cap_nanousd),
-                "daily_bar": cap_bar(today_usd, usd(t.daily_cap_nanousd), label=f"{t.name} today"),
+                "daily_bar": cap_bar(
+                    today_usd,
+                    usd(t.daily_cap_nanousd),
+                    label=f"{t.name} today",
+                    soft=soft_caps.thresholds(t_soft_day),
+                ),
                 "month_usd": month_usd,
                 "monthly_cap_usd": usd(t.monthly_cap_nanousd),
                 "monthly_bar": cap_bar(
-                    month_usd, usd(t.monthly_cap_nanousd), label=f"{t.name} this month"
+                    month_usd,
+                    usd(t.monthly_cap_nanousd),
+                    label=f"{t.name} this month",
+                    soft=soft_caps.thresholds(t_soft_month),
                 ),
+                "soft_caps": "; ".join(c.text() for c in t_soft_day + t_soft_month),
                 "disabled": t.disabled,
             }
         )
@@ -164,15 +192,97 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
                 "key_id": k.id,
                 "today_usd": spent,
                 "daily_cap_usd": usd(k.daily_cap_nanousd),
-                "daily_bar": cap_bar(spent, usd(k.daily_cap_nanousd), label=f"key {k.name}"),
+                "daily_bar": cap_bar(
+                    spent,
+                    usd(k.daily_cap_nanousd),
+                    label=f"key {k.name}",
+                    soft=soft_caps.thresholds(k_soft),
+                ),
+                "soft_caps": "; ".join(c.text() for c in k_soft),
             }
         )
     return [
+        *_user_caps_tables(conn, today),
         Table(
             id="team_caps",
             title=f"Teams today ({today.isoformat()}) and this month vs caps",
             columns=[
                 Column("team", "team"),
+                Column("daily_bar", "today vs daily cap", "bar"),
+                Column("monthly_bar", "month vs monthly cap", "bar"),
+                Column("soft_caps", "soft caps (routing rules)"),
+                # the bars' figures, exact, for the CSV
+                Column("team_id", "team id", hidden=True),
+                Column("today_usd", "today", "usd", hidden=True),
+                Column("daily_cap_usd", "daily cap", "usd", hidden=True),
+                Column("month_usd", "this month", "usd", hidden=True),
+                Column("monthly_cap_usd", "monthly cap", "usd", hidden=True),
+            ],
+            rows=team_rows,
+            empty="No team has a cap.",
+            note="Gateway spend across all workspaces: what the hard caps count. Dashed ticks "
+            "on the bars are soft caps: routing rules that send requests to cheaper models "
+            "from there.",
+        ),
+        Table(
+            id="key_caps",
+            title="Keys with a daily cap, today",
+            columns=[
+                Column("key", "key"),
+                Column("key_id", "key id", "id"),
+                Column("daily_bar", "today vs daily cap", "bar"),
+                Column("soft_caps", "soft caps (routing rules)"),
+                Column("today_usd", "today", "usd", hidden=True),
+                Column("daily_cap_usd", "daily cap", "usd", hidden=True),
+            ],
+            rows=key_rows,
+            empty="No active key has a daily cap.",
+        ),
+    ]
+
+
+def user_cap_rows(conn: Connection, today: date) -> list[dict[str, Any]]:
+    """Users with a cap: today's and this month's gateway spend against it (what caps count)."""
+    u_day = {
+        r["user_id"]: r
+        for r in service.cost(conn, today_window(today), GATEWAY, "raw", "user")["data"]
+    }
+    u_month = {
+        r["user_id"]: r
+        for r in service.cost(conn, month_window(today), GATEWAY, "raw", "user")["data"]
+    }
+    rows = []
+    for u in list_users(conn):
+        if u.daily_cap_nanousd is None and u.monthly_cap_nanousd is None:
+            continue
+        today_usd = _dec(u_day.get(u.id, {}).get("cost_usd"))
+        month_usd = _dec(u_month.get(u.id, {}).get("cost_usd"))
+        rows.append(
+            {
+                "user": u.alias,
+                "user_id": u.id,
+                "today_usd": today_usd,
+                "daily_cap_usd": usd(u.daily_cap_nanousd),
+                "daily_bar": cap_bar(today_usd, usd(u.daily_cap_nanousd), label=f"{u.alias} today"),
+                "month_usd": month_usd,
+                "monthly_cap_usd": usd(u.monthly_cap_nanousd),
+                "monthly_bar": cap_bar(
+                    month_usd, usd(u.monthly_cap_nanousd), label=f"{u.alias} this month"
+                ),
+                "disabled": u.disabled,
+            }
+        )
+    return rows
+
+
+def _user_caps_tables(conn: Connection, today: date) -> list[Table]:
+    return [
+        Table(
+            id="user_caps",
+            title=f"Users today ({today.isoformat()}) and this month vs caps",
+            columns=[
+                Column("user", "user"),
+                Column("user_id", "user id", hidden=True),
                 Column("today_usd", "today", "usd"),
                 Column("daily_cap_usd", "daily cap", "usd"),
                 Column("daily_bar", "today vs daily cap", "bar"),
@@ -180,23 +290,10 @@ def _caps_tables(conn: Connection, today: date) -> list[Table]:
                 Column("monthly_cap_usd", "monthly cap", "usd"),
                 Column("monthly_bar", "month vs monthly cap", "bar"),
             ],
-            rows=team_rows,
-            empty="No team has a cap.",
-            note="Gateway spend across all workspaces: what the hard caps count.",
-        ),
-        Table(
-            id="key_caps",
-            title="Keys with a daily cap, today",
-            columns=[
-                Column("key", "key"),
-                Column("key_id", "key id"),
-                Column("today_usd", "today", "usd"),
-                Column("daily_cap_usd", "daily cap", "usd"),
-                Column("daily_bar", "today vs cap", "bar"),
-            ],
-            rows=key_rows,
-            empty="No active key has a daily cap.",
-        ),
+            rows=user_cap_rows(conn, today),
+            empty="No user has a cap (`metis gateway user set-cap`).",
+            note="Gateway spend over all the user's keys: what the hard caps count.",
+        )
     ]
 
 
@@ -208,7 +305,11 @@ def overview(conn: Connection, q: PageQuery) -> Ctx:
     return {
         "total": res["total"],
         "partial_coverage": res["partial_coverage"],
+        "provider_lagging": [
+            {**lag, "as_of": as_of(parse_iso(lag["as_of"]))} for lag in res["provider_lagging"]
+        ],
         "chart": chart,
+        "chart_note": no_group_note(conn, q, "team_id") if q.stack == "team" else None,
         "tables": {
             "spend_by_day": by_day,
             "top_models": models,
@@ -224,6 +325,8 @@ def overview(conn: Connection, q: PageQuery) -> Ctx:
 
 def teams(conn: Connection, q: PageQuery) -> Ctx:
     today = utcnow().date()
+    soft, soft_error = soft_caps.load()
+    soft_day, soft_month = soft_caps.of(soft, "team", "day"), soft_caps.of(soft, "team", "month")
     window = {r["team_id"]: r for r in service.by_team(conn, q.window, q.filters, q.view)["data"]}
     t_day = {
         r["team_id"]: r for r in service.by_team(conn, today_window(today), GATEWAY, "raw")["data"]
@@ -255,11 +358,19 @@ def teams(conn: Connection, q: PageQuery) -> Ctx:
                 "call_count": int(w.get("call_count") or 0),
                 "today_usd": today_usd,
                 "daily_cap_usd": usd(t.daily_cap_nanousd),
-                "daily_bar": cap_bar(today_usd, usd(t.daily_cap_nanousd), label=f"{t.name} today"),
+                "daily_bar": cap_bar(
+                    today_usd,
+                    usd(t.daily_cap_nanousd),
+                    label=f"{t.name} today",
+                    soft=soft_caps.thresholds(soft_day),
+                ),
                 "month_usd": month_usd,
                 "monthly_cap_usd": usd(t.monthly_cap_nanousd),
                 "monthly_bar": cap_bar(
-                    month_usd, usd(t.monthly_cap_nanousd), label=f"{t.name} this month"
+                    month_usd,
+                    usd(t.monthly_cap_nanousd),
+                    label=f"{t.name} this month",
+                    soft=soft_caps.thresholds(soft_month),
                 ),
                 "users": ", ".join(users[u].alias if u in users else u for u in member_ids),
                 "disabled": t.disabled,
@@ -298,8 +409,44 @@ def teams(conn: Connection, q: PageQuery) -> Ctx:
         rows=rows,
         empty="No teams yet (`metis gateway team add`).",
         note="Today and this month: gateway spend across all workspaces (what caps count). "
-        "Spend in range follows the filters above.",
+        "Spend in range follows the filters above. Dashed ticks on the bars are soft caps "
+        "(routing rules, listed below).",
         row_class=lambda r: "muted" if r["disabled"] else "",
+    )
+    soft_t = Table(
+        id="soft_caps",
+        title="Soft caps (routing rules)",
+        columns=[
+            Column("rule", "rule"),
+            Column("scope", "spend of"),
+            Column("period", "per"),
+            Column("threshold_usd", "over", "usd"),
+            Column("use", "routes to"),
+            Column("conditions", "only when"),
+        ],
+        rows=[
+            {
+                "rule": c.rule,
+                "scope": c.scope,
+                "period": c.period,
+                "threshold_usd": c.threshold,
+                "use": c.use,
+                "conditions": "; ".join(
+                    x
+                    for x in (
+                        f"model {', '.join(c.models)}" if c.models else "",
+                        f"workspace {c.workspace}" if c.workspace else "",
+                        "other conditions" if c.others else "",
+                    )
+                    if x
+                ),
+            }
+            for c in soft
+        ],
+        empty=soft_error or "No routing rule has a spend threshold (see docs/routing.md).",
+        note="Past a soft cap the gateway sends the request to a cheaper model instead of "
+        "refusing it (hard caps refuse). Rules live in routing.yaml; the gateway reloads them "
+        "within a second.",
     )
     users_t = Table(
         id="team_users",
@@ -307,7 +454,7 @@ def teams(conn: Connection, q: PageQuery) -> Ctx:
         columns=[
             Column("team", "team"),
             Column("user", "user"),
-            Column("user_id", "user id"),
+            Column("user_id", "user id", "id"),
             Column("cost_usd", "spend in range", "usd"),
             Column("call_count", "calls", "int"),
         ],
@@ -315,8 +462,10 @@ def teams(conn: Connection, q: PageQuery) -> Ctx:
         empty="No team has users yet.",
     )
     return {
-        "tables": {"teams": teams_t, "team_users": users_t},
+        "tables": {"teams": teams_t, "soft_caps": soft_t, "team_users": users_t},
         "no_team_usd": _dec(nobody.get("cost_usd")) if nobody else Decimal(0),
+        "no_team_note": no_group_note(conn, q, "team_id"),
+        "soft_error": soft_error,
         "team_list": list_teams(conn),
     }
 
@@ -370,6 +519,8 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
             "status": "disabled" if u.disabled else "active",
             "active_keys": active.get(u.id, 0),
             "cost_usd": _dec(by_user.get(u.id, {}).get("cost_usd")),
+            "daily_cap_usd": usd(u.daily_cap_nanousd),
+            "monthly_cap_usd": usd(u.monthly_cap_nanousd),
             "disabled": u.disabled,
         }
         for u in users.values()
@@ -379,13 +530,13 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
         title="Gateway keys",
         columns=[
             Column("name", "name"),
-            Column("key_id", "key id"),
+            Column("key_id", "key id", "id"),
             Column("prefix", "prefix"),
             Column("workspace", "workspace"),
             Column("user", "user"),
             Column("team", "team"),
             Column("status", "status"),
-            Column("created_at", "created", "datetime"),
+            Column("created_at", "created", "datetime", hidden=True),
             Column("daily_cap_usd", "daily cap", "usd"),
             Column("today_usd", "today (gateway)", "usd"),
             Column("cost_usd", "spend in range", "usd"),
@@ -402,11 +553,13 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
         title="Users",
         columns=[
             Column("alias", "alias"),
-            Column("user_id", "user id"),
+            Column("user_id", "user id", "id"),
             Column("display_name", "name"),
             Column("status", "status"),
             Column("active_keys", "active keys", "int"),
             Column("cost_usd", "spend in range", "usd"),
+            Column("daily_cap_usd", "daily cap", "usd"),
+            Column("monthly_cap_usd", "monthly cap", "usd"),
         ],
         rows=user_rows,
         empty="No users yet.",
@@ -423,7 +576,7 @@ def keys_and_users(conn: Connection, q: PageQuery) -> Ctx:
 
 
 def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
-    cells = reconciled_cells(conn, q.start, q.end_exclusive, q.workspace_id)
+    cells = reconciled_cells(conn, q.start, q.end, q.workspace_id)
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
     groups: dict[tuple[date, str], dict[str, Any]] = {}
     zero = Totals()
@@ -442,8 +595,11 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
                 "covered": 0,
                 "cells": 0,
                 "flags": set(),
+                "as_of": None,
             },
         )
+        if c.lagging and c.provider_synced_at is not None:
+            g["as_of"] = min(filter(None, (g["as_of"], c.provider_synced_at)))
         g["provider_reported"] += c.provider_reported
         g["gateway"] += c.gateway
         g["plugin"] += c.plugin
@@ -472,7 +628,8 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
                 "unattributed_usd": money(g["unattributed"]),
                 "drift_usd": money(g["drift"]),
                 "reconciled_usd": money(g["reconciled"]),
-                "coverage": f"{g['covered']}/{g['cells']} cells",
+                "coverage": f"{g['covered']}/{g['cells']} cells"
+                + (f", day in progress, {as_of(g['as_of'])}" if g["as_of"] else ""),
                 "flags": ", ".join(sorted(g["flags"])),
             }
         )
@@ -516,7 +673,9 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
         footer=total,
         row_class=flag,
         note="Covered cells take the provider's figure; unattributed = provider − attributed "
-        "(traffic that bypassed Metis); drift = attributed above the provider's figure.",
+        "(traffic that bypassed Metis); drift = attributed above the provider's figure. "
+        "A day still in progress (provider_lagging) takes, per measure, the larger of the "
+        "provider's figure as of its last sync and the attributed one: it is never drift.",
     )
     cell_rows = [
         {
@@ -524,7 +683,12 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
             "workspace": ws_names.get(c.workspace_id, c.workspace_id),
             "provider": c.provider,
             "model": c.model,
-            "basis": "provider" if c.covered else "gateway+plugin",
+            "basis": ("provider" if c.covered else "gateway+plugin")
+            + (
+                f" ({as_of(c.provider_synced_at)}, lower bound)"
+                if c.lagging and c.provider_synced_at
+                else ""
+            ),
             "provider_reported_usd": money(c.provider_reported),
             "gateway_usd": money(c.gateway),
             "plugin_usd": money(c.plugin),
@@ -563,7 +727,7 @@ def reconciliation(conn: Connection, q: PageQuery) -> Ctx:
 
 def _pushed_sources_table(conn: Connection, q: PageQuery) -> Table:
     """Per pushed source (plugins, agent telemetry): counted, twins of gateway calls, via it."""
-    parts = pushed_sources(conn, q.start, q.end_exclusive, q.workspace_id)
+    parts = pushed_sources(conn, q.start, q.end, q.workspace_id)
     by_source: dict[str, dict[str, Totals]] = defaultdict(dict)
     for (source, klass), t in parts.items():
         by_source[source][klass] = t
@@ -615,29 +779,40 @@ def _sync_status(h: dict[str, Any], syncable: bool) -> str:
     return "error" if h["last_error"] else "never synced"
 
 
+def as_of(synced_at: datetime) -> str:
+    """How a figure of a day still in progress is labelled: ``as of sync 14:05Z``."""
+    return f"as of sync {synced_at.astimezone(UTC).strftime('%H:%MZ')}"
+
+
 def ingestion(conn: Connection, q: PageQuery) -> Ctx:
     health = service.ingest_health(conn, q.window, q.workspace_id)["data"]
     ws_names = {w.id: w.name for w in list_workspaces(conn)}
-    days_total = (q.end - q.start).days + 1
+    days_total = q.days
     sw = sync_windows.c
-    done: dict[str, int] = {
-        str(cid): int(n)
-        for cid, n in conn.execute(
-            select(sw.credential_id, func.count())
-            .where(sw.window_start >= q.window.start, sw.window_start < q.window.end)
-            .group_by(sw.credential_id)
+    complete: dict[str, int] = defaultdict(int)
+    in_progress: dict[str, list[str]] = defaultdict(list)
+    for cid, w_start, w_end, done_at in conn.execute(
+        select(sw.credential_id, sw.window_start, sw.window_end, sw.completed_at).where(
+            sw.window_start >= q.window.start, sw.window_start < q.window.end
         )
-    }
+    ):
+        # A day fetched before it ended is a lower bound, never a complete day.
+        if done_at >= w_end:
+            complete[str(cid)] += 1
+        else:
+            in_progress[str(cid)].append(f"{w_start.date().isoformat()} {as_of(done_at)}")
     rows = []
     for h in health:
         cid = h["credential_id"]
-        n = int(done.get(cid, 0))
+        n = complete.get(cid, 0)
+        partial = in_progress.get(cid, [])
         rows.append(
             {
                 **h,
                 "workspace": ws_names.get(h["workspace_id"] or "", h["workspace_id"]),
                 "days_synced": f"{n}/{days_total}",
                 "days_synced_n": n,
+                "days_in_progress": "; ".join(sorted(partial)),
                 "syncable": bool(h["syncable"]),
                 "status": _sync_status(h, bool(h["syncable"])),
             }
@@ -646,14 +821,15 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
         id="credentials",
         title="Provider credentials",
         columns=[
-            Column("credential_id", "credential"),
+            Column("credential_id", "credential", "id"),
             Column("workspace", "workspace"),
             Column("provider", "provider"),
             Column("mode", "mode"),
             Column("status", "status"),
             Column("last_success_at", "last sync", "datetime"),
             Column("complete_through", "cursor (complete through)", "datetime"),
-            Column("days_synced", "days synced in range"),
+            Column("days_synced", "complete days in range"),
+            Column("days_in_progress", "days in progress (lower bound)"),
             Column("runs", "runs in range", "int"),
             Column("failed_runs", "failed", "int"),
             Column("records_stored", "stored", "int"),
@@ -687,6 +863,7 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
                         sw.credential_id == r["credential_id"],
                         sw.window_start >= r["window_start"],
                         sw.window_start < r["window_end"],
+                        sw.completed_at >= sw.window_end,
                     )
                 ).scalar_one()
             )
@@ -709,8 +886,8 @@ def ingestion(conn: Connection, q: PageQuery) -> Ctx:
         id="runs",
         title="Sync and backfill runs (latest 50 in range)",
         columns=[
-            Column("run_id", "run"),
-            Column("credential_id", "credential"),
+            Column("run_id", "run", "id"),
+            Column("credential_id", "credential", "id"),
             Column("kind", "kind"),
             Column("status", "status"),
             Column("started_at", "started", "datetime"),

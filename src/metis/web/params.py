@@ -1,9 +1,11 @@
 """The filters every dashboard page shares: date range, workspace, view, chart stacking.
 
-Dates are whole UTC days and both ends are inclusive on the page (what a
-date picker means to a person); `PageQuery.window` turns them into the
-half-open ``[from 00:00, to+1 00:00)`` window the analytics library takes.
-The default is the last 7 days up to and including today. Bad values raise
+Dates are whole UTC days with the meaning they have everywhere else in Metis
+(the analytics API, exports, the CLI): ``from`` inclusive, ``to``
+exclusive, so ``?from=2026-11-29&to=2026-12-06`` is the same seven days on
+a page and in ``/analytics/cost``. The default is the one definition of
+"the last 7 days", `metis.analytics.params.default_window` (7 whole UTC days
+ending with today); every page prints the resolved window. Bad values raise
 `UIError` (400) naming the field, before any query runs.
 """
 
@@ -13,12 +15,20 @@ from urllib.parse import urlencode
 
 from sqlalchemy import Connection
 
-from metis.analytics.params import Filters, ParamError, Window, resolve_workspace
+from metis.analytics.params import (
+    DEFAULT_DAYS,
+    Filters,
+    ParamError,
+    Window,
+    default_window,
+    resolve_workspace,
+)
 from metis.analytics.views import View, parse_view
 from metis.timeutil import OutOfRange, check_day, day_start, utcnow
 
 MAX_DAYS = 366
 STACKS = ("team", "source")
+DEFAULT_BASELINE = "openai:gpt-4o"
 
 
 class UIError(Exception):
@@ -35,20 +45,31 @@ class PageQuery:
     """Parsed shared filters; ``workspace`` is as given, ``workspace_id`` resolved."""
 
     start: date
-    end: date  # inclusive
+    end: date  # exclusive
     workspace: str | None
     workspace_id: str | None
     view: View
     stack: str
     today: date
+    baseline: str = DEFAULT_BASELINE  # the savings page's provider:model
 
     @property
     def window(self) -> Window:
-        return Window(day_start(self.start), day_start(self.end + timedelta(days=1)))
+        return Window(day_start(self.start), day_start(self.end))
 
     @property
-    def end_exclusive(self) -> date:
-        return self.end + timedelta(days=1)
+    def last(self) -> date:
+        """The last day in range (``end`` is exclusive)."""
+        return self.end - timedelta(days=1)
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    @property
+    def includes_today(self) -> bool:
+        """Whether today, a day still in progress, is in the range."""
+        return self.start <= self.today < self.end
 
     @property
     def filters(self) -> Filters:
@@ -62,6 +83,7 @@ class PageQuery:
             "workspace": self.workspace,
             "view": self.view,
             "stack": self.stack,
+            "baseline": None if self.baseline == DEFAULT_BASELINE else self.baseline,
         }
         out.update(override)
         return {k: v for k, v in out.items() if v}
@@ -72,11 +94,12 @@ class PageQuery:
     def presets(self) -> list[tuple[str, str, bool]]:
         """Quick ranges: (label, query string, whether it is the current range)."""
         t = self.today
+        end = t + timedelta(days=1)
         ranges = [
-            ("7 days", t - timedelta(days=6), t),
-            ("30 days", t - timedelta(days=29), t),
-            ("90 days", t - timedelta(days=89), t),
-            ("this month", t.replace(day=1), t),
+            ("7 days", end - timedelta(days=7), end),
+            ("30 days", end - timedelta(days=30), end),
+            ("90 days", end - timedelta(days=90), end),
+            ("this month", t.replace(day=1), end),
         ]
         return [
             (
@@ -110,14 +133,16 @@ def parse_page_query(
     view: str | None,
     stack: str | None,
     today: date | None = None,
+    baseline: str | None = None,
 ) -> PageQuery:
     """Validate and resolve the shared filters (see module docstring)."""
     today = today or utcnow().date()
-    end_d = _date(end, "to") if end else today
-    start_d = _date(start, "from") if start else end_d - timedelta(days=6)
-    if start_d > end_d:
-        raise UIError(400, "from must be on or before to")
-    if (end_d - start_d).days + 1 > MAX_DAYS:
+    default = default_window(day_start(today))
+    end_d = _date(end, "to") if end else default.end.date()
+    start_d = _date(start, "from") if start else end_d - timedelta(days=DEFAULT_DAYS)
+    if start_d >= end_d:
+        raise UIError(400, "from must be before to (to is exclusive)")
+    if (end_d - start_d).days > MAX_DAYS:
         raise UIError(400, f"date range longer than {MAX_DAYS} days")
     if stack and stack not in STACKS:
         raise UIError(400, f"stack must be one of {', '.join(STACKS)}")
@@ -126,4 +151,9 @@ def parse_page_query(
         ws_id = resolve_workspace(conn, workspace) if workspace else None
     except ParamError as exc:
         raise UIError(400, exc.message) from None
-    return PageQuery(start_d, end_d, workspace or None, ws_id, v, stack or "team", today)
+    if baseline is not None and len(baseline) > 200:
+        raise UIError(400, "baseline must be provider:model (at most 200 characters)")
+    return PageQuery(
+        start_d, end_d, workspace or None, ws_id, v, stack or "team", today,
+        baseline or DEFAULT_BASELINE,
+    )  # fmt: skip

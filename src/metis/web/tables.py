@@ -2,8 +2,14 @@
 
 Every table on a page is a `Table`; the page template renders it and the
 same object answers ``?csv=<table id>``, so an export always holds exactly
-what the page shows (money exact, nine decimals, in the CSV; rounded to six
-decimals on screen with the exact value in ``data-usd``).
+what the page shows. Money is exact, nine decimals, in the CSV; on screen it
+is rounded for reading (`fmt_usd`: cents, or two significant digits below a
+dollar), with the exact value in ``data-usd`` and in the cell's ``title``
+(shown on hover).
+
+Cells carry their column's label in ``data-label``: on a phone the
+stylesheet lays each row out as a card of ``label value`` lines instead of a
+table too wide for the screen.
 """
 
 import csv
@@ -19,9 +25,10 @@ from markupsafe import Markup, escape
 from metis.money import from_nanousd
 from metis.timeutil import iso, parse_iso
 
-Kind = str  # text | usd | int | datetime | bool | pct
+Kind = str  # text | id | usd | int | ms | datetime | bool | pct | bar | link
 
-_SIX = Decimal("0.000001")
+_CENT = Decimal("0.01")
+_MAX_PLACES = 6
 
 
 def usd(nanos: int | None) -> Decimal | None:
@@ -30,12 +37,33 @@ def usd(nanos: int | None) -> Decimal | None:
 
 
 def fmt_usd(value: Decimal | None) -> str:
-    """``$1,234.567891``: six decimals, half-even, for the screen (exports keep all nine)."""
+    """Money for reading: ``$1,234.57``; below a dollar two significant digits (``$0.0042``).
+
+    Half-even rounding; at most six decimals (``$0.00`` for less than half a
+    millionth). Exports and ``data-usd``/``title`` keep the exact amount.
+    """
     if value is None:
         return "—"
-    q = value.quantize(_SIX, rounding=ROUND_HALF_EVEN)
-    sign = "-" if q < 0 else ""
-    return f"{sign}${abs(q):,.6f}"
+    a = abs(value)
+    places = 2
+    if 0 < a < 1:
+        # two significant digits: 0.42 -> 2 places, 0.042 -> 3, 0.0000042 -> 6 (at most)
+        places = min(max(2, -a.adjusted() + 1), _MAX_PLACES)
+    q = a.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    if places > 2:
+        q = q.normalize() if q != 0 else q.quantize(_CENT)
+        if q.as_tuple().exponent > -2:  # type: ignore[operator]
+            q = q.quantize(_CENT)
+    sign = "-" if value < 0 and q != 0 else ""
+    return f"{sign}${q:,f}"
+
+
+def exact_usd(value: Decimal | None) -> str:
+    """The exact amount as text (``$25.000000123``), for hover titles."""
+    if value is None:
+        return ""
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value).normalize():,f}"
 
 
 def fmt_int(value: int | None) -> str:
@@ -52,6 +80,8 @@ def fmt_cell(kind: Kind, value: Any) -> str:
         return fmt_int(int(value))
     if kind == "pct":
         return f"{Decimal(value) * 100:.1f}%"
+    if kind == "ms":
+        return f"{int(value):,} ms"
     if kind == "bool":
         return "yes" if value else "no"
     if kind == "datetime":
@@ -117,16 +147,28 @@ class Table:
         out: list[str] = []
         for c in self.shown:
             v = row.get(c.key)
-            col = f'data-col="{escape(c.key)}"'
+            col = f'data-col="{escape(c.key)}" data-label="{escape(c.label)}"'
             if c.kind == "usd":
-                exact = "" if v is None else f' data-usd="{format(Decimal(v), "f")}"'
+                exact = (
+                    ""
+                    if v is None or v == ""
+                    else f' data-usd="{format(Decimal(v), "f")}" title="{exact_usd(Decimal(v))}"'
+                )
                 out.append(f'<td class="num" {col}{exact}>{escape(fmt_cell("usd", v))}</td>')
-            elif c.kind == "int":
-                out.append(f'<td class="num" {col}>{escape(fmt_cell("int", v))}</td>')
+            elif c.kind in ("int", "pct", "ms"):
+                out.append(f'<td class="num" {col}>{escape(fmt_cell(c.kind, v))}</td>')
             elif c.kind == "bar":
                 out.append(f'<td class="bar" {col}>{escape(v) if v is not None else ""}</td>')
+            elif c.kind == "id":
+                out.append(f'<td class="id" {col}>{escape(fmt_cell(c.kind, v))}</td>')
+            elif c.kind == "link":  # (text, href) of a page of this dashboard
+                text, href = v if isinstance(v, tuple) else (v, None)
+                cell = escape(fmt_cell("text", text))
+                if href:
+                    cell = Markup(f'<a href="{escape(href)}">{cell}</a>')  # noqa: S704
+                out.append(f"<td {col}>{cell}</td>")
             else:
-                out.append(f"<td {col}>{escape(fmt_cell(c.kind, v))}</td>")
+                out.append(f'<td class="{escape(c.kind)}" {col}>{escape(fmt_cell(c.kind, v))}</td>')
         return Markup("".join(out))  # noqa: S704 - every dynamic part is escaped
 
     def css(self, row: dict[str, Any]) -> str:

@@ -98,6 +98,8 @@ def test_explain_uses_settled_spend_and_null_team(cli: type[Cli], engine: Engine
         cli.ok("routing", "explain", "--key", team_key.id, "--model", "gpt-4o", "--json").stdout
     )
     assert doc == {
+        "key_id": team_key.id,
+        "key_name": "a",
         "rule": "soft",
         "reason": "team soft cap",
         "candidates": ["anthropic:claude-haiku-4-5"],

@@ -101,3 +101,36 @@ def test_dedupe_keys_stable_and_distinct() -> None:
     )
     assert a[0].dedupe_key == b[0].dedupe_key
     assert a[0].content_sha256() == b[0].content_sha256()
+
+
+def test_unallocated_cost_and_priority_tier_same_rule_as_openai() -> None:
+    """Issue 18 #2 for Anthropic: an ungrouped cost report (no model, no token type)
+    beside the published usage of the same day stays a cost-only row and nothing is
+    priced on top; Priority Tier usage (never in the cost report) is priced, labelled."""
+    from metis.ingest.sync import price_item
+
+    page = load("anthropic_usage_messages.json")
+    priority = json.loads(json.dumps(page["data"][0]["results"][0]))
+    priority["service_tier"] = "priority"
+    page["data"][0]["results"].append(priority)
+    usage = anthropic.normalize_usage([page])
+    costs = anthropic.normalize_costs([load("anthropic_cost_report_ungrouped_DERIVED.json")])
+    recs, st = assemble(
+        credential_id="c",
+        workspace_id="w",
+        provider="anthropic",
+        usage=usage,
+        costs=costs,
+        price=price_item("anthropic"),
+    )
+    by_tier = {r.service_tier: r for r in recs if not r.metadata.get("cost_only")}
+    (only,) = [r for r in recs if r.metadata.get("cost_only")]
+    assert (only.model, only.cost_nanousd) == ("unallocated", 15_000_000_000)  # "1500" cents
+    standard, prio = by_tier["standard"], by_tier["priority"]
+    assert (standard.cost_source, standard.cost_nanousd) == ("provider_reported", 0)
+    assert standard.metadata["cost_unallocated"] is True
+    assert prio.cost_source == "computed" and prio.cost_nanousd > 0 and prio.pricing_version
+    # the rows the report covers add up to the report exactly
+    reported = [r for r in recs if r.cost_source == "provider_reported"]
+    assert sum(r.cost_nanousd for r in reported) == 15_000_000_000
+    assert st.computed == 1 and st.cost_unallocated == 1

@@ -129,3 +129,71 @@ def test_unmatched_cost_becomes_cost_only_record() -> None:
     by_kind = {bool(r.metadata and r.metadata.get("cost_only")): r for r in recs}
     assert by_kind[True].cost_nanousd == 60_000_000 and by_kind[True].input_tokens == 0
     assert by_kind[False].cost_source == "none" and by_kind[False].cost_nanousd == 0
+
+
+def _same_day_usage() -> list[UsageItem]:
+    """OpenAI's published usage examples, all on the day of the published costs example.
+
+    ``page1`` (ungrouped, no model) and ``embeddings`` are that day already; the
+    grouped ``gpt-4o-mini`` result of page 2 is moved onto it (the published
+    example puts it on the next day).
+    """
+    page2 = load("openai_usage_completions_page2_DERIVED.json")
+    page2["data"][0]["start_time"], page2["data"][0]["end_time"] = 1730419200, 1730505600
+    return [
+        *openai.normalize_usage(
+            "usage.completions", [load("openai_usage_completions_page1.json"), page2]
+        ),
+        *openai.normalize_usage("usage.embeddings", [load("openai_usage_embeddings.json")]),
+    ]
+
+
+def test_unallocated_org_cost_beside_usage_is_the_day_total_exactly() -> None:
+    """Issue 18 #2: OpenAI's published ``costs`` example (one organisation-level result,
+    ``line_item: null``, $0.06) beside usage of the same day.
+
+    Before: the $0.06 went to the model-less usage row and ``gpt-4o-mini`` was priced
+    again on top ($0.061215 for the day). Now the day is exactly the report's $0.06:
+    the amount no model can be matched to stays a cost-only row, and no usage row of
+    a day the cost report covers is priced.
+    """
+    from metis.ingest.sync import price_item
+
+    usage = _same_day_usage()
+    costs = openai.normalize_costs([load("openai_costs.json")], usage)
+    recs, st = assemble(
+        credential_id="cred_x",
+        workspace_id="ws_x",
+        provider="openai",
+        usage=usage,
+        costs=costs,
+        price=price_item("openai"),  # genai-prices does know gpt-4o-mini
+    )
+    assert sum(r.cost_nanousd for r in recs) == 60_000_000
+    assert not [r for r in recs if r.cost_source == "computed"]
+    (only,) = [r for r in recs if r.metadata.get("cost_only")]
+    assert (only.model, only.cost_nanousd, only.input_tokens) == ("unallocated", 60_000_000, 0)
+    assert only.cost_source == "provider_reported"
+    mini = next(r for r in recs if r.model_raw == "gpt-4o-mini-2024-07-18")
+    assert (mini.cost_nanousd, mini.cost_source) == (0, "provider_reported")
+    assert mini.metadata["cost_unallocated"] is True and mini.input_tokens == 5000
+    assert st.cost_only_records == 1 and st.cost_unallocated == 3 and st.computed == 0
+
+
+def test_computed_prices_only_fill_days_the_cost_report_does_not_cover() -> None:
+    """The same usage with no cost row for its day (today, before costs settle): priced,
+    and labelled ``computed``."""
+    from metis.ingest.sync import price_item
+
+    recs, st = assemble(
+        credential_id="cred_x",
+        workspace_id="ws_x",
+        provider="openai",
+        usage=_same_day_usage(),
+        costs=[],
+        price=price_item("openai"),
+    )
+    mini = next(r for r in recs if r.model_raw == "gpt-4o-mini-2024-07-18")
+    assert mini.cost_source == "computed" and mini.pricing_version
+    assert mini.cost_nanousd == 1_215_000  # the $0.001215 that used to land on top
+    assert st.computed >= 1 and st.cost_unallocated == 0

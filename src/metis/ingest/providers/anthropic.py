@@ -65,6 +65,7 @@ _COST_DIMS = (
     "inference_geo",
 )
 MAX_PAGES = 1000
+PRIORITY_TIERS = frozenset({"priority", "priority_on_demand"})
 _TOKEN_TYPES = {
     "uncached_input_tokens",
     "output_tokens",
@@ -192,6 +193,9 @@ def normalize_usage(pages: Sequence[dict[str, Any]]) -> list[UsageItem]:
                             "inference_geo": text["inference_geo"],
                         },
                         metadata=meta,
+                        # Priority Tier costs are not in the cost report (Anthropic's
+                        # usage and cost FAQ): always priced by Metis, labelled computed.
+                        cost_reported=tier not in PRIORITY_TIERS,
                     )
                 )
     return items

@@ -25,15 +25,28 @@ therefore *allocated* over the usage rows it covers:
    allocations add up to the cost row exactly.
 
 Usage rows that received any allocation carry ``cost_source =
-provider_reported``. A cost row with no candidate (or only zero weights),
-e.g. Anthropic code execution or an OpenAI line item of a product we do not
-pull, becomes its own *cost-only* record (zero tokens, ``model`` from the
-row, normalized like usage rows, or ``"unattributed"``) so the ledger's total
-cost equals the provider's total exactly. Usage rows with no covering cost
-row (e.g. Anthropic Priority Tier, absent from the cost report; or today, before costs settle) get a
-``computed`` cost from `metis.pricing`; an unknown model gets
-``cost_source = none`` and is listed in the run telemetry
-(``unpriced_models``), never a silent zero.
+provider_reported``. A cost row that names neither a model nor a token type
+(OpenAI's organisation-level ``costs`` result, ``line_item: null``; an
+ungrouped Anthropic cost report) cannot be matched to a model: it is never
+spread over the day's usage rows by a guess, it stays as it is, a *cost-only*
+record of model `UNALLOCATED_MODEL` (zero tokens). So does a cost row with no
+candidate (or only zero weights), e.g. Anthropic code execution or an OpenAI
+line item of a product we do not pull (``model`` from the row, normalized
+like usage rows, or `UNALLOCATED_MODEL`). Either way the ledger's total cost
+equals the provider's total exactly.
+
+Computed prices only fill days the cost report does not cover yet: when the
+window's cost report has any row for a day bucket, that day's usage rows the
+report covers get no price of their own (cost 0, ``cost_source =
+provider_reported``, ``metadata.cost_unallocated``): their cost is in the
+report's other rows, and pricing them again would count it twice (the
+reconciled view attributes such a day's unallocated cost to them,
+`metis.ledger.reconcile`). Only usage rows of a day without any cost row
+(today, before costs settle), and rows the provider's cost report never
+covers (`UsageItem.cost_reported` false: Anthropic Priority Tier), get a
+``computed`` cost from `metis.pricing`; an unknown model gets ``cost_source =
+none`` and is listed in the run telemetry (``unpriced_models``), never a
+silent zero.
 
 Because the window is always re-fetched whole and stale records of the window
 are removed by the sync (see `metis.ingest.sync`), a cost-only record that
@@ -56,6 +69,8 @@ from metis.security.fields import ID_MAX, MODEL_MAX, bounded
 from metis.timeutil import parse_iso
 
 SOURCE = "provider_api_key"
+UNALLOCATED_MODEL = "unallocated"
+"""Model of a cost-only record no model could be matched to (`metis.ledger.reconcile`)."""
 MAX_DEDUPE = 400
 MAX_TOKENS = ITEM_MAX_TOKENS
 """Largest token count a report row may carry (as for pushed items, `metis.ledger.bounds`)."""
@@ -230,6 +245,9 @@ class UsageItem:
     match: dict[str, Any] = field(default_factory=dict)
     soft: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    cost_reported: bool = True
+    """Whether the provider's cost report ever carries this usage's cost (Anthropic:
+    Priority Tier never is, so its usage is always priced with `metis.pricing`)."""
 
     @property
     def total_tokens(self) -> int:
@@ -266,6 +284,7 @@ class AssembleStats:
     cost_only_records: int = 0
     provider_reported: int = 0
     computed: int = 0
+    cost_unallocated: int = 0
     unpriced_models: set[str] = field(default_factory=set)
 
 
@@ -325,8 +344,10 @@ def assemble(
     priced = [price(u) for u in usage]
     allocated: list[int | None] = [None] * len(usage)
     extra: list[UsageRecord] = []
+    cost_days = {c.bucket_start for c in costs}  # day buckets the cost report covers
     for c in costs:
-        idx = [i for i, u in enumerate(usage) if _covers(c, u)]
+        unmatched = c.model is None and c.token_part is None
+        idx = [] if unmatched else [i for i, u in enumerate(usage) if _covers(c, u)]
         weights: list[int] = []
         if c.token_part is not None and idx:
             weights = [usage[i].token_parts.get(c.token_part, 0) for i in idx]
@@ -344,7 +365,7 @@ def assemble(
             continue
         stats.cost_only_records += 1
         model = (
-            bounded(normalize_model(provider, c.model), MODEL_MAX) if c.model else "unattributed"
+            bounded(normalize_model(provider, c.model), MODEL_MAX) if c.model else UNALLOCATED_MODEL
         )
         extra.append(
             UsageRecord(
@@ -357,7 +378,7 @@ def assemble(
                 granularity="1d",
                 provider=provider,
                 model=model,
-                model_raw=bounded(c.model or c.label or "unattributed", MODEL_MAX),
+                model_raw=bounded(c.model or c.label or UNALLOCATED_MODEL, MODEL_MAX),
                 cost_nanousd=c.amount_nanousd,
                 cost_source="provider_reported",
                 provider_project_id=c.provider_project_id,
@@ -371,9 +392,16 @@ def assemble(
         )
     out: list[UsageRecord] = []
     for u, p, alloc in zip(usage, priced, allocated, strict=True):
+        meta = {"stream": u.stream, **u.metadata}
         if alloc is not None:
             cost, source, version = alloc, "provider_reported", None
             stats.provider_reported += 1
+        elif u.bucket_start in cost_days and u.cost_reported:
+            # The cost report covers this day: its cost is in the report's other
+            # rows (unallocated), never priced again on top.
+            cost, source, version = 0, "provider_reported", None
+            meta["cost_unallocated"] = True
+            stats.cost_unallocated += 1
         elif p.cost_nanousd is not None:
             cost, source, version = p.cost_nanousd, "computed", p.pricing_version
             stats.computed += 1
@@ -409,7 +437,7 @@ def assemble(
                 service_tier=u.service_tier,
                 batch=u.batch,
                 base_url=base_url,
-                metadata={"stream": u.stream, **u.metadata} if u.metadata else {"stream": u.stream},
+                metadata=meta,
                 run_id=run_id,
             )
         )
