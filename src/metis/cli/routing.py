@@ -136,7 +136,9 @@ def explain(
         ..., "--key", help="The gateway key the request uses: id (key_…), name or prefix."
     ),
     model: str = typer.Option(..., "--model", help="The model the client asks for."),
-    shape: str = typer.Option("openai", "--shape", help="Inbound shape: openai or anthropic."),
+    shape: str = typer.Option(
+        "openai", "--shape", help="Inbound shape: openai, anthropic or gemini."
+    ),
     file: str | None = typer.Option(None, "--file", help="Rules file (default: configured)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -159,7 +161,7 @@ def explain(
     from metis.workspaces import get_workspace
 
     if shape not in PROVIDER_OF_SHAPE:
-        raise MetisError(f"--shape must be openai or anthropic, got {shape!r}")
+        raise MetisError(f"--shape must be openai, anthropic or gemini, got {shape!r}")
     path = Path(file).expanduser() if file is not None else settings().effective_routing_file
     try:
         rules = parse_rules(path.read_text(encoding="utf-8"), str(path))
