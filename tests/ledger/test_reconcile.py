@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from metis.db.tables import (
 )
 from metis.ledger import rollups
 from metis.ledger.reconcile import (
+    NO_USAGE_API,
     Totals,
     gateway_url_variants,
     reconciled_aggregate,
@@ -517,6 +519,29 @@ def test_uncovered_cell_and_unknown_provider_cost(ws_engine: Engine) -> None:
     assert cells[d1].reconciled.input_tokens == 300
     assert cells[d1].reconciled.cost_nanousd == 10  # the provider reported no money
     assert "provider_cost_unknown" in cells[d1].flags
+
+
+def test_a_provider_without_a_usage_api_is_flagged_on_its_uncovered_cells(
+    ws_engine: Engine,
+) -> None:
+    """Groq, Bedrock, Gemini … have no usage API Metis reads: their cells stay on the
+    gateway+plugin basis for good and say so; an OpenAI cell not synced yet does not."""
+    d = D0
+    _load(
+        ws_engine,
+        [
+            rec("gateway", "g1", d, 1, "gpt-4o", input_tokens=100, cost_nanousd=10),
+            msgspec.structs.replace(
+                rec("gateway", "g2", d, 2, "llama-3.3-70b-versatile", input_tokens=50),
+                provider="groq",
+            ),
+        ],
+    )
+    with ws_engine.connect() as c:
+        cells = {x.provider: x for x in reconciled_cells(c, d, d + timedelta(days=1), WS)}
+    assert cells["openai"].flags == ()
+    assert cells["groq"].flags == (NO_USAGE_API,) == ("no_provider_usage_api",)
+    assert not cells["groq"].covered and cells["groq"].reconciled.input_tokens == 50
 
 
 def test_gateway_url_variants() -> None:

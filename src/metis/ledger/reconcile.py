@@ -65,6 +65,7 @@ from metis.db.tables import (
     usage_rollups_reconcile,
     usage_rollups_reconcile_model,
 )
+from metis.gateway.upstreams.catalog import USAGE_API_PROVIDERS
 from metis.ledger import rollups
 from metis.timeutil import day_start
 from metis.util.urls import VIA_GATEWAY_BASE_URL, normalize_base_url
@@ -301,6 +302,10 @@ def _totals(row: Any) -> Totals:
 LAGGING = "provider_lagging"
 COST_UNALLOCATED = "cost_unallocated"
 COST_COMPUTED = "provider_cost_computed"
+NO_USAGE_API = "no_provider_usage_api"
+"""An uncovered cell of a provider Metis cannot read usage back from (Azure, Gemini,
+Bedrock, OpenAI-compatible providers: `USAGE_API_PROVIDERS`): its basis stays
+gateway+plugin for good, not until the next sync."""
 UNALLOCATED_MODELS = frozenset({"unallocated", "unattributed"})
 """Models of provider cost-only rows no model could be matched to
 (`metis.ingest.providers.base.UNALLOCATED_MODEL`; rows synced before issue 18
@@ -311,7 +316,13 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
     attributed = cell.gateway + cell.plugin
     flags: list[str] = []
     if synced_at is None:
-        return replace(cell, attributed=attributed, reconciled=attributed, flags=())
+        own_api = cell.provider in USAGE_API_PROVIDERS
+        return replace(
+            cell,
+            attributed=attributed,
+            reconciled=attributed,
+            flags=() if own_api else (NO_USAGE_API,),
+        )
     prov = cell.provider_reported
     flags.append("provider_covered")
     unattributed = prov.minus_clamped(attributed)
