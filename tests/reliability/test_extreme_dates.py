@@ -93,7 +93,7 @@ def test_extreme_dates_on_every_dashboard_page_are_a_400(server: tuple[str, str]
         assert m
         r = ui.post("/ui/login", data={"csrf": m.group(1), "token": token, "next": "/ui"})
         assert r.status_code == 303, r.text
-        assert len(NAV) == 5
+        assert len(NAV) >= 8  # every page of the nav, issue 20's included
         for _, path, _ in NAV:
             for name in ("from", "to"):
                 for value in ("0001-01-01", "9999-12-31", "9999-12-31T23:59:59Z"):

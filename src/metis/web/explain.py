@@ -19,7 +19,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import Connection
 
 from metis.analytics.views import usage
-from metis.ledger.reconcile import PROVIDER_SOURCE
+from metis.ledger.reconcile import PROVIDER_SOURCE, RESIDUE_SOURCES
 from metis.web.params import PageQuery
 from metis.web.tables import fmt_usd, usd
 
@@ -33,7 +33,10 @@ def no_group_breakdown(conn: Connection, q: PageQuery, col: str) -> dict[str, De
         if a.dims[col] is not None:
             continue
         src = a.dims["source"]
-        kind = "provider" if src == PROVIDER_SOURCE else "gateway" if src == "gateway" else "plugin"
+        # The reconciled view carries the provider's remainder as residue rows
+        # (``unattributed`` / ``drift_adjustment``), the raw view as provider rows.
+        provider = src == PROVIDER_SOURCE or src in RESIDUE_SOURCES
+        kind = "provider" if provider else "gateway" if src == "gateway" else "plugin"
         out[kind] += usd(a.cost_nanousd) or Decimal(0)
     return out
 
