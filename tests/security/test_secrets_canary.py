@@ -44,6 +44,8 @@ import pytest
 from sqlalchemy import Engine
 
 from metis.secrets.master_key import generate_key_text
+from metis.simulator.bedrock import new_keypair
+from metis.simulator.gemini import new_key as new_gemini_key
 from metis.simulator.keys import (
     new_anthropic_admin_key,
     new_anthropic_key,
@@ -300,6 +302,9 @@ def test_canaries_appear_nowhere(
     file_ref = sc.add("provider key by file ref", new_anthropic_key(), PROVIDER_WINDOW)
     bad_admin = sc.add("rejected admin key", new_openai_key(), PROVIDER_WINDOW)
     removed = sc.add("removed provider key", new_anthropic_admin_key(), PROVIDER_WINDOW)
+    aws_key_id, aws_secret = new_keypair()  # the key id is not secret (it is in options)
+    aws = sc.add("bedrock secret access key", aws_secret, PROVIDER_WINDOW)
+    gem = sc.add("gemini api key", new_gemini_key(), PROVIDER_WINDOW)
     monkeypatch.setenv("CANARY_OPENAI_KEY", env_ref)
     key_file = tmp_path / "anthropic.key"
     key_file.write_text(file_ref + "\n")
@@ -325,6 +330,10 @@ def test_canaries_appear_nowhere(
             *pk, "--workspace", ws, "--provider", prov, "--purpose", purpose, input=secret + "\n"
         )
         ids[(ws, prov, purpose)] = _last(r.stdout, r"cred_[0-9A-Z]+")
+    run(*pk, "--workspace", "acme", "--provider", "bedrock", "--purpose", "inference",
+        "--region", "us-east-1", "--aws-access-key-id", aws_key_id, input=aws + "\n")  # fmt: skip
+    run(*pk, "--workspace", "acme", "--provider", "gemini", "--purpose", "inference",
+        input=gem + "\n")  # fmt: skip
     run(*pk, "--workspace", "refs", "--provider", "openai", "--purpose", "inference",
         "--secret-ref", "env:CANARY_OPENAI_KEY")  # fmt: skip
     run(*pk, "--workspace", "refs", "--provider", "anthropic", "--purpose", "inference",
@@ -563,6 +572,16 @@ def _exercise_server(
         ]:
             scan(f"gateway {path}", http.post(path, json=body, headers=gw))
         scan("gateway bad json", http.post("/v1/chat/completions", content=b"{", headers=gw))
+        # other families: Bedrock (SigV4 with the stored secret, never sent) and Gemini
+        for path, body in [
+            ("/v1/messages", {**msgs, "model": "bedrock/anthropic.claude-haiku-4-5-20251001-v1:0"}),
+            ("/v1/chat/completions", {**chat, "model": "bedrock/amazon.nova-pro-v1:0"}),
+            ("/v1beta/models/gemini-2.5-flash:generateContent",
+             {"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}),
+        ]:  # fmt: skip
+            r = http.post(path, json=body, headers=gw)
+            assert r.status_code == 200, r.text
+            scan(f"gateway {path} ({body.get('model', 'gemini')})", r)
         refs = {"Authorization": f"Bearer {issued['refs-key:secret']}"}
         for path, body in [("/v1/chat/completions", chat), ("/v1/messages", msgs)]:
             r = http.post(path, json=body, headers=refs)
