@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from metis.gateway import http_io, metrics, upstream
-from metis.gateway.http_client import UpstreamError
+from metis.gateway.http_client import UpstreamError, describe
 from metis.gateway.http_io import Header, Receive, Send
 from metis.gateway.lifecycle import relayed_headers, upstream_headers, upstream_url
 from metis.gateway.upstream import UpstreamCredential
@@ -64,7 +64,7 @@ async def fetch(
     except TimeoutError:
         return "upstream_timeout", "upstream timed out"
     except UpstreamError as e:
-        return "upstream_error", f"upstream connection failed: {type(e).__name__}"
+        return "upstream_error", f"upstream connection failed: {describe(e)}"
 
 
 async def forward_unbilled(
@@ -98,7 +98,7 @@ async def forward_unbilled(
         return
     except UpstreamError as e:
         await http_io.error(
-            send, shape, "upstream_error", f"upstream connection failed: {type(e).__name__}", rid
+            send, shape, "upstream_error", f"upstream connection failed: {describe(e)}", rid
         )
         return
     try:
@@ -118,7 +118,7 @@ async def forward_unbilled(
                 send,
                 shape,
                 "upstream_error",
-                f"upstream connection failed: {type(e).__name__}",
+                f"upstream connection failed: {describe(e)}",
                 rid,
             )
             return
