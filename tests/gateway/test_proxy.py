@@ -218,6 +218,34 @@ async def test_a_refusing_or_unreachable_proxy_is_a_proxy_error(
     await c.close()
 
 
+async def test_a_silent_proxy_is_a_proxy_error_after_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    heads: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        writers.append(w)
+        heads.append(await r.readuntil(b"\r\n\r\n"))
+        await r.read()  # never answers; returns when the client gives up
+
+    srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    c = UpstreamClient(
+        connect_timeout=0.5,
+        idle_timeout=5,
+        proxies=rules(monkeypatch, HTTPS_PROXY=f"127.0.0.1:{port}"),
+    )
+    with pytest.raises(ProxyError, match=f"http://127.0.0.1:{port} not usable: connect timed out"):
+        await _get(c, f"https://{NAME}/v1/x")
+    assert heads == [f"CONNECT {NAME}:443 HTTP/1.1\r\nhost: {NAME}:443\r\n\r\n".encode()]
+    await c.close()
+    srv.close()
+    for w in writers:
+        w.close()
+        await w.wait_closed()
+
+
 async def test_http_upstream_gets_absolute_form_requests_through_the_proxy(
     monkeypatch: pytest.MonkeyPatch, proxy: ConnectProxy
 ) -> None:
