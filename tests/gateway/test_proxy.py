@@ -39,6 +39,7 @@ class Upstream:
         self.sni: list[str | None] = []
         self.connections = 0
         self.writers: list[asyncio.StreamWriter] = []
+        self.status = b"200 OK"
         self.port = 0
         self._srv: asyncio.Server | None = None
 
@@ -64,7 +65,8 @@ class Upstream:
                         length = int(line.split(b":")[1])
                 self.requests.append(head + await r.readexactly(length))
                 body = b'{"n":%d}' % len(self.requests)
-                w.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                head = b"HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n" % (self.status, len(body))
+                w.write(head + body)
                 await w.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
@@ -142,6 +144,8 @@ async def test_https_goes_through_a_connect_tunnel_with_tls_to_the_upstream(
     assert head[0] == b"POST /v1/chat/completions HTTP/1.1"  # origin-form inside the tunnel
     assert f"host: {NAME}:{tls_upstream.port}".encode() in head
     assert not any(h.lower().startswith(b"proxy-") for h in head)
+    tls_upstream.status = b"407 Proxy Authentication Required"  # the origin's own answer
+    assert await _get(c, url) == (407, b'{"n":3}')  # relayed: the tunnel was fine
     await c.close()
 
 

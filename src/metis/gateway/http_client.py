@@ -498,10 +498,11 @@ class UpstreamClient:
         except BaseException:  # timeout, broken, cancelled: the answer is not read
             conn.close()
             raise
-        if resp.status == 407 and conn.origin.proxy is not None:  # the proxy's, not the origin's
+        origin = conn.origin
+        if resp.status == 407 and origin.proxy is not None and not origin.tls:  # the proxy's
             resp.release()
             conn.close()
-            raise ProxyError(f"proxy {conn.origin.proxy.shown} answered 407 {_phrase(407)}")
+            raise ProxyError(f"proxy {origin.proxy.shown} answered 407 {_phrase(407)}")
         return resp
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,11 @@ class IngestSettings(BaseSettings):
     ingest_scheduler: bool = True
     ingest_daily_cron: str = "0 1 * * *"
     ingest_hourly_cron: str = "5 * * * *"
+
+    @field_validator("upstream_ca_bundle", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     def requests_per_minute(self, provider: str) -> int:
         if provider == "anthropic":
