@@ -27,6 +27,9 @@ What a caller must know:
   connection then broke, so that is a `ServerDisconnected` for the caller.
 - ``https`` origins are verified against the trust store (the system's, or
   the CA bundle `metis.gateway.egress.ssl_context` names) and the host name.
+  The request asks for ``accept-encoding: identity``; a gzip or deflate
+  answer is decoded anyway (a corrupt or truncated one is an
+  `InvalidResponse`), any other content coding is an `UpstreamError`.
 - Egress proxy (``proxies``, from `metis.gateway.egress.ProxyRules`): chosen
   once per URL, so a client without proxies does no proxy work per call. An
   ``https`` origin behind a proxy is reached through an HTTP ``CONNECT``
@@ -35,9 +38,6 @@ What a caller must know:
   sent to the proxy, as curl, requests and httpx do. Connections are pooled
   per (proxy, origin). A proxy that refuses or cannot be reached is a
   `ProxyError` whose message names the proxy (never its credentials).
-  The request asks for ``accept-encoding: identity``; a gzip or deflate
-  answer is decoded anyway (a corrupt or truncated one is an
-  `InvalidResponse`), any other content coding is an `UpstreamError`.
 - Header names and values with CR, LF or NUL are refused (`UpstreamError`)
   rather than written: no header injection into the upstream request.
 """
@@ -104,7 +104,7 @@ class _Origin:
     port: int
     tls: bool
     fixed_head: bytes = field(repr=False)
-    """``host: …\r\n`` (and ``proxy-authorization`` for an http origin via a proxy)."""
+    """The ``host`` header line (and ``proxy-authorization`` for an http origin via a proxy)."""
     proxy: Proxy | None = None
 
 
