@@ -41,6 +41,16 @@ pytest_plugins = [
 if os.environ.get("METIS_HYPOTHESIS_PROFILE"):
     hypothesis_settings.load_profile(os.environ["METIS_HYPOTHESIS_PROFILE"])
 
+# Egress settings of the machine running the tests must not reach the gateway, the
+# SDK clients or the ingest clients under test (tests that need them set their own).
+for _name in list(os.environ):
+    if _name.lower().endswith("_proxy") or _name in (
+        "METIS_UPSTREAM_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+    ):
+        del os.environ[_name]
+
 PG_BASE = os.environ.get("METIS_TEST_DATABASE_URL")
 BACKEND = "postgresql" if PG_BASE else "sqlite"
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from metis.config import get_settings
+from metis.config import Settings, get_settings
 from metis.errors import ConfigError
 
 
@@ -26,3 +26,15 @@ def test_malformed_setting_names_the_variable(
         get_settings()
     assert var in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_upstream_ca_bundle_is_one_setting_for_the_gateway_and_sync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from metis.ingest.settings import IngestSettings
+
+    monkeypatch.setenv("METIS_UPSTREAM_CA_BUNDLE", "")
+    assert Settings().upstream_ca_bundle is None and IngestSettings().upstream_ca_bundle is None
+    monkeypatch.setenv("METIS_UPSTREAM_CA_BUNDLE", "/etc/corp/ca.pem")
+    assert Settings().upstream_ca_bundle == IngestSettings().upstream_ca_bundle
+    assert Settings().upstream_ca_bundle == Path("/etc/corp/ca.pem")

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     # Routing rules file (docs/routing.md); default $METIS_HOME/routing.yaml.
     routing_file: Path | None = None
+    # CA bundle (PEM file or directory) that verifies the gateway's upstream TLS
+    # instead of the system trust store (docs/gateway.md, Egress).
+    upstream_ca_bundle: Path | None = None
     # Alerts (docs/alerts.md): sinks; more rules and overrides in $METIS_HOME/alerts.yaml.
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
@@ -64,6 +67,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
+
+    @field_validator("upstream_ca_bundle", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("home", mode="after")
     @classmethod

@@ -172,3 +172,29 @@ def test_a_taken_port_is_one_line(cli: Any, monkeypatch: pytest.MonkeyPatch) -> 
         r = cli.run("serve", "--port", str(s.getsockname()[1]))
     assert r.exit_code == 1 and started == [] and r.stdout == ""
     assert r.stderr.startswith("error: cannot listen on 127.0.0.1:") and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        (
+            "HTTPS_PROXY",
+            "socks5://u:generated-pw-1@proxy:1080",
+            "error: HTTPS_PROXY: a socks5:// proxy is not supported",
+        ),
+        (
+            "METIS_UPSTREAM_CA_BUNDLE",
+            "/nonexistent/ca.pem",
+            "error: METIS_UPSTREAM_CA_BUNDLE: cannot load CA bundle /nonexistent/ca.pem",
+        ),
+    ],
+)
+def test_an_unusable_egress_setting_is_refused_in_one_line(
+    cli: Any, monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
+    cli.ok("init")
+    monkeypatch.setenv(var, value)
+    r = cli.run("serve", "--port", "1")  # refused before anything binds
+    assert r.exit_code == 1, r.output
+    assert r.stderr.startswith(message), r.output
+    assert "generated-pw-1" not in r.output and "Traceback" not in r.output

@@ -1,6 +1,7 @@
 """End to end against the provider simulator: traffic, sync, 30-day backfill == ground truth."""
 
 import json
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -142,3 +143,44 @@ def test_persistent_fault_fails_cleanly(
     cli.ok("ingest", "sync", "--days", "3")
     for p in ("openai", "anthropic"):
         assert _ledger(engine, p) == _truth(sim, p), p
+
+
+class _InProcessTruth(Simulator):
+    """Ground truth read in-process (the test's own HTTP client has no proxy or CA)."""
+
+    def ground_truth(self, origin: str | None = None) -> dict[str, Any]:
+        return self.state.ledger.ground_truth(origin)  # type: ignore[no-any-return]
+
+
+def test_sync_goes_through_the_egress_proxy_to_a_tls_provider(
+    cli: type[Cli],
+    engine: Engine,
+    fast_ingest: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """HTTPS_PROXY and METIS_UPSTREAM_CA_BUNDLE apply to provider sync as to the gateway."""
+    from metis.simulator import create_app
+    from metis.util.server_thread import ServerThread
+    from tests.gateway.connect_proxy import ConnectProxy
+    from tests.gateway.tls_certs import ca_and_server_cert
+
+    ca, cert, key = ca_and_server_cert(tmp_path, ["provider.test"])
+    app = create_app(seed=2, history_days=1)
+    with (
+        ServerThread(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as srv,
+        ConnectProxy(hosts={"provider.test": "127.0.0.1"}) as proxy,
+    ):
+        sim = _InProcessTruth(srv, app)
+        sim.url = f"https://provider.test:{srv.port}"  # reachable only through the proxy
+        _add_keys(cli, sim)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("METIS_UPSTREAM_CA_BUNDLE", str(ca))
+        runs = json.loads(cli.ok("ingest", "sync", "--days", "2", "--json").stdout)
+        assert {r["status"] for r in runs} == {"ok"}, runs
+        assert {s.target for s in proxy.seen} == {f"provider.test:{srv.port}"}
+        assert {s.method for s in proxy.seen} == {"CONNECT"}
+        truth = {p: _truth(sim, p) for p in ("openai", "anthropic")}
+        assert all(t["input_tokens"] > 0 for t in truth.values())  # there was usage to sync
+    for p in ("openai", "anthropic"):
+        assert _ledger(engine, p) == truth[p], p

@@ -138,6 +138,11 @@ def serve(
 
     s = get_settings()  # fail early with a clear error on a bad METIS_* value
     check_secret_strength(s)
+    # An unusable HTTPS_PROXY/HTTP_PROXY or CA bundle is a one-line error here, not
+    # a 502 on every call (docs/gateway.md, Egress).
+    from metis.gateway.egress import check_environment
+
+    check_environment(s.upstream_ca_bundle)
     # Check the schema once here, before any worker starts: a database that is
     # uninitialized, behind the code or unreachable is a one-line error (exit 1)
     # instead of workers that start and then fail on every request.

@@ -108,7 +108,7 @@ class Gateway(CallPath):
         if os.environ.get("METIS_SERVER_TUNING") == "1":  # set by `metis serve`
             _tune_interpreter()
         await self.keys.load()
-        self.session = new_client()
+        self.session = new_client(self.settings.upstream_ca_bundle)
         self.writer.start()
         self._stop = asyncio.Event()
         self._tasks.append(

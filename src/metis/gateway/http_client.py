@@ -25,10 +25,19 @@ What a caller must know:
   were not processed yet; urllib3 checks the same). A request is never
   sent twice: the upstream may have acted on (and billed) a request whose
   connection then broke, so that is a `ServerDisconnected` for the caller.
-- ``https`` origins use the system trust store and verify the host name.
+- ``https`` origins are verified against the trust store (the system's, or
+  the CA bundle `metis.gateway.egress.ssl_context` names) and the host name.
   The request asks for ``accept-encoding: identity``; a gzip or deflate
   answer is decoded anyway (a corrupt or truncated one is an
   `InvalidResponse`), any other content coding is an `UpstreamError`.
+- Egress proxy (``proxies``, from `metis.gateway.egress.ProxyRules`): chosen
+  once per URL, so a client without proxies does no proxy work per call. An
+  ``https`` origin behind a proxy is reached through an HTTP ``CONNECT``
+  tunnel (then TLS to the origin with its name for SNI and verification); an
+  ``http`` origin gets absolute-form requests (``POST http://host/path``)
+  sent to the proxy, as curl, requests and httpx do. Connections are pooled
+  per (proxy, origin). A proxy that refuses or cannot be reached is a
+  `ProxyError` whose message names the proxy (never its credentials).
 - Header names and values with CR, LF or NUL are refused (`UpstreamError`)
   rather than written: no header injection into the upstream request.
 """
@@ -43,11 +52,15 @@ import time
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from metis.errors import ConfigError
+from metis.gateway.egress import Proxy, ProxyRules
 
 IDLE_KEEPALIVE_S = 30.0
 """An idle pooled connection older than this is closed instead of reused."""
@@ -71,12 +84,28 @@ class InvalidResponse(UpstreamError):
     """The upstream's bytes are not a valid HTTP/1.1 response."""
 
 
+class ProxyError(ConnectFailed):
+    """The egress proxy could not be reached or refused the tunnel (message safe to show)."""
+
+
+def describe(exc: UpstreamError) -> str:
+    """What a client may be told about ``exc``: the class name, or a proxy error's message.
+
+    Other errors' messages may quote what the upstream sent; a `ProxyError`
+    message is built here from the proxy's address and status code only."""
+    if isinstance(exc, ProxyError):
+        return f"ProxyError: {exc}"
+    return type(exc).__name__
+
+
 @dataclass(frozen=True, slots=True)
 class _Origin:
     host: str
     port: int
     tls: bool
-    host_header: bytes
+    fixed_head: bytes = field(repr=False)
+    """The ``host`` header line (and ``proxy-authorization`` for an http origin via a proxy)."""
+    proxy: Proxy | None = None
 
 
 _BAD_HEADER = re.compile(rb"[\r\n\x00]")
@@ -417,6 +446,7 @@ class UpstreamClient:
         connect_timeout: float,
         idle_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: ProxyRules | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.connect_timeout = connect_timeout
@@ -425,6 +455,7 @@ class UpstreamClient:
         self._idle: dict[_Origin, list[_Conn]] = {}
         self._all: set[_Conn] = set()
         self._ssl = ssl_context  # default: the system trust store (honours SSL_CERT_FILE)
+        self._proxies = proxies
         self._closed = False
 
     async def post(
@@ -432,7 +463,7 @@ class UpstreamClient:
     ) -> Response:
         """POST ``body`` to ``url``; the answer once its head arrived (see the module doc)."""
         origin, path = self._split(url)
-        head = [b"POST ", path, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n"]
+        head = [b"POST ", path, b" HTTP/1.1\r\n", origin.fixed_head]
         for k, v in headers.items():
             head.append(_header_bytes(k, v))
         head.append(b"accept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % len(body))
@@ -452,7 +483,7 @@ class UpstreamClient:
         if method not in ("GET", "DELETE", "PUT", "PATCH"):
             raise UpstreamError(f"method {method!r} is not supported")
         origin, path = self._split(url)
-        head = [method.encode(), b" ", path, b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n"]
+        head = [method.encode(), b" ", path, b" HTTP/1.1\r\n", origin.fixed_head]
         for k, v in headers.items():
             head.append(_header_bytes(k, v))
         head.append(b"accept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % len(body))
@@ -463,10 +494,16 @@ class UpstreamClient:
 
     async def _exchange(self, conn: _Conn, data: bytes, timeout: float) -> Response:
         try:
-            return await conn.start(data, timeout, self.idle_timeout)
+            resp = await conn.start(data, timeout, self.idle_timeout)
         except BaseException:  # timeout, broken, cancelled: the answer is not read
             conn.close()
             raise
+        origin = conn.origin
+        if resp.status == 407 and origin.proxy is not None and not origin.tls:  # the proxy's
+            resp.release()
+            conn.close()
+            raise ProxyError(f"proxy {origin.proxy.shown} answered 407 {_phrase(407)}")
+        return resp
 
     async def close(self) -> None:
         """Close every connection (idle or in use)."""
@@ -488,9 +525,20 @@ class UpstreamClient:
             default = port == (443 if tls else 80)
             host = u.hostname
             shown = f"[{host}]" if ":" in host else host
-            host_header = (shown if default else f"{shown}:{port}").encode("idna")
+            authority = (shown if default else f"{shown}:{port}").encode("idna")
             path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-            hit = (_Origin(host, port, tls, host_header), path.encode("latin-1"))
+            fixed = b"host: " + authority + b"\r\n"
+            proxy = None
+            if self._proxies is not None:
+                try:
+                    proxy = self._proxies.for_origin(u.scheme, host, port)
+                except ConfigError as e:
+                    raise ProxyError(str(e)) from None
+                if proxy is not None and not tls:  # absolute-form to the proxy (RFC 9112 3.2.2)
+                    path = f"http://{authority.decode()}{path}"
+                    if proxy.authorization is not None:
+                        fixed += b"proxy-authorization: " + proxy.authorization + b"\r\n"
+            hit = (_Origin(host, port, tls, fixed, proxy), path.encode("latin-1"))
             if len(self._origins) < 1024:
                 self._origins[url] = hit
         return hit
@@ -524,6 +572,10 @@ class UpstreamClient:
                 self._ssl = ssl.create_default_context()
             ctx = self._ssl
         conn = _Conn(self, origin)
+        if origin.proxy is not None:
+            await self._connect_via(origin.proxy, origin, conn, ctx)
+            self._all.add(conn)
+            return conn
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await self.loop.create_connection(
@@ -539,3 +591,103 @@ class UpstreamClient:
             raise ConnectFailed(type(e).__name__) from e
         self._all.add(conn)
         return conn
+
+    async def _connect_via(
+        self, proxy: Proxy, origin: _Origin, conn: _Conn, ctx: ssl.SSLContext | None
+    ) -> None:
+        """Connect ``conn`` to ``origin`` through ``proxy``: plain for http, a CONNECT tunnel
+        then TLS for https (the whole within ``connect_timeout``)."""
+        stage = "proxy"
+        transport: asyncio.Transport | None = None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if ctx is None:  # http origin: absolute-form requests on a connection to the proxy
+                    await self.loop.create_connection(lambda: conn, proxy.host, proxy.port)
+                    return
+                tunnel = _Tunnel(self.loop, proxy.shown)
+                transport, _ = await self.loop.create_connection(
+                    lambda: tunnel, proxy.host, proxy.port
+                )
+                shown = f"[{origin.host}]" if ":" in origin.host else origin.host
+                target = f"{shown}:{origin.port}".encode("idna")
+                auth = b""
+                if proxy.authorization is not None:
+                    auth = b"proxy-authorization: " + proxy.authorization + b"\r\n"
+                transport.write(
+                    b"CONNECT %s HTTP/1.1\r\nhost: %s\r\n%s\r\n" % (target, target, auth)
+                )
+                status = await tunnel.answer
+                if not 200 <= status < 300:
+                    raise ProxyError(
+                        f"proxy {proxy.shown} answered CONNECT {target.decode()} "
+                        f"with {status} {_phrase(status)}"
+                    )
+                stage = "tls"
+                tls = await self.loop.start_tls(transport, tunnel, ctx, server_hostname=origin.host)
+                if tls is None:  # only for a transport being closed
+                    raise ConnectFailed("tunnel closed during the TLS handshake")
+                transport = tls
+                tls.set_protocol(conn)
+                conn.connection_made(tls)
+        except ProxyError:
+            if transport is not None:
+                transport.close()
+            raise
+        except (TimeoutError, OSError) as e:  # OSError: refused, DNS, TLS (ssl.SSLError)
+            if transport is not None:
+                transport.close()
+            reason = "connect timed out" if isinstance(e, TimeoutError) else type(e).__name__
+            if stage == "proxy":
+                raise ProxyError(f"proxy {proxy.shown} not usable: {reason}") from e
+            raise ConnectFailed(reason) from e
+        except BaseException:
+            if transport is not None:
+                transport.close()
+            raise
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+_CONNECT_STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})[ \r]")
+MAX_PROXY_HEAD = 64 * 1024
+"""The longest CONNECT answer head a proxy may send."""
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads a proxy's answer to CONNECT: `answer` resolves to its status code.
+
+    After a 2xx answer the connection carries the origin's TLS; a proxy that
+    closes first, or sends a malformed or oversized head, is a `ProxyError`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, shown: str) -> None:
+        self.answer: asyncio.Future[int] = loop.create_future()
+        self.shown = shown
+        self._buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return  # a refused tunnel's body; the connection is being closed
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buf) > MAX_PROXY_HEAD:
+                self._refuse("sent an oversized CONNECT answer")
+            return
+        m = _CONNECT_STATUS.match(self._buf)
+        if m is None:
+            self._refuse("sent an invalid CONNECT answer")
+        elif len(self._buf) > end + 4 and 200 <= int(m.group(1)) < 300:
+            self._refuse("sent bytes after its CONNECT answer")
+        else:
+            self.answer.set_result(int(m.group(1)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._refuse("closed the connection before answering CONNECT")
+
+    def _refuse(self, what: str) -> None:
+        _fail_future(self.answer, ProxyError(f"proxy {self.shown} {what}"))

@@ -52,7 +52,7 @@ from sqlalchemy.exc import DBAPIError
 from metis.events import GatewayQuotaExceeded
 from metis.gateway import caps, http_io, metrics, upstream
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved
-from metis.gateway.http_client import Response, UpstreamClient, UpstreamError
+from metis.gateway.http_client import Response, UpstreamClient, UpstreamError, describe
 from metis.gateway.http_io import Header, Receive, Send
 from metis.gateway.inbound.base import InboundAPI
 from metis.gateway.plan import RouteContext, RoutePlan
@@ -524,7 +524,7 @@ class CallPath:
                 502,
                 True,
                 "upstream_error",
-                f"upstream connection failed: {type(e).__name__}",
+                f"upstream connection failed: {describe(e)}",
             )
         try:
             if resp.status >= 400:
@@ -585,7 +585,7 @@ class CallPath:
                 502,
                 True,
                 "upstream_error",
-                f"upstream connection failed: {type(e).__name__}",
+                f"upstream connection failed: {describe(e)}",
             )
         ctype = resp.headers.get("content-type", "application/json").encode()
         if out is not None and out.adapter is not None:  # into the wire shape (Bedrock)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from metis.gateway import http_io, metrics, upstream
-from metis.gateway.http_client import UpstreamError
+from metis.gateway.http_client import UpstreamError, describe
 from metis.gateway.http_io import Header, Receive, Send
 from metis.gateway.lifecycle import relayed_headers
 from metis.gateway.upstream import UpstreamCredential
@@ -68,7 +68,7 @@ async def fetch(
     except TimeoutError:
         return "upstream_timeout", "upstream timed out"
     except UpstreamError as e:
-        return "upstream_error", f"upstream connection failed: {type(e).__name__}"
+        return "upstream_error", f"upstream connection failed: {describe(e)}"
 
 
 async def forward_unbilled(
@@ -112,7 +112,7 @@ async def forward_unbilled(
         return
     except UpstreamError as e:
         await http_io.error(
-            send, shape, "upstream_error", f"upstream connection failed: {type(e).__name__}", rid
+            send, shape, "upstream_error", f"upstream connection failed: {describe(e)}", rid
         )
         return
     try:
@@ -132,7 +132,7 @@ async def forward_unbilled(
                 send,
                 shape,
                 "upstream_error",
-                f"upstream connection failed: {type(e).__name__}",
+                f"upstream connection failed: {describe(e)}",
                 rid,
             )
             return

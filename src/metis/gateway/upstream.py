@@ -20,10 +20,12 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Engine
 
 from metis.config import Settings
+from metis.gateway import egress
 from metis.gateway.http_client import UpstreamClient
 from metis.gateway.upstreams.base import UpstreamCredential
 
@@ -156,6 +158,15 @@ class CredentialCache:
             self._cache.pop((workspace_id, provider or ""), None)
 
 
-def new_client() -> UpstreamClient:
-    """The process's pooled upstream client (create inside the running loop)."""
-    return UpstreamClient(connect_timeout=CONNECT_TIMEOUT_S, idle_timeout=STREAM_IDLE_TIMEOUT_S)
+def new_client(ca_bundle: Path | None = None) -> UpstreamClient:
+    """The process's pooled upstream client (create inside the running loop).
+
+    Egress as configured in the environment (`metis.gateway.egress`): the
+    proxy per origin from HTTPS_PROXY/HTTP_PROXY/NO_PROXY, and ``ca_bundle``
+    (METIS_UPSTREAM_CA_BUNDLE) or the CA bundle variables for upstream TLS."""
+    return UpstreamClient(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        idle_timeout=STREAM_IDLE_TIMEOUT_S,
+        ssl_context=egress.ssl_context(ca_bundle),
+        proxies=egress.ProxyRules.from_environ(),
+    )

@@ -13,7 +13,9 @@
   ("5 * * * *", top-up of today) are crontab expressions in UTC.
 """
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,11 +28,18 @@ class IngestSettings(BaseSettings):
     ingest_retry_base_seconds: float = Field(1.0, ge=0)
     ingest_retry_max_wait_seconds: float = Field(60.0, ge=0)
     ingest_http_timeout_seconds: float = Field(30.0, gt=0)
+    # The gateway's CA bundle setting, also used by provider sync (docs/gateway.md, Egress).
+    upstream_ca_bundle: Path | None = None
     ingest_default_days: int = Field(2, ge=1, le=400)  # as `metis ingest sync --days`
     ingest_lease_seconds: int = Field(900, ge=5)
     ingest_scheduler: bool = True
     ingest_daily_cron: str = "0 1 * * *"
     ingest_hourly_cron: str = "5 * * * *"
+
+    @field_validator("upstream_ca_bundle", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     def requests_per_minute(self, provider: str) -> int:
         if provider == "anthropic":

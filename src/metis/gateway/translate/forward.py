@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from metis.gateway import upstream
-from metis.gateway.http_client import Response, UpstreamError
+from metis.gateway.http_client import Response, UpstreamError, describe
 from metis.gateway.lifecycle import relayed_headers
 from metis.gateway.translate.errors import TranslationError
 from metis.gateway.translate.errors_shape import reshape_error, stream_error_frame
@@ -150,7 +150,7 @@ async def cross_shape(
     except UpstreamError as e:
         return _failed(
             "connect_error", 502, "upstream_error",
-            f"upstream connection failed: {type(e).__name__}",
+            f"upstream connection failed: {describe(e)}",
         )  # fmt: skip
     try:
         if resp.status >= 400:
@@ -201,7 +201,7 @@ async def _plain(
     except UpstreamError as e:
         return _failed(
             "connect_error", 502, "upstream_error",
-            f"upstream connection failed: {type(e).__name__}",
+            f"upstream connection failed: {describe(e)}",
         )  # fmt: skip
     if req.adapter is not None:
         data = req.adapter.plain(data, resp.headers)

@@ -9,6 +9,7 @@ import httpx
 
 from metis.credentials import Credential
 from metis.errors import ValidationError
+from metis.gateway.egress import ssl_context
 from metis.ingest.providers import anthropic, openai
 from metis.ingest.providers.base import CostItem, UsageItem
 from metis.ingest.providers.http import AdminHTTP
@@ -46,10 +47,15 @@ def provider_api(name: str) -> ProviderAPI:
 async def client_for(
     cred: Credential, secret: str, settings: IngestSettings
 ) -> AsyncIterator[AdminHTTP]:
-    """An `AdminHTTP` for ``cred`` (the secret only lives in its headers)."""
+    """An `AdminHTTP` for ``cred`` (the secret only lives in its headers).
+
+    Egress as the gateway's (docs/gateway.md, Egress): httpx reads
+    HTTPS_PROXY/HTTP_PROXY/NO_PROXY itself (``trust_env``), and TLS is
+    verified with the same CA bundle (`metis.gateway.egress.ssl_context`)."""
     api = provider_api(cred.provider)
     timeout = httpx.Timeout(settings.ingest_http_timeout_seconds)
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+    verify = ssl_context(settings.upstream_ca_bundle)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=verify) as client:
         yield AdminHTTP(
             provider=cred.provider,
             root=cred.api_root,
