@@ -109,6 +109,9 @@ def test_export_http_streams(engine: Engine, api: httpx.Client) -> None:
         "invalid_format"
     )
     assert api.get("/export/usage", params={"user": "DROP TABLE"}).status_code == 400
+    for bad in ("", "day,", "day,,user", "email"):  # the OpenAPI pattern refuses each
+        r = api.get("/export/usage", params={"group_by": bad})
+        assert r.json()["detail"]["error"] == "invalid_group_by", (bad, r.text)
     assert httpx.get(str(api.base_url) + "/export/usage").status_code == 401
 
 
