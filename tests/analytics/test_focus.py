@@ -312,6 +312,8 @@ def test_bad_input_is_a_clear_400(engine: Engine, api: httpx.Client, cli: type[C
     for params, code in (
         ({"version": "1.1"}, "invalid_version"),
         ({"format": "xlsx"}, "invalid_format"),
+        ({"format": ""}, "invalid_format"),
+        ({"version": ""}, "invalid_version"),
         ({"from": "yesterday"}, "invalid_window"),
         ({"from": "2026-11-05", "to": "2026-11-01"}, "invalid_window"),
     ):

@@ -95,7 +95,7 @@ def columns(version: Version) -> tuple[str, ...]:
 
 
 def parse_version(value: str | None) -> Version:
-    if value is None or value == "":
+    if value is None:
         return "1.2"
     if value not in VERSIONS:
         raise ParamError("invalid_version", "version must be 1.0 or 1.2 (FOCUS)")
@@ -103,7 +103,7 @@ def parse_version(value: str | None) -> Version:
 
 
 def parse_focus_format(value: str | None) -> FocusFormat:
-    if value is None or value == "":
+    if value is None:
         return "csv"
     if value not in FORMATS:
         raise ParamError("invalid_format", "format must be csv or parquet")
