@@ -340,3 +340,14 @@ def test_rows_are_read_one_day_at_a_time(ledger: Engine) -> None:
     batches: Iterator[list[dict[str, Any]]] = focus.focus_rows(ledger, window, "1.2")
     days = [{r["ChargePeriodStart"] for r in b} for b in batches]
     assert len(days) == DAYS and all(len(d) == 1 for d in days)
+
+
+def test_an_empty_window_is_a_valid_empty_file(engine: Engine, api: httpx.Client) -> None:
+    """No spend in the window: the CSV is its header line, the Parquet a file of 0 rows."""
+    params = {"from": "2026-10-01", "to": "2026-10-03", "version": "1.0"}
+    r = api.get("/export/focus", params=params)
+    assert r.status_code == 200 and r.text == ",".join(focus.columns("1.0")) + "\n"
+    r = api.get("/export/focus", params={**params, "format": "parquet"})
+    assert r.headers["content-type"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(r.content))
+    assert table.num_rows == 0 and table.column_names == list(focus.columns("1.0"))
