@@ -6,7 +6,8 @@ them (SQLite: executemany on the raw driver with secondary indexes dropped and
 rebuilt; PostgreSQL: COPY), builds the rollups with `metis.ledger.rollups.rebuild`,
 then times each analytics endpoint over HTTP (a real Metis server thread,
 admin token) for 90-day and 7-day windows, and runs ``metis export usage`` for
-about 1M rows in a subprocess, reporting its peak RSS next to a 10k-row export.
+about 1M rows in a subprocess, reporting its peak RSS next to a 10k-row export,
+and ``metis export focus`` (CSV and Parquet) for 7 and 90 days.
 It also times the write path (`upsert_usage` with rollup maintenance) for
 gateway-like batches.
 
@@ -352,6 +353,46 @@ def bench_export(env: dict[str, str], tmp: Path, rows_target: int, total: int) -
     return results
 
 
+def bench_focus(env: dict[str, str], tmp: Path) -> list[str]:
+    """Run `metis export focus` (CSV and Parquet) in a child for 7 and 90 days; peak RSS.
+
+    The export reads one UTC day at a time, so its peak memory should not grow with the
+    window (the 90-day export has ~13x the rows of the 7-day one).
+    """
+    results = []
+    for days in (7, DAYS):
+        for fmt in ("csv", "parquet"):
+            frm = (END - timedelta(days=days)).isoformat()
+            out = tmp / f"focus_{days}.{fmt}"
+            code = (
+                "import resource, sys, time\n"
+                "from metis.cli.main import main\n"
+                "t0 = time.perf_counter()\n"
+                f"rc = main(['export', 'focus', '--from', '{frm}', '--to', '{END.isoformat()}',"
+                f" '--output', '{out}'])\n"
+                "print(rc, time.perf_counter() - t0,"
+                " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+            )
+            res = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            )
+            _rc, secs, rss_kb = res.stdout.split()
+            if fmt == "csv":
+                n = sum(1 for _ in out.open()) - 1
+            else:
+                import pyarrow.parquet as pq
+
+                n = pq.ParquetFile(out).metadata.num_rows
+            size = out.stat().st_size
+            out.unlink()
+            results.append(
+                f"| export focus {fmt} | {days} d, {n:,} rows, {size / 1e6:.1f} MB | "
+                f"{float(secs):.1f} s | peak RSS {int(rss_kb) / 1024:.0f} MiB |"
+            )
+            log(results[-1])
+    return results
+
+
 def bench_write_path(engine: Engine, keys: list[tuple[str, str, str, str]]) -> str:
     """upsert_usage (with rollup maintenance) for gateway-like batches of 200 new records."""
     rnd = random.Random(7)
@@ -477,6 +518,7 @@ def main() -> None:
         lines.append("")
         if not args.reconciled_only:
             lines += bench_export(env, tmp, min(args.export_rows, args.rows), args.rows)
+            lines += bench_focus(env, tmp)
         lines.append(bench_write_path(engine, keys))
     finally:
         engine.dispose()

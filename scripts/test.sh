@@ -11,6 +11,8 @@ source scripts/venv.sh
 backends=${METIS_TEST_BACKENDS:-"sqlite postgresql"}
 # A separate venv with hermes-agent for the real-Hermes plugin test (skips without it).
 export METIS_HERMES_PYTHON=${METIS_HERMES_PYTHON:-$(scripts/hermes-venv.sh)}
+# A separate venv with the FinOps Foundation's focus-validator (pins numpy<2; pyarrow needs 2).
+export METIS_FOCUS_VALIDATOR=${METIS_FOCUS_VALIDATOR:-$(scripts/focus-venv.sh)}
 # The real agent CLIs (Claude Code, Codex) for tests/clients; without them those tests fail.
 scripts/clients.sh >&2 || echo "warning: scripts/clients.sh failed; the client tests will fail" >&2
 status=0

@@ -113,6 +113,7 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/analytics/reconciliation"): ADMIN,
     ("GET", "/export/usage"): ADMIN,
     ("GET", "/export/audit"): ADMIN,
+    ("GET", "/export/focus"): ADMIN,
     ("GET", "/analytics/user/{user_id}/export"): ADMIN,
     ("POST", "/analytics/user/{user_id}/forget"): ADMIN,
     # public: API schema and its viewers, Prometheus metrics (labels carry no identities)

@@ -274,6 +274,7 @@ FLOW_COMMANDS = (
     "report forecast",
     "export usage",
     "export audit",
+    "export focus",
     "alerts test",
     "alerts status",
     "alerts run",
@@ -443,6 +444,9 @@ def test_canaries_appear_nowhere(
     run("export", "usage", "--format", "jsonl", "--group-by", "day,team")
     run("export", "audit", "--output", str(exports / "audit.jsonl"))
     run("export", "audit", "--with-names")
+    run("export", "focus", "--output", str(exports / "focus.csv"))  # the parquet's rows, plain
+    run("export", "focus", "--output", str(exports / "focus.parquet"))
+    run("export", "focus", "--version", "1.0")
     run("alerts", "test")
     run("alerts", "run")
     run("alerts", "status", "--json")
@@ -603,7 +607,8 @@ def _exercise_server(
         scan("cron", http.post("/cron/usage", json={"days": 1}, headers=cron))
         admin = {"Authorization": f"Bearer {adm}"}
         for path in ["/export/usage?format=csv", "/export/usage?format=jsonl",
-                     "/export/audit", "/analytics/cost?group_by=user", "/analytics/ingest",
+                     "/export/audit", "/export/focus", "/export/focus?format=parquet",
+                     "/analytics/cost?group_by=user", "/analytics/ingest",
                      "/analytics/by_key", "/metrics", "/openapi.json"]:  # fmt: skip
             scan(f"admin GET {path}", http.get(path, headers=admin))
         # the dashboard: log in with the admin token, read every page (and its CSV), issue a key

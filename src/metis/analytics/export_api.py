@@ -1,5 +1,6 @@
 """Export and privacy routes: ``GET /export/usage``, ``GET /export/audit``,
-``GET /analytics/user/{user_id}/export`` and ``POST /analytics/user/{user_id}/forget``.
+``GET /export/focus``, ``GET /analytics/user/{user_id}/export`` and
+``POST /analytics/user/{user_id}/forget``.
 
 Exports stream (`metis.analytics.exports`): constant memory whatever the size.
 All routes need an admin token.
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from metis.analytics import exports, privacy, schemas
+from metis.analytics import exports, focus, focus_encode, privacy, schemas
 from metis.analytics.deps import EngineDep, require_admin
 from metis.analytics.httputil import (
     ADMIN_ERRORS,
@@ -94,6 +95,47 @@ def export_usage(
             )  # fmt: skip
     chunks = exports.primed(exports.usage_export(engine, window, filters, fmt, groups, v))
     return StreamingResponse(chunks, media_type=_MEDIA[fmt], headers=_window_headers(window, v))
+
+
+_FOCUS_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "FOCUS rows, streamed (``format``: csv or parquet)",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.get("/export/focus", response_class=StreamingResponse, responses=_FOCUS_STREAMED)
+def export_focus(
+    engine: EngineDep,
+    version: Annotated[
+        str | None,
+        Query(description="FOCUS 1.2 (default) | 1.0", json_schema_extra=one_of("1.0", "1.2")),
+    ] = None,
+    format: Annotated[
+        str | None,
+        Query(description="csv (default) | parquet", json_schema_extra=one_of("csv", "parquet")),
+    ] = None,
+    from_: FromQ = None,
+    to: ToQ = None,
+) -> Response:
+    """The reconciled ledger as FOCUS (FinOps Open Cost and Usage Specification) rows: one
+    per day, provider, model, workspace, team, user, key and charge kind, unattributed
+    provider spend included; ``BilledCost`` sums to ``/analytics/cost``'s total for the same
+    window. Whole UTC days (headers ``x-metis-window-start``/``-end``; default window: the
+    last 7 UTC days through today). Column mapping: docs/exports.md."""
+    with param_errors():
+        v = focus.parse_version(version)
+        fmt = focus.parse_focus_format(format)
+        window = query_window(from_, to, "reconciled")
+        if fmt == "parquet":
+            focus_encode.arrow_schema(())  # a missing pyarrow is a 400 before the 200 starts
+    chunks = exports.primed(focus_encode.focus_export(engine, window, v, fmt))
+    headers = {**_window_headers(window, "reconciled"), "x-metis-focus-version": v}
+    return StreamingResponse(chunks, media_type=focus_encode.MEDIA_TYPES[fmt], headers=headers)
 
 
 @router.get("/export/audit", response_class=StreamingResponse, responses=_STREAMED)

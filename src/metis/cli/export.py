@@ -1,4 +1,4 @@
-"""``metis export``: usage and audit exports (CSV or JSON Lines), streamed."""
+"""``metis export``: usage and audit exports (CSV or JSON Lines), FOCUS (CSV or Parquet)."""
 
 import sys
 from collections.abc import Iterator
@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
-from metis.analytics import exports
+from metis.analytics import exports, focus, focus_encode
 from metis.analytics.params import parse_window, resolve_filters
 from metis.analytics.views import parse_view, query_window
 from metis.cli._common import err_console, ready_engine
 from metis.errors import ValidationError
 
-app = typer.Typer(help="Export usage and the audit log.", no_args_is_help=True)
+app = typer.Typer(
+    help="Export usage, the audit log, and FOCUS for FinOps tools.", no_args_is_help=True
+)
 
 FromOpt = typer.Option(
     None, "--from", help="ISO 8601 UTC start, inclusive (default: 6 days before today)."
@@ -123,5 +125,60 @@ def audit(
         with engine.connect() as conn:
             filters = resolve_filters(conn, workspace=workspace)
         _emit(exports.audit_export(engine, window, filters, f, with_names), output)
+    finally:
+        engine.dispose()
+
+
+FOCUS_EXTENSIONS = {".csv": "csv", ".parquet": "parquet"}
+
+
+def focus_format(fmt: str | None, output: Path | None) -> focus.FocusFormat:
+    """``--format``, else the ``--output`` file's extension (.csv, .parquet), else CSV;
+    a ``--format`` contradicting the extension is an error (as for `output_format`)."""
+    by_name = FOCUS_EXTENSIONS.get(output.suffix.lower()) if output is not None else None
+    chosen = focus.parse_focus_format(fmt or by_name or "csv")
+    if fmt is not None and by_name is not None and by_name != chosen:
+        raise ValidationError(
+            f"--format {chosen} but {output} is named like a {by_name} file: "
+            "drop --format, or change the file name"
+        )
+    return chosen
+
+
+@app.command("focus")
+def focus_cmd(
+    from_: str | None = FromOpt,
+    to: str | None = ToOpt,
+    fmt: str | None = typer.Option(
+        None, "--format", help="csv or parquet; default: from --output's extension, else csv."
+    ),
+    version: str | None = typer.Option(
+        None, "--version", help="FOCUS version: 1.2 (default) or 1.0."
+    ),
+    output: Path | None = OutputOpt,
+) -> None:
+    """Export the reconciled ledger as FOCUS rows for FinOps tools (CSV or Parquet).
+
+    One row per day, provider, model, workspace, team, user, key and charge
+    kind; provider spend no key or plugin attributed comes as its own
+    `unattributed` rows, so BilledCost adds up to `metis report cost` (and
+    /analytics/cost) for the same whole UTC days. Re-running gives the same
+    bytes. The column mapping is in docs/exports.md.
+
+    Example:
+
+        metis export focus --from 2026-11-01 --to 2026-12-01 --format parquet --output nov.parquet
+    """
+    v = focus.parse_version(version)
+    f = focus_format(fmt, output)
+    window = query_window(from_, to, "reconciled")
+    if f == "parquet":
+        focus_encode.arrow_schema(())  # a missing pyarrow fails before anything is written
+        if output is None and sys.stdout.isatty():
+            raise ValidationError("Parquet is binary: give --output FILE (or redirect stdout)")
+    err_console.print(focus_encode.describe(window, v))
+    engine = ready_engine()
+    try:
+        _emit(focus_encode.focus_export(engine, window, v, f), output)
     finally:
         engine.dispose()

@@ -35,7 +35,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "admin": LazyCommand(
         "metis.cli.admin:app", "Admin access: tokens for the admin/analytics API."
     ),
-    "export": LazyCommand("metis.cli.export:app", "Export usage and the audit log."),
+    "export": LazyCommand(
+        "metis.cli.export:app", "Export usage, the audit log, and FOCUS for FinOps tools."
+    ),
     "report": LazyCommand("metis.cli.report:app", "Reports in the terminal."),
     "alerts": LazyCommand(
         "metis.cli.alerts:app", "Alert sinks, delivery status and manual passes."
