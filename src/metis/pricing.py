@@ -194,6 +194,67 @@ def price(
     return Priced(_bounded(calc.total_price), "computed", PRICING_VERSION, gp_model.id)
 
 
+class TopPrices(msgspec.Struct, frozen=True):
+    """The highest price a model charges per input token, per output token and per request.
+
+    USD per million tokens (per request for ``per_request``), the maximum over
+    every token price of that direction (plain, cache reads, 5-minute and
+    1-hour cache writes, audio, image, reasoning), over every tier, and over
+    every dated price the model has had or will have. No mix of token kinds,
+    no tier and no date the call lands on can price one token above these, so
+    a token count times them bounds any cost `price` computes
+    (`metis.gateway.worst_case`).
+    """
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    per_request: Decimal
+
+
+def _top(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    base = getattr(value, "base", None)  # genai-prices TieredPrices
+    tops = [t.price for t in getattr(value, "tiers", ())]
+    return max([base, *tops]) if isinstance(base, Decimal) else Decimal(0)
+
+
+@functools.lru_cache(maxsize=4096)
+def top_prices(provider: str, model: str) -> TopPrices | None:
+    """`TopPrices` of a model; None when genai-prices has no price for it."""
+    from genai_prices.units import _get_registry
+
+    found = _lookup(provider, model)
+    if found is None:
+        return None
+    gp_model = found[1]
+    registry = _get_registry()
+    all_prices = (
+        [gp_model.prices]
+        if not isinstance(gp_model.prices, list)
+        else [c.prices for c in gp_model.prices]
+    )
+    top = {"input": Decimal(0), "output": Decimal(0), "requests": Decimal(0)}
+    for mp in all_prices:
+        for key, value in mp.__dict__.items():
+            if value is None:
+                continue
+            try:
+                unit = registry.unit_for_price_key(key)
+            except KeyError:
+                continue
+            dims = unit.dimensions
+            if dims.get("family") == "tokens" and dims.get("direction") in ("input", "output"):
+                kind = str(dims["direction"])
+                per_mtok = _top(value) * _MTOK / unit.per
+            elif dims.get("family") == "requests":
+                kind, per_mtok = "requests", _top(value) / unit.per
+            else:
+                continue  # tool calls, durations, pixels: never priced from a usage object
+            top[kind] = max(top[kind], per_mtok)
+    return TopPrices(top["input"], top["output"], top["requests"])
+
+
 MAX_COST_NANOUSD = 10**18
 """$1e9: no single record costs more; a larger computed cost means the token counts are
 garbage, and storing it would overflow the 64-bit ledger columns."""

@@ -7,8 +7,9 @@ Lifecycle of one inference request (DESIGN.md "Gateway request lifecycle"):
 2. Body: one JSON object with a ``model`` (read by the API's ``decoder``):
    else 400. ``allowed_models``: 403.
 3. Routing plan (``Gateway.plan_route``, default: the request's own model).
-4. Hard caps: reserve the worst-case cost (the API's ``worst_case_output``)
-   on every counter the key charges (`metis.ledger.counters`, in memory):
+4. Hard caps: reserve the worst-case cost (the API's ``worst_case``,
+   `metis.gateway.worst_case`) on every counter the key charges
+   (`metis.ledger.counters`, in memory):
    429 with ``scope``, ``limit_usd``, ``current_usd``, ``resets_at``, headers
    ``x-should-retry: false`` and ``retry-after`` (seconds to the reset) +
    ``gateway.quota_exceeded`` + ``route.decided`` (winner_index -1, reason
@@ -53,6 +54,7 @@ from metis.gateway.stamping import CallFacts, call_event, route_event, usage_rec
 from metis.gateway.streaming import SSEUsageTap
 from metis.gateway.upstream import CredentialCache, UpstreamCredential
 from metis.gateway.usage import Tokens
+from metis.gateway.worst_case import WorstCase
 from metis.ids import fast_ulid
 from metis.jsonutil import DECODE_ERRORS
 from metis.ledger.counters import CapExceeded, CountersUnavailable, Reservation, SpendCounters
@@ -130,6 +132,7 @@ class Call:
     t0: float
     stream: bool
     reservation: Reservation | None = None
+    worst: WorstCase | None = None  # read under a cap, or when a call's usage is unreadable
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -280,12 +283,12 @@ class CallPath:
         if refusal is not None:
             await self._error(send, shape, "permission_error", refusal, rid)
             return
-        max_out = api.worst_case_output(req)
         est = 0
-        for t in plan.targets:
-            t_est = caps.estimate(t.provider, t.model, len(raw), max_out)
-            if t_est is None:
-                if capped:
+        if capped:  # the worst case is read only under a cap (a second, partial decode)
+            call.worst = api.worst_case(req, raw)
+            for t in plan.targets:
+                t_est = caps.estimate(t.provider, t.model, len(raw), call.worst)
+                if t_est is None:
                     await self._error(
                         send,
                         shape,
@@ -295,8 +298,7 @@ class CallPath:
                         rid,
                     )
                     return
-                continue
-            est = max(est, t_est)
+                est = max(est, t_est)
         if self.writer.full:  # never drop a record: admit nothing new instead
             metrics.DB_UNAVAILABLE.labels("buffer_full").inc()
             await self._error(
