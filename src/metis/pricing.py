@@ -255,6 +255,96 @@ def _file_price(
     return Priced(_bounded(total / _MTOK), "computed", f.version, model.lower())
 
 
+class TopPrices(msgspec.Struct, frozen=True):
+    """The highest price a model charges per input token, per output token and per request.
+
+    USD per million tokens (per request for ``per_request``), the maximum over
+    every token price of that direction (plain, cache reads, 5-minute and
+    1-hour cache writes, audio, image, reasoning), over every tier, and over
+    every dated price the model has had or will have. No mix of token kinds,
+    no tier and no date the call lands on can price one token above these, so
+    a token count times them bounds any cost `price` computes
+    (`metis.gateway.worst_case`).
+    """
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    per_request: Decimal
+
+
+def _top(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    base = getattr(value, "base", None)  # genai-prices TieredPrices
+    tops = [t.price for t in getattr(value, "tiers", ())]
+    return max([base, *tops]) if isinstance(base, Decimal) else Decimal(0)
+
+
+def top_prices(provider: str | None, model: str, name: str | None = None) -> TopPrices | None:
+    """`TopPrices` of a model; None when it is unpriced.
+
+    Like `price`: genai-prices first (``provider`` is its id), else the prices
+    file's entries for ``name`` (default ``provider``), over every effective date."""
+    top = _genai_top_prices(provider, model)
+    if top is not None:
+        return top
+    f = prices_file.current()
+    key = name or provider
+    if f is None or key is None:
+        return None
+    return _file_top_prices(f, key, model.lower())
+
+
+def _file_top_prices(f: prices_file.PricesFile, key: str, model: str) -> TopPrices | None:
+    # Exact model entries, else the provider's "*" entry, as PricesFile.find chooses.
+    # Not cached: a prices file holds a handful of entries, and it may change.
+    entries = [e for e in f.entries if e.provider == key and e.model == model] or [
+        e for e in f.entries if e.provider == key and e.model == "*"
+    ]
+    if not entries:
+        return None
+    return TopPrices(
+        max(max(e.input, e.cache_read, e.cache_write) for e in entries),
+        max(e.output for e in entries),
+        Decimal(0),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _genai_top_prices(provider: str | None, model: str) -> TopPrices | None:
+    from genai_prices.units import _get_registry
+
+    found = _lookup(provider, model)
+    if found is None:
+        return None
+    gp_model = found[1]
+    registry = _get_registry()
+    all_prices = (
+        [gp_model.prices]
+        if not isinstance(gp_model.prices, list)
+        else [c.prices for c in gp_model.prices]
+    )
+    top = {"input": Decimal(0), "output": Decimal(0), "requests": Decimal(0)}
+    for mp in all_prices:
+        for key, value in mp.__dict__.items():
+            if value is None:
+                continue
+            try:
+                unit = registry.unit_for_price_key(key)
+            except KeyError:
+                continue
+            dims = unit.dimensions
+            if dims.get("family") == "tokens" and dims.get("direction") in ("input", "output"):
+                kind = str(dims["direction"])
+                per_mtok = _top(value) * _MTOK / unit.per
+            elif dims.get("family") == "requests":
+                kind, per_mtok = "requests", _top(value) / unit.per
+            else:
+                continue  # tool calls, durations, pixels: never priced from a usage object
+            top[kind] = max(top[kind], per_mtok)
+    return TopPrices(top["input"], top["output"], top["requests"])
+
+
 MAX_COST_NANOUSD = 10**18
 """$1e9: no single record costs more; a larger computed cost means the token counts are
 garbage, and storing it would overflow the 64-bit ledger columns."""

@@ -88,3 +88,29 @@ def test_a_codex_tool_turn_is_recorded_exactly_as_the_provider_billed_it(
         assert sum(r[field] for r in recs.values()) == truth[field], field
     assert truth["requests"] == 2
     assert egress_trap.attempts == []
+
+
+def test_a_spent_hard_cap_stops_codex_at_the_first_refusal(
+    gateway_factory: Callable[..., GatewayServer],
+    simulator: Simulator,
+    codex_cli: Codex,
+) -> None:
+    """Codex ignores ``x-should-retry`` and retries a 429 five times unless its
+    ``error.code`` is ``insufficient_quota`` (tests/fixtures/clients/README.md), so the
+    cap refusal on OpenAI-shaped routes carries that code and Codex stops at once."""
+    g = gateway_factory(simulator.url)
+    _, secret = g.issue_key("capped", user="bob", team="eng", daily_cap_usd="0.000001")
+    spend = g.openai(secret).responses.create(
+        model=MODEL, input="spend the cap", max_output_tokens=16
+    )
+    assert spend.usage is not None and spend.usage.output_tokens > 0
+    requests_before = g.gw.stats.requests
+
+    run = codex_cli.run("hi", base_url=g.url + "/v1", key=secret, model=MODEL, timeout=90)
+
+    sent = g.gw.stats.requests - requests_before
+    assert sent == 1, f"{sent} requests reached the gateway (1 expected: no retry)\n{run.report()}"
+    assert not run.timed_out and run.returncode == 1, run.report()
+    assert "Quota exceeded" in run.stderr, run.report()
+    assert g.gw.stats.quota_rejections == 1
+    assert len(simulator.calls()) == 1  # only the spending call reached the provider

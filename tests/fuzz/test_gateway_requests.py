@@ -1,11 +1,12 @@
 """Hostile request bodies against the real gateway (``metis serve``'s app on 127.0.0.1).
 
-Valid chat/messages/embeddings/responses/count_tokens bodies with a few fields replaced by hostile
-values (wrong types, huge or negative ``max_tokens``, NaN, deep nesting,
-unicode), plus bodies that are not JSON at all, sent with a capped and an
-uncapped key. The gateway may refuse (4xx in the inbound shape's envelope) or
-forward (then whatever the upstream answers); it never answers 500 itself,
-and it stays healthy.
+Valid chat/messages/embeddings/responses/count_tokens bodies (with the fields
+the cap's worst case reads: ``n``, budgets, tools, images, tool results,
+``max_tool_calls``) with a few fields replaced by hostile values (wrong types,
+huge or negative ``max_tokens``, NaN, deep nesting, unicode), plus bodies
+that are not JSON at all, sent with a capped and an uncapped key. The gateway
+may refuse (4xx in the inbound shape's envelope) or forward (then whatever
+the upstream answers); it never answers 500 itself, and it stays healthy.
 """
 
 from __future__ import annotations
@@ -27,21 +28,52 @@ BODIES = {
     "/v1/chat/completions": {
         "model": "gpt-4o-mini",
         "max_tokens": 50,
-        "messages": [{"role": "user", "content": "hi"}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+        ],
         "stream": False,
+        # what the cap's worst case reads (metis.gateway.inbound.chat.worst_case)
+        "n": 2,
+        "max_completion_tokens": 40,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "prediction": {"type": "content", "content": "x"},
     },
     "/v1/messages": {
         "model": "claude-haiku-4-5",
         "max_tokens": 50,
-        "messages": [{"role": "user", "content": "hi"}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t",
+                        "content": [{"type": "text", "text": "r"}],
+                    }
+                ],
+            },
+        ],
+        "system": [{"type": "text", "text": "s"}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
     },
     "/v1/embeddings": {"model": "text-embedding-3-small", "input": "hi"},
     "/v1/responses": {
         "model": "gpt-4o-mini",
         "max_output_tokens": 50,
-        "input": [{"role": "user", "content": "hi"}],
+        "input": [
+            {"role": "user", "content": "hi"},
+            {
+                "type": "function_call_output",
+                "call_id": "c",
+                "output": [{"type": "input_text", "text": "o"}],
+            },
+        ],
         "stream": False,
         "background": False,
+        "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "web_search"}]}],
+        "max_tool_calls": 2,
     },
     "/v1/messages/count_tokens": {
         "model": "claude-haiku-4-5",

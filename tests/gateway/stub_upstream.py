@@ -84,15 +84,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     text = raw.decode(errors="replace")
     n_in = max(1, len(raw) // 10)
     cached = 4 if "CACHE" in text and n_in > 8 else 0
-    n_out = min(
-        int(
-            req.get("max_tokens")
-            or req.get("max_completion_tokens")
-            or req.get("max_output_tokens")
-            or 5
-        ),
-        5,
-    )
+    budgets = [req.get(k) for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")]
+    # like a provider, read only real positive ints (hostile bodies send "1e3", NaN, ...)
+    ints = [b for b in budgets if isinstance(b, int) and not isinstance(b, bool) and b > 0]
+    n_out = min(ints[0] if ints else 5, 5)
     slow = "SLOW" in text
     if model == "hang":  # answers only after 1 s (gateway timeout tests)
         await asyncio.sleep(1)

@@ -50,7 +50,7 @@ def test_sdks_stop_at_the_first_cap_refusal(gateway: GatewayServer) -> None:
         wait = int(resp.headers["retry-after"])
         assert 1 <= wait <= math.ceil((midnight - utcnow()).total_seconds()) + 1
     err = oe.value.body
-    assert err["code"] == "quota_exceeded" and err["scope"] == "key_daily"  # type: ignore[index]
+    assert err["code"] == "insufficient_quota" and err["scope"] == "key_daily"  # type: ignore[index]
 
 
 def test_upstream_429_retry_after_reaches_the_client(gateway: GatewayServer) -> None:

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 
 from metis.config import Settings
 from metis.gateway import http_io
-from metis.gateway.auth import AuthFailure, KeyCache, Resolved, SnapshotLoader
+from metis.gateway.auth import KeyCache, SnapshotLoader
 from metis.gateway.http_client import UpstreamClient
 from metis.gateway.http_io import Receive, Send
 from metis.gateway.inbound import azure, chat, embeddings, gemini, messages, responses
@@ -50,6 +50,7 @@ from metis.gateway.upstream import CredentialCache, CredentialResolver, db_resol
 from metis.gateway.upstreams.directory import ProviderDirectory
 from metis.ledger.counters import REFRESH_INTERVAL_S, SpendCounters
 from metis.ledger.writer import WriteBehind
+from metis.security.throttle import FailureThrottle
 
 __all__ = ["Attempt", "Call", "Gateway", "Stats", "install", "request_id"]
 
@@ -98,6 +99,7 @@ class Gateway(CallPath):
         self.plan_route: Callable[[RouteContext], RoutePlan] = default_plan
         self.cross_shape: Any = None
         self.session: UpstreamClient | None = None
+        self.throttle: FailureThrottle | None = None  # set by `install` (Components.throttle)
         self._tasks: list[asyncio.Task[None]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -231,16 +233,6 @@ class Gateway(CallPath):
             await unknown(scope, receive, send, "openai")
 
     # -- shared by the unbilled routes -------------------------------------------
-    async def authenticate(
-        self, headers: dict[bytes, bytes], send: Send, shape: str, rid: str
-    ) -> Resolved | None:
-        """The key's snapshot and principal, or None after answering 401 in ``shape``."""
-        try:
-            return await self.keys.authenticate(http_io.token(headers))
-        except AuthFailure as e:
-            await http_io.error(send, shape, "authentication_error", str(e), rid)
-            return None
-
     def reachable_models(self, shape: str, principal: Any) -> list[str]:
         """Model names only routing rules make reachable for ``shape`` (none without rules)."""
         router = getattr(self, "router", None)
@@ -271,6 +263,7 @@ def install(comps: Any) -> Gateway:
     # Pooled: the key cache and counter polls read every second (SQLite would
     # otherwise open the file and set its pragmas on each poll).
     gw = Gateway(comps.settings, make_engine(settings=comps.settings, pooled=True))
+    gw.throttle = comps.throttle  # one failed-auth throttle per process, shared by every surface
     comps.gateway_routes.update(gw.routes())
     comps.gateway_prefixes.extend(gw.prefix_routes())
     comps.gateway_unknown = gw.unknown_route()

@@ -10,8 +10,9 @@ Lifecycle of one inference request (DESIGN.md "Gateway request lifecycle"):
 3. Routing plan (``Gateway.plan_route``, default: the request's own model at
    the API's provider, or ``provider/model`` when that names one of the
    workspace's providers, `metis.gateway.plan`).
-4. Hard caps: reserve the worst-case cost (the API's ``worst_case_output``)
-   on every counter the key charges (`metis.ledger.counters`, in memory):
+4. Hard caps: reserve the worst-case cost (the API's ``worst_case``,
+   `metis.gateway.worst_case`) on every counter the key charges
+   (`metis.ledger.counters`, in memory):
    429 with ``scope``, ``limit_usd``, ``current_usd``, ``resets_at``, headers
    ``x-should-retry: false`` and ``retry-after`` (seconds to the reset) +
    ``gateway.quota_exceeded`` + ``route.decided`` (winner_index -1, reason
@@ -64,12 +65,22 @@ from metis.gateway.upstreams import family_of
 from metis.gateway.upstreams.base import Outgoing
 from metis.gateway.upstreams.directory import ProviderDirectory
 from metis.gateway.usage import Tokens
+from metis.gateway.worst_case import WorstCase
 from metis.ids import fast_ulid
 from metis.jsonutil import DECODE_ERRORS
 from metis.ledger.counters import CapExceeded, CountersUnavailable, Reservation, SpendCounters
 from metis.ledger.writer import PendingEvent, WriteBehind
 from metis.money import from_nanousd
 from metis.pricing import Priced, has_price, price
+from metis.security.fields import (
+    ID_MAX,
+    MODEL_MAX,
+    FieldError,
+    bounded,
+    bounded_optional,
+    check_text,
+)
+from metis.security.throttle import FailureThrottle
 from metis.timeutil import iso, utcnow
 
 log = logging.getLogger("metis.gateway")
@@ -133,6 +144,7 @@ class Call:
     t0: float
     stream: bool
     reservation: Reservation | None = None
+    worst: WorstCase | None = None  # read under a cap, or when a call's usage is unreadable
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -150,6 +162,11 @@ def relayed_headers(resp: Response) -> list[Header]:
     return [(k, h[k.decode()].encode("latin-1")) for k in RELAYED_ERROR_HEADERS if k.decode() in h]
 
 
+def _param(shape: str, name: str) -> dict[str, str]:
+    """OpenAI errors name the offending field in ``param``; Anthropic's envelope has none."""
+    return {"param": name} if shape == "openai" else {}
+
+
 class CallPath:
     """The request path of `metis.gateway.app.Gateway` (see the module docstring)."""
 
@@ -163,6 +180,7 @@ class CallPath:
     plan_route: Callable[[RouteContext], RoutePlan]
     cross_shape: Any
     session: UpstreamClient | None
+    throttle: FailureThrottle | None  # the process's failed-auth throttle (None: off)
 
     # -- answers (also used by metis.gateway.translate.forward) ---------------------
     @staticmethod
@@ -181,6 +199,50 @@ class CallPath:
     ) -> int:
         return await http_io.error(send, shape, kind, message, rid, **fields)
 
+    async def authenticate_key(
+        self, scope: dict[str, Any], headers: dict[bytes, bytes], send: Send, shape: str, rid: str
+    ) -> Resolved | None:
+        """The request's key, or None after answering 401 (or 429 when throttled) in ``shape``.
+
+        A key this process has cached is accepted at once: the failed-auth throttle
+        (`metis.security.throttle`, per client address and per key prefix) is consulted
+        only for a key not cached, before the database lookup, and counts each failure.
+        So valid keys are never slowed; a throttled guesser gets 429 with Retry-After
+        without its guess being looked up (a `gw_` key has 256 random bits: the throttle
+        bounds the probing rate and the lookups it costs, not the odds of a hit).
+        """
+        token = http_io.token(headers)
+        th = self.throttle
+        keys: tuple[str, ...] = ()
+        try:
+            hit = self.keys.cached(token)
+            if hit is not None:
+                return hit
+            if th is not None and th.enabled:
+                client = scope.get("client")
+                keys = th.keys(client[0] if client else None, token or None)
+                wait = th.retry_after(*keys)
+                if wait is not None:
+                    metrics.AUTH_THROTTLED.labels(shape).inc()
+                    await http_io.error(
+                        send,
+                        shape,
+                        "auth_throttled",
+                        "too many failed authentication attempts; retry later",
+                        rid,
+                        ((b"retry-after", th.retry_after_header(wait).encode()),),
+                    )
+                    return None
+            return await self.keys.authenticate(token)
+        except AuthFailure as e:
+            if th is not None and th.enabled:
+                if not keys:
+                    client = scope.get("client")
+                    keys = th.keys(client[0] if client else None, token or None)
+                th.failed(*keys)
+            await self._error(send, shape, "authentication_error", str(e), rid)
+            return None
+
     # -- the request path ----------------------------------------------------
     async def handle(
         self, scope: dict[str, Any], receive: Receive, send: Send, api: InboundAPI
@@ -192,10 +254,8 @@ class CallPath:
         shape = api.shape
         _REQ[shape].inc()
         headers = dict(scope["headers"])
-        try:
-            resolved = await self.keys.authenticate(http_io.token(headers))
-        except AuthFailure as e:
-            await self._error(send, shape, "authentication_error", str(e), rid)
+        resolved = await self.authenticate_key(scope, headers, send, shape, rid)
+        if resolved is None:
             return
         raw = await http_io.read_body_or_answer(receive, send, headers, scope, shape, rid)
         if raw is None:
@@ -213,6 +273,11 @@ class CallPath:
         model = req.model
         if not isinstance(model, str) or not model:
             await self._error(send, shape, "invalid_request", "'model' is required", rid)
+            return
+        try:  # stored in records, rollups and events: refused at the edge, never forwarded
+            check_text("model", model, MODEL_MAX)
+        except FieldError as e:
+            await self._error(send, shape, "invalid_request", str(e), rid, **_param(shape, "model"))
             return
         snap = resolved.snapshot
         allowed = snap.allowed_models
@@ -255,14 +320,14 @@ class CallPath:
         if refusal is not None:
             await self._error(send, shape, "permission_error", refusal, rid)
             return
-        max_out = api.worst_case_output(req)
         est = 0
-        ws = resolved.principal.workspace_id
-        for t in plan.targets:
-            pp = self.providers.price_provider(ws, t.provider)
-            t_est = caps.estimate(pp, t.model, len(raw), max_out, name=t.provider)
-            if t_est is None:
-                if capped:
+        if capped:  # the worst case is read only under a cap (a second, partial decode)
+            call.worst = api.worst_case(req, raw)
+            ws = resolved.principal.workspace_id
+            for t in plan.targets:
+                pp = self.providers.price_provider(ws, t.provider)
+                t_est = caps.estimate(pp, t.model, len(raw), call.worst, name=t.provider)
+                if t_est is None:
                     await self._error(
                         send,
                         shape,
@@ -272,8 +337,7 @@ class CallPath:
                         rid,
                     )
                     return
-                continue
-            est = max(est, t_est)
+                est = max(est, t_est)
         if self.writer.full:  # never drop a record: admit nothing new instead
             metrics.DB_UNAVAILABLE.labels("buffer_full").inc()
             await self._error(
@@ -370,7 +434,12 @@ class CallPath:
             scope=ce.scope,
             limit_usd=limit,
             current_usd=current,
-            resets_at=iso(ce.resets_at),
+            # OpenAI's own usage-limit errors carry resets_at as Unix seconds, and Codex
+            # reads it as an integer: an ISO string makes it discard the whole error and
+            # retry (tests/clients/test_codex.py). Anthropic's shape keeps ISO 8601.
+            resets_at=int(ce.resets_at.timestamp())
+            if call.shape == "openai"
+            else iso(ce.resets_at),
         )
 
     async def _run_plan(
@@ -697,7 +766,10 @@ class CallPath:
         http_status: int,
         api_root: str | None = None,
     ) -> None:
-        model_raw = reported_model or target_model
+        # What the upstream reports is stored: bounded (a prefix and a hash) like any
+        # value Metis must record (`metis.security.fields.bounded`).
+        model_raw = bounded(reported_model or target_model, MODEL_MAX)
+        correlation_id = bounded_optional(correlation_id, ID_MAX)
         pp = self.providers.price_provider(call.resolved.principal.workspace_id, provider)
         try:
             priced = price(
@@ -707,6 +779,7 @@ class CallPath:
                 output_tokens=tokens.output,
                 cached_input_tokens=tokens.cached,
                 cache_creation_input_tokens=tokens.cache_creation,
+                cache_write_1h_tokens=min(tokens.cache_write_1h, tokens.cache_creation),
                 reasoning_tokens=min(tokens.reasoning, tokens.output),
                 at=call.started_at,
                 name=provider,

@@ -24,6 +24,11 @@ DB_UNAVAILABLE = Counter(
     "admitted (fail-open) or refused because the write buffer is full",
     ["outcome"],
 )
+AUTH_THROTTLED = Counter(
+    "metis_gateway_auth_throttled",
+    "Requests answered 429 by the failed-auth throttle (metis.security.throttle)",
+    ["shape"],
+)
 UNBILLED = Counter(
     "metis_gateway_unbilled_requests",
     "Requests forwarded without a usage record (they cost nothing at the provider): "

@@ -32,7 +32,11 @@ KINDS: dict[str, tuple[int, str, str | None, str]] = {
     "request_timeout": (408, "invalid_request_error", "request_timeout", "invalid_request_error"),
     "request_too_large": (413, "invalid_request_error", "request_too_large", "request_too_large"),
     "upgrade_required": (426, "invalid_request_error", "upgrade_required", "invalid_request_error"),
-    "quota_exceeded": (429, "rate_limit_exceeded", "quota_exceeded", "rate_limit_error"),
+    # a spent hard cap: OpenAI's code for an exhausted quota, the one Codex stops at (it
+    # retries any other 429 five times, x-should-retry or not; docs/clients.md)
+    # too many failed key checks from this address or for this key prefix
+    "auth_throttled": (429, "rate_limit_exceeded", "too_many_failed_auth", "rate_limit_error"),
+    "quota_exceeded": (429, "insufficient_quota", "insufficient_quota", "rate_limit_error"),
     "upstream_error": (502, "upstream_error", "bad_gateway", "api_error"),
     "upstream_timeout": (504, "timeout", "gateway_timeout", "timeout_error"),
     # the gateway's own database is down (docs/gateway.md "When the database is unavailable")

@@ -16,7 +16,9 @@ Responses API: the same semantics under other names (``input_tokens`` with
 ``output_tokens`` with ``output_tokens_details.reasoning_tokens``).
 Anthropic: ``input_tokens`` *excludes* cache reads and cache writes, so the
 canonical input is ``input_tokens + cache_read_input_tokens +
-cache_creation_input_tokens``; ``output_tokens`` is the (cumulative) output.
+cache_creation_input_tokens``; ``output_tokens`` is the (cumulative) output;
+``cache_creation.ephemeral_1h_input_tokens`` is the part of the writes made
+with the 1-hour TTL (``Tokens.cache_write_1h``, priced at its own rate).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class Tokens:
     output: int = 0
     cached: int = 0
     cache_creation: int = 0
+    cache_write_1h: int = 0
+    """The part of ``cache_creation`` written with Anthropic's 1-hour TTL (priced at 2x
+    input, against 1.25x for 5 minutes); 0 when the upstream does not split writes."""
     reasoning: int = 0
     reported: bool = False  # the upstream sent a usage object
     stated_cost_nanousd: int | None = None  # a cost the upstream stated (OpenRouter)
@@ -126,9 +131,15 @@ def from_anthropic(u: Any, t: Tokens | None = None) -> Tokens:
         t.cached = count(read)
     if write is not None:
         t.cache_creation = count(write)
+    split = u.get("cache_creation")  # {"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}
+    if isinstance(split, dict):
+        t.cache_write_1h = count(split.get("ephemeral_1h_input_tokens"))
+        if write is None:  # a split without the total: the total is its sum
+            t.cache_creation = t.cache_write_1h + count(split.get("ephemeral_5m_input_tokens"))
+    t.cache_write_1h = min(t.cache_write_1h, t.cache_creation)
     if plain is not None:
         t.input = count(plain) + t.cached + t.cache_creation
-    elif read is not None or write is not None:
+    elif read is not None or write is not None or isinstance(split, dict):
         t.input = max(t.input, t.cached + t.cache_creation)
     if u.get("output_tokens") is not None:
         t.output = count(u.get("output_tokens"))

@@ -358,6 +358,14 @@ class SpendCounters:
             ctr.lease -= give_back
             ctr.lease_cap = cap
             ctr.lease += granted
+            # Spend settled here while the grant ran is not in the row yet (its delta
+            # was queued after ``pending`` was taken): a small grant must not admit a
+            # request once the spend this process knows of has reached the cap, or
+            # two worst-case reservations could overshoot it (tests/gateway/test_worst_case.py).
+            if spent + ctr.local_spent >= cap and ctr.lease > 0:
+                # and the lease goes back, or the next request would be admitted on it
+                self._deltas.setdefault(sc.key, Delta()).reserved -= ctr.lease
+                ctr.lease = 0
             if ctr.inflight >= ctr.lease:
                 raise CapExceeded(sc.scope, cap, spent + ctr.local_spent, sc.resets_at)
 

@@ -10,6 +10,7 @@ reasoning, cached content is part of the input), priced by genai-prices'
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from google.genai import errors, types
 from sqlalchemy import select
 
 from metis.db.tables import usage_records
-from metis.gateway.inbound.gemini import GenerateRequest, worst_case_output
+from metis.gateway.inbound.gemini import GenerateRequest, worst_case
 from metis.simulator.gemini import new_key
 from tests.plugins.servers import GatewayServer
 from tests.plugins.simulator import Simulator
@@ -175,14 +176,38 @@ def test_models_list_is_the_providers_filtered_by_the_key(
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        (None, 4096),
-        ({"maxOutputTokens": 100}, 100),
-        ({"maxOutputTokens": 100, "candidateCount": 3}, 300),
-        ({"maxOutputTokens": 100, "thinkingConfig": {"thinkingBudget": 50}}, 150),
-        ({"maxOutputTokens": 0, "candidateCount": True}, 4096),
+        (None, (None, 1)),  # no budget: the model's maximum output
+        ({"maxOutputTokens": 100}, (100, 1)),
+        ({"maxOutputTokens": 100, "candidateCount": 3}, (100, 3)),
+        ({"maxOutputTokens": 100, "thinkingConfig": {"thinkingBudget": 50}}, (150, 1)),
+        ({"maxOutputTokens": 0, "candidateCount": True}, (None, 1)),
     ],
 )
-def test_worst_case_output_covers_every_candidate_and_thinking(
-    config: dict[str, Any] | None, expected: int
+def test_worst_case_covers_every_candidate_and_thinking(
+    config: dict[str, Any] | None, expected: tuple[int | None, int]
 ) -> None:
-    assert worst_case_output(GenerateRequest(generationConfig=config)) == expected
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": config}
+    wc = worst_case(GenerateRequest(generationConfig=config), json.dumps(body).encode())
+    assert (wc.output_budget, wc.choices) == expected
+    assert (wc.context_bound, wc.rounds) == (False, 1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "rounds"),
+    [
+        ({"contents": [{"parts": [{"fileData": {"fileUri": "gs://b/f.pdf"}}]}]}, 1),
+        ({"cachedContent": "cachedContents/abc"}, 1),
+        ({"tools": [{"googleSearch": {}}]}, 10),
+        ({"tools": [{"functionDeclarations": [{"name": "f"}]}, {"codeExecution": {}}]}, 10),
+    ],
+)
+def test_worst_case_input_the_body_does_not_hold_is_context_bound(
+    extra: dict[str, Any], rounds: int
+) -> None:
+    body = {"contents": [{"parts": [{"text": "hi"}]}], **extra}
+    wc = worst_case(GenerateRequest(), json.dumps(body).encode())
+    assert (wc.context_bound, wc.rounds) == (True, rounds)
+    plain = {"contents": body["contents"], "tools": [{"functionDeclarations": [{"name": "f"}]}]}
+    if "tools" in extra:  # function declarations alone run nowhere but at the client
+        wc = worst_case(GenerateRequest(), json.dumps(plain).encode())
+        assert (wc.context_bound, wc.rounds) == (False, 1)

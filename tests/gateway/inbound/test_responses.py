@@ -161,6 +161,7 @@ def test_cap_reserves_on_max_output_tokens_and_refuses_uncappable_background(
     g: GatewayServer, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from metis.gateway import caps
+    from metis.gateway.worst_case import WorstCase
 
     seen: list[int] = []
     reserve = g.gw.counters.reserve
@@ -178,12 +179,13 @@ def test_cap_reserves_on_max_output_tokens_and_refuses_uncappable_background(
         )
         assert raw.parse().status == "completed"
         body_len = len(raw.http_request.content)
-        assert seen[-1] == caps.estimate("openai", "o4-mini", body_len, max_out)
-    assert seen[0] > seen[1] * 100  # the output budget is the reservation's bulk
+        wc = WorstCase(output_budget=max_out, budget_per_round=False)
+        assert seen[-1] == caps.estimate("openai", "o4-mini", body_len, wc)
+    assert seen[0] > seen[1] * 50  # the output budget is the reservation's bulk
     raw = client.responses.with_raw_response.create(model="o4-mini", input="no budget given")
-    assert seen[-1] == caps.estimate(
-        "openai", "o4-mini", len(raw.http_request.content), caps.DEFAULT_MAX_OUTPUT
-    )
+    # No budget (Codex never sends one): the model's documented maximum output, 100,000.
+    wc = WorstCase(output_budget=100_000, budget_per_round=False)
+    assert seen[-1] == caps.estimate("openai", "o4-mini", len(raw.http_request.content), wc)
     with pytest.raises(openai.PermissionDeniedError, match="background"):
         client.responses.create(model="o4-mini", input="hi", background=True)
     assert len(simulator.calls()) == 3

@@ -7,8 +7,11 @@ differs (DESIGN.md "Inbound APIs are modules around one call lifecycle"):
 - how to read its request: ``decoder`` decodes only the fields the gateway
   looks at (a `msgspec.Struct` with at least ``model``; unknown fields pass
   through untouched), ``streams(req)`` whether the client asked for a stream,
-  ``worst_case_output(req)`` the output tokens the cap reservation covers
-  (DESIGN.md "Worst case is computed per shape");
+  ``worst_case(req, raw)`` what the request can make the provider bill (a
+  `metis.gateway.worst_case.WorstCase`: choices, output budget, images,
+  context-bound input, server-side tool rounds; DESIGN.md "Worst case is
+  computed per shape"), read only when a cap needs it or a call's usage
+  could not be read;
 - what the upstream gets: ``prepare(req, raw, target_model)`` returns the
   body for a same-shape target and whether a usage-only stream event the
   gateway added must be withheld from the client;
@@ -40,6 +43,7 @@ from typing import Any
 import msgspec
 
 from metis.gateway.usage import Tokens
+from metis.gateway.worst_case import WorstCase
 
 
 def rewrite_model(raw: bytes, model: str) -> bytes:
@@ -79,7 +83,7 @@ class InboundAPI:
     path: str  # the gateway route, and the same-shape upstream path
     decoder: msgspec.json.Decoder[Any]
     streams: Callable[[Any], bool]
-    worst_case_output: Callable[[Any], int]
+    worst_case: Callable[[Any, bytes], WorstCase]
     usage: Callable[[Any, Tokens], Tokens]
     tap: str  # SSEUsageTap flavour: openai | anthropic | responses
     prepare: Callable[[Any, bytes, str], tuple[bytes, bool]] = same_body
@@ -111,3 +115,10 @@ class InboundAPI:
 def positive_int(v: Any) -> int | None:
     """``v`` when it is a positive int (not a bool), else None."""
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def largest_budget(*values: Any) -> int | None:
+    """The largest positive int among ``values`` (two budget fields: the provider uses
+    one of them, so the worst case is the larger), else None (no budget given)."""
+    ints = [v for v in (positive_int(x) for x in values) if v is not None]
+    return max(ints) if ints else None

@@ -5,8 +5,15 @@ Usage: ``prompt_tokens`` includes ``prompt_tokens_details.cached_tokens``,
 Streams: the gateway always asks for ``stream_options.include_usage``; when
 the client did not ask for it, the extra usage-only chunk is withheld from it
 (`metis.gateway.streaming.SSEUsageTap`), so the client sees the stream it
-would have seen without Metis. Worst case: ``max_completion_tokens`` or
-``max_tokens`` (`metis.gateway.caps.DEFAULT_MAX_OUTPUT` when absent).
+would have seen without Metis.
+
+Worst case (`worst_case`, `metis.gateway.worst_case`): ``n`` choices of
+``max_completion_tokens`` or ``max_tokens`` each (the larger when both are
+sent; reasoning and audio output are part of it; the model's maximum output
+when neither is), plus the body's length for a ``prediction`` (rejected
+prediction tokens are billed as output); input: the body, an image
+allowance per ``image_url`` part, the context window for a ``file`` part or
+an unknown part, and ``web_search_options`` runs server-side search rounds.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ from typing import Any
 
 import msgspec
 
-from metis.gateway import caps
-from metis.gateway.inbound.base import InboundAPI
+from metis.gateway.inbound.base import InboundAPI, largest_budget, positive_int
 from metis.gateway.usage import from_openai
+from metis.gateway.worst_case import SERVER_TOOL_ROUNDS, WorstCase
 
 
 class ChatRequest(msgspec.Struct):
@@ -34,8 +41,63 @@ def _streams(req: ChatRequest) -> bool:
     return req.stream is True
 
 
-def _worst_case_output(req: ChatRequest) -> int:
-    return caps.max_output_tokens(req, "chat")
+class _Part(msgspec.Struct):
+    type: Any = None
+
+
+class _Message(msgspec.Struct):
+    content: str | list[_Part] | None = None
+
+
+class _Tool(msgspec.Struct):
+    type: Any = None
+
+
+class _Scan(msgspec.Struct):
+    """What the worst case reads of a chat request (unknown fields are skipped unparsed)."""
+
+    n: Any = None
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    messages: list[_Message] | None = None
+    tools: list[_Tool] | None = None
+    functions: list[msgspec.Raw] | None = None
+
+
+_scan = msgspec.json.Decoder(_Scan)
+_BODY_BOUND_PARTS = frozenset({"text", "input_audio", "refusal"})
+
+
+def worst_case(req: ChatRequest, raw: bytes) -> WorstCase:
+    """What a chat request can make the provider bill (see the module docstring)."""
+    try:
+        r = _scan.decode(raw)
+    except msgspec.DecodeError:  # the upstream refuses it too; reserve conservatively
+        return WorstCase(context_bound=True)
+    images = 0
+    context_bound = False
+    for m in r.messages or ():
+        if isinstance(m.content, list):
+            for p in m.content:
+                if p.type == "image_url":
+                    images += 1
+                elif p.type not in _BODY_BOUND_PARTS:
+                    context_bound = True  # a file (PDF pages are billed as images) or unknown
+    tools = len(r.tools or ()) + len(r.functions or ())
+    if any(t.type not in (None, "function", "custom") for t in r.tools or ()):
+        context_bound = True
+    return WorstCase(
+        output_budget=largest_budget(r.max_completion_tokens, r.max_tokens),
+        choices=positive_int(r.n) or 1,
+        images=images,
+        context_bound=context_bound,
+        rounds=SERVER_TOOL_ROUNDS if r.web_search_options is not None else 1,
+        budget_per_round=False,
+        tools=tools,
+        extra_output=len(raw) if r.prediction is not None else 0,
+    )
 
 
 def _prepare(req: ChatRequest, raw: bytes, target_model: str) -> tuple[bytes, bool]:
@@ -62,7 +124,7 @@ API = InboundAPI(
     path="/v1/chat/completions",
     decoder=msgspec.json.Decoder(ChatRequest),
     streams=_streams,
-    worst_case_output=_worst_case_output,
+    worst_case=worst_case,
     usage=from_openai,
     tap="openai",
     prepare=_prepare,

@@ -40,7 +40,7 @@ async def count_tokens(gw: Gateway, scope: dict[str, Any], receive: Receive, sen
         return
     rid = request_id()
     headers = dict(scope["headers"])
-    resolved = await gw.authenticate(headers, send, "anthropic", rid)
+    resolved = await gw.authenticate_key(scope, headers, send, "anthropic", rid)
     if resolved is None:
         return
     raw = await http_io.read_body_or_answer(receive, send, headers, scope, "anthropic", rid)

@@ -1,6 +1,7 @@
 """``POST /v1/embeddings`` (OpenAI shape).
 
-Never streamed, no output tokens (the worst case is the input alone), never
+Never streamed, no output tokens (the worst case is the input alone: text
+or token-id arrays, at least one byte each, so bounded by the body), never
 routed (rules are about generation models) and never translated.
 """
 
@@ -12,6 +13,9 @@ import msgspec
 
 from metis.gateway.inbound.base import InboundAPI
 from metis.gateway.usage import from_openai
+from metis.gateway.worst_case import WorstCase
+
+_WORST = WorstCase(output=False)
 
 
 class EmbeddingsRequest(msgspec.Struct):
@@ -24,7 +28,7 @@ API = InboundAPI(
     path="/v1/embeddings",
     decoder=msgspec.json.Decoder(EmbeddingsRequest),
     streams=lambda req: False,
-    worst_case_output=lambda req: 0,
+    worst_case=lambda req, raw: _WORST,
     usage=from_openai,
     tap="openai",
     routable=False,

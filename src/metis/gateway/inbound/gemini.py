@@ -17,16 +17,20 @@ A client points its base URL at the gateway (``http_options.base_url`` /
   ``allowed_models``.
 
 Usage: ``usageMetadata`` of the answer, or of the stream's last chunk
-(`metis.gateway.usage.from_gemini`). Worst case for the cap reservation:
-``generationConfig.maxOutputTokens`` (`metis.gateway.caps.DEFAULT_MAX_OUTPUT`
-when absent) for each of ``candidateCount`` candidates, plus
-``thinkingConfig.thinkingBudget`` thinking tokens each (thoughts are billed
-as output). Errors in Google's envelope (``{"error": {"code", "message",
-"status"}}``, `metis.gateway.shapes`). The default provider is the
-workspace's ``gemini`` credential (`metis.gateway.upstreams.gemini`); other
-families are not reached from this shape (no translation to or from Gemini's
-API: OpenAI and Anthropic clients reach Gemini models through Google's
-OpenAI-compatible endpoint, the ``gemini-openai`` provider preset).
+(`metis.gateway.usage.from_gemini`). Worst case for the cap reservation
+(`worst_case`, `metis.gateway.worst_case`): ``generationConfig.maxOutputTokens``
+plus ``thinkingConfig.thinkingBudget`` (thoughts are billed as output) for each
+of ``candidateCount`` candidates, or the model's maximum output when
+``maxOutputTokens`` is absent; input is context-bound when the request refers to
+content not in its body (``fileData``, ``cachedContent``) or enables Google's
+server-side tools (search, URL context, code execution), which also run up to
+`metis.gateway.worst_case.SERVER_TOOL_ROUNDS` model rounds. Errors in Google's
+envelope (``{"error": {"code", "message", "status"}}``, `metis.gateway.shapes`).
+The default provider is the workspace's ``gemini`` credential
+(`metis.gateway.upstreams.gemini`); other families are not reached from this
+shape (no translation to or from Gemini's API: OpenAI and Anthropic clients
+reach Gemini models through Google's OpenAI-compatible endpoint, the
+``gemini-openai`` provider preset).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from metis.gateway import caps, http_io, metrics
+from metis.gateway import http_io, metrics
 from metis.gateway.http_io import Receive, Send
 from metis.gateway.inbound.base import InboundAPI, positive_int
 from metis.gateway.inbound.unknown import unknown
@@ -45,6 +49,7 @@ from metis.gateway.lifecycle import BODY_ERRORS, request_id
 from metis.gateway.passthrough import fetch, forward_unbilled, no_credential
 from metis.gateway.upstreams.catalog import split_address
 from metis.gateway.usage import Tokens, from_gemini
+from metis.gateway.worst_case import SERVER_TOOL_ROUNDS, WorstCase
 
 if TYPE_CHECKING:
     from metis.gateway.app import Gateway
@@ -93,15 +98,48 @@ def _bind(req: GenerateRequest, path: str) -> str | None:
     return None
 
 
-def worst_case_output(req: GenerateRequest) -> int:
-    """Output tokens the reservation covers: every candidate's output budget plus its
-    thinking budget."""
+_FUNCTION_TOOL_KEYS = {"functionDeclarations", "function_declarations"}
+
+
+def _refers_to_stored(value: Any) -> bool:
+    """Whether a decoded body holds a ``fileData`` part (content not in the body)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if "fileData" in v or "file_data" in v:
+                return True
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def worst_case(req: GenerateRequest, raw: bytes) -> WorstCase:
+    """What a ``generateContent`` request can make Google bill (see the module docstring)."""
     gc = req.generationConfig if isinstance(req.generationConfig, dict) else {}
-    out = positive_int(gc.get("maxOutputTokens")) or caps.DEFAULT_MAX_OUTPUT
+    out = positive_int(gc.get("maxOutputTokens"))
     tc = gc.get("thinkingConfig")
     thinking = positive_int(tc.get("thinkingBudget")) if isinstance(tc, dict) else None
     n = positive_int(gc.get("candidateCount")) or 1
-    return n * (out + (thinking or 0))
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return WorstCase(context_bound=True, choices=n)
+    if not isinstance(body, dict):
+        return WorstCase(context_bound=True, choices=n)
+    found = body.get("tools")
+    tools: list[Any] = found if isinstance(found, list) else []
+    # Anything but function declarations is a tool Google runs itself (search, URL
+    # context, code execution): more model rounds, input the body does not bound.
+    server = any(not isinstance(t, dict) or set(t) - _FUNCTION_TOOL_KEYS for t in tools)
+    return WorstCase(
+        output_budget=None if out is None else out + (thinking or 0),
+        choices=n,
+        context_bound=server or "cachedContent" in body or _refers_to_stored(body.get("contents")),
+        rounds=SERVER_TOOL_ROUNDS if server else 1,
+        tools=len(tools),
+    )
 
 
 def read_answer(data: bytes, tokens: Tokens) -> tuple[str | None, str | None]:
@@ -118,7 +156,7 @@ GENERATE = InboundAPI(
     path="/v1beta/models/",
     decoder=msgspec.json.Decoder(GenerateRequest),
     streams=lambda req: req.stream is True,
-    worst_case_output=worst_case_output,
+    worst_case=worst_case,
     usage=from_gemini,
     tap="gemini",
     bind=_bind,
@@ -159,7 +197,7 @@ async def count_tokens(
 ) -> None:
     rid = request_id()
     headers = dict(scope["headers"])
-    resolved = await gw.authenticate(headers, send, "gemini", rid)
+    resolved = await gw.authenticate_key(scope, headers, send, "gemini", rid)
     if resolved is None:
         return
     raw = await http_io.read_body_or_answer(receive, send, headers, scope, "gemini", rid)
@@ -197,7 +235,7 @@ async def models(gw: Gateway, scope: dict[str, Any], receive: Receive, send: Sen
     list without the models the key may not call."""
     rid = request_id()
     headers = dict(scope["headers"])
-    resolved = await gw.authenticate(headers, send, "gemini", rid)
+    resolved = await gw.authenticate_key(scope, headers, send, "gemini", rid)
     if resolved is None:
         return
     metrics.UNBILLED.labels("models").inc()

@@ -143,7 +143,7 @@ async def list_models(gw: Gateway, scope: dict[str, Any], receive: Receive, send
         await unknown(scope, receive, send, shape)
         return
     rid = request_id()
-    resolved = await gw.authenticate(headers, send, shape, rid)
+    resolved = await gw.authenticate_key(scope, headers, send, shape, rid)
     if resolved is None:
         return
     metrics.UNBILLED.labels("models").inc()
@@ -236,7 +236,7 @@ async def retrieve_model(gw: Gateway, scope: dict[str, Any], receive: Receive, s
         await unknown(scope, receive, send, shape)
         return
     rid = request_id()
-    resolved = await gw.authenticate(headers, send, shape, rid)
+    resolved = await gw.authenticate_key(scope, headers, send, shape, rid)
     if resolved is None:
         return
     metrics.UNBILLED.labels("models").inc()

@@ -63,7 +63,7 @@ async def stored(gw: Gateway, scope: dict[str, Any], receive: Receive, send: Sen
         return
     rid = request_id()
     headers = dict(scope["headers"])
-    resolved = await gw.authenticate(headers, send, "openai", rid)
+    resolved = await gw.authenticate_key(scope, headers, send, "openai", rid)
     if resolved is None:
         return
     body = b""
