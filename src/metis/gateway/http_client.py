@@ -428,13 +428,19 @@ class _Conn(asyncio.Protocol):
         else:
             self.close()
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """Close the connection; ``abort`` drops it at once, without TLS's close_notify
+        exchange (which a tunnelled connection's raw socket would otherwise outlive the
+        loop waiting for, when the client closes at shutdown)."""
         self.closed = True
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
 
 class UpstreamClient:
@@ -506,10 +512,10 @@ class UpstreamClient:
         return resp
 
     async def close(self) -> None:
-        """Close every connection (idle or in use)."""
+        """Close every connection (idle or in use), at once: the client is done."""
         self._closed = True
         for c in list(self._all):
-            c.close()
+            c.close(abort=True)
         self._all.clear()
         self._idle.clear()
 
