@@ -266,6 +266,7 @@ def verify(
     from metis.db.engine import make_engine
     from metis.db.tables import usage_records
     from metis.gateway.caps import estimate
+    from metis.gateway.worst_case import WorstCase
     from metis.ledger.counters import read_counter
     from metis.money import to_nanousd
     from metis.timeutil import day_key, utcnow
@@ -304,8 +305,8 @@ def verify(
     truth_totals = {f: int(truth.get(f, 0)) for f in fields}
     recorded = {r["dedupe_key"] for r in rows}
     worst = max(  # one worst-case reservation: request bodies here are < 600 bytes
-        estimate("openai", OPENAI_MODEL, 600, 64) or 0,
-        estimate("anthropic", ANTHROPIC_MODEL, 600, 64) or 0,
+        estimate("openai", OPENAI_MODEL, 600, WorstCase(output_budget=64)) or 0,
+        estimate("anthropic", ANTHROPIC_MODEL, 600, WorstCase(output_budget=64)) or 0,
     )
     caps = []
     for kid, _, cap in keys:

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from genai_prices import Usage, calc_price
@@ -166,3 +167,42 @@ def test_fast_path_equals_genai_prices_for_every_model(provider: str) -> None:
             assert got.cost_nanousd == to_nanousd(ref.total_price), (m.id, inp, cached, write)
             checked += 1
     assert checked > 20
+
+
+def test_top_prices_from_the_prices_file_cover_every_entry_that_can_price_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cap reservation prices a prices-file model at the top of every entry `price` could
+    use: before the model's own entry takes effect, the provider's ``*`` entry prices it (a
+    reservation from the model's own, later and cheaper entry undershot today's bill 500x);
+    a model priced only from a later date is unpriced now (refused under a cap)."""
+    from metis import prices_file
+    from metis.gateway.worst_case import WorstCase, bounds, cost
+
+    f = tmp_path / "prices.yaml"
+    f.write_text(
+        "schema_version: 1\nprices:\n"
+        "  - {provider: my-vllm, model: '*', input_per_mtok: '50', output_per_mtok: '100'}\n"
+        "  - {provider: my-vllm, model: llama-big, from: 2099-06-01, input_per_mtok: '0.1', "
+        "output_per_mtok: '0.2'}\n"
+        "  - {provider: later, model: m, from: 2099-01-01, input_per_mtok: '1', "
+        "output_per_mtok: '2'}\n"
+    )
+    monkeypatch.setenv("METIS_PRICES_FILE", str(f))
+    prices_file.reset_cache()
+    try:
+        top = pricing.top_prices(None, "llama-big", "my-vllm")
+        assert top == pricing.TopPrices(Decimal(50), Decimal(100), Decimal(0))
+        wc = WorstCase(output_budget=64)
+        b = bounds(None, "llama-big", 600, wc)
+        billed = pricing.price(
+            None, "llama-big", input_tokens=b.input_tokens, output_tokens=64, name="my-vllm"
+        )
+        reserved = cost(None, "llama-big", 600, wc, name="my-vllm")
+        assert billed.cost_nanousd is not None and reserved is not None
+        assert billed.cost_nanousd <= reserved  # today's bill is the "*" entry's
+        assert pricing.top_prices(None, "m", "later") is None
+        assert cost(None, "m", 600, wc, name="later") is None
+        assert pricing.price(None, "m", input_tokens=10, name="later").cost_nanousd is None
+    finally:
+        prices_file.reset_cache()

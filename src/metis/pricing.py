@@ -284,25 +284,24 @@ def top_prices(provider: str | None, model: str, name: str | None = None) -> Top
     """`TopPrices` of a model; None when it is unpriced.
 
     Like `price`: genai-prices first (``provider`` is its id), else the prices
-    file's entries for ``name`` (default ``provider``), over every effective date."""
+    file's entries for ``name`` (default ``provider``). A model the file prices only
+    from a later date is unpriced now (None: refused under a cap, as `price` would
+    leave it at $0). Otherwise the top over every entry that can price it, the
+    model's own at any date and the provider's ``*`` entries, since `PricesFile.find`
+    falls back to ``*`` on dates before the model's own entry takes effect."""
     top = _genai_top_prices(provider, model)
     if top is not None:
         return top
     f = prices_file.current()
     key = name or provider
-    if f is None or key is None:
+    if f is None or key is None or f.find(key, model) is None:
         return None
     return _file_top_prices(f, key, model.lower())
 
 
-def _file_top_prices(f: prices_file.PricesFile, key: str, model: str) -> TopPrices | None:
-    # Exact model entries, else the provider's "*" entry, as PricesFile.find chooses.
+def _file_top_prices(f: prices_file.PricesFile, key: str, model: str) -> TopPrices:
     # Not cached: a prices file holds a handful of entries, and it may change.
-    entries = [e for e in f.entries if e.provider == key and e.model == model] or [
-        e for e in f.entries if e.provider == key and e.model == "*"
-    ]
-    if not entries:
-        return None
+    entries = [e for e in f.entries if e.provider == key and e.model in (model, "*")]
     return TopPrices(
         max(max(e.input, e.cache_read, e.cache_write) for e in entries),
         max(e.output for e in entries),

@@ -10,7 +10,7 @@ docs/gateway.md "What a reservation counts"). The reservation is settled to
 the real cost when the call ends (see `metis.ledger.counters`), which can
 never exceed it when the provider bills what the request allows; so the
 counters' bound (settled spend over a cap by at most one reservation per
-process) holds for every request shape (tests/gateway/test_worst_case.py).
+process) holds for every request shape (docs/gateway.md says which tests show it).
 
 Unknown price: a model neither genai-prices nor the prices file prices
 (`metis.prices_file`) cannot be estimated.

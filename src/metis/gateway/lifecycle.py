@@ -326,18 +326,20 @@ class CallPath:
             ws = resolved.principal.workspace_id
             for t in plan.targets:
                 pp = self.providers.price_provider(ws, t.provider)
-                t_est = caps.estimate(pp, t.model, len(raw), call.worst, name=t.provider)
-                if t_est is None:
-                    await self._error(
-                        send,
-                        shape,
-                        "permission_error",
-                        f"model {t.model!r} has no known price and this key has a hard "
-                        "spend cap; unpriced models cannot be called under a cap",
-                        rid,
-                    )
-                    return
-                est = max(est, t_est)
+                # The target, and any model the provider may bill instead (OpenRouter).
+                for m in (t.model, *call.worst.alternatives):
+                    m_est = caps.estimate(pp, m, len(raw), call.worst, name=t.provider)
+                    if m_est is None:
+                        await self._error(
+                            send,
+                            shape,
+                            "permission_error",
+                            f"model {m!r} has no known price and this key has a hard "
+                            "spend cap; unpriced models cannot be called under a cap",
+                            rid,
+                        )
+                        return
+                    est = max(est, m_est)
         if self.writer.full:  # never drop a record: admit nothing new instead
             metrics.DB_UNAVAILABLE.labels("buffer_full").inc()
             await self._error(

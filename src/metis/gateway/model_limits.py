@@ -13,7 +13,8 @@ but no output limit, so:
    of a family normalizes to, `metis.pricing.normalize_model`). Sources: the
    providers' model pages (Anthropic: platform.claude.com/docs/en/about-claude/models/overview
    and each model's page, "Max output"; OpenAI: platform.openai.com/docs/models/<id>,
-   "Max output tokens"). Where a family's snapshots differ, the largest.
+   "Max output tokens"; Google: ai.google.dev/gemini-api/docs/models, each
+   model's "Output token limit"). Where a family's snapshots differ, the largest.
    ``claude-3-7-sonnet`` counts its 128K beta (``output-128k-2025-02-19``,
    which the gateway forwards), not its default 64K.
 2. A model not listed: its context window from genai-prices. Output is part
@@ -55,6 +56,12 @@ _ANTHROPIC_128K = (
 )
 
 MAX_OUTPUT: dict[tuple[str, str], int] = {
+    ("google", "gemini-3-pro-preview"): 65_536,
+    ("google", "gemini-2.5-pro"): 65_536,
+    ("google", "gemini-2.5-flash"): 65_536,
+    ("google", "gemini-2.5-flash-lite"): 65_536,
+    ("google", "gemini-2.0-flash"): 8_192,
+    ("google", "gemini-2.0-flash-lite"): 8_192,
     **{("anthropic", m): 128_000 for m in _ANTHROPIC_128K},
     ("anthropic", "claude-opus-4-5"): 64_000,
     ("anthropic", "claude-sonnet-4-5"): 64_000,

@@ -106,6 +106,9 @@ class WorstCase:
     """False for requests that cost nothing (embeddings output is 0 but they are billed)."""
     output: bool = True
     """False when the API produces no output tokens (embeddings)."""
+    alternatives: tuple[str, ...] = ()
+    """Other models the provider may bill instead of the target (OpenRouter's ``models``
+    fallback list): the reservation prices the costliest."""
 
 
 TEXT_ONLY = WorstCase()

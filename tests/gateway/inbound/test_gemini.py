@@ -21,7 +21,7 @@ from google.genai import errors, types
 from sqlalchemy import select
 
 from metis.db.tables import usage_records
-from metis.gateway.inbound.gemini import GenerateRequest, worst_case
+from metis.gateway.inbound.gemini import GENERATE, GenerateRequest, worst_case
 from metis.simulator.gemini import new_key
 from tests.plugins.servers import GatewayServer
 from tests.plugins.simulator import Simulator
@@ -211,3 +211,25 @@ def test_worst_case_input_the_body_does_not_hold_is_context_bound(
     if "tools" in extra:  # function declarations alone run nowhere but at the client
         wc = worst_case(GenerateRequest(), json.dumps(plain).encode())
         assert (wc.context_bound, wc.rounds) == (False, 1)
+
+
+def test_inline_images_count_as_images_and_other_inline_media_as_unbounded() -> None:
+    """Google bills an inline image by tiles (258 tokens and up), not by its bytes: 2,000 1x1
+    PNGs must reserve 2,000 images, not their ~120 bytes each; a PDF or video inline is
+    billed by pages and seconds, so the input is context bound."""
+    png = {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
+    body = {"contents": [{"parts": [png] * 2000}], "systemInstruction": {"parts": [png]}}
+    wc = worst_case(GenerateRequest(), json.dumps(body).encode())
+    assert (wc.images, wc.context_bound) == (2001, False)
+    for mime in ("application/pdf", "video/mp4", "audio/wav"):
+        part = {"inline_data": {"mime_type": mime, "data": "AAAA"}}
+        wc = worst_case(GenerateRequest(), json.dumps({"contents": [{"parts": [part]}]}).encode())
+        assert wc.context_bound, mime
+
+
+def test_a_routed_or_addressed_model_never_enters_the_body() -> None:
+    """The model is in the path; ``gemini-eu/gemini-2.5-flash`` must not add a ``model``
+    field to the body Google gets."""
+    raw = b'{"contents": [{"parts": [{"text": "hi"}]}]}'
+    req = GenerateRequest(model="gemini-eu/gemini-2.5-flash")
+    assert GENERATE.prepare(req, raw, "gemini-2.5-flash") == (raw, False)

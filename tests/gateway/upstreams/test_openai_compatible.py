@@ -182,6 +182,32 @@ def test_an_unpriced_provider_model_is_refused_under_a_hard_cap(
     assert simulator.calls() == []
 
 
+def test_openrouter_fallback_models_are_priced_for_the_reservation_and_fees_refused(
+    gateway_factory: Callable[..., GatewayServer], simulator: Simulator
+) -> None:
+    """OpenRouter may bill any model of the ``models`` fallback list, so a capped key's
+    reservation prices each of them (the costliest wins): one without a price is refused
+    like an unpriced target. Per-result plugin fees, which no token price bounds, are
+    refused under a cap; without a cap all of it is forwarded."""
+    g, free = _setup(gateway_factory, simulator, "openrouter")
+    _, capped = g.issue_key("capped", daily_cap_usd="5")
+    client = g.openai(capped)
+    msgs = [{"role": "user", "content": "hi"}]
+    cheap = "openrouter/openai/gpt-4o-mini"
+    fallback: dict[str, Any] = {"models": ["openai/gpt-4o-mini", "nobody/unpriced-model"]}
+    with pytest.raises(openai.PermissionDeniedError, match="'nobody/unpriced-model' has no"):
+        client.chat.completions.create(model=cheap, messages=msgs, extra_body=fallback)
+    for body in ({"plugins": [{"id": "web"}]}, {"models": ["openai/gpt-4o-mini"] * 17}):
+        with pytest.raises(openai.PermissionDeniedError):
+            client.chat.completions.create(model=cheap, messages=msgs, extra_body=body)
+    with pytest.raises(openai.PermissionDeniedError, match="per-result fees"):
+        client.chat.completions.create(model=cheap + ":online", messages=msgs)
+    assert simulator.calls() == []
+    priced = {"models": ["openai/gpt-4o-mini", "anthropic/claude-opus-4"]}
+    assert client.chat.completions.create(model=cheap, messages=msgs, extra_body=priced).usage
+    assert free.chat.completions.create(model=cheap, messages=msgs, extra_body=fallback).usage
+
+
 def test_models_lists_each_compatible_provider_under_its_address(
     gateway_factory: Callable[..., GatewayServer], simulator: Simulator
 ) -> None:

@@ -14,6 +14,12 @@ when neither is), plus the body's length for a ``prediction`` (rejected
 prediction tokens are billed as output); input: the body, an image
 allowance per ``image_url`` part, the context window for a ``file`` part or
 an unknown part, and ``web_search_options`` runs server-side search rounds.
+OpenRouter's ``models`` fallback list lets the provider bill another model
+than ``model``: the reservation prices the costliest of them
+(`WorstCase.alternatives`). Its ``plugins`` (web search) and ``:online``
+models charge per-result fees no token price bounds, so under a hard cap
+they are refused (403), as is a ``models`` list longer than
+`MAX_ALTERNATIVES`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,32 @@ class ChatRequest(msgspec.Struct):
     stream_options: Any = None
     max_tokens: Any = None
     max_completion_tokens: Any = None
+    models: Any = None
+    plugins: Any = None
+
+
+MAX_ALTERNATIVES = 16
+"""The longest OpenRouter ``models`` list a capped key may send (each one is priced)."""
+
+
+def _admit(req: ChatRequest, capped: bool) -> str | None:
+    if not capped:
+        return None
+    if req.plugins is not None or (isinstance(req.model, str) and req.model.endswith(":online")):
+        return (
+            "plugins and ':online' models charge per-result fees a hard spend cap cannot "
+            "bound; use a key without a hard cap"
+        )
+    if isinstance(req.models, list) and len(req.models) > MAX_ALTERNATIVES:
+        return f"models: at most {MAX_ALTERNATIVES} fallback models under a hard spend cap"
+    return None
+
+
+def _alternatives(models: Any) -> tuple[str, ...]:
+    """OpenRouter's fallback ``models`` (strings only; others are the provider's to refuse)."""
+    if not isinstance(models, list):
+        return ()
+    return tuple(m for m in models[:MAX_ALTERNATIVES] if isinstance(m, str) and m)
 
 
 def _streams(req: ChatRequest) -> bool:
@@ -61,6 +93,7 @@ class _Scan(msgspec.Struct):
     max_completion_tokens: Any = None
     prediction: Any = None
     web_search_options: Any = None
+    models: Any = None
     messages: list[_Message] | None = None
     tools: list[_Tool] | None = None
     functions: list[msgspec.Raw] | None = None
@@ -97,6 +130,7 @@ def worst_case(req: ChatRequest, raw: bytes) -> WorstCase:
         budget_per_round=False,
         tools=tools,
         extra_output=len(raw) if r.prediction is not None else 0,
+        alternatives=_alternatives(r.models),
     )
 
 
@@ -128,5 +162,6 @@ API = InboundAPI(
     usage=from_openai,
     tap="openai",
     prepare=_prepare,
+    admit=_admit,
     translatable=True,
 )

@@ -101,45 +101,68 @@ def _bind(req: GenerateRequest, path: str) -> str | None:
 _FUNCTION_TOOL_KEYS = {"functionDeclarations", "function_declarations"}
 
 
-def _refers_to_stored(value: Any) -> bool:
-    """Whether a decoded body holds a ``fileData`` part (content not in the body)."""
+def _media(value: Any) -> tuple[int, bool]:
+    """(inline images, whether anything is not bounded by the body) in decoded contents.
+
+    An inline image counts as an image (Google bills it by tiles, not by its bytes: a
+    tiny image costs 258 tokens or more); other inline media (PDF pages, audio, video
+    seconds) and ``fileData`` parts (content not in the body) make the input context
+    bound."""
+    images, unbounded = 0, False
     stack = [value]
     while stack:
         v = stack.pop()
         if isinstance(v, dict):
             if "fileData" in v or "file_data" in v:
-                return True
+                unbounded = True
+            inline = v.get("inlineData", v.get("inline_data"))
+            if isinstance(inline, dict):
+                mime = inline.get("mimeType", inline.get("mime_type"))
+                if isinstance(mime, str) and mime.lower().startswith("image/"):
+                    images += 1
+                else:
+                    unbounded = True
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
-    return False
+    return images, unbounded
 
 
 def worst_case(req: GenerateRequest, raw: bytes) -> WorstCase:
     """What a ``generateContent`` request can make Google bill (see the module docstring)."""
-    gc = req.generationConfig if isinstance(req.generationConfig, dict) else {}
+    try:  # from the body alone, as every shape's worst case (callers may pass no req)
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return WorstCase(context_bound=True)
+    if not isinstance(body, dict):
+        return WorstCase(context_bound=True)
+    gc = body.get("generationConfig")
+    if not isinstance(gc, dict):
+        gc = {}
     out = positive_int(gc.get("maxOutputTokens"))
     tc = gc.get("thinkingConfig")
     thinking = positive_int(tc.get("thinkingBudget")) if isinstance(tc, dict) else None
     n = positive_int(gc.get("candidateCount")) or 1
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return WorstCase(context_bound=True, choices=n)
-    if not isinstance(body, dict):
-        return WorstCase(context_bound=True, choices=n)
     found = body.get("tools")
     tools: list[Any] = found if isinstance(found, list) else []
     # Anything but function declarations is a tool Google runs itself (search, URL
     # context, code execution): more model rounds, input the body does not bound.
     server = any(not isinstance(t, dict) or set(t) - _FUNCTION_TOOL_KEYS for t in tools)
+    images, unbounded = _media([body.get("contents"), body.get("systemInstruction")])
     return WorstCase(
         output_budget=None if out is None else out + (thinking or 0),
         choices=n,
-        context_bound=server or "cachedContent" in body or _refers_to_stored(body.get("contents")),
+        images=images,
+        context_bound=server or unbounded or "cachedContent" in body,
         rounds=SERVER_TOOL_ROUNDS if server else 1,
         tools=len(tools),
     )
+
+
+def _body_as_sent(req: GenerateRequest, raw: bytes, target_model: str) -> tuple[bytes, bool]:
+    """The body unchanged: Gemini names the model in the path (the upstream builds it from
+    the target), so a routed or ``provider/model`` address never adds a body field."""
+    return raw, False
 
 
 def read_answer(data: bytes, tokens: Tokens) -> tuple[str | None, str | None]:
@@ -161,6 +184,7 @@ GENERATE = InboundAPI(
     tap="gemini",
     bind=_bind,
     answer=read_answer,
+    prepare=_body_as_sent,
 )
 
 
