@@ -29,9 +29,19 @@ Scenarios (direct = client -> upstream; gateway = client -> Metis -> upstream):
 - ``litellm``: LiteLLM Proxy 1.109.1 (``../shared/peers/litellm``, no
   database, so *without* accounting) measured the same way for c64 and c1,
   when ``$LITELLM_VENV`` (default ~/.cache/litellm-venv) exists.
+- ``--compatible``: the OpenAI-compatible path in the same run, on the same
+  gateway and stub: the workspace also holds a ``groq`` credential (the
+  preset, priced by genai-prices' ``groq`` prices) whose base URL is the
+  stub's ``/v1``, and the client asks for ``groq/llama-3.3-70b-versatile``.
+  For c1, each open-loop rate and c64, the gateway is measured OpenAI path,
+  compatible path, OpenAI path again (the two OpenAI runs show the run's
+  noise); before each c64 gateway run the gateway is left to go idle (its
+  write-behind backlog flushed). Afterwards the usage records are counted by
+  provider, with the unpriced ones.
 
     .venv/bin/python bench/gateway_overhead.py                # ~2 minutes
     .venv/bin/python bench/gateway_overhead.py --duration 5 --no-litellm
+    .venv/bin/python bench/gateway_overhead.py --duration 5 --no-litellm --no-responses --compatible
 
 Prints Markdown tables (copied into docs/performance.md, "Gateway").
 """
@@ -64,6 +74,8 @@ STREAM_BODY = (
     b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one word."}],'
     b'"max_tokens":5,"stream":true}'
 )
+COMPAT_MODEL = b"groq/llama-3.3-70b-versatile"  # the groq preset, at the stub's base URL
+COMPAT_BODY = BODY.replace(b"gpt-4o-mini", COMPAT_MODEL)
 RESP_BODY = b'{"model":"gpt-4o-mini","input":"Say hello in one word.","max_output_tokens":16}'
 RESP_STREAM_BODY = (
     b'{"model":"gpt-4o-mini","input":"Say hello in one word.","max_output_tokens":16,"stream":true}'
@@ -117,6 +129,19 @@ def _tree(pid: int) -> list[int]:
         for k in kids:
             out.extend(_tree(int(k)))
     return out
+
+
+def settle(pid: int, idle_cpu: float = 0.02, timeout: float = 30) -> None:
+    """Wait until ``pid`` and its descendants use under ``idle_cpu`` CPU seconds per 0.25 s
+    (the write-behind backlog of a burst flushed)."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = cpu_seconds(pid)
+        if now - last < idle_cpu:
+            return
+        last = now
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -197,10 +222,12 @@ async def ttfb(
     return first, last
 
 
-def wrk(url: str, headers: dict[str, str], conns: int, duration: float) -> dict[str, float]:
+def wrk(
+    url: str, headers: dict[str, str], conns: int, duration: float, body: bytes = BODY
+) -> dict[str, float]:
     hdr = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(f'wrk.method = "POST"\nwrk.body = [[{BODY.decode()}]]\n{hdr}')
+        lua.write(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n{hdr}')
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency", "-s", lua.name, url],
         capture_output=True,
@@ -212,6 +239,36 @@ def wrk(url: str, headers: dict[str, str], conns: int, duration: float) -> dict[
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "requests": total, "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def with_cpu(pid: int, run: Any, n: Any) -> tuple[Any, float]:
+    """``run()``'s result and the CPU seconds per request of ``pid`` (and descendants) over
+    it; ``n(result)`` = requests served."""
+    cpu0 = cpu_seconds(pid)
+    out = run()
+    return out, (cpu_seconds(pid) - cpu0) / max(1, n(out))
+
+
+def served_c1(pid: int, url: str, headers: dict[str, str], n: int, body: bytes = BODY) -> Any:
+    """Concurrency 1 against a server: (p50, p90, p99), CPU s/request."""
+    return with_cpu(
+        pid, lambda: summary(asyncio.run(closed_c1(url, headers, n, body))), lambda _: n
+    )
+
+
+def served_open(
+    pid: int, url: str, headers: dict[str, str], rate: int, duration: float, body: bytes = BODY
+) -> Any:
+    """Open loop against a server: `open_loop`'s result, CPU s/request."""
+    run = lambda: asyncio.run(open_loop(url, headers, rate, duration, body))  # noqa: E731
+    return with_cpu(pid, run, lambda o: o["n"])
+
+
+def served_c64(
+    pid: int, url: str, headers: dict[str, str], duration: float, body: bytes = BODY
+) -> Any:
+    """wrk at concurrency 64 against a server: `wrk`'s result, CPU s/request."""
+    return with_cpu(pid, lambda: wrk(url, headers, 64, duration, body), lambda w: w["requests"])
 
 
 # -- servers ------------------------------------------------------------------
@@ -292,6 +349,17 @@ def setup_metis(env: dict[str, str], upstream: str) -> str:
                 secret="sk-bench-upstream-0000",
                 base_url=upstream,
             )
+        # An OpenAI-compatible preset at the same stub (`--compatible`; unused otherwise: a
+        # model without a `groq/` prefix goes to `openai` as before).
+        add_credential(
+            c,
+            get_settings(),
+            workspace_id=ws.id,
+            provider="groq",
+            purposes=["inference"],
+            secret="gsk-bench-upstream-0000",
+            base_url=upstream + "/v1",
+        )
         _, secret = issue_key(
             c,
             name="bench",
@@ -344,6 +412,11 @@ def main() -> None:
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--no-responses", action="store_true", help="skip the /v1/responses runs")
     ap.add_argument(
+        "--compatible",
+        action="store_true",
+        help="also measure an OpenAI-compatible provider (groq/...) against the same stub",
+    )
+    ap.add_argument(
         "--writer",
         choices=("auto", "process", "thread"),
         default="auto",
@@ -363,20 +436,22 @@ def main() -> None:
         direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         h_direct = {"Content-Type": "application/json", "Authorization": "Bearer sk-x"}
         asyncio.run(closed_c1(through, h_gw, 300))  # warm up
+        if args.compatible:
+            asyncio.run(closed_c1(through, h_gw, 300, COMPAT_BODY))
         asyncio.run(closed_c1(direct, h_direct, 300))
+        # --compatible: each gateway scenario runs OpenAI path, compatible path, OpenAI again
+        paths = [BODY, COMPAT_BODY, BODY] if args.compatible else [BODY]
 
         d = summary(asyncio.run(closed_c1(direct, h_direct, args.c1)))
-        cpu0 = cpu_seconds(gw.pid)
-        g = summary(asyncio.run(closed_c1(through, h_gw, args.c1)))
-        cpu_c1 = (cpu_seconds(gw.pid) - cpu0) / args.c1
-        results["c1"] = (d, g, cpu_c1)
+        gs = [served_c1(gw.pid, through, h_gw, args.c1, b) for b in paths]
+        results["c1"] = (d, *gs[0])
+        results["compat_c1"] = (d, gs)
 
         for rate in [int(r) for r in args.rates.split(",")]:
             od = asyncio.run(open_loop(direct, h_direct, rate, args.duration))
-            cpu0 = cpu_seconds(gw.pid)
-            og = asyncio.run(open_loop(through, h_gw, rate, args.duration))
-            cpu = (cpu_seconds(gw.pid) - cpu0) / max(1, og["n"])
-            results[f"open{rate}"] = (od, og, cpu)
+            gs = [served_open(gw.pid, through, h_gw, rate, args.duration, b) for b in paths]
+            results[f"open{rate}"] = (od, *gs[0])
+            results[f"compat_open{rate}"] = (od, gs)
 
         # Before c64: its write-behind backlog would be flushed (and its CPU counted) here.
         if not args.no_responses:
@@ -384,13 +459,10 @@ def main() -> None:
             r_through = through.replace("/chat/completions", "/responses")
             asyncio.run(closed_c1(r_through, h_gw, 300, RESP_BODY))  # warm up
             d = summary(asyncio.run(closed_c1(r_direct, h_direct, args.c1, RESP_BODY)))
-            cpu0 = cpu_seconds(gw.pid)
-            g = summary(asyncio.run(closed_c1(r_through, h_gw, args.c1, RESP_BODY)))
-            results["resp_c1"] = (d, g, (cpu_seconds(gw.pid) - cpu0) / args.c1)
+            results["resp_c1"] = (d, *served_c1(gw.pid, r_through, h_gw, args.c1, RESP_BODY))
             od = asyncio.run(open_loop(r_direct, h_direct, 500, args.duration, RESP_BODY))
-            cpu0 = cpu_seconds(gw.pid)
-            og = asyncio.run(open_loop(r_through, h_gw, 500, args.duration, RESP_BODY))
-            results["resp_open500"] = (od, og, (cpu_seconds(gw.pid) - cpu0) / max(1, og["n"]))
+            og = served_open(gw.pid, r_through, h_gw, 500, args.duration, RESP_BODY)
+            results["resp_open500"] = (od, *og)
             fd, ld = asyncio.run(ttfb(r_direct, h_direct, 300, RESP_STREAM_BODY))
             cpu0 = cpu_seconds(gw.pid)
             fg, lg = asyncio.run(ttfb(r_through, h_gw, 300, RESP_STREAM_BODY))
@@ -398,10 +470,14 @@ def main() -> None:
             results["resp_stream"] = (summary(fd), summary(fg), summary(ld), summary(lg), cpu_s)
 
         wd = wrk(direct, h_direct, 64, args.duration)
-        cpu0 = cpu_seconds(gw.pid)
-        wg = wrk(through, h_gw, 64, args.duration)
-        cpu64 = (cpu_seconds(gw.pid) - cpu0) / max(1, wg["requests"])
-        results["c64"] = (wd, wg, cpu64)
+        gs = []
+        for b in paths:
+            settle(gw.pid)  # the previous burst's write-behind backlog flushed
+            gs.append(served_c64(gw.pid, through, h_gw, args.duration, b))
+        results["c64"] = (wd, *gs[0])
+        results["compat_c64"] = (wd, gs)
+        if args.compatible:
+            settle(gw.pid)
 
         td = summary(asyncio.run(ttfb(direct, h_direct, 300))[0])
         tg = summary(asyncio.run(ttfb(through, h_gw, 300))[0])
@@ -418,13 +494,8 @@ def main() -> None:
                 "Authorization": "Bearer sk-bench-master-key",
             }
             asyncio.run(closed_c1(ll_url, h_ll, 100))
-            n_ll = min(args.c1, 300)
-            cpu0 = cpu_seconds(ll.pid)
-            lc1 = summary(asyncio.run(closed_c1(ll_url, h_ll, n_ll)))
-            lcpu1 = (cpu_seconds(ll.pid) - cpu0) / n_ll
-            cpu0 = cpu_seconds(ll.pid)
-            lw = wrk(ll_url, h_ll, 64, args.duration)
-            lcpu = (cpu_seconds(ll.pid) - cpu0) / max(1, lw["requests"])
+            lc1, lcpu1 = served_c1(ll.pid, ll_url, h_ll, min(args.c1, 300))
+            lw, lcpu = served_c64(ll.pid, ll_url, h_ll, args.duration)
             results["litellm"] = (lc1, lcpu1, lw, lcpu)
     finally:
         for p in reversed(procs):
@@ -434,7 +505,30 @@ def main() -> None:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+    if args.compatible:
+        results["records"] = records_by_provider()
     report(results, args)
+
+
+def records_by_provider() -> list[tuple[str, str, int, int]]:
+    """(provider, cost_source, usage records, of them with cost 0) in the bench database
+    (`setup_metis` set METIS_DATABASE_URL; the gateway has flushed and exited)."""
+    from sqlalchemy import case, func, select
+
+    from metis.db.engine import make_engine
+    from metis.db.tables import usage_records as u
+
+    eng = make_engine()
+    with eng.connect() as c:
+        q = select(
+            u.c.provider,
+            u.c.cost_source,
+            func.count(),
+            func.sum(case((u.c.cost_nanousd == 0, 1), else_=0)),
+        ).group_by(u.c.provider, u.c.cost_source)
+        rows = [(p, s, int(n), int(z or 0)) for p, s, n, z in c.execute(q)]
+    eng.dispose()
+    return rows
 
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> None:
@@ -509,6 +603,49 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"\nLiteLLM concurrency 1: p50/p90/p99 {lc1[0]:.2f} / {lc1[1]:.2f} / {lc1[2]:.2f} ms,"
             f" CPU {lcpu1 * 1000:.2f} ms/req; Metis/LiteLLM throughput at c64:"
             f" {wg['rps'] / max(lw['rps'], 1e-9):.1f}x"
+        )
+
+    if len(r["compat_c1"][1]) == 3:
+        compat_report(r)
+
+
+def compat_report(r: dict[str, Any]) -> None:
+    """`--compatible`: the OpenAI path (twice) and the compatible path, added latency vs direct."""
+    rates = [k[len("compat_open") :] for k in r if k.startswith("compat_open")]
+    scen = [("c1", "concurrency 1")] + [(f"open{x}", f"open loop {x} req/s") for x in rates]
+    names = ("OpenAI run 1", "compatible", "OpenAI run 2")
+
+    def tri(o: Any) -> tuple[float, ...]:
+        return (o["p50"], o["p90"], o["p99"]) if isinstance(o, dict) else tuple(o)
+
+    rows: list[tuple[str, list[float]]] = []  # metric, [OpenAI 1, compatible, OpenAI 2]
+    for key, label in scen:
+        od, gs = r[f"compat_{key}"]
+        d = tri(od)
+        for i, q in ((0, "p50"), (2, "p99")):
+            rows.append((f"{label}: added {q} ms", [tri(g)[i] - d[i] for g, _ in gs]))
+        errs = " / ".join(str(g["errors"]) for g, _ in gs) if key != "c1" else ""
+        err = f"; errors direct {od['errors']}, gateway {errs}" if errs else ""
+        print(f"{label}: direct p50 / p99 {d[0]:.2f} / {d[2]:.2f} ms{err}")
+    for key, label in scen:
+        rows.append((f"{label}: gateway CPU ms/req", [c * 1000 for _, c in r[f"compat_{key}"][1]]))
+    wd, gs = r["compat_c64"]
+    rows.append(("concurrency 64: req/s", [w["rps"] for w, _ in gs]))
+    rows.append(("concurrency 64: gateway CPU ms/req", [c * 1000 for _, c in gs]))
+    print(f"concurrency 64: direct {wd['rps']:.0f} req/s; non-2xx {[w['non2xx'] for w, _ in gs]}")
+    print(
+        "\n| metric | " + " | ".join(names) + " | compatible - OpenAI mean | OpenAI 1 - OpenAI 2 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for metric, (a, c, b) in rows:
+        fmt = "{:.0f}" if metric.endswith("req/s") else "{:.2f}"
+        cells = [fmt.format(x) for x in (a, c, b)]
+        diffs = [("{:+" + fmt[2:]).format(x) for x in (c - (a + b) / 2, a - b)]
+        print(f"| {metric} | " + " | ".join(cells + diffs) + " |")
+    if "records" in r:
+        print(
+            "\nusage records: "
+            + "; ".join(f"{p} {s} {n} ({z} at cost 0)" for p, s, n, z in r["records"])
         )
 
 
