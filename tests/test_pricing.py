@@ -204,5 +204,8 @@ def test_top_prices_from_the_prices_file_cover_every_entry_that_can_price_the_mo
         assert pricing.top_prices(None, "m", "later") is None
         assert cost(None, "m", 600, wc, name="later") is None
         assert pricing.price(None, "m", input_tokens=10, name="later").cost_nanousd is None
+        # ... and its calls count as unpriced (the gateway's metric asks with the call's time)
+        assert not pricing.has_price(None, "m", name="later", at=datetime.now(UTC))
+        assert pricing.has_price(None, "m", name="later")  # at some time: from 2099
     finally:
         prices_file.reset_cache()

@@ -133,14 +133,19 @@ def normalize_model(provider: str | None, model: str) -> str:
     return found[1].id if found is not None else model.lower()
 
 
-def has_price(provider: str | None, model: str, *, name: str | None = None) -> bool:
-    """Whether `price` can compute a cost for this (provider, model) at some time: genai-prices
-    knows it, or the prices file has an entry for (``name`` or ``provider``, model)."""
+def has_price(
+    provider: str | None, model: str, *, name: str | None = None, at: datetime | None = None
+) -> bool:
+    """Whether `price` can compute a cost for this (provider, model): genai-prices knows
+    it, or the prices file has an entry for (``name`` or ``provider``, model) in effect at
+    ``at`` (None: at any time)."""
     if _lookup(provider, model) is not None:
         return True
     f = prices_file.current()
     key = name or provider
-    return f is not None and key is not None and f.has(key, model)
+    if f is None or key is None:
+        return False
+    return f.has(key, model) if at is None else f.find(key, model, at) is not None
 
 
 def price_source(provider: str | None, model: str, *, name: str | None = None) -> str:

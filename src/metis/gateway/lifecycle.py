@@ -791,7 +791,9 @@ class CallPath:
         metadata = None
         if tokens.stated_cost_nanousd is not None:
             priced, metadata = stated(priced, tokens.stated_cost_nanousd, provider)
-        elif priced.cost_nanousd is None and not has_price(pp, target_model, name=provider):
+        elif priced.cost_nanousd is None and not has_price(
+            pp, target_model, name=provider, at=call.started_at
+        ):
             self.stats.unpriced_calls += 1
             metrics.UNPRICED_CALLS.labels(provider).inc()
         if status not in ("ok", "client_disconnected"):
