@@ -53,7 +53,14 @@ from sqlalchemy.exc import DBAPIError
 from metis.events import GatewayQuotaExceeded
 from metis.gateway import caps, http_io, metrics, upstream
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved
-from metis.gateway.http_client import Response, UpstreamClient, UpstreamError, describe
+from metis.gateway.estimate import estimate as estimate_usage
+from metis.gateway.http_client import (
+    ConnectFailed,
+    Response,
+    UpstreamClient,
+    UpstreamError,
+    describe,
+)
 from metis.gateway.http_io import Header, Receive, Send
 from metis.gateway.inbound.base import InboundAPI
 from metis.gateway.plan import RouteContext, RoutePlan
@@ -126,6 +133,9 @@ class Attempt:
     upstream_body: bytes | None = None
     upstream_ctype: bytes | None = None
     upstream_headers: Sequence[Header] = ()
+    estimate: str | None = None
+    """Why the call must be recorded at its worst case: the upstream accepted it but its
+    answer could not be read in full (`metis.gateway.estimate.REASONS`)."""
 
 
 @dataclass
@@ -487,7 +497,17 @@ class CallPath:
                     call.request_id,
                 )
             t = targets[-1]
-            self._stamp(call, t.provider, t.model, None, Tokens(), None, last.status, http_status)
+            self._stamp(
+                call,
+                t.provider,
+                t.model,
+                None,
+                Tokens(),
+                None,
+                last.status,
+                http_status,
+                estimate=last.estimate,
+            )
         self.writer.add(
             None,
             [
@@ -584,17 +604,10 @@ class CallPath:
             resp = await self.session.post(
                 out.url, out.body, out.headers, timeout=upstream.READ_TIMEOUT_S
             )
-        except TimeoutError:
-            return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
-        except UpstreamError as e:
-            return Attempt(
-                False,
-                "connect_error",
-                502,
-                True,
-                "upstream_error",
-                f"upstream connection failed: {describe(e)}",
-            )
+        except (TimeoutError, UpstreamError) as e:
+            # Sent but unanswered: the provider may have run (and billed) it. A
+            # connection that never opened sent nothing.
+            return _broken(e, sent=not isinstance(e, ConnectFailed))
         try:
             if resp.status >= 400:
                 if resp.status == 401:
@@ -645,25 +658,19 @@ class CallPath:
     ) -> Attempt:
         try:
             data = await resp.read()
-        except TimeoutError:
-            return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
-        except UpstreamError as e:
-            return Attempt(
-                False,
-                "connect_error",
-                502,
-                True,
-                "upstream_error",
-                f"upstream connection failed: {describe(e)}",
-            )
+        except (TimeoutError, UpstreamError) as e:  # a 2xx head, then the body broke
+            return _broken(e, sent=True)
         ctype = resp.headers.get("content-type", "application/json").encode()
         if out is not None and out.adapter is not None:  # into the wire shape (Bedrock)
             data = out.adapter.plain(data, resp.headers)
             ctype = b"application/json"
         tokens = Tokens()
         rid_up = model = None
-        with contextlib.suppress(*BODY_ERRORS):
+        unread: str | None = None
+        try:
             rid_up, model = call.api.read_answer(data, tokens)
+        except BODY_ERRORS:  # a 2xx body cut short or not JSON: its usage is unknown
+            unread = "truncated_body"
         await self._respond(send, resp.status, data, call.request_id, (b"content-type", ctype))
         self._stamp(
             call,
@@ -675,6 +682,7 @@ class CallPath:
             "ok",
             resp.status,
             cred.api_root,
+            estimate=unread,
         )
         return Attempt(True, "ok", resp.status)
 
@@ -722,6 +730,7 @@ class CallPath:
 
         watcher = asyncio.create_task(watch())
         status = "ok"
+        unread: str | None = None
         try:
             # A client that disconnects mid-stream: keep reading the upstream to its end
             # so its usage (the last event) is still recorded.
@@ -734,6 +743,8 @@ class CallPath:
         except (TimeoutError, UpstreamError):
             status = "upstream_error"
             out = tap.flush()
+            if not tap.final:  # cut before its final usage: billed, usage unknown
+                unread = "stream_cut"
         finally:
             watcher.cancel()
         if gone.is_set():
@@ -750,6 +761,7 @@ class CallPath:
             status,
             resp.status,
             cred.api_root,
+            estimate=unread,
         )
         return Attempt(True, status, resp.status)
 
@@ -765,12 +777,26 @@ class CallPath:
         status: str,
         http_status: int,
         api_root: str | None = None,
+        *,
+        estimate: str | None = None,
     ) -> None:
+        """Price and queue one call's record and event, and settle its reservation.
+
+        ``estimate`` (a reason of `metis.gateway.estimate.REASONS`): the upstream
+        accepted the call but its usage could not be read; it is recorded at its worst
+        case (``cost_source = estimated``) and that settles the caps."""
         # What the upstream reports is stored: bounded (a prefix and a hash) like any
         # value Metis must record (`metis.security.fields.bounded`).
         model_raw = bounded(reported_model or target_model, MODEL_MAX)
         correlation_id = bounded_optional(correlation_id, ID_MAX)
         pp = self.providers.price_provider(call.resolved.principal.workspace_id, provider)
+        worst_cost: int | None = None
+        if estimate is not None:
+            if call.worst is None:  # no cap read it: only on this fault path
+                call.worst = call.api.worst_case(call.req, call.raw)
+            tokens, worst_cost = estimate_usage(
+                pp, target_model, len(call.raw), call.worst, tokens, name=provider
+            )
         try:
             priced = price(
                 pp,
@@ -786,8 +812,14 @@ class CallPath:
             )
         except ValueError:
             priced = Priced(None, "none", None, model_raw.lower())
-        metadata = None
-        if tokens.stated_cost_nanousd is not None:
+        metadata: dict[str, Any] | None = None
+        if estimate is not None:
+            metadata = {"estimated": True, "estimate_reason": estimate}
+            if worst_cost is not None:
+                priced = Priced(
+                    worst_cost, "estimated", priced.pricing_version, priced.model_normalized
+                )
+        elif tokens.stated_cost_nanousd is not None:
             priced, metadata = stated(priced, tokens.stated_cost_nanousd, provider)
         elif priced.cost_nanousd is None and not has_price(pp, target_model, name=provider):
             self.stats.unpriced_calls += 1
@@ -812,8 +844,29 @@ class CallPath:
             correlation_id=correlation_id,
             api_root=api_root,
             metadata=metadata,
+            estimate=estimate,
         )
         self.writer.add(usage_record(facts), [call_event(facts)])
+
+
+def _broken(e: Exception, *, sent: bool) -> Attempt:
+    """The attempt whose exchange broke with ``e`` (a timeout or an `UpstreamError`);
+    ``sent``: the request reached the upstream, so it is recorded at its worst case."""
+    if isinstance(e, TimeoutError):
+        est = "upstream_timeout" if sent else None
+        return Attempt(
+            False, "timeout", 504, True, "upstream_timeout", "upstream timed out", estimate=est
+        )
+    assert isinstance(e, UpstreamError)
+    return Attempt(
+        False,
+        "connect_error",
+        502,
+        True,
+        "upstream_error",
+        f"upstream connection failed: {describe(e)}",
+        estimate="upstream_disconnected" if sent else None,
+    )
 
 
 def stated(priced: Priced, stated_nanousd: int, provider: str) -> tuple[Priced, dict[str, Any]]:

@@ -38,6 +38,7 @@ class CallFacts:
     correlation_id: str | None
     api_root: str | None
     metadata: dict[str, Any] | None = None
+    estimate: str | None = None  # why the call is recorded at its worst case (estimate.REASONS)
 
 
 def billed_requests(http_status: int) -> int:
@@ -72,7 +73,9 @@ def usage_record(f: CallFacts) -> UsageRecord:
         cached_input_tokens=t.cached,
         cache_creation_input_tokens=t.cache_creation,
         reasoning_tokens=t.reasoning,
-        request_count=billed_requests(f.http_status),
+        # An estimated call was accepted upstream (the provider counts it) whatever
+        # the gateway answered.
+        request_count=1 if f.estimate else billed_requests(f.http_status),
         cost_nanousd=f.priced.cost_nanousd or 0,
         cost_source=f.priced.cost_source,
         pricing_version=f.priced.pricing_version,
@@ -115,6 +118,8 @@ def call_event(f: CallFacts) -> PendingEvent:
         pricing_version=f.priced.pricing_version,
         correlation_id=f.correlation_id,
         stream=f.stream,
+        estimated=f.estimate is not None,
+        estimate_reason=f.estimate,
     )
     return PendingEvent(ev, f.started_at, {"workspace_id": p.workspace_id})
 
