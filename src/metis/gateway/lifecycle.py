@@ -607,7 +607,7 @@ class CallPath:
         except (TimeoutError, UpstreamError) as e:
             # Sent but unanswered: the provider may have run (and billed) it. A
             # connection that never opened sent nothing.
-            return _broken(e, sent=not isinstance(e, ConnectFailed))
+            return broken_attempt(e, sent=not isinstance(e, ConnectFailed))
         try:
             if resp.status >= 400:
                 if resp.status == 401:
@@ -659,7 +659,7 @@ class CallPath:
         try:
             data = await resp.read()
         except (TimeoutError, UpstreamError) as e:  # a 2xx head, then the body broke
-            return _broken(e, sent=True)
+            return broken_attempt(e, sent=True)
         ctype = resp.headers.get("content-type", "application/json").encode()
         if out is not None and out.adapter is not None:  # into the wire shape (Bedrock)
             data = out.adapter.plain(data, resp.headers)
@@ -849,7 +849,7 @@ class CallPath:
         self.writer.add(usage_record(facts), [call_event(facts)])
 
 
-def _broken(e: Exception, *, sent: bool) -> Attempt:
+def broken_attempt(e: Exception, *, sent: bool) -> Attempt:
     """The attempt whose exchange broke with ``e`` (a timeout or an `UpstreamError`);
     ``sent``: the request reached the upstream, so it is recorded at its worst case."""
     if isinstance(e, TimeoutError):
