@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -317,6 +318,60 @@ def test_a_connect_failure_records_nothing_billed(g: GatewayServer) -> None:
     assert rec["cost_nanousd"] == 0 and rec["request_count"] == 0
     assert rec["cost_source"] != "estimated" and rec["metadata"] is None
     assert _key_spent(g, key_id) == 0
+
+
+FALLBACK = """\
+schema_version: 1
+rules:
+  - name: haiku-first
+    when: {model: gpt-4o-mini}
+    use: anthropic:claude-haiku-4-5
+    fallbacks: [openai:gpt-4o-mini]
+"""
+
+
+def test_a_broken_attempt_before_a_fallback_is_recorded_and_capped(
+    gateway_factory: Callable[..., GatewayServer], simulator: Simulator, metis_env: dict[str, str]
+) -> None:
+    """The first target billed a call it never answered; the fallback answers. Both are in
+    the ledger and in the key's cap counter."""
+    (Path(metis_env["METIS_HOME"]) / "routing.yaml").write_text(FALLBACK)
+    g = gateway_factory(simulator.url)
+    key_id, secret = g.issue_key(daily_cap_usd="5")
+    simulator.set_fault("/v1/messages", "drop", count=1)
+    raw = msgspec.json.encode(
+        {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    r = _post(g, secret, "/v1/chat/completions", raw)
+    assert r.status_code == 200
+    rid = r.headers["x-metis-request-id"]
+    g.flush()
+    with g.engine.connect() as c:
+        rows = {
+            x.dedupe_key: x
+            for x in c.execute(select(usage_records).where(usage_records.c.request_id == rid))
+        }
+        (route,) = [
+            p if isinstance(p, dict) else msgspec.json.decode(p)
+            for (p,) in c.execute(select(events.c.payload).where(events.c.type == "route.decided"))
+        ]
+    broken, answered = rows[f"{rid}#0"], rows[rid]
+    cost = _expected("anthropic", "claude-haiku-4-5", len(raw) + OVERHEAD_TOKENS, 8)
+    assert (broken.provider, broken.cost_source, broken.cost_nanousd) == (
+        "anthropic",
+        "estimated",
+        cost,
+    )
+    assert broken.metadata == {"estimated": True, "estimate_reason": "upstream_disconnected"}
+    assert (answered.provider, answered.cost_source, answered.status) == (
+        "openai",
+        "computed",
+        "ok",
+    )
+    assert _key_spent(g, key_id) == cost + answered.cost_nanousd
+    assert route["attempts"][0]["estimate_reason"] == "upstream_disconnected"
+    assert route["winner_index"] == 1
+    assert sorted(c["provider"] for c in simulator.calls()) == ["anthropic", "openai"]
 
 
 def test_reconciliation_replaces_the_estimate_by_the_providers_figure(

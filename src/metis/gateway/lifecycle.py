@@ -155,6 +155,9 @@ class Call:
     stream: bool
     reservation: Reservation | None = None
     worst: WorstCase | None = None  # read under a cap, or when a call's usage is unreadable
+    broken_nanousd: int = 0
+    """Estimated cost of earlier attempts that were sent, broke and fell back to the next
+    target (each recorded apart); settled with the call's reservation."""
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -393,7 +396,10 @@ class CallPath:
                 await self._error(send, shape, "internal", "internal gateway error", rid)
         finally:
             if call.reservation is not None and not call.reservation.done:
-                self.counters.release(call.reservation)
+                if call.broken_nanousd:  # no final record settled it: broken attempts did bill
+                    self.counters.settle(call.reservation, call.broken_nanousd)
+                else:
+                    self.counters.release(call.reservation)
 
     async def _quota_exceeded(
         self, send: Send, call: Call, ce: CapExceeded, candidates: list[str]
@@ -469,7 +475,24 @@ class CallPath:
             }
             if att.status == "unsupported_target":
                 entry["reason"] = att.message  # why the target was skipped
+            if att.estimate is not None:
+                entry["estimate_reason"] = att.estimate
             call.attempts.append(entry)
+            if not att.answered and att.estimate is not None and i < len(targets) - 1:
+                # Sent and billed, but broken: recorded apart (at its estimate) before the
+                # next target is tried, so neither the ledger nor the caps lose it.
+                self._stamp(
+                    call,
+                    target.provider,
+                    target.model,
+                    None,
+                    Tokens(),
+                    None,
+                    att.status,
+                    att.http_status,
+                    estimate=att.estimate,
+                    attempt=i,
+                )
             last = att
             if att.answered:
                 # winner = the candidate whose success reached the client; -1 when it got an error
@@ -779,12 +802,15 @@ class CallPath:
         api_root: str | None = None,
         *,
         estimate: str | None = None,
+        attempt: int | None = None,
     ) -> None:
         """Price and queue one call's record and event, and settle its reservation.
 
         ``estimate`` (a reason of `metis.gateway.estimate.REASONS`): the upstream
         accepted the call but its usage could not be read; it is recorded at its worst
-        case (``cost_source = estimated``) and that settles the caps."""
+        case (``cost_source = estimated``) and that settles the caps. ``attempt``: the
+        index of a broken attempt a fallback follows, recorded apart (dedupe key
+        ``<request id>#<attempt>``); its cost is settled with the call's final record."""
         # What the upstream reports is stored: bounded (a prefix and a hash) like any
         # value Metis must record (`metis.security.fields.bounded`).
         model_raw = bounded(reported_model or target_model, MODEL_MAX)
@@ -826,8 +852,10 @@ class CallPath:
             metrics.UNPRICED_CALLS.labels(provider).inc()
         if status not in ("ok", "client_disconnected"):
             metrics.UPSTREAM_ERRORS.labels(provider).inc()
-        if call.reservation is not None:
-            self.counters.settle(call.reservation, priced.cost_nanousd or 0)
+        if attempt is not None:
+            call.broken_nanousd += priced.cost_nanousd or 0
+        elif call.reservation is not None:
+            self.counters.settle(call.reservation, (priced.cost_nanousd or 0) + call.broken_nanousd)
         facts = CallFacts(
             request_id=call.request_id,
             principal=call.resolved.principal,
@@ -845,6 +873,7 @@ class CallPath:
             api_root=api_root,
             metadata=metadata,
             estimate=estimate,
+            attempt=attempt,
         )
         self.writer.add(usage_record(facts), [call_event(facts)])
 

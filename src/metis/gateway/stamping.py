@@ -3,8 +3,9 @@
 One call -> one `UsageRecord` (source ``gateway``, granularity ``request``,
 ``dedupe_key`` = Metis request id, ``correlation_id`` = the upstream response
 id, canonical tokens, cost via `metis.pricing`) and one ``llm.call_completed``
-event; every request (answered, failed or refused by a cap) also gets one
-``route.decided``.
+event (a broken attempt a routing fallback follows gets its own pair, dedupe key
+``<request id>#<attempt index>``, `metis.gateway.estimate`); every request
+(answered, failed or refused by a cap) also gets one ``route.decided``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class CallFacts:
     api_root: str | None
     metadata: dict[str, Any] | None = None
     estimate: str | None = None  # why the call is recorded at its worst case (estimate.REASONS)
+    attempt: int | None = None  # a broken attempt before a fallback: its own record
 
 
 def billed_requests(http_status: int) -> int:
@@ -61,7 +63,7 @@ def usage_record(f: CallFacts) -> UsageRecord:
         workspace_id=p.workspace_id,
         source="gateway",
         source_ref=p.gateway_key_id,
-        dedupe_key=f.request_id,
+        dedupe_key=f.request_id if f.attempt is None else f"{f.request_id}#{f.attempt}",
         window_start=f.started_at,
         window_end=f.started_at,
         granularity="request",
