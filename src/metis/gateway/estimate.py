@@ -22,6 +22,10 @@ counters (the reservation becomes spend). Reconciliation replaces it by the
 provider's figure when the provider's usage report covers the day
 (docs/reconciliation.md "Estimated gateway calls").
 
+A broken attempt that a routing fallback follows is estimated the same way and
+recorded apart (dedupe key ``<request id>#<attempt index>``); its estimate is settled
+on the caps together with the call's final cost (`metis.gateway.lifecycle`).
+
 Not estimated: a connection that could not be opened (nothing was sent,
 nothing billed) and an error answer read in full (the provider does not bill
 4xx/5xx).
