@@ -55,8 +55,9 @@ from metis.gateway import caps, http_io, metrics, upstream
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved
 from metis.gateway.estimate import estimate as estimate_usage
 from metis.gateway.http_client import (
-    ConnectFailed,
+    InvalidResponse,
     Response,
+    ServerDisconnected,
     UpstreamClient,
     UpstreamError,
     describe,
@@ -630,7 +631,7 @@ class CallPath:
         except (TimeoutError, UpstreamError) as e:
             # Sent but unanswered: the provider may have run (and billed) it. A
             # connection that never opened sent nothing.
-            return broken_attempt(e, sent=not isinstance(e, ConnectFailed))
+            return broken_attempt(e, sent=was_sent(e))
         try:
             if resp.status >= 400:
                 if resp.status == 401:
@@ -876,6 +877,16 @@ class CallPath:
             attempt=attempt,
         )
         self.writer.add(usage_record(facts), [call_event(facts)])
+
+
+def was_sent(e: Exception) -> bool:
+    """Whether a request whose exchange failed with ``e`` reached the upstream: a timeout
+    awaiting the answer, or a connection that broke or answered garbage after the request
+    was written. Not: a connection that never opened (`ConnectFailed`) or a request
+    refused before writing (a bad header or URL). A pooled connection the upstream closed
+    just as the request was written also reads as sent (the estimate errs high; the
+    provider's report corrects it)."""
+    return isinstance(e, (TimeoutError, ServerDisconnected, InvalidResponse))
 
 
 def broken_attempt(e: Exception, *, sent: bool) -> Attempt:

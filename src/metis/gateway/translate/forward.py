@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from metis.gateway import upstream
-from metis.gateway.http_client import ConnectFailed, Response, UpstreamError
-from metis.gateway.lifecycle import broken_attempt, relayed_headers
+from metis.gateway.http_client import Response, UpstreamError
+from metis.gateway.lifecycle import broken_attempt, relayed_headers, was_sent
 from metis.gateway.translate.errors import TranslationError
 from metis.gateway.translate.errors_shape import reshape_error, stream_error_frame
 from metis.gateway.translate.requests import (
@@ -146,7 +146,7 @@ async def cross_shape(
             out.url, out.body, out.headers, timeout=upstream.READ_TIMEOUT_S
         )
     except (TimeoutError, UpstreamError) as e:  # sent (billed, estimated) unless never connected
-        return broken_attempt(e, sent=not isinstance(e, ConnectFailed))
+        return broken_attempt(e, sent=was_sent(e))
     try:
         if resp.status >= 400:
             if resp.status == 401:
