@@ -97,6 +97,11 @@ class LLMCallCompleted(msgspec.Struct, frozen=True, kw_only=True):
     pricing_version: str | None = None
     correlation_id: str | None = None
     stream: bool = False
+    estimated: bool = False
+    """The gateway could not read the call's usage: tokens and cost are its worst case
+    (``cost_source = estimated``, `metis.gateway.estimate`)."""
+    estimate_reason: str | None = None
+    """Why (`metis.gateway.estimate.REASONS`); None when not estimated."""
 
 
 class RouteDecided(msgspec.Struct, frozen=True, kw_only=True):

@@ -53,7 +53,7 @@ class Priced(msgspec.Struct, frozen=True):
     """The result of pricing one call (or one bucket of usage)."""
 
     cost_nanousd: int | None
-    cost_source: Literal["computed", "provider_reported", "none"]
+    cost_source: Literal["computed", "provider_reported", "estimated", "none"]
     pricing_version: str | None
     model_normalized: str
 

@@ -94,6 +94,35 @@ def test_reconciliation_drift_and_unattributed_cells(engine: Engine, fast_alerts
     }
 
 
+def test_drift_that_estimated_gateway_calls_explain_does_not_fire(
+    engine: Engine, fast_alerts: None
+) -> None:
+    """Worst-case estimates (cost_source estimated, issue 19 item 5) are upper bounds the
+    provider's figure replaces: only drift they cannot explain fires."""
+    today = utcnow().date()
+    d1, d2 = (today - timedelta(days=i) for i in (1, 2))
+    with engine.begin() as c:
+        workspace(c)
+        covered(c, [d1, d2])
+        upsert_usage(
+            c,
+            [
+                # d1: provider $10; $9.90 billed + a $3 estimate -> 29% over, all explained
+                record(d1, 10 * USD, source="provider_api_key", granularity="1d"),
+                record(d1, 9_900_000_000),
+                record(d1, 3 * USD, cost_source="estimated"),
+                # d2: provider $10; $12 billed + a $3 estimate -> 20% drift remains
+                record(d2, 10 * USD, source="provider_api_key", granularity="1d"),
+                record(d2, 12 * USD),
+                record(d2, 3 * USD, cost_source="estimated"),
+            ],
+        )
+    eng = AlertEngine(engine, load_config(get_settings()))
+    assert eng.evaluate(ledger_scans=True) == 1
+    got = [(p["kind"], p["period"], p["value"]) for p in _fired(engine)]
+    assert got == [("reconciliation_drift", d2.isoformat(), "20.00")]
+
+
 def test_ledger_scans_run_at_their_own_cadence(engine: Engine, fast_alerts: None) -> None:
     today = utcnow().date()
     with engine.begin() as c:

@@ -93,3 +93,25 @@ def test_query_string_and_client_headers_that_reach_the_provider(gateway: Gatewa
         headers={"x-api-key": secret, "anthropic-version": "2023-06-01"},
     )
     assert r.status_code == 200 and Stats.last_query == b"beta=true"
+
+
+def test_only_a_request_that_reached_the_upstream_counts_as_sent() -> None:
+    """Issue 19 item 5: a sent request may be billed (estimated); an unsent one is not."""
+    from metis.gateway.http_client import (
+        ConnectFailed,
+        InvalidResponse,
+        ProxyError,
+        ServerDisconnected,
+        UpstreamError,
+    )
+    from metis.gateway.lifecycle import broken_attempt, was_sent
+
+    sent = [TimeoutError(), ServerDisconnected("x"), InvalidResponse("x")]
+    unsent = [ConnectFailed("x"), ProxyError("x"), UpstreamError("header 'a' is not Latin-1")]
+    assert [was_sent(e) for e in sent] == [True, True, True]
+    assert [was_sent(e) for e in unsent] == [False, False, False]
+    t = broken_attempt(TimeoutError(), sent=True)
+    assert (t.status, t.http_status, t.estimate) == ("timeout", 504, "upstream_timeout")
+    d = broken_attempt(ServerDisconnected("x"), sent=True)
+    assert (d.http_status, d.estimate) == (502, "upstream_disconnected")
+    assert broken_attempt(ConnectFailed("x"), sent=False).estimate is None

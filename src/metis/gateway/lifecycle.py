@@ -53,7 +53,15 @@ from sqlalchemy.exc import DBAPIError
 from metis.events import GatewayQuotaExceeded
 from metis.gateway import caps, http_io, metrics, upstream
 from metis.gateway.auth import AuthFailure, KeyCache, Resolved
-from metis.gateway.http_client import Response, UpstreamClient, UpstreamError, describe
+from metis.gateway.estimate import estimate as estimate_usage
+from metis.gateway.http_client import (
+    InvalidResponse,
+    Response,
+    ServerDisconnected,
+    UpstreamClient,
+    UpstreamError,
+    describe,
+)
 from metis.gateway.http_io import Header, Receive, Send
 from metis.gateway.inbound.base import InboundAPI
 from metis.gateway.plan import RouteContext, RoutePlan
@@ -126,6 +134,9 @@ class Attempt:
     upstream_body: bytes | None = None
     upstream_ctype: bytes | None = None
     upstream_headers: Sequence[Header] = ()
+    estimate: str | None = None
+    """Why the call must be recorded at its worst case: the upstream accepted it but its
+    answer could not be read in full (`metis.gateway.estimate.REASONS`)."""
 
 
 @dataclass
@@ -145,6 +156,9 @@ class Call:
     stream: bool
     reservation: Reservation | None = None
     worst: WorstCase | None = None  # read under a cap, or when a call's usage is unreadable
+    broken_nanousd: int = 0
+    """Estimated cost of earlier attempts that were sent, broke and fell back to the next
+    target (each recorded apart); settled with the call's reservation."""
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -385,7 +399,10 @@ class CallPath:
                 await self._error(send, shape, "internal", "internal gateway error", rid)
         finally:
             if call.reservation is not None and not call.reservation.done:
-                self.counters.release(call.reservation)
+                if call.broken_nanousd:  # no final record settled it: broken attempts did bill
+                    self.counters.settle(call.reservation, call.broken_nanousd)
+                else:
+                    self.counters.release(call.reservation)
 
     async def _quota_exceeded(
         self, send: Send, call: Call, ce: CapExceeded, candidates: list[str]
@@ -461,7 +478,24 @@ class CallPath:
             }
             if att.status == "unsupported_target":
                 entry["reason"] = att.message  # why the target was skipped
+            if att.estimate is not None:
+                entry["estimate_reason"] = att.estimate
             call.attempts.append(entry)
+            if not att.answered and att.estimate is not None and i < len(targets) - 1:
+                # Sent and billed, but broken: recorded apart (at its estimate) before the
+                # next target is tried, so neither the ledger nor the caps lose it.
+                self._stamp(
+                    call,
+                    target.provider,
+                    target.model,
+                    None,
+                    Tokens(),
+                    None,
+                    att.status,
+                    att.http_status,
+                    estimate=att.estimate,
+                    attempt=i,
+                )
             last = att
             if att.answered:
                 # winner = the candidate whose success reached the client; -1 when it got an error
@@ -489,7 +523,17 @@ class CallPath:
                     call.request_id,
                 )
             t = targets[-1]
-            self._stamp(call, t.provider, t.model, None, Tokens(), None, last.status, http_status)
+            self._stamp(
+                call,
+                t.provider,
+                t.model,
+                None,
+                Tokens(),
+                None,
+                last.status,
+                http_status,
+                estimate=last.estimate,
+            )
         self.writer.add(
             None,
             [
@@ -586,17 +630,10 @@ class CallPath:
             resp = await self.session.post(
                 out.url, out.body, out.headers, timeout=upstream.READ_TIMEOUT_S
             )
-        except TimeoutError:
-            return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
-        except UpstreamError as e:
-            return Attempt(
-                False,
-                "connect_error",
-                502,
-                True,
-                "upstream_error",
-                f"upstream connection failed: {describe(e)}",
-            )
+        except (TimeoutError, UpstreamError) as e:
+            # Sent but unanswered: the provider may have run (and billed) it. A
+            # connection that never opened sent nothing.
+            return broken_attempt(e, sent=was_sent(e))
         try:
             if resp.status >= 400:
                 if resp.status == 401:
@@ -647,25 +684,19 @@ class CallPath:
     ) -> Attempt:
         try:
             data = await resp.read()
-        except TimeoutError:
-            return Attempt(False, "timeout", 504, True, "upstream_timeout", "upstream timed out")
-        except UpstreamError as e:
-            return Attempt(
-                False,
-                "connect_error",
-                502,
-                True,
-                "upstream_error",
-                f"upstream connection failed: {describe(e)}",
-            )
+        except (TimeoutError, UpstreamError) as e:  # a 2xx head, then the body broke
+            return broken_attempt(e, sent=True)
         ctype = resp.headers.get("content-type", "application/json").encode()
         if out is not None and out.adapter is not None:  # into the wire shape (Bedrock)
             data = out.adapter.plain(data, resp.headers)
             ctype = b"application/json"
         tokens = Tokens()
         rid_up = model = None
-        with contextlib.suppress(*BODY_ERRORS):
+        unread: str | None = None
+        try:
             rid_up, model = call.api.read_answer(data, tokens)
+        except BODY_ERRORS:  # a 2xx body cut short or not JSON: its usage is unknown
+            unread = "truncated_body"
         await self._respond(send, resp.status, data, call.request_id, (b"content-type", ctype))
         self._stamp(
             call,
@@ -677,6 +708,7 @@ class CallPath:
             "ok",
             resp.status,
             cred.api_root,
+            estimate=unread,
         )
         return Attempt(True, "ok", resp.status)
 
@@ -724,6 +756,7 @@ class CallPath:
 
         watcher = asyncio.create_task(watch())
         status = "ok"
+        unread: str | None = None
         try:
             # A client that disconnects mid-stream: keep reading the upstream to its end
             # so its usage (the last event) is still recorded.
@@ -736,6 +769,8 @@ class CallPath:
         except (TimeoutError, UpstreamError):
             status = "upstream_error"
             out = tap.flush()
+            if not tap.final:  # cut before its final usage: billed, usage unknown
+                unread = "stream_cut"
         finally:
             watcher.cancel()
         if gone.is_set():
@@ -752,6 +787,7 @@ class CallPath:
             status,
             resp.status,
             cred.api_root,
+            estimate=unread,
         )
         return Attempt(True, status, resp.status)
 
@@ -767,12 +803,29 @@ class CallPath:
         status: str,
         http_status: int,
         api_root: str | None = None,
+        *,
+        estimate: str | None = None,
+        attempt: int | None = None,
     ) -> None:
+        """Price and queue one call's record and event, and settle its reservation.
+
+        ``estimate`` (a reason of `metis.gateway.estimate.REASONS`): the upstream
+        accepted the call but its usage could not be read; it is recorded at its worst
+        case (``cost_source = estimated``) and that settles the caps. ``attempt``: the
+        index of a broken attempt a fallback follows, recorded apart (dedupe key
+        ``<request id>#<attempt>``); its cost is settled with the call's final record."""
         # What the upstream reports is stored: bounded (a prefix and a hash) like any
         # value Metis must record (`metis.security.fields.bounded`).
         model_raw = bounded(reported_model or target_model, MODEL_MAX)
         correlation_id = bounded_optional(correlation_id, ID_MAX)
         pp = self.providers.price_provider(call.resolved.principal.workspace_id, provider)
+        worst_cost: int | None = None
+        if estimate is not None:
+            if call.worst is None:  # no cap read it: only on this fault path
+                call.worst = call.api.worst_case(call.req, call.raw)
+            tokens, worst_cost = estimate_usage(
+                pp, target_model, len(call.raw), call.worst, tokens, name=provider
+            )
         try:
             priced = price(
                 pp,
@@ -788,8 +841,14 @@ class CallPath:
             )
         except ValueError:
             priced = Priced(None, "none", None, model_raw.lower())
-        metadata = None
-        if tokens.stated_cost_nanousd is not None:
+        metadata: dict[str, Any] | None = None
+        if estimate is not None:
+            metadata = {"estimated": True, "estimate_reason": estimate}
+            if worst_cost is not None:
+                priced = Priced(
+                    worst_cost, "estimated", priced.pricing_version, priced.model_normalized
+                )
+        elif tokens.stated_cost_nanousd is not None:
             priced, metadata = stated(priced, tokens.stated_cost_nanousd, provider)
         elif priced.cost_nanousd is None and not has_price(
             pp, target_model, name=provider, at=call.started_at
@@ -798,8 +857,10 @@ class CallPath:
             metrics.UNPRICED_CALLS.labels(provider).inc()
         if status not in ("ok", "client_disconnected"):
             metrics.UPSTREAM_ERRORS.labels(provider).inc()
-        if call.reservation is not None:
-            self.counters.settle(call.reservation, priced.cost_nanousd or 0)
+        if attempt is not None:
+            call.broken_nanousd += priced.cost_nanousd or 0
+        elif call.reservation is not None:
+            self.counters.settle(call.reservation, (priced.cost_nanousd or 0) + call.broken_nanousd)
         facts = CallFacts(
             request_id=call.request_id,
             principal=call.resolved.principal,
@@ -816,8 +877,40 @@ class CallPath:
             correlation_id=correlation_id,
             api_root=api_root,
             metadata=metadata,
+            estimate=estimate,
+            attempt=attempt,
         )
         self.writer.add(usage_record(facts), [call_event(facts)])
+
+
+def was_sent(e: Exception) -> bool:
+    """Whether a request whose exchange failed with ``e`` reached the upstream: a timeout
+    awaiting the answer, or a connection that broke or answered garbage after the request
+    was written. Not: a connection that never opened (`ConnectFailed`) or a request
+    refused before writing (a bad header or URL). A pooled connection the upstream closed
+    just as the request was written also reads as sent (the estimate errs high; the
+    provider's report corrects it)."""
+    return isinstance(e, (TimeoutError, ServerDisconnected, InvalidResponse))
+
+
+def broken_attempt(e: Exception, *, sent: bool) -> Attempt:
+    """The attempt whose exchange broke with ``e`` (a timeout or an `UpstreamError`);
+    ``sent``: the request reached the upstream, so it is recorded at its worst case."""
+    if isinstance(e, TimeoutError):
+        est = "upstream_timeout" if sent else None
+        return Attempt(
+            False, "timeout", 504, True, "upstream_timeout", "upstream timed out", estimate=est
+        )
+    assert isinstance(e, UpstreamError)
+    return Attempt(
+        False,
+        "connect_error",
+        502,
+        True,
+        "upstream_error",
+        f"upstream connection failed: {describe(e)}",
+        estimate="upstream_disconnected" if sent else None,
+    )
 
 
 def stated(priced: Priced, stated_nanousd: int, provider: str) -> tuple[Priced, dict[str, Any]]:

@@ -3,8 +3,9 @@
 One call -> one `UsageRecord` (source ``gateway``, granularity ``request``,
 ``dedupe_key`` = Metis request id, ``correlation_id`` = the upstream response
 id, canonical tokens, cost via `metis.pricing`) and one ``llm.call_completed``
-event; every request (answered, failed or refused by a cap) also gets one
-``route.decided``.
+event (a broken attempt a routing fallback follows gets its own pair, dedupe key
+``<request id>#<attempt index>``, `metis.gateway.estimate`); every request
+(answered, failed or refused by a cap) also gets one ``route.decided``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class CallFacts:
     correlation_id: str | None
     api_root: str | None
     metadata: dict[str, Any] | None = None
+    estimate: str | None = None  # why the call is recorded at its worst case (estimate.REASONS)
+    attempt: int | None = None  # a broken attempt before a fallback: its own record
 
 
 def billed_requests(http_status: int) -> int:
@@ -60,7 +63,7 @@ def usage_record(f: CallFacts) -> UsageRecord:
         workspace_id=p.workspace_id,
         source="gateway",
         source_ref=p.gateway_key_id,
-        dedupe_key=f.request_id,
+        dedupe_key=f.request_id if f.attempt is None else f"{f.request_id}#{f.attempt}",
         window_start=f.started_at,
         window_end=f.started_at,
         granularity="request",
@@ -72,7 +75,9 @@ def usage_record(f: CallFacts) -> UsageRecord:
         cached_input_tokens=t.cached,
         cache_creation_input_tokens=t.cache_creation,
         reasoning_tokens=t.reasoning,
-        request_count=billed_requests(f.http_status),
+        # An estimated call was accepted upstream (the provider counts it) whatever
+        # the gateway answered.
+        request_count=1 if f.estimate else billed_requests(f.http_status),
         cost_nanousd=f.priced.cost_nanousd or 0,
         cost_source=f.priced.cost_source,
         pricing_version=f.priced.pricing_version,
@@ -115,6 +120,8 @@ def call_event(f: CallFacts) -> PendingEvent:
         pricing_version=f.priced.pricing_version,
         correlation_id=f.correlation_id,
         stream=f.stream,
+        estimated=f.estimate is not None,
+        estimate_reason=f.estimate,
     )
     return PendingEvent(ev, f.started_at, {"workspace_id": p.workspace_id})
 

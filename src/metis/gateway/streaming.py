@@ -63,6 +63,7 @@ class SSEUsageTap:
         "_array",
         "_buf",
         "_usage_chunk",
+        "final",
         "model",
         "response_id",
         "shape",
@@ -78,6 +79,12 @@ class SSEUsageTap:
         self.model: str | None = None
         self._buf = b""
         self._usage_chunk = False  # a top-level usage object was seen (it wins over x_groq)
+        self.final = False
+        """The stream's final usage was read (OpenAI's usage chunk or Groq's ``x_groq``,
+        Anthropic's ``message_delta``, a Responses final event, any Gemini
+        ``usageMetadata``): a stream cut before it is recorded at its worst case
+        (`metis.gateway.estimate`). Gemini's chunks each carry the usage so far, so a
+        cut Gemini stream keeps the last usage it sent (not estimated)."""
         self._array: _ArrayScanner | None = None  # Gemini's JSON-array stream
 
     def feed(self, chunk: bytes) -> bytes:
@@ -169,6 +176,7 @@ class SSEUsageTap:
             self.model = obj["modelVersion"]
         if isinstance(obj.get("usageMetadata"), dict):
             from_gemini(obj["usageMetadata"], self.tokens)
+            self.final = True
 
     # OpenAI: decode only events that may carry an id we lack or a usage object.
     def _openai(self, complete: bytes) -> bytes:
@@ -196,13 +204,14 @@ class SSEUsageTap:
                         u = obj.get("usage")
                         if isinstance(u, dict):
                             from_openai(u, self.tokens)
-                            self._usage_chunk = True
+                            self._usage_chunk = self.final = True
                             if self.withhold_usage_chunk and not obj.get("choices"):
                                 drop = True
                         elif not self._usage_chunk:
                             xg = obj.get("x_groq")  # Groq: usage in the finishing chunk
                             if isinstance(xg, dict) and isinstance(xg.get("usage"), dict):
                                 from_openai(xg["usage"], self.tokens)
+                                self.final = True
             if drop:
                 dropped = True
             else:
@@ -235,6 +244,8 @@ class SSEUsageTap:
                 from_anthropic(msg.get("usage"), self.tokens)
             elif obj.get("type") == "message_delta":
                 from_anthropic(obj.get("usage"), self.tokens)
+                if isinstance(obj.get("usage"), dict):
+                    self.final = True
 
     _FINAL = (b"response.completed", b"response.incomplete", b"response.failed")
 
@@ -265,6 +276,7 @@ class SSEUsageTap:
                 if isinstance(r.get("model"), str):
                     self.model = r["model"]
                 from_responses(r.get("usage"), self.tokens)
+                self.final = True
 
 
 _SPECIAL = re.compile(rb'[\\"{}\[\]]')

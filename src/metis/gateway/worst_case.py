@@ -161,10 +161,17 @@ def cost(
 
     ``provider`` is the genai-prices id (None for a provider it does not know),
     ``name`` the Metis provider name the prices file is keyed by."""
+    return cost_of(provider, model, bounds(provider, model, body_len, wc), name=name)
+
+
+def cost_of(provider: str | None, model: str, b: Bounds, *, name: str | None = None) -> int | None:
+    """``b``'s cost in nano-USD at ``model``'s top prices (None: unpriced), rounded up.
+
+    `cost` of a request's bounds; also the estimate of a call whose usage the
+    gateway could not read (`metis.gateway.estimate`), whose input may be known."""
     top = top_prices(provider, model, name)
     if top is None:
         return None
-    b = bounds(provider, model, body_len, wc)
     # tokens x USD/MTok is 1e-6 USD, i.e. 1e3 nano-USD; a fee in USD is 1e9 nano-USD.
     n = (
         b.input_tokens * top.input_per_mtok

@@ -15,7 +15,9 @@ from typing import Any, Literal
 import msgspec
 
 Granularity = Literal["request", "1m", "1h", "1d", "session"]
-CostSource = Literal["provider_reported", "computed", "none"]
+CostSource = Literal["provider_reported", "computed", "estimated", "none"]
+"""``estimated``: a gateway call whose usage could not be read, recorded at its worst
+case (`metis.gateway.estimate`)."""
 
 # Fields that make up a record's value; bookkeeping (ingested_at, updated_at,
 # revision, run_id) is excluded so a replay from a later run is unchanged.

@@ -615,10 +615,18 @@ def test_cross_shape_stream_cut_and_malformed_upstream(start: Start, simulator: 
     assert ei.value.status_code == 502
     assert "malformed response" in str(ei.value)
     cut, bad = sorted(records(g), key=lambda r: r["window_start"])
-    # the cut stream is recorded with what the upstream did report (input from message_start)
-    assert cut["status"] == "upstream_error" and cut["input_tokens"] > 0
+    # the cut stream keeps the input the upstream reported (message_start) and is recorded
+    # at its worst-case output (the translated max_tokens); the malformed 200 at its worst
+    # case (issue 19 item 5, tests/reliability/test_upstream_faults.py)
+    (billed_cut, billed_bad) = simulator.calls()
+    assert cut["status"] == "upstream_error" and cut["input_tokens"] == billed_cut["input_tokens"]
+    assert cut["output_tokens"] == 40 and cut["cost_source"] == "estimated"
+    assert cut["metadata"] == {"estimated": True, "estimate_reason": "stream_cut"}
     assert cut["provider"] == "anthropic"
     assert bad["status"] == "upstream_error" and bad["provider"] == "anthropic"
+    assert bad["output_tokens"] == 8 and bad["cost_source"] == "estimated"
+    assert bad["metadata"] == {"estimated": True, "estimate_reason": "truncated_body"}
+    assert bad["cost_nanousd"] >= int(billed_bad["cost_nanousd"]) > 0
 
 
 def test_workspace_scoped_rule_goes_before_global(start: Start) -> None:

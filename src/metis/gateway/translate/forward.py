@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from metis.gateway import upstream
-from metis.gateway.http_client import Response, UpstreamError, describe
-from metis.gateway.lifecycle import relayed_headers
+from metis.gateway.http_client import Response, UpstreamError
+from metis.gateway.lifecycle import broken_attempt, relayed_headers, was_sent
 from metis.gateway.translate.errors import TranslationError
 from metis.gateway.translate.errors_shape import reshape_error, stream_error_frame
 from metis.gateway.translate.requests import (
@@ -145,13 +145,8 @@ async def cross_shape(
         resp = await gw.session.post(
             out.url, out.body, out.headers, timeout=upstream.READ_TIMEOUT_S
         )
-    except TimeoutError:
-        return _failed("timeout", 504, "upstream_timeout", "upstream timed out")
-    except UpstreamError as e:
-        return _failed(
-            "connect_error", 502, "upstream_error",
-            f"upstream connection failed: {describe(e)}",
-        )  # fmt: skip
+    except (TimeoutError, UpstreamError) as e:  # sent (billed, estimated) unless never connected
+        return broken_attempt(e, sent=was_sent(e))
     try:
         if resp.status >= 400:
             if resp.status == 401:
@@ -196,13 +191,8 @@ async def _plain(
 
     try:
         data = await resp.read()
-    except TimeoutError:
-        return _failed("timeout", 504, "upstream_timeout", "upstream timed out")
-    except UpstreamError as e:
-        return _failed(
-            "connect_error", 502, "upstream_error",
-            f"upstream connection failed: {describe(e)}",
-        )  # fmt: skip
+    except (TimeoutError, UpstreamError) as e:  # a 2xx head, then the body broke
+        return broken_attempt(e, sent=True)
     if req.adapter is not None:
         data = req.adapter.plain(data, resp.headers)
     tokens = Tokens()
@@ -223,7 +213,10 @@ async def _plain(
             f"{target.provider}:{target.model} answered a malformed response: {msg}",
             call.request_id,
         )  # fmt: skip
-        gw._stamp(call, target.provider, target.model, None, tokens, None, "upstream_error", status)
+        gw._stamp(
+            call, target.provider, target.model, None, tokens, None, "upstream_error", status,
+            estimate=None if tokens.reported else "truncated_body",  # a 2xx whose usage is unread
+        )  # fmt: skip
         return _answered("upstream_error", status)
     await gw._respond(send, resp.status, msgspec.json.encode(out), call.request_id)
     rid_up = doc.get("id") if isinstance(doc.get("id"), str) else None
@@ -315,8 +308,10 @@ async def _stream(
         status = "client_disconnected"
     else:
         await send({"type": "http.response.body", "body": out, "more_body": False})
+    # Cut (or broken) before the upstream's final usage event: billed, usage unknown.
+    cut = status != "ok" and not tap.final
     gw._stamp(
         call, target.provider, target.model, tap.model, tap.tokens, tap.response_id,
-        status, resp.status, api_root,
+        status, resp.status, api_root, estimate="stream_cut" if cut else None,
     )  # fmt: skip
     return _answered(status, resp.status)
