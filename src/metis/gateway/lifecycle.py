@@ -823,9 +823,16 @@ class CallPath:
         if estimate is not None:
             if call.worst is None:  # no cap read it: only on this fault path
                 call.worst = call.api.worst_case(call.req, call.raw)
+            seen = tokens
             tokens, worst_cost = estimate_usage(
-                pp, target_model, len(call.raw), call.worst, tokens, name=provider
+                pp, target_model, len(call.raw), call.worst, seen, name=provider
             )
+            for alt in call.worst.alternatives:  # a model the provider may have billed instead
+                _, alt_cost = estimate_usage(
+                    pp, alt, len(call.raw), call.worst, seen, name=provider
+                )
+                if worst_cost is not None and alt_cost is not None:
+                    worst_cost = max(worst_cost, alt_cost)
         try:
             priced = price(
                 pp,

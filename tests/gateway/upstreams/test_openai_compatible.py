@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import msgspec
 import openai
 import pytest
 from sqlalchemy import select
@@ -228,3 +230,42 @@ def test_a_name_that_is_no_provider_of_the_workspace_goes_to_openai_as_it_is(
         client.chat.completions.create(
             model="groq/llama-3.1-8b-instant", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def test_a_broken_openrouter_call_is_estimated_at_its_costliest_fallback_model(
+    gateway_factory: Callable[..., GatewayServer], simulator: Simulator
+) -> None:
+    """A call the gateway could not read is recorded at its worst case
+    (`metis.gateway.estimate`); with OpenRouter's ``models`` list the provider may have
+    billed any of them, so the estimate is the costliest, as the reservation was."""
+    from metis.gateway.estimate import estimate
+    from metis.gateway.inbound import chat
+    from metis.gateway.usage import Tokens
+
+    g = gateway_factory(simulator.url)
+    g.add_provider(
+        "openrouter", f"{simulator.url}/compat/openrouter/v1", "key-" + secrets.token_urlsafe(16)
+    )
+    _, secret = g.issue_key("dev", user="ana")
+    simulator.set_fault("/compat/openrouter/v1/chat/completions", "drop", count=1)
+    raw = msgspec.json.encode(
+        {
+            "model": "openrouter/openai/gpt-4o-mini",
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}],
+            "models": ["openai/gpt-4o-mini", "anthropic/claude-opus-4"],
+        }
+    )
+    r = httpx.post(
+        g.url + "/v1/chat/completions",
+        content=raw,
+        headers={"authorization": f"Bearer {secret}", "content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 502
+    (rec,) = _records(g).values()
+    wc = chat.worst_case(None, raw)  # type: ignore[arg-type]
+    _, cheap = estimate("openrouter", "openai/gpt-4o-mini", len(raw), wc, Tokens())
+    _, dear = estimate("openrouter", "anthropic/claude-opus-4", len(raw), wc, Tokens())
+    assert cheap is not None and dear is not None and cheap < dear
+    assert (rec["cost_source"], rec["cost_nanousd"]) == ("estimated", dear)
