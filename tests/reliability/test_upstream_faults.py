@@ -374,6 +374,34 @@ def test_a_broken_attempt_before_a_fallback_is_recorded_and_capped(
     assert sorted(c["provider"] for c in simulator.calls()) == ["anthropic", "openai"]
 
 
+def test_a_broken_attempt_that_spends_the_cap_stops_the_fallback(
+    gateway_factory: Callable[..., GatewayServer], simulator: Simulator, metis_env: dict[str, str]
+) -> None:
+    """The broken attempt's estimate is settled before the fallback, which reserves afresh:
+    when that estimate used up the cap, the fallback is refused (429) instead of running
+    a second worst case past the cap (the overshoot bound holds per request)."""
+    (Path(metis_env["METIS_HOME"]) / "routing.yaml").write_text(FALLBACK)
+    g = gateway_factory(simulator.url)
+    raw = msgspec.json.encode(
+        {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    cost = _expected("anthropic", "claude-haiku-4-5", len(raw) + OVERHEAD_TOKENS, 8)
+    key_id, secret = g.issue_key(daily_cap_usd=Decimal(cost - 1) / 10**9)  # just under it
+    simulator.set_fault("/v1/messages", "drop", count=1)
+    r = _post(g, secret, "/v1/chat/completions", raw)
+    assert r.status_code == 429, r.text
+    assert r.headers["x-should-retry"] == "false"
+    rid = r.headers["x-metis-request-id"]
+    g.flush()
+    with g.engine.connect() as c:
+        rows = list(c.execute(select(usage_records).where(usage_records.c.request_id == rid)))
+    assert [(x.dedupe_key, x.cost_source, x.cost_nanousd) for x in rows] == [
+        (f"{rid}#0", "estimated", cost)
+    ]
+    assert _key_spent(g, key_id) == cost
+    assert [c["provider"] for c in simulator.calls()] == ["anthropic"]  # no second call
+
+
 def test_reconciliation_replaces_the_estimate_by_the_providers_figure(
     g: GatewayServer,
     simulator: Simulator,

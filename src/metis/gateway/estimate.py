@@ -24,7 +24,7 @@ provider's figure when the provider's usage report covers the day
 
 A broken attempt that a routing fallback follows is estimated the same way and
 recorded apart (dedupe key ``<request id>#<attempt index>``); its estimate is settled
-on the caps together with the call's final cost (`metis.gateway.lifecycle`).
+on the caps at once and the next target reserves afresh (`metis.gateway.lifecycle`).
 
 Not estimated: a connection that could not be opened (nothing was sent,
 nothing billed) and an error answer read in full (the provider does not bill

@@ -157,8 +157,8 @@ class Call:
     reservation: Reservation | None = None
     worst: WorstCase | None = None  # read under a cap, or when a call's usage is unreadable
     broken_nanousd: int = 0
-    """Estimated cost of earlier attempts that were sent, broke and fell back to the next
-    target (each recorded apart); settled with the call's reservation."""
+    """Estimated cost of an attempt that was sent, broke and falls back to the next target
+    (recorded apart); settled at once, before the next attempt reserves afresh."""
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -434,7 +434,7 @@ class CallPath:
                     winner_index=-1,
                     reason="quota_exceeded",
                     rule=None,
-                    attempts=[],
+                    attempts=call.attempts,  # a broken attempt may precede the refusal
                     inbound_shape=call.shape,
                     ts=call.started_at,
                 ),
@@ -496,6 +496,8 @@ class CallPath:
                     estimate=att.estimate,
                     attempt=i,
                 )
+                if not await self._renew_reservation(send, call, candidates):
+                    return  # the caps refused the next attempt (answered 429 or 503)
             last = att
             if att.answered:
                 # winner = the candidate whose success reached the client; -1 when it got an error
@@ -550,6 +552,41 @@ class CallPath:
                 )
             ],
         )
+
+    async def _renew_reservation(self, send: Send, call: Call, candidates: list[str]) -> bool:
+        """After a billed broken attempt: settle its estimate, then reserve the worst case
+        afresh before the next target, which the caps admit like a request of its own.
+
+        So the overshoot bound (settled spend over a cap by at most one reservation per
+        process) holds per request even when fallbacks follow broken attempts. False
+        after answering the client: the broken attempt used up the cap (429), or the caps
+        cannot be checked under ``METIS_CAPS_ON_DB_ERROR=closed`` (503)."""
+        res = call.reservation
+        if res is None:
+            return True
+        self.counters.settle(res, call.broken_nanousd)
+        call.broken_nanousd = 0
+        call.reservation = None
+        try:
+            call.reservation = await self.counters.reserve(res.caps, res.est_nanousd)
+        except CapExceeded as ce:
+            await self._quota_exceeded(send, call, ce, candidates)
+            return False
+        except CountersUnavailable:
+            if not self.caps_fail_open:
+                metrics.DB_UNAVAILABLE.labels("caps_refused").inc()
+                await self._error(
+                    send,
+                    call.shape,
+                    "unavailable",
+                    "spend caps cannot be checked: the database is unavailable "
+                    "(METIS_CAPS_ON_DB_ERROR=closed); retry later",
+                    call.request_id,
+                )
+                return False
+            metrics.DB_UNAVAILABLE.labels("caps_fail_open").inc()
+            call.reservation = await self.counters.reserve(res.caps, res.est_nanousd, leased=False)
+        return True
 
     def _spent(self, scope: str, scope_id: str) -> int:
         from metis.timeutil import day_key, month_key
@@ -813,7 +850,8 @@ class CallPath:
         accepted the call but its usage could not be read; it is recorded at its worst
         case (``cost_source = estimated``) and that settles the caps. ``attempt``: the
         index of a broken attempt a fallback follows, recorded apart (dedupe key
-        ``<request id>#<attempt>``); its cost is settled with the call's final record."""
+        ``<request id>#<attempt>``); its cost goes to ``broken_nanousd``, settled by
+        `_renew_reservation` before the next attempt."""
         # What the upstream reports is stored: bounded (a prefix and a hash) like any
         # value Metis must record (`metis.security.fields.bounded`).
         model_raw = bounded(reported_model or target_model, MODEL_MAX)
