@@ -41,7 +41,7 @@ FocusFormat = Literal["csv", "parquet"]
 VERSIONS: tuple[Version, ...] = ("1.0", "1.2")
 FORMATS: tuple[FocusFormat, ...] = ("csv", "parquet")
 
-# FOCUS 1.0 columns (tests/fixtures/focus/columns.tsv cites the spec), in the spec's order.
+# FOCUS 1.0 columns (tests/fixtures/focus/columns-1.0.tsv cites the spec), in the spec's order.
 COLUMNS_1_0: tuple[str, ...] = (
     "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName",
     "BillingCurrency", "BillingPeriodEnd", "BillingPeriodStart", "ChargeCategory",
