@@ -13,11 +13,10 @@ key's user and team.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import select
 
-from metis.db.tables import gateway_keys, usage_records
+from metis.db.tables import gateway_keys
 from tests.clients.egress import EgressTrap
 from tests.plugins.clients import ClaudeCode, RecorderFactory
 from tests.plugins.servers import GatewayServer
@@ -25,13 +24,6 @@ from tests.plugins.simulator import Simulator
 
 MODEL = "claude-sonnet-4-6"
 TOOL_SCRIPT = 'echo "metis tool ran" > "$PWD/tool-ran.txt"\necho "sim-output-4242"\n'
-
-
-def _records(g: GatewayServer) -> dict[str, dict[str, Any]]:
-    g.flush()
-    with g.engine.connect() as c:
-        rows = c.execute(select(usage_records)).mappings()
-        return {r["correlation_id"]: dict(r) for r in rows}
 
 
 def test_a_tool_turn_is_recorded_exactly_as_the_provider_billed_it(
@@ -60,7 +52,7 @@ def test_a_tool_turn_is_recorded_exactly_as_the_provider_billed_it(
     assert [c["model"] for c in calls] == [MODEL, MODEL], run.report()
 
     # Call by call: the ledger row is what the simulator billed.
-    recs = _records(g)
+    recs = g.records()
     assert set(recs) == {c["response_id"] for c in calls}
     with g.engine.connect() as conn:
         key = conn.execute(select(gateway_keys).where(gateway_keys.c.id == key_id)).mappings().one()
@@ -170,4 +162,4 @@ def test_context_is_counted_through_the_gateway_and_not_billed(
     assert len(counts) > 10 and rec.requests("/v1/messages") == []
     assert {e.status for e in counts} == {200}, run.report()
     assert simulator.ground_truth()["total"]["requests"] == 0
-    assert _records(g) == {}
+    assert g.records() == {}

@@ -13,11 +13,10 @@ hold exactly, attributed to the key's user and team.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import select
 
-from metis.db.tables import gateway_keys, usage_records
+from metis.db.tables import gateway_keys
 from tests.clients.egress import EgressTrap
 from tests.plugins.clients import Codex
 from tests.plugins.servers import GatewayServer
@@ -25,13 +24,6 @@ from tests.plugins.simulator import Simulator
 
 MODEL = "gpt-5-mini"
 TOOL_SCRIPT = 'echo "metis tool ran" > "$PWD/tool-ran.txt"\necho "sim-output-4242"\n'
-
-
-def _records(g: GatewayServer) -> dict[str, dict[str, Any]]:
-    g.flush()
-    with g.engine.connect() as c:
-        rows = c.execute(select(usage_records)).mappings()
-        return {r["correlation_id"]: dict(r) for r in rows}
 
 
 def test_a_codex_tool_turn_is_recorded_exactly_as_the_provider_billed_it(
@@ -56,7 +48,7 @@ def test_a_codex_tool_turn_is_recorded_exactly_as_the_provider_billed_it(
     calls = simulator.calls()
     assert len(calls) == 2, run.report()
 
-    recs = _records(g)
+    recs = g.records()
     assert set(recs) == {c["response_id"] for c in calls}
     with g.engine.connect() as conn:
         key = conn.execute(select(gateway_keys).where(gateway_keys.c.id == key_id)).mappings().one()

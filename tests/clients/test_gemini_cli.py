@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from metis.db.tables import gateway_keys, usage_records
+from metis.db.tables import gateway_keys
 from metis.simulator.gemini import new_key
 from tests.clients.egress import EgressTrap
 from tests.plugins.clients import GeminiCli
@@ -27,12 +27,6 @@ from tests.plugins.servers import GatewayServer
 from tests.plugins.simulator import Simulator
 
 MODEL = "gemini-2.5-flash"
-
-
-def _records(g: GatewayServer) -> dict[str, dict[str, Any]]:
-    g.flush()
-    with g.engine.connect() as c:
-        return {r["correlation_id"]: dict(r) for r in c.execute(select(usage_records)).mappings()}
 
 
 def _result(stdout: str) -> dict[str, Any]:
@@ -64,7 +58,7 @@ def test_a_gemini_cli_prompt_is_recorded_exactly_as_the_provider_billed_it(
     assert result["status"] == "success", run.report()
     calls = simulator.calls()
     assert calls, run.report()
-    recs = _records(g)
+    recs = g.records()
     assert set(recs) == {c["response_id"] for c in calls}
     with g.engine.connect() as conn:
         key = conn.execute(select(gateway_keys).where(gateway_keys.c.id == key_id)).mappings().one()

@@ -110,6 +110,18 @@ class GatewayServer:
         """Write the gateway's write-behind buffer now."""
         self.run(self.gw.writer.flush())
 
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Every usage record after a flush, keyed by its correlation id (the upstream's
+        response id): what the client tests compare with what the client saw."""
+        from sqlalchemy import select
+
+        from metis.db.tables import usage_records
+
+        self.flush()
+        with self.engine.connect() as c:
+            rows = c.execute(select(usage_records)).mappings()
+            return {r["correlation_id"]: dict(r) for r in rows}
+
     def openai(self, secret: str, **kw: Any) -> Any:
         import openai
 

@@ -18,21 +18,13 @@ import httpx
 import pytest
 from google import genai
 from google.genai import errors, types
-from sqlalchemy import select
 
-from metis.db.tables import usage_records
 from metis.gateway.inbound.gemini import GENERATE, GenerateRequest, worst_case
 from metis.simulator.gemini import new_key
 from tests.plugins.servers import GatewayServer
 from tests.plugins.simulator import Simulator
 
 LONG = "Explain how the ledger reconciles provider-reported usage. " * 120
-
-
-def _records(g: GatewayServer) -> dict[str, dict[str, Any]]:
-    g.flush()
-    with g.engine.connect() as c:
-        return {r["correlation_id"]: dict(r) for r in c.execute(select(usage_records)).mappings()}
 
 
 @pytest.fixture
@@ -89,7 +81,7 @@ def test_plain_and_streamed_calls_are_recorded_exactly(
     assert plain.usage_metadata.cached_content_token_count  # a long prompt: implicit cache
     last = chunks[-1].usage_metadata
     calls = {c["response_id"]: c for c in simulator.calls()}
-    recs = _records(g)
+    recs = g.records()
     assert set(recs) == set(calls) == {plain.response_id, chunks[0].response_id}
     _check(recs[plain.response_id], calls[plain.response_id], plain.usage_metadata)
     _check(recs[chunks[0].response_id], calls[chunks[0].response_id], last)
@@ -103,7 +95,7 @@ def test_count_tokens_is_forwarded_and_not_billed(
     client = _client(g, secret)  # keep a reference: the SDK closes its session on collection
     n = client.models.count_tokens(model="gemini-2.5-flash", contents="Hello there")
     assert n.total_tokens == 3  # ceil(11 / 4)
-    assert _records(g) == {} and simulator.calls() == []
+    assert g.records() == {} and simulator.calls() == []
 
 
 def test_a_json_array_stream_is_forwarded_as_is_and_recorded(
@@ -123,7 +115,7 @@ def test_a_json_array_stream_is_forwarded_as_is_and_recorded(
     docs = r.json()
     assert isinstance(docs, list) and docs[-1]["candidates"][0]["finishReason"] == "STOP"
     (call,) = simulator.calls()
-    rec = _records(g)[docs[0]["responseId"]]
+    rec = g.records()[docs[0]["responseId"]]
     u = docs[-1]["usageMetadata"]
     assert rec["input_tokens"] == u["promptTokenCount"] == call["input_tokens"]
     assert rec["output_tokens"] == u["candidatesTokenCount"] + u["thoughtsTokenCount"]

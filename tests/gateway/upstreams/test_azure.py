@@ -24,12 +24,6 @@ from tests.plugins.simulator import Simulator
 API_VERSION = "2024-10-21"
 
 
-def _records(g: GatewayServer) -> dict[str, dict[str, Any]]:
-    g.flush()
-    with g.engine.connect() as c:
-        return {r["correlation_id"]: dict(r) for r in c.execute(select(usage_records)).mappings()}
-
-
 @pytest.fixture
 def azure_gateway(
     gateway_factory: Callable[..., GatewayServer], simulator: Simulator
@@ -89,7 +83,7 @@ def test_azure_openai_client_plain_and_streamed_calls_are_recorded_exactly(
     assert "content_filter_results" in (plain.choices[0].model_extra or {})
 
     calls = {c["response_id"]: c for c in simulator.calls()}
-    recs = _records(g)
+    recs = g.records()
     assert set(recs) == set(calls) == {plain.id, sid}
     _assert_recorded(recs[plain.id], calls[plain.id], plain.usage)
     _assert_recorded(recs[sid], calls[sid], streamed)
@@ -131,7 +125,7 @@ def test_an_azure_credential_in_the_v1_path_style_and_an_openai_client(
         model="azure/gpt-4o-mini", messages=[{"role": "user", "content": "addressed"}]
     )
     calls = {c["response_id"]: c for c in simulator.calls()}
-    recs = _records(g)
+    recs = g.records()
     assert set(recs) == set(calls) == {a.id, b.id}
     _assert_recorded(recs[a.id], calls[a.id], a.usage)
     _assert_recorded(recs[b.id], calls[b.id], b.usage)

@@ -31,12 +31,6 @@ NOVA = "amazon.nova-pro-v1:0"
 SYSTEM = "You are the ledger's assistant. " * 600  # long enough to cache (4,096+ tokens)
 
 
-def _records(g: GatewayServer) -> dict[str, dict[str, Any]]:
-    g.flush()
-    with g.engine.connect() as c:
-        return {r["correlation_id"]: dict(r) for r in c.execute(select(usage_records)).mappings()}
-
-
 def _add_bedrock(g: GatewayServer, sim: Simulator, secret: str | None = None, **opts: Any) -> str:
     akid, sec = new_keypair()
     return g.add_provider(
@@ -108,7 +102,7 @@ def test_an_anthropic_client_reaches_bedrock_plain_and_streamed(
         streamed = s.get_final_message()
     assert plain.model == streamed.model == model  # the Bedrock model id called
     calls = {c["response_id"]: c for c in simulator.calls()}
-    recs = _records(g)
+    recs = g.records()
     if model == NOVA:  # Converse has no id: the gateway names it after x-amzn-requestid
         assert plain.id.startswith("msg_bdrk_") and len(recs) == 2
         by_order = sorted(recs.values(), key=lambda r: r["window_start"])
@@ -143,7 +137,7 @@ def test_an_openai_client_reaches_bedrock_through_the_translation(
         )
     )
     streamed = next(c.usage for c in chunks if c.usage is not None)
-    recs = sorted(_records(g).values(), key=lambda r: r["window_start"])
+    recs = sorted(g.records().values(), key=lambda r: r["window_start"])
     calls = sorted(simulator.calls(), key=lambda c: c["ts"])
     assert len(recs) == len(calls) == 2
     assert [r["correlation_id"] for r in recs] == [plain.id, chunks[0].id]
@@ -196,7 +190,7 @@ def test_anthropic_falls_back_to_claude_on_bedrock(
         model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
     )
     (call,) = simulator.calls()
-    (rec,) = _records(g).values()
+    (rec,) = g.records().values()
     assert msg.id == call["response_id"] == rec["correlation_id"]
     _check(rec, call, _anthropic_seen(msg.usage))
     with g.engine.connect() as c:

@@ -20,22 +20,14 @@ import httpx
 import msgspec
 import openai
 import pytest
-from sqlalchemy import select
 
 from metis import prices_file
-from metis.db.tables import usage_records
 from metis.simulator.openai_compatible import VARIANTS
 from tests.plugins.servers import GatewayServer
 from tests.plugins.simulator import Simulator
 
 PRICED = [v for v, spec in VARIANTS.items() if spec.price_provider is not None]
 LONG = "Summarize the ledger rules for provider-stated costs and cache reads. " * 40
-
-
-def _records(g: GatewayServer) -> dict[str, dict[str, Any]]:
-    g.flush()
-    with g.engine.connect() as c:
-        return {r["correlation_id"]: dict(r) for r in c.execute(select(usage_records)).mappings()}
 
 
 def _setup(
@@ -84,7 +76,7 @@ def test_a_plain_and_a_streamed_call_are_recorded_as_the_provider_billed_them(
 
     calls = {c["response_id"]: c for c in simulator.calls()}
     assert set(calls) == {plain.id, chunks[0].id}
-    recs = _records(g)
+    recs = g.records()
     assert set(recs) == set(calls)
     for rid, usage in ((plain.id, plain.usage), (chunks[0].id, streamed_usage)):
         r, c = recs[rid], calls[rid]
@@ -131,7 +123,7 @@ def test_groq_streams_without_include_usage_are_recorded_from_x_groq_and_left_as
     assert all(c.choices for c in chunks), "no usage-only chunk reaches this client"
     x_groq = (chunks[-1].model_extra or {})["x_groq"]["usage"]
     (call,) = simulator.calls()
-    r = _records(g)[chunks[0].id]
+    r = g.records()[chunks[0].id]
     assert (r["input_tokens"], r["output_tokens"]) == (
         x_groq["prompt_tokens"],
         x_groq["completion_tokens"],
@@ -161,7 +153,7 @@ def test_a_self_hosted_model_is_priced_from_the_prices_file_and_unpriced_without
     b = client.chat.completions.create(
         model="vllm/Qwen/Qwen2.5-7B-Instruct", messages=[{"role": "user", "content": "hello"}]
     )
-    recs = _records(g)
+    recs = g.records()
     ra, rb = recs[a.id], recs[b.id]
     assert a.usage is not None and b.usage is not None
     # exact: 0.05 and 0.25 USD per million tokens = 50 and 250 nano-USD per token
@@ -263,7 +255,7 @@ def test_a_broken_openrouter_call_is_estimated_at_its_costliest_fallback_model(
         timeout=30,
     )
     assert r.status_code == 502
-    (rec,) = _records(g).values()
+    (rec,) = g.records().values()
     wc = chat.worst_case(None, raw)  # type: ignore[arg-type]
     _, cheap = estimate("openrouter", "openai/gpt-4o-mini", len(raw), wc, Tokens())
     _, dear = estimate("openrouter", "anthropic/claude-opus-4", len(raw), wc, Tokens())
