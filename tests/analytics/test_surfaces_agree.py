@@ -48,18 +48,10 @@ from metis.analytics.admin_tokens import create_token
 from metis.analytics.params import default_window
 from metis.config import get_settings
 from metis.credentials import Credential, add_credential, list_credentials
-from metis.db.tables import (
-    sync_cursors,
-    sync_windows,
-    usage_records,
-    usage_rollups_daily,
-    usage_rollups_daily_identity,
-    usage_rollups_daily_model,
-    usage_rollups_reconcile,
-    usage_rollups_reconcile_model,
-)
+from metis.db.tables import sync_cursors, sync_windows, usage_records
 from metis.ingest.providers.base import CostItem, UsageItem, assemble
 from metis.ingest.sync import _commit_window, price_item
+from metis.ledger import rollups
 from metis.ledger.record import UsageRecord
 from metis.ledger.upsert import upsert_usage
 from metis.money import from_nanousd
@@ -161,9 +153,8 @@ def world(engine: Engine, cli: type[Cli], monkeypatch: pytest.MonkeyPatch) -> It
 
 def _reset(engine: Engine) -> None:
     with engine.begin() as c:
-        for t in (usage_records, usage_rollups_daily, usage_rollups_daily_model,
-                  usage_rollups_daily_identity, usage_rollups_reconcile,
-                  usage_rollups_reconcile_model, sync_windows, sync_cursors):  # fmt: skip
+        rollup_tables = (*(t for t, _ in rollups.TABLES), *rollups.RECON_TABLES)
+        for t in (usage_records, *rollup_tables, sync_windows, sync_cursors):
             c.execute(delete(t))
 
 

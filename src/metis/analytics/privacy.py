@@ -42,6 +42,7 @@ from metis.db.tables import (
     usage_rollups_daily,
     usage_rollups_daily_identity,
     usage_rollups_reconcile,
+    usage_rollups_reconcile_identity,
     users,
 )
 from metis.events import GatewayKeyRevoked, event_row
@@ -166,7 +167,12 @@ def forget_user(conn: Connection, user_id: str) -> dict[str, Any]:
     n_records = conn.execute(
         update(usage_records).where(usage_records.c.user_id == user_id).values(user_id=pseudo)
     ).rowcount
-    for rollup in (usage_rollups_daily, usage_rollups_daily_identity, usage_rollups_reconcile):
+    for rollup in (
+        usage_rollups_daily,
+        usage_rollups_daily_identity,
+        usage_rollups_reconcile,
+        usage_rollups_reconcile_identity,
+    ):
         conn.execute(update(rollup).where(rollup.c.user_id == user_id).values(user_id=pseudo))
     conn.execute(
         update(spend_counters)

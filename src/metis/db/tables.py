@@ -320,8 +320,9 @@ usage_rollups_daily_identity = Table(
 
 # The classification the reconciled view needs (`metis.ledger.reconcile`), kept
 # per rollup row for every row that is not a gateway row (gateway rows come
-# from the rollups above): ``klass`` is ``provider`` / ``provider_no_cost``
-# (provider rows; the latter reported no money) or, for plugin sources,
+# from the rollups above): ``klass`` is ``provider`` / ``provider_no_cost`` /
+# ``provider_priced`` (provider rows; the second reported no money, the
+# third's cost the sync computed before the cost report covered it) or, for plugin sources,
 # ``plugin`` / ``duplicate`` (a gateway row of the workspace has the same
 # correlation id). ``base_url`` stays a dimension because which URLs are this
 # gateway's is configuration read at query time. Maintained with the rollups
@@ -363,6 +364,32 @@ usage_rollups_reconcile_model = Table(
     Column("model", String(200), primary_key=True),
     Column("base_url", Text, primary_key=True),
     Column("klass", String(16), primary_key=True),
+    Column("record_count", BigInteger, nullable=False, default=0),
+    Column("request_count", BigInteger, nullable=False, default=0),
+    Column("error_count", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_input_tokens", BigInteger, nullable=False, default=0),
+    Column("cache_creation_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_nanousd", BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,
+)
+
+# `usage_rollups_reconcile` without provider/model: what groupings by user, team
+# or key read for the attributed plugin rows (`metis.ledger.reconcile.standing_rows`).
+# ``klass`` leads the key: those reads want only ``plugin`` rows of a date range.
+usage_rollups_reconcile_identity = Table(
+    "usage_rollups_reconcile_identity",
+    metadata,
+    Column("klass", String(16), primary_key=True),
+    Column("usage_date", Date, primary_key=True),
+    Column("workspace_id", ID, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("user_id", ID, primary_key=True),
+    Column("team_id", ID, primary_key=True),
+    Column("gateway_key_id", ID, primary_key=True),
+    Column("base_url", Text, primary_key=True),
     Column("record_count", BigInteger, nullable=False, default=0),
     Column("request_count", BigInteger, nullable=False, default=0),
     Column("error_count", BigInteger, nullable=False, default=0),

@@ -37,8 +37,9 @@ The per-cell source totals come from the rollups: gateway rows from
 ``usage_rollups_daily_model``, every other row from
 ``usage_rollups_reconcile_model``, which keeps exactly the classification
 above per rollup row (maintained by the write path, `metis.ledger.rollups`;
-``usage_rollups_reconcile`` is the same with user/team/key, for groupings by
-identity). A 90-day window therefore reads
+``usage_rollups_reconcile`` is the same with user/team/key, and
+``usage_rollups_reconcile_identity`` the same without provider/model, for
+groupings by identity). A 90-day window therefore reads
 days x dimensions rollup rows, not the raw records. The original
 classification of raw rows in SQL is kept (``from_raw=True``): the tests
 check that both give the same cells, and partial days at a window's edges
@@ -131,6 +132,13 @@ class Totals:
 
     def is_zero(self) -> bool:
         return not any(getattr(self, m) for m in MEASURES)
+
+    def with_measures(self, names: Iterable[str], source: "Totals") -> "Totals":
+        """These totals with the measures ``names`` taken from ``source``."""
+        names = set(names)
+        return Totals(
+            *[getattr(source if f in names else self, f) for f in _TOTALS_FIELDS],
+        )
 
 
 ZERO = Totals()
@@ -313,18 +321,23 @@ used ``unattributed``)."""
 
 
 def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
+    # Called once per cell of a window (thousands for 90 days): Cells and
+    # Totals are built directly, not through dataclasses.replace (5x slower).
     attributed = cell.gateway + cell.plugin
-    flags: list[str] = []
     if synced_at is None:
         own_api = cell.provider in USAGE_API_PROVIDERS
-        return replace(
+        return _cell_with(
             cell,
+            covered=False,
+            synced_at=None,
             attributed=attributed,
+            unattributed=ZERO,
+            drift=ZERO,
             reconciled=attributed,
             flags=() if own_api else (NO_USAGE_API,),
         )
     prov = cell.provider_reported
-    flags.append("provider_covered")
+    flags: list[str] = ["provider_covered"]
     unattributed = prov.minus_clamped(attributed)
     if synced_at < day_start(cell.day + timedelta(days=1)):
         # The day was still in progress when the provider reported it: its
@@ -343,22 +356,55 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
         flags.append("provider_cost_unknown")
         own.add("cost_nanousd")
     if own:
-        reconciled = replace(reconciled, **{m: getattr(attributed, m) for m in own})
-        unattributed = replace(unattributed, **dict.fromkeys(own, 0))
-        drift = replace(drift, **dict.fromkeys(own, 0))
+        reconciled = reconciled.with_measures(own, attributed)
+        unattributed = unattributed.with_measures(own, ZERO)
+        drift = drift.with_measures(own, ZERO)
     if not unattributed.is_zero():
         flags.append("unattributed")
     if not drift.is_zero():
         flags.append("drift")
-    return replace(
+    return _cell_with(
         cell,
         covered=True,
-        provider_synced_at=synced_at,
+        synced_at=synced_at,
         attributed=attributed,
         unattributed=unattributed,
         drift=drift,
         reconciled=reconciled,
         flags=tuple(flags),
+    )
+
+
+def _cell_with(
+    cell: Cell,
+    *,
+    covered: bool,
+    synced_at: datetime | None,
+    attributed: Totals,
+    unattributed: Totals,
+    drift: Totals,
+    reconciled: Totals,
+    flags: tuple[str, ...],
+) -> Cell:
+    """``cell`` (its sources as read) with its settled figures."""
+    return Cell(
+        cell.workspace_id,
+        cell.provider,
+        cell.model,
+        cell.day,
+        cell.gateway,
+        cell.plugin,
+        cell.plugin_duplicate,
+        cell.plugin_via_gateway,
+        cell.provider_reported,
+        covered,
+        synced_at,
+        cell.provider_cost_unknown,
+        attributed,
+        unattributed,
+        drift,
+        reconciled,
+        flags,
     )
 
 
@@ -472,6 +518,8 @@ def _cell_sources_raw(
         d[row["klass"]] = _totals(row)
         if row["klass"] == "provider":
             d["cost_unknown"] = int(row["unknown_cost"] or 0) == int(row["n"] or 0)
+    for k in _computed_cells(conn, start, end, workspace_id):
+        cells[k]["cost_computed"] = True
     return cells
 
 
@@ -479,7 +527,7 @@ def _recon_class(t: Any, via: Sequence[str]) -> Any:
     """The reconciliation class of a `usage_rollups_reconcile` row (see module docstring)."""
     whens: list[Any] = [
         (
-            t.c.klass.in_((rollups.KLASS_PROVIDER, rollups.KLASS_PROVIDER_NO_COST)),
+            t.c.klass.in_(rollups.KLASS_PROVIDERS),
             literal("provider"),
         )
     ]
@@ -492,34 +540,66 @@ def _recon_class(t: Any, via: Sequence[str]) -> Any:
 def _cell_sources(
     conn: Connection, start: date, end: date, workspace_id: str | None, via: Sequence[str]
 ) -> dict[CellKey, dict[str, Any]]:
-    """`_cell_sources_raw`'s answer, from the rollups (gateway + reconciliation rollup)."""
-    cells: dict[CellKey, dict[str, Any]] = {}
+    """`_cell_sources_raw`'s answer, from the rollups (gateway + reconciliation rollup).
+
+    The rollup rows are read as stored and summed per cell and class in
+    Python (exact integers): a 90-day window is a few rows per cell, and an
+    SQL GROUP BY would only add `wide_sum`'s per-value decoding on SQLite.
+    """
     m_t, r_t = usage_rollups_daily_model, usage_rollups_reconcile_model
-    for t, klass in ((m_t, literal("gateway")), (r_t, _recon_class(r_t, via))):
-        cls = klass.label("klass")
-        dims = [t.c.workspace_id, t.c.provider, t.c.model, t.c.usage_date]
-        unknown: Any = literal(0)
-        if t is r_t:
-            unknown = case((t.c.klass == rollups.KLASS_PROVIDER_NO_COST, t.c.record_count), else_=0)
+    via_set = frozenset(via)
+    sums: dict[tuple[CellKey, str], list[int]] = {}
+    unknown: dict[CellKey, int] = {}
+    computed: set[CellKey] = set()
+    for t in (m_t, r_t):
+        extra = [t.c.klass, t.c.base_url] if t is r_t else []
         q = select(
-            *dims,
-            cls,
-            # plain ints (PostgreSQL sums bigints as numeric); the measures exact at any size
-            *(cast(func.sum(x), BigInteger) for x in (t.c.record_count, unknown)),
-            *(wide_sum(t.c[m]) for m in MEASURES),
+            t.c.workspace_id,
+            t.c.provider,
+            t.c.model,
+            t.c.usage_date,
+            *extra,
+            t.c.record_count,
+            *(t.c[m] for m in MEASURES),
         ).where(t.c.usage_date >= start, t.c.usage_date < end)
         if t is m_t:
             q = q.where(t.c.source == GATEWAY_SOURCE)
         if workspace_id is not None:
             q = q.where(t.c.workspace_id == workspace_id)
-        q = q.group_by(*dims, cls)
-        for ws, prov, model, day, kl, n, unk, *vals in conn.execute(q).all():
-            if not n:
-                continue
-            d = cells.setdefault((ws, prov, model, day), {})
-            d[kl] = _totals_of(vals, n)
-            if kl == "provider":
-                d["cost_unknown"] = int(unk or 0) == int(n)
+        for row in conn.execute(q):
+            key: CellKey = (row[0], row[1], row[2], row[3])
+            if t is m_t:
+                kl, vals = "gateway", row[4:]
+            else:
+                stored, base_url, vals = row[4], row[5], row[6:]
+                if stored in rollups.KLASS_PROVIDERS:
+                    kl = "provider"
+                    if stored == rollups.KLASS_PROVIDER_NO_COST:
+                        unknown[key] = unknown.get(key, 0) + int(vals[0])
+                    elif stored == rollups.KLASS_PROVIDER_COMPUTED and vals[0]:
+                        computed.add(key)
+                elif base_url in via_set:
+                    kl = "plugin_via_gateway"
+                elif stored == rollups.KLASS_DUPLICATE:
+                    kl = "plugin_duplicate"
+                else:
+                    kl = "plugin"
+            acc = sums.get((key, kl))
+            if acc is None:
+                sums[(key, kl)] = [int(v) for v in vals]
+            else:
+                for i, v in enumerate(vals):
+                    acc[i] += int(v)
+    cells: dict[CellKey, dict[str, Any]] = {}
+    for (key, kl), (n, *measures) in sums.items():
+        if not n:
+            continue
+        d = cells.setdefault(key, {})
+        i, o, ci, cc, rt, rq, cost = measures
+        d[kl] = Totals(i, o, ci, cc, rt, rq, cost, n)
+        if kl == "provider":
+            d["cost_unknown"] = unknown.get(key, 0) == n
+            d["cost_computed"] = key in computed
     return cells
 
 
@@ -590,7 +670,6 @@ def reconciled_cells(
     sources = _cell_sources_raw if from_raw else _cell_sources
     cells = sources(conn, start, end, workspace_id, via)
     coverage = _coverage(conn, start, end, workspace_id)
-    computed = _computed_cells(conn, start, end, workspace_id)
     out = []
     for k in sorted(cells):
         d = cells[k]
@@ -607,7 +686,7 @@ def reconciled_cells(
             provider_cost_unknown=bool(d.get("cost_unknown", False)),
         )
         settled = _settle(cell, coverage.get((k[0], k[1], k[3])))
-        if k in computed:
+        if d.get("cost_computed"):
             settled = replace(settled, flags=(*settled.flags, COST_COMPUTED))
         out.append(settled)
     return _absorb_unallocated(out)
@@ -622,7 +701,8 @@ def _computed_cells(
     covers a day, the sync prices that day's usage itself (``cost_source =
     computed``, `metis.ingest.providers.base`). Such cells are flagged
     ``provider_cost_computed`` so a figure never passes for the invoice's.
-    Provider rows are daily buckets, so this reads few rows.
+    From raw rows (``from_raw``); the rollups keep these rows as class
+    ``provider_computed`` (`metis.ledger.rollups.KLASS_PROVIDER_COMPUTED`).
     """
     ur = usage_records
     q = (
@@ -653,7 +733,8 @@ def standing_rows(
 
     From the rollups: gateway rows from the narrowest rollup table with every
     needed dimension, plugin rows that are neither duplicates nor sent
-    through the gateway from ``usage_rollups_reconcile``. ``narrow`` filters
+    through the gateway from the narrowest reconciliation rollup with them
+    (`metis.ledger.rollups.RECON_PROJECTIONS`, else ``usage_rollups_reconcile``). ``narrow`` filters
     ``user_id``/``team_id``/``gateway_key_id``/``source`` (None = any).
     Returns (dims, measures) pairs; dims use None for a missing user/team/key,
     measures are `metis.ledger.rollups.MEASURES`.
@@ -671,9 +752,10 @@ def standing_rows(
         )
         tables.append((gt, gt.c.source == GATEWAY_SOURCE))
     if source not in (GATEWAY_SOURCE, PROVIDER_SOURCE):
-        rt = usage_rollups_reconcile_model
-        if not needed <= set(rollups.RECON_MODEL_DIMS):
-            rt = usage_rollups_reconcile
+        rt = next(
+            (t for t, dims in rollups.RECON_PROJECTIONS if needed <= set(dims)),
+            usage_rollups_reconcile,
+        )
         cond: Any = rt.c.klass == rollups.KLASS_PLUGIN
         if via:
             cond = and_(cond, rt.c.base_url.not_in(list(via)))

@@ -54,6 +54,7 @@ from metis.db.tables import (
     usage_rollups_daily_identity,
     usage_rollups_daily_model,
     usage_rollups_reconcile,
+    usage_rollups_reconcile_identity,
     usage_rollups_reconcile_model,
 )
 from metis.ledger import bounds
@@ -111,11 +112,20 @@ SOURCE_COLUMNS = (
 GATEWAY_SOURCE = "gateway"
 PROVIDER_SOURCE = "provider_api_key"
 RECON_DIMS = (*DIMS, "base_url", "klass")
-# Its projection without user/team/key (`usage_rollups_reconcile_model`).
+# Its projections without user/team/key (`usage_rollups_reconcile_model`) and
+# without provider/model (`usage_rollups_reconcile_identity`).
 RECON_MODEL_DIMS = (*MODEL_DIMS, "base_url", "klass")
-RECON_TABLES: tuple[Table, ...] = (usage_rollups_reconcile, usage_rollups_reconcile_model)
+RECON_IDENTITY_DIMS = ("klass", *IDENTITY_DIMS, "base_url")
+RECON_PROJECTIONS: tuple[tuple[Table, tuple[str, ...]], ...] = (
+    (usage_rollups_reconcile_model, RECON_MODEL_DIMS),
+    (usage_rollups_reconcile_identity, RECON_IDENTITY_DIMS),
+)
+RECON_TABLES: tuple[Table, ...] = (usage_rollups_reconcile, *(t for t, _ in RECON_PROJECTIONS))
 KLASS_PROVIDER = "provider"
 KLASS_PROVIDER_NO_COST = "provider_no_cost"  # a provider row with cost_source = none
+# A provider row whose cost the sync computed (the provider's cost report did not cover it yet).
+KLASS_PROVIDER_COMPUTED = "provider_priced"
+KLASS_PROVIDERS = (KLASS_PROVIDER, KLASS_PROVIDER_NO_COST, KLASS_PROVIDER_COMPUTED)
 KLASS_PLUGIN = "plugin"
 KLASS_DUPLICATE = "duplicate"  # a gateway row of the workspace has its correlation id
 # Contribution keys are DIMS plus a tail saying what the reconciliation
@@ -147,8 +157,7 @@ def contribution(row: Mapping[Any, Any]) -> tuple[Key, list[int]]:
     if src == GATEWAY_SOURCE:
         tail = ("g", row["correlation_id"])
     elif src == PROVIDER_SOURCE:
-        none = row["cost_source"] == "none"
-        tail = ("p", KLASS_PROVIDER_NO_COST if none else KLASS_PROVIDER)
+        tail = ("p", _provider_klass(row["cost_source"]))
     else:
         tail = ("x", row["base_url"] or "", row["correlation_id"], row["dedupe_key"])
     key = dims + tail
@@ -160,6 +169,15 @@ def contribution(row: Mapping[Any, Any]) -> tuple[Key, list[int]]:
         int(row["cost_nanousd"] or 0),
     ]
     return key, vec
+
+
+def _provider_klass(cost_source: str | None) -> str:
+    """The reconciliation class of a provider row (SQL twin: `_recon_select`)."""
+    if cost_source == "none":
+        return KLASS_PROVIDER_NO_COST
+    if cost_source == "computed":
+        return KLASS_PROVIDER_COMPUTED
+    return KLASS_PROVIDER
 
 
 def add(deltas: dict[Key, list[int]], key: Key, vec: Sequence[int], sign: int) -> None:
@@ -190,11 +208,12 @@ def apply_deltas(conn: Connection, deltas: Mapping[Key, Sequence[int]]) -> None:
         _apply(conn, table, dims, _project(deltas, dims))
     rd = _reconcile_deltas(conn, deltas)
     _apply(conn, usage_rollups_reconcile, RECON_DIMS, rd)
-    idx = [RECON_DIMS.index(d) for d in RECON_MODEL_DIMS]
-    projected: dict[Key, list[int]] = {}
-    for k, v in rd.items():
-        add(projected, tuple(k[i] for i in idx), v, +1)
-    _apply(conn, usage_rollups_reconcile_model, RECON_MODEL_DIMS, projected)
+    for table, dims in RECON_PROJECTIONS:
+        idx = [RECON_DIMS.index(d) for d in dims]
+        projected: dict[Key, list[int]] = {}
+        for k, v in rd.items():
+            add(projected, tuple(k[i] for i in idx), v, +1)
+        _apply(conn, table, dims, projected)
 
 
 def _pair_lock(conn: Connection, pairs: Iterable[tuple[str, str]]) -> None:
@@ -432,6 +451,7 @@ def _recon_select(where: ColumnElement[bool] | None) -> Any:
             r.source == PROVIDER_SOURCE,
             case(
                 (r.cost_source == "none", literal(KLASS_PROVIDER_NO_COST)),
+                (r.cost_source == "computed", literal(KLASS_PROVIDER_COMPUTED)),
                 else_=literal(KLASS_PROVIDER),
             ),
         ),
@@ -463,13 +483,13 @@ def _recon_select(where: ColumnElement[bool] | None) -> Any:
     return q.group_by(*dim_cols, base_url, klass)
 
 
-def _recon_model_select(where: ColumnElement[bool] | None) -> Any:
-    """SELECT `usage_rollups_reconcile_model` rows from the full reconciliation rollup."""
+def _recon_projection_select(dims: tuple[str, ...], where: ColumnElement[bool] | None) -> Any:
+    """SELECT a `RECON_PROJECTIONS` table's rows from the full reconciliation rollup."""
     f = usage_rollups_reconcile.c
-    q = select(*(f[d] for d in RECON_MODEL_DIMS), *(func.sum(f[m]).label(m) for m in MEASURES))
+    q = select(*(f[d] for d in dims), *(func.sum(f[m]).label(m) for m in MEASURES))
     if where is not None:
         q = q.where(where)
-    return q.group_by(*(f[d] for d in RECON_MODEL_DIMS))
+    return q.group_by(*(f[d] for d in dims))
 
 
 def recompute_cells(conn: Connection, keys: Iterable[Key]) -> None:
@@ -489,15 +509,16 @@ def recompute_cells(conn: Connection, keys: Iterable[Key]) -> None:
         rt = usage_rollups_reconcile
         conn.execute(delete(rt).where(_key_match(rt, DIMS, key)))
         conn.execute(insert(rt).from_select([*RECON_DIMS, *MEASURES], _recon_select(cond)))
-        rm = usage_rollups_reconcile_model
-        mkey = tuple(key[DIMS.index(d)] for d in MODEL_DIMS)
-        conn.execute(delete(rm).where(_key_match(rm, MODEL_DIMS, mkey)))
-        conn.execute(
-            insert(rm).from_select(
-                [*RECON_MODEL_DIMS, *MEASURES],
-                _recon_model_select(_key_match(rt, MODEL_DIMS, mkey)),
+        for rp, rdims in RECON_PROJECTIONS:
+            base = tuple(d for d in rdims if d not in ("base_url", "klass"))
+            pkey = tuple(key[DIMS.index(d)] for d in base)
+            conn.execute(delete(rp).where(_key_match(rp, base, pkey)))
+            conn.execute(
+                insert(rp).from_select(
+                    [*rdims, *MEASURES],
+                    _recon_projection_select(rdims, _key_match(rt, base, pkey)),
+                )
             )
-        )
         for table, dims in TABLES[1:]:
             pkey = tuple(key[DIMS.index(d)] for d in dims)
             conn.execute(delete(table).where(_key_match(table, dims, pkey)))
@@ -550,12 +571,13 @@ def rebuild(conn: Connection, start: date | None = None, end: date | None = None
             [*RECON_DIMS, *MEASURES], _recon_select(raw_cond)
         )
     )
-    conn.execute(
-        insert(usage_rollups_reconcile_model).from_select(
-            [*RECON_MODEL_DIMS, *MEASURES],
-            _recon_model_select(roll_conds(usage_rollups_reconcile)),
+    for rp, rdims in RECON_PROJECTIONS:
+        conn.execute(
+            insert(rp).from_select(
+                [*rdims, *MEASURES],
+                _recon_projection_select(rdims, roll_conds(usage_rollups_reconcile)),
+            )
         )
-    )
     for table, dims in TABLES[1:]:
         conn.execute(
             insert(table).from_select(
