@@ -244,6 +244,41 @@ def load(engine: Engine, n: int, keys: list[tuple[str, str, str, str]]) -> float
     return time.perf_counter() - t0
 
 
+BYTES_PER_RECORD = 800
+"""Disk per loaded record with indexes and rollups, rounded up from measured runs
+(SQLite 10M records: 6.2 GB, 620 B/record; PostgreSQL: see docs/performance.md)."""
+
+
+def check_disk(engine: Engine, rows: int, tmp: Path) -> None:
+    """Exit with a clear message unless the database's disk has room for ``rows`` records.
+
+    Needs the estimate plus 25 % (index builds and the rollup rebuild write
+    temporary copies). PostgreSQL's data directory is asked of the server
+    (``SHOW data_directory``, superuser or pg_read_all_settings); if it may
+    not be read, the check is skipped with a note.
+    """
+    import shutil
+
+    need = int(rows * BYTES_PER_RECORD * 1.25)
+    where: Path | None = tmp
+    if engine.dialect.name == "postgresql":
+        try:
+            with engine.connect() as c:
+                where = Path(str(c.execute(text("SHOW data_directory")).scalar()))
+        except Exception as e:  # only a pre-flight check
+            log(f"disk check skipped: data directory unknown ({type(e).__name__})")
+            where = None
+    if where is None:
+        return
+    free = shutil.disk_usage(where).free
+    log(f"disk: {free / 1e9:.1f} GB free at {where}, about {need / 1e9:.1f} GB needed")
+    if free < need:
+        sys.exit(
+            f"not enough disk for {rows:,} records: {free / 1e9:.1f} GB free at {where}, "
+            f"about {need / 1e9:.1f} GB needed ({BYTES_PER_RECORD} B per record + 25 %)"
+        )
+
+
 def timed(fn: Any, repeat: int) -> tuple[float, float]:
     ts = []
     for _ in range(repeat):
@@ -253,6 +288,67 @@ def timed(fn: Any, repeat: int) -> tuple[float, float]:
     return statistics.median(ts), max(ts)
 
 
+def endpoint_cases(reconciled_only: bool = False) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, window, query) for every analytics endpoint, in its default view.
+
+    Windows: 90 days, 7 days, and 90 days whose ends are not UTC midnights
+    (the reconciled view widens those to whole days; the raw view and
+    reliability read the partial days' raw rows). Filters: the dashboard's
+    (workspace) and the API's (team, user, key). A few ``view=raw`` cases run
+    alongside as a yardstick of the machine's state.
+    """
+    w90 = {"from": (END - timedelta(days=90)).isoformat(), "to": END.isoformat()}
+    w7 = {"from": (END - timedelta(days=7)).isoformat(), "to": END.isoformat()}
+    w90h = {"from": (END - timedelta(days=90, hours=-3)).isoformat(),
+            "to": (END - timedelta(hours=5)).isoformat()}  # fmt: skip
+    wins = {"90d": w90, "7d": w7, "90d, partial-day edges": w90h}
+    cases: list[tuple[str, str, dict[str, str]]] = []
+    for wname, w in wins.items():
+        for g in ("model", "day", "user", "team", "gateway_key", "source", "workspace"):
+            cases.append((f"/analytics/cost?group_by={g}", wname, {**w, "group_by": g}))
+        for path in (
+            "/analytics/by_key",
+            "/analytics/by_team",
+            "/analytics/cache_effectiveness",
+            "/analytics/routing",
+            "/analytics/reliability",
+            "/analytics/ingest",
+        ):
+            cases.append((path, wname, dict(w)))  # fmt: skip
+        cases.append(("/analytics/savings?baseline=openai:gpt-4o", wname,
+                      {**w, "baseline": "openai:gpt-4o"}))  # fmt: skip
+        days = {"from": w["from"][:10], "to": w["to"][:10]}
+        cases.append(("/analytics/reconciliation", wname, days))
+    for wname, w in (("90d", w90), ("7d", w7)):
+        cases += [
+            ("/analytics/cost?group_by=model&workspace=ws1", wname,
+             {**w, "group_by": "model", "workspace": "ws1"}),
+            ("/analytics/by_team?workspace=ws1", wname, {**w, "workspace": "ws1"}),
+            ("/analytics/cost?group_by=user&team=team3", wname,
+             {**w, "group_by": "user", "team": "team3"}),
+            ("/analytics/by_team?team=team3", wname, {**w, "team": "team3"}),
+            ("/analytics/cost?group_by=model&user=user5", wname,
+             {**w, "group_by": "model", "user": "user5"}),
+            ("/analytics/cost?group_by=day&gateway_key=k7", wname,
+             {**w, "group_by": "day", "gateway_key": "k7"}),
+            ("/analytics/reliability?workspace=ws1", wname, {**w, "workspace": "ws1"}),
+            ("/analytics/reliability?team=team3", wname, {**w, "team": "team3"}),
+        ]  # fmt: skip
+    cases += [
+        ("/analytics/forecast", "default", {}),
+        ("/analytics/forecast?by=team", "default", {"by": "team"}),
+    ]
+    raw = [
+        (f"{n}&view=raw", w, {**q, "view": "raw"})
+        for n, w, q in cases
+        if n in ("/analytics/cost?group_by=model", "/analytics/cost?group_by=user")
+        and w in ("90d", "90d, partial-day edges")
+    ]
+    if reconciled_only:
+        cases = [c for c in cases if c[0].startswith(("/analytics/cost", "/analytics/by_"))]
+    return raw + cases
+
+
 def bench_endpoints(
     url: str, repeat: int, reconciled_only: bool = False
 ) -> list[tuple[str, str, float, float]]:
@@ -260,46 +356,7 @@ def bench_endpoints(
     from metis.util.server_thread import ServerThread
 
     token = os.environ["METIS_ADMIN_TOKEN"]
-    w90 = {"from": (END - timedelta(days=90)).isoformat(), "to": END.isoformat()}
-    w7 = {"from": (END - timedelta(days=7)).isoformat(), "to": END.isoformat()}
-    w90h = {"from": (END - timedelta(days=90, hours=-3)).isoformat(),
-            "to": (END - timedelta(hours=5)).isoformat()}  # fmt: skip
-    cases: list[tuple[str, str, dict[str, str]]] = []
-    for g in ("model", "day", "user", "team", "gateway_key", "source"):
-        cases.append((f"/analytics/cost?group_by={g}", "90d", {**w90, "group_by": g}))
-    cases += [
-        ("/analytics/cost?group_by=user (partial-day edges)", "90d", {**w90h, "group_by": "user"}),
-        ("/analytics/cost?group_by=user&team=team3", "90d", {**w90, "group_by": "user",
-                                                              "team": "team3"}),
-        ("/analytics/by_key", "90d", w90),
-        ("/analytics/by_team", "90d", w90),
-        ("/analytics/by_team?team=team3", "90d", {**w90, "team": "team3"}),
-        ("/analytics/cache_effectiveness", "90d", w90),
-        ("/analytics/savings", "90d", {**w90, "baseline": "openai:gpt-4o"}),
-        ("/analytics/routing", "90d", w90),
-        ("/analytics/ingest", "90d", w90),
-        ("/analytics/cost?group_by=model", "7d", {**w7, "group_by": "model"}),
-        ("/analytics/by_team", "7d", w7),
-        ("/analytics/reliability", "7d", w7),
-        ("/analytics/reliability", "90d", w90),
-    ]  # fmt: skip
-    cases = [(n, w, {**p, "view": "raw"}) for n, w, p in cases]  # rollup path; reconciled below
-    rec = [
-        ("/analytics/cost?group_by=model&view=reconciled", "7d", {**w7, "group_by": "model"}),
-        ("/analytics/by_team?view=reconciled", "7d", w7),
-        ("/analytics/cost?group_by=model&view=reconciled", "90d", {**w90, "group_by": "model"}),
-        ("/analytics/cost?group_by=user&view=reconciled", "90d", {**w90, "group_by": "user"}),
-        ("/analytics/cost?group_by=source&view=reconciled", "90d", {**w90, "group_by": "source"}),
-        ("/analytics/by_team?view=reconciled", "90d", w90),
-        ("/analytics/by_key?view=reconciled", "90d", w90),
-        ("/analytics/reconciliation", "7d", {"from": w7["from"][:10], "to": w7["to"][:10]}),
-        ("/analytics/reconciliation", "90d", {"from": w90["from"][:10], "to": w90["to"][:10]}),
-    ]  # fmt: skip
-    rec = [(n, w, {**p, "view": "reconciled"} if "view=" in n else p) for n, w, p in rec]
-    # With --reconciled-only, two rollup-backed raw-view cases run alongside as a
-    # yardstick of how busy the (shared) machine is during the run.
-    ref = [c for c in cases if c[1] == "90d" and c[0].endswith(("=model", "=user"))]
-    cases = ref + rec if reconciled_only else cases + rec
+    cases = endpoint_cases(reconciled_only)
     out = []
     with (
         ServerThread(create_app()) as srv,
@@ -314,10 +371,8 @@ def bench_endpoints(
                 r = http.get(path, params=params)
                 r.raise_for_status()
 
-            slow = win == "90d" and "reliability" in name
-            reps = 1 if slow else repeat
             call()  # warm
-            med, worst = timed(call, reps)
+            med, worst = timed(call, repeat)
             out.append((name, win, med, worst))
             log(f"  {name} [{win}] median {med * 1000:.0f} ms")
     return out
@@ -497,6 +552,7 @@ def main() -> None:
                 q = select(k.workspace_id, k.id, k.user_id, k.team_id).order_by(k.id)
                 keys = [(r[0], r[1], r[2], r[3]) for r in c.execute(q)]
         else:
+            check_disk(engine, args.rows, tmp)
             keys = seed_identity(engine)
             log(f"loading {args.rows:,} rows into {args.backend}")
             load_s = load(engine, args.rows, keys)

@@ -2,6 +2,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -157,3 +158,62 @@ def test_0004_gives_existing_credentials_their_provider_as_family(
     command.downgrade(alembic_config(eng), "0003")
     cols = {c["name"] for c in inspect(eng).get_columns("provider_credentials")}
     assert not {"family", "price_provider", "options"} & cols
+
+
+def test_0007_fills_the_identity_projection_and_reclassifies_priced_provider_rows(
+    engine: Engine,
+) -> None:
+    """An install upgraded past 0007 has the rollups a rebuild from raw rows gives: the
+    identity projection filled, provider rows with a computed cost as ``provider_priced``."""
+    from alembic import command
+    from sqlalchemy import insert, select, update
+
+    from metis.db.migrate import alembic_config
+    from metis.db.tables import usage_rollups_reconcile, usage_rollups_reconcile_model, workspaces
+    from metis.ledger import rollups
+    from metis.ledger.record import UsageRecord
+    from metis.ledger.upsert import upsert_usage
+
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+
+    def rec(key: str, source: str, model: str, cost_source: str, **kw: Any) -> UsageRecord:
+        return UsageRecord(
+            workspace_id="ws_m", source=source, source_ref="r", dedupe_key=key,
+            window_start=at, window_end=at, granularity="1h" if source == "provider_api_key"
+            else "request", provider="openai", model=model, model_raw=model, input_tokens=9,
+            request_count=1, cost_nanousd=5, cost_source=cost_source, **kw,
+        )  # fmt: skip
+
+    with engine.begin() as c:
+        c.execute(insert(workspaces).values(id="ws_m", name="m", created_at=at))
+        upsert_usage(c, [
+            rec("p1", "provider_api_key", "gpt-4o", "computed"),
+            rec("p2", "provider_api_key", "gpt-4o-mini", "provider_reported"),
+            rec("g1", "gateway", "gpt-4o", "computed", correlation_id="c1", user_id="usr_a"),
+            rec("h1", "hermes_plugin", "gpt-4o", "computed", correlation_id="c1", user_id="usr_a"),
+            rec("h2", "hermes_plugin", "gpt-4o", "computed", user_id="usr_b",
+                base_url="https://api.openai.com/v1"),
+        ])  # fmt: skip
+
+    def snapshot() -> list[list[tuple[Any, ...]]]:
+        with engine.connect() as c:
+            return [
+                sorted(tuple(r) for r in c.execute(select(t)).all()) for t in rollups.RECON_TABLES
+            ]
+
+    with engine.begin() as c:
+        rollups.rebuild(c)
+    want = snapshot()
+    assert any(rollups.KLASS_PROVIDER_COMPUTED in r for r in want[0])
+    command.downgrade(alembic_config(engine), "0004")
+    try:
+        with engine.begin() as c:  # what the write path stored before 0007
+            for t in (usage_rollups_reconcile, usage_rollups_reconcile_model):
+                c.execute(
+                    update(t)
+                    .where(t.c.klass == rollups.KLASS_PROVIDER_COMPUTED)
+                    .values(klass=rollups.KLASS_PROVIDER)
+                )
+    finally:
+        upgrade(engine)
+    assert snapshot() == want
