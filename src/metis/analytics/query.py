@@ -181,17 +181,38 @@ def partial_coverage(conn: Connection, window: Window, filters: Filters) -> bool
     True when any gateway key present in the (filtered) result set has, within
     the window, rows without a user and rows with one. The keys' rows are
     checked whatever the user/team/source filters (only the workspace narrows).
+    The retagged keys are found first, in SQL (one row per key: a 90-day
+    window reads no more than the identity rollup's rows and returns few);
+    only when there are some is the filtered result set asked for them.
     """
-    rows = aggregate_raw(conn, window, filters, ["gateway_key_id", "user_id"])
-    keys = {a.dims["gateway_key_id"] for a in rows if a.dims["gateway_key_id"]}
-    if not keys:
+    retagged = _retagged_keys(conn, window, filters.workspace_id)
+    if not retagged:
         return False
-    unfiltered = Filters(workspace_id=filters.workspace_id)
-    if filters != unfiltered:
-        rows = aggregate_raw(conn, window, unfiltered, ["gateway_key_id", "user_id"])
-    tagged: dict[str, set[bool]] = {}
-    for a in rows:
-        k = a.dims["gateway_key_id"]
-        if k in keys:
-            tagged.setdefault(k, set()).add(a.dims["user_id"] is not None)
-    return any(len(s) == 2 for s in tagged.values())
+    rows = aggregate_raw(conn, window, filters, ["gateway_key_id"])
+    return any(a.dims["gateway_key_id"] in retagged for a in rows)
+
+
+def _retagged_keys(conn: Connection, window: Window, workspace_id: str | None) -> set[str]:
+    """Gateway keys with, inside ``window``, rows without a user and rows with one."""
+    days, raws = _split(window)
+    seen: dict[str, set[bool]] = {}
+    parts: list[tuple[Any, Any, list[ColumnElement[bool]]]] = []
+    if days is not None:
+        t = rollup_table(["gateway_key_id", "user_id"], Filters())
+        parts.append((t, t.c.user_id != "", [t.c.usage_date >= days[0], t.c.usage_date < days[1]]))
+    for lo, hi in raws:
+        r = usage_records
+        parts.append((r, r.c.user_id.is_not(None), [r.c.window_start >= lo, r.c.window_start < hi]))
+    for t, tagged, conds in parts:
+        if workspace_id is not None:
+            conds.append(t.c.workspace_id == workspace_id)
+        is_tagged = case((tagged, 1), else_=0)
+        q = (
+            select(t.c.gateway_key_id, func.min(is_tagged), func.max(is_tagged))
+            .where(*conds, t.c.gateway_key_id.is_not(None), t.c.gateway_key_id != "")
+            .group_by(t.c.gateway_key_id)
+        )
+        for key, lo_v, hi_v in conn.execute(q):
+            s = seen.setdefault(str(key), set())
+            s.update({bool(lo_v), bool(hi_v)})
+    return {k for k, s in seen.items() if len(s) == 2}

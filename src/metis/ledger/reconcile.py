@@ -103,9 +103,13 @@ def unreported_measures(provider: str) -> frozenset[str]:
     return PROVIDER_UNREPORTED.get(provider, frozenset())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Totals:
-    """Summed measures (tokens in canonical semantics, cost in nano-USD) and a row count."""
+    """Summed measures (tokens in canonical semantics, cost in nano-USD) and a row count.
+
+    The arithmetic below runs per cell of a window (thousands for 90 days), so
+    it names the fields instead of looping over them.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -117,21 +121,54 @@ class Totals:
     rows: int = 0
 
     def __add__(self, other: "Totals") -> "Totals":
-        return Totals(*[getattr(self, f) + getattr(other, f) for f in _TOTALS_FIELDS])
+        return Totals(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.request_count + other.request_count,
+            self.cost_nanousd + other.cost_nanousd,
+            self.rows + other.rows,
+        )
 
     def measures(self) -> dict[str, int]:
         return {m: getattr(self, m) for m in MEASURES}
 
     def minus_clamped(self, other: "Totals") -> "Totals":
         """Per measure ``max(self − other, 0)``; rows are not carried."""
-        return Totals(*[max(getattr(self, m) - getattr(other, m), 0) for m in MEASURES])
+        return Totals(
+            max(self.input_tokens - other.input_tokens, 0),
+            max(self.output_tokens - other.output_tokens, 0),
+            max(self.cached_input_tokens - other.cached_input_tokens, 0),
+            max(self.cache_creation_input_tokens - other.cache_creation_input_tokens, 0),
+            max(self.reasoning_tokens - other.reasoning_tokens, 0),
+            max(self.request_count - other.request_count, 0),
+            max(self.cost_nanousd - other.cost_nanousd, 0),
+        )
 
     def maxed(self, other: "Totals") -> "Totals":
         """Per measure ``max(self, other)``; rows are not carried."""
-        return Totals(*[max(getattr(self, m), getattr(other, m)) for m in MEASURES])
+        return Totals(
+            max(self.input_tokens, other.input_tokens),
+            max(self.output_tokens, other.output_tokens),
+            max(self.cached_input_tokens, other.cached_input_tokens),
+            max(self.cache_creation_input_tokens, other.cache_creation_input_tokens),
+            max(self.reasoning_tokens, other.reasoning_tokens),
+            max(self.request_count, other.request_count),
+            max(self.cost_nanousd, other.cost_nanousd),
+        )
 
     def is_zero(self) -> bool:
-        return not any(getattr(self, m) for m in MEASURES)
+        return not (
+            self.input_tokens
+            or self.output_tokens
+            or self.cached_input_tokens
+            or self.cache_creation_input_tokens
+            or self.reasoning_tokens
+            or self.request_count
+            or self.cost_nanousd
+        )
 
     def with_measures(self, names: Iterable[str], source: "Totals") -> "Totals":
         """These totals with the measures ``names`` taken from ``source``."""
@@ -320,7 +357,8 @@ UNALLOCATED_MODELS = frozenset({"unallocated", "unattributed"})
 used ``unattributed``)."""
 
 
-def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
+def _settle(cell: Cell, synced_at: datetime | None, extra: tuple[str, ...] = ()) -> Cell:
+    """The cell with its settled figures and flags (``extra`` flags appended)."""
     # Called once per cell of a window (thousands for 90 days): Cells and
     # Totals are built directly, not through dataclasses.replace (5x slower).
     attributed = cell.gateway + cell.plugin
@@ -334,7 +372,7 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
             unattributed=ZERO,
             drift=ZERO,
             reconciled=attributed,
-            flags=() if own_api else (NO_USAGE_API,),
+            flags=(() if own_api else (NO_USAGE_API,)) + extra,
         )
     prov = cell.provider_reported
     flags: list[str] = ["provider_covered"]
@@ -371,7 +409,7 @@ def _settle(cell: Cell, synced_at: datetime | None) -> Cell:
         unattributed=unattributed,
         drift=drift,
         reconciled=reconciled,
-        flags=tuple(flags),
+        flags=(*flags, *extra),
     )
 
 
@@ -685,10 +723,8 @@ def reconciled_cells(
             provider_reported=d.get("provider", ZERO),
             provider_cost_unknown=bool(d.get("cost_unknown", False)),
         )
-        settled = _settle(cell, coverage.get((k[0], k[1], k[3])))
-        if d.get("cost_computed"):
-            settled = replace(settled, flags=(*settled.flags, COST_COMPUTED))
-        out.append(settled)
+        extra = (COST_COMPUTED,) if d.get("cost_computed") else ()
+        out.append(_settle(cell, coverage.get((k[0], k[1], k[3])), extra))
     return _absorb_unallocated(out)
 
 
