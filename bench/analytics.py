@@ -501,6 +501,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--export-rows", type=int, default=1_000_000)
     ap.add_argument("--pg-url", default=os.environ.get("METIS_TEST_DATABASE_URL"))
+    ap.add_argument(
+        "--pg-database",
+        default="metis_bench",
+        help="database the run creates (dropped first, and afterwards unless --keep)",
+    )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     ap.add_argument(
@@ -526,7 +531,7 @@ def main() -> None:
             sys.exit("--pg-url (or METIS_TEST_DATABASE_URL) is required for postgresql")
         base = normalize_url(args.pg_url)
         admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        name = "metis_bench"
+        name = args.pg_database
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             c.execute(text(f'CREATE DATABASE "{name}"'))
@@ -581,7 +586,7 @@ def main() -> None:
         if admin is not None:
             if not args.keep:
                 with admin.connect() as c:
-                    c.execute(text('DROP DATABASE IF EXISTS "metis_bench" WITH (FORCE)'))
+                    c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
         if not args.keep:
             for p in sorted(tmp.rglob("*"), reverse=True):
