@@ -92,12 +92,19 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--pg-url", default=os.environ.get("METIS_TEST_DATABASE_URL"))
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--reuse",
+        metavar="URL",
+        help="time the pages against a ledger `bench/analytics.py --keep` left (no load)",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="metis-bench-ui-"))
     tmp.chmod(0o700)
     admin = None
-    if args.backend == "postgresql":
+    if args.reuse:
+        url_s = args.reuse
+    elif args.backend == "postgresql":
         if not args.pg_url:
             sys.exit("--pg-url (or METIS_TEST_DATABASE_URL) is required for postgresql")
         admin = create_engine(normalize_url(args.pg_url), isolation_level="AUTOCOMMIT")
@@ -119,14 +126,18 @@ def main() -> None:
         }
     )
     engine = make_engine(url_s)
+    load_s = 0.0
     try:
         upgrade(engine)
-        keys = ab.seed_identity(engine)
-        ab.log(f"loading {args.rows:,} rows into {args.backend}")
-        load_s = ab.load(engine, args.rows, keys)
-        with engine.begin() as c:
-            rollups.rebuild(c)
+        if not args.reuse:
+            keys = ab.seed_identity(engine)
+            ab.log(f"loading {args.rows:,} rows into {args.backend}")
+            load_s = ab.load(engine, args.rows, keys)
+            with engine.begin() as c:
+                rollups.rebuild(c)
         results = bench_pages(args.repeat)
+        with engine.connect() as c:
+            n = int(c.execute(text("SELECT count(*) FROM usage_records")).scalar() or 0)
     finally:
         engine.dispose()
         if admin is not None:
@@ -134,7 +145,7 @@ def main() -> None:
                 c.execute(text('DROP DATABASE IF EXISTS "metis_bench_ui" WITH (FORCE)'))
             admin.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"backend {args.backend}, {args.rows:,} usage records over {ab.DAYS} days "
+    print(f"backend {engine.dialect.name}, {n:,} usage records over {ab.DAYS} days "
           f"(load {load_s:.0f} s)")  # fmt: skip
     print()
     print("| page | range | view | median | max |")

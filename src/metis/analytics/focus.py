@@ -284,9 +284,10 @@ def focus_rows(
         names = _Names(conn)
         while day_start(day) < window.end:
             one = Window(day_start(day), day_start(day + timedelta(days=1)))
-            aggs = views.usage(conn, "reconciled", one, Filters(workspace_id=ws), _GROUP)
+            with reconcile.cells_memo():  # the day's cells, read once for both
+                aggs = views.usage(conn, "reconciled", one, Filters(workspace_id=ws), _GROUP)
+                bases = _bases(conn, day, ws) if aggs else {}
             aggs.sort(key=_sort_key)
-            bases = _bases(conn, day, ws) if aggs else {}
             out = []
             for a in aggs:
                 d = a.dims

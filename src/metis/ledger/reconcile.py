@@ -50,7 +50,9 @@ Python API for analytics: `reconciled_cells`, `reconciled_totals`,
 """
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -172,14 +174,15 @@ class Totals:
 
     def with_measures(self, names: Iterable[str], source: "Totals") -> "Totals":
         """These totals with the measures ``names`` taken from ``source``."""
-        names = set(names)
-        return Totals(
-            *[getattr(source if f in names else self, f) for f in _TOTALS_FIELDS],
-        )
+        vals = [getattr(self, f) for f in _TOTALS_FIELDS]
+        for n in names:
+            vals[_FIELD_INDEX[n]] = getattr(source, n)
+        return Totals(*vals)
 
 
 ZERO = Totals()
 _TOTALS_FIELDS = tuple(f.name for f in fields(Totals))
+_FIELD_INDEX = {f: i for i, f in enumerate(_TOTALS_FIELDS)}
 
 
 @dataclass(frozen=True)
@@ -624,10 +627,10 @@ def _cell_sources(
                     kl = "plugin"
             acc = sums.get((key, kl))
             if acc is None:
-                sums[(key, kl)] = [int(v) for v in vals]
+                sums[(key, kl)] = list(vals)  # BIGINT columns: Python ints on both backends
             else:
                 for i, v in enumerate(vals):
-                    acc[i] += int(v)
+                    acc[i] += v
     cells: dict[CellKey, dict[str, Any]] = {}
     for (key, kl), (n, *measures) in sums.items():
         if not n:
@@ -686,6 +689,31 @@ def pushed_sources(
     return out
 
 
+_cells_memo: ContextVar[dict[tuple[Any, ...], list["Cell"]] | None] = ContextVar(
+    "reconciled_cells_memo", default=None
+)
+
+
+@contextmanager
+def cells_memo() -> Iterator[None]:
+    """Within the block, `reconciled_cells` computes each window's cells once.
+
+    For read-only work that asks for the same window several times (a
+    dashboard page: its chart and tables each group the reconciled view
+    differently). A write inside the block would not be seen by later
+    calls for a window already computed, so only wrap reads. Blocks nest
+    (the outermost memo is used).
+    """
+    if _cells_memo.get() is not None:
+        yield
+        return
+    token = _cells_memo.set({})
+    try:
+        yield
+    finally:
+        _cells_memo.reset(token)
+
+
 def reconciled_cells(
     conn: Connection,
     start: date,
@@ -704,6 +732,25 @@ def reconciled_cells(
     retention keep their rollups but not their per-request raw rows).
     """
     urls = gateway_urls_from_env() if gateway_urls is None else tuple(gateway_urls)
+    memo = _cells_memo.get()
+    key = (start, end, workspace_id, urls, from_raw)
+    if memo is not None and key in memo:
+        return list(memo[key])
+    cells = _compute_cells(conn, start, end, workspace_id, urls, from_raw)
+    if memo is not None:
+        memo[key] = cells
+        return list(cells)
+    return cells
+
+
+def _compute_cells(
+    conn: Connection,
+    start: date,
+    end: date,
+    workspace_id: str | None,
+    urls: tuple[str, ...],
+    from_raw: bool,
+) -> list[Cell]:
     via = gateway_url_variants(urls)
     sources = _cell_sources_raw if from_raw else _cell_sources
     cells = sources(conn, start, end, workspace_id, via)

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from metis.analytics.admin_tokens import verify
 from metis.analytics.deps import app_engine, app_settings, auth_throttle, client_address
 from metis.config import Settings
+from metis.ledger.reconcile import cells_memo
 from metis.web import insights, pages, session
 from metis.web.actions import router as actions_router
 from metis.web.http import (
@@ -184,7 +185,8 @@ def _page(name: str, path: str, title: str) -> Callable[[Request], Response]:
                 stack=qp.get("stack"),
                 baseline=qp.get("baseline"),
             )
-            ctx = build(conn, q)
+            with cells_memo():  # the page's tables share one window's reconciled cells
+                ctx = build(conn, q)
             workspaces = list_workspaces(conn)
         tables: dict[str, Table] = ctx["tables"]
         want = qp.get("csv")
