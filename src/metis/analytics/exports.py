@@ -244,6 +244,12 @@ USAGE_CSV_COLUMNS = (*("cost_usd" if c == "cost_nanousd" else c for c in USAGE_C
 USAGE_JSONL_KEYS = (*(c for c in USAGE_COLUMNS if c != "cost_nanousd"),
                     "cost_usd", "class", "counted")  # fmt: skip
 """The ungrouped usage export's JSON Lines keys, in order (``cost_usd`` after ``revision``)."""
+# One JSON Lines object, keys in that order: a Struct encodes three times faster than a dict.
+_JsonlRow = msgspec.defstruct(
+    "UsageJsonlRow",
+    [f"f{i}" for i in range(len(USAGE_JSONL_KEYS))],
+    rename={f"f{i}": k for i, k in enumerate(USAGE_JSONL_KEYS)},
+)
 # A CSV cell that begins like a formula, quoted (``"``) or not: a batch without one needs no
 # `csv_safe` pass (see `UsageRowEncoder`). Every cell but a line's first follows a comma, and
 # the first is ``usage_date``.
@@ -278,8 +284,8 @@ class UsageRowEncoder:
     ``csv.writer`` in one ``writerows``, and the `csv_safe` pass over every
     text cell runs only for a batch whose encoded text has a cell starting
     like a formula (rare: a negative residue, a hostile model name); JSON
-    Lines are one msgspec ``encode_lines`` call per batch, which writes
-    datetimes exactly as `metis.timeutil.iso` does.
+    Lines are one msgspec ``encode_lines`` call per batch of Structs, which
+    writes datetimes exactly as `metis.timeutil.iso` does.
     """
 
     def __init__(self, fmt: Format) -> None:
@@ -324,11 +330,13 @@ class UsageRowEncoder:
         ]
 
     def _jsonl_rows(self, rows: Sequence[tuple[Any, ...]]) -> bytes:
-        c, keys, raw = _COST, USAGE_JSONL_KEYS, msgspec.Raw
-        values = (
-            (*r[:c], *r[c + 1 : -2], raw(nano_usd_text(r[c]).encode()), r[-2], r[-1]) for r in rows
+        c, line, raw = _COST, _JsonlRow, msgspec.Raw
+        return self._encoder.encode_lines(
+            [
+                line(*r[:c], *r[c + 1 : -2], raw(nano_usd_text(r[c]).encode()), r[-2], r[-1])
+                for r in rows
+            ]
         )
-        return self._encoder.encode_lines([dict(zip(keys, v, strict=True)) for v in values])
 
     def _take(self) -> bytes:
         data = self._buf.getvalue().encode()
