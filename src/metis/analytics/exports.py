@@ -21,7 +21,6 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -235,9 +234,6 @@ def usage_export(
 
 
 _COST = USAGE_COLUMNS.index("cost_nanousd")
-_DATES = USAGE_COLUMNS.index("usage_date")
-_TIMES = (USAGE_COLUMNS.index("window_start"), USAGE_COLUMNS.index("window_end"))
-assert (_DATES, _TIMES) == (0, (1, 2)), "UsageRowEncoder._csv_rows spells these positions out"
 USAGE_CSV_COLUMNS = (*("cost_usd" if c == "cost_nanousd" else c for c in USAGE_COLUMNS),
                      "class", "counted")  # fmt: skip
 """The ungrouped usage export's CSV header: `USAGE_COLUMNS` in order, cost in USD."""
@@ -266,26 +262,20 @@ def nano_usd_text(nanos: int) -> str:
     return f"{'-' if nanos < 0 else ''}{whole}.{frac:09d}"
 
 
-def _iso_utc(dt: datetime) -> str:
-    """`metis.timeutil.iso` for the aware UTC datetimes the ledger returns, without a
-    conversion per value (anything else takes the general path)."""
-    s = dt.isoformat()
-    return s[:-6] + "Z" if s.endswith("+00:00") else iso(dt)
-
-
 class UsageRowEncoder:
     """`metis.analytics.views.usage_rows` tuples to CSV or JSON Lines bytes, a batch at a time.
 
     The output is the one a per-cell encoding gives (dates and times ISO 8601
     UTC with ``Z``, money plain USD with nine decimals, ``counted`` as
     true/false, empty CSV cells for nulls, `csv_safe` text cells): what is
-    fast here is how. Each row is converted only where its type needs it (the
-    date, the two times, the cost, ``counted``); CSV rows go to the C
-    ``csv.writer`` in one ``writerows``, and the `csv_safe` pass over every
-    text cell runs only for a batch whose encoded text has a cell starting
-    like a formula (rare: a negative residue, a hostile model name); JSON
-    Lines are one msgspec ``encode_lines`` call per batch of Structs, which
-    writes datetimes exactly as `metis.timeutil.iso` does.
+    fast here is how. msgspec writes dates and times (``to_builtins`` for CSV,
+    ``encode_lines`` of Structs for JSON Lines, a batch per call) exactly as
+    `metis.timeutil.iso` does for the aware UTC datetimes the ledger returns
+    (``usage_rows`` gives no other kind); Python touches only the cost and
+    ``counted`` of a row; CSV rows go to the C ``csv.writer`` in one
+    ``writerows``, and the `csv_safe` pass over every text cell runs only for
+    a batch whose encoded text has a cell starting like a formula (rare: a
+    negative residue, a hostile model name).
     """
 
     def __init__(self, fmt: Format) -> None:
@@ -317,16 +307,8 @@ class UsageRowEncoder:
     def _csv_rows(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         c = _COST
         return [
-            (
-                r[0].isoformat(),
-                _iso_utc(r[1]),
-                _iso_utc(r[2]),
-                *r[3:c],
-                nano_usd_text(r[c]),
-                *r[c + 1 : -1],
-                "true" if r[-1] else "false",
-            )
-            for r in rows
+            (*r[:c], nano_usd_text(r[c]), *r[c + 1 : -1], "true" if r[-1] else "false")
+            for r in msgspec.to_builtins(rows)  # dates and times to text, in C
         ]
 
     def _jsonl_rows(self, rows: Sequence[tuple[Any, ...]]) -> bytes:

@@ -96,7 +96,8 @@ def usage_rows(
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The usage rows behind `usage`, in batches: stored rows, then residue rows.
 
-    Each row is a tuple: the values of ``columns`` (of ``usage_records``), then
+    Each row is a tuple: the values of ``columns`` (of ``usage_records``; times
+    are aware UTC datetimes, as every ledger read gives them), then
     ``class`` (its reconciliation class: ``gateway``, ``plugin``,
     ``plugin_duplicate``, ``plugin_via_gateway``, ``provider``, or for the
     synthetic rows ``unattributed`` / ``drift_adjustment``) and ``counted``
