@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine, func, insert, select
 
 from metis import jsonutil
@@ -619,3 +621,20 @@ def test_export_http_response_is_chunked(
         want = _per_cell_export(engine, "reconciled", fmt, query_window(WIN["from"], WIN["to"],
                                                                        "reconciled"))  # fmt: skip
         assert body == want
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_nano_usd_text_is_plain_usd_of_the_decimal(nanos: int) -> None:
+    from metis.analytics.exports import nano_usd_text
+    from metis.money import plain_usd
+
+    assert nano_usd_text(nanos) == plain_usd(usd_json(nanos))  # type: ignore[arg-type]
+
+
+def test_nano_usd_text_edges() -> None:
+    from metis.analytics.exports import nano_usd_text
+
+    assert [nano_usd_text(n) for n in (0, 80, -80, 10**9, -(10**9) - 1, 12_500_000_000)] == [
+        "0.000000000", "0.000000080", "-0.000000080", "1.000000000", "-1.000000001",
+        "12.500000000",
+    ]  # fmt: skip
