@@ -344,20 +344,22 @@ def bench_export(env: dict[str, str], tmp: Path, rows_target: int, total: int) -
                     "t0 = time.perf_counter()\n"
                     f"rc = main(['export', 'usage', '--from', '{frm}', '--to', "
                     f"'{END.isoformat()}', '--view', '{view}', '--output', '{out}'])\n"
-                    "print(rc, time.perf_counter() - t0,"
-                    " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+                    "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+                    "print(rc, time.perf_counter() - t0, u.ru_utime + u.ru_stime, u.ru_maxrss)\n"
                 )
                 res = subprocess.run(
                     [sys.executable, "-c", code], env=env, capture_output=True, text=True,
                     check=True,
                 )  # fmt: skip
-                _rc, secs, rss_kb = res.stdout.split()
+                _rc, secs, cpu, rss_kb = res.stdout.split()
                 with out.open("rb") as fh:
                     lines = sum(1 for _ in fh) - (fmt == "csv")
                 out.unlink()
                 results.append(
                     f"| export usage {fmt}, {view} | {lines:,} rows | {float(secs):.1f} s, "
-                    f"{lines / float(secs):,.0f} rows/s | peak RSS {int(rss_kb) / 1024:.0f} MiB |"
+                    f"{lines / float(secs):,.0f} rows/s (CPU {float(cpu):.1f} s: "
+                    f"{lines / float(cpu):,.0f} rows per CPU-second) | peak RSS "
+                    f"{int(rss_kb) / 1024:.0f} MiB |"
                 )
                 log(results[-1])
     return results
