@@ -6,8 +6,10 @@ them (SQLite: executemany on the raw driver with secondary indexes dropped and
 rebuilt; PostgreSQL: COPY), builds the rollups with `metis.ledger.rollups.rebuild`,
 then times each analytics endpoint over HTTP (a real Metis server thread,
 admin token) for 90-day and 7-day windows, and runs ``metis export usage`` for
-about 1M rows in a subprocess, reporting its peak RSS next to a 10k-row export,
-and ``metis export focus`` (CSV and Parquet) for 7 and 90 days.
+about 1M rows in a subprocess (CSV and JSON Lines, reconciled and raw view),
+reporting rows/s and its peak RSS next to a 10k-row export, and ``metis export
+focus`` (CSV and Parquet) for 7 and 90 days. ``--export-only`` runs just the
+usage export (with ``--reuse`` of a kept database: pass its ``--rows`` too).
 It also times the write path (`upsert_usage` with rollup maintenance) for
 gateway-like batches.
 
@@ -23,6 +25,9 @@ reconciled-view cases and the write path (no export).
     .venv/bin/python bench/analytics.py --backend postgresql \
         --pg-url postgresql://metis@127.0.0.1:55432/postgres --rows 10000000
     .venv/bin/python bench/analytics.py --rows 200000      # a quick run
+    .venv/bin/python bench/analytics.py --rows 1000000 --keep --repeat 1
+    .venv/bin/python bench/analytics.py --reuse sqlite:////tmp/metis-bench-…/metis.db \
+        --rows 1000000 --no-rebuild --export-only
 
 Prints a Markdown table; results are recorded in docs/performance.md.
 """
@@ -379,32 +384,39 @@ def bench_endpoints(
 
 
 def bench_export(env: dict[str, str], tmp: Path, rows_target: int, total: int) -> list[str]:
-    """Run `metis export usage` in a child for ~rows_target rows and for 10k rows; peak RSS."""
+    """Run `metis export usage` in a child for ~rows_target rows and for 10k rows, as CSV and
+    JSON Lines, in the reconciled (default) and raw views: time, rows/s and peak RSS."""
     results = []
     for target in (10_000, rows_target):
         days = max(1, round(DAYS * target / total))
         frm = (END - timedelta(days=days)).isoformat()
-        out = tmp / f"export_{target}.csv"
-        code = (
-            "import resource, sys, time\n"
-            "from metis.cli.main import main\n"
-            "t0 = time.perf_counter()\n"
-            f"rc = main(['export', 'usage', '--from', '{frm}', '--to', '{END.isoformat()}',"
-            f" '--format', 'csv', '--output', '{out}'])\n"
-            "print(rc, time.perf_counter() - t0,"
-            " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-        )
-        res = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        )
-        _rc, secs, rss_kb = res.stdout.split()
-        lines = sum(1 for _ in out.open()) - 1
-        out.unlink()
-        results.append(
-            f"| export usage csv | {lines:,} rows | {float(secs):.1f} s | peak RSS "
-            f"{int(rss_kb) / 1024:.0f} MiB |"
-        )
-        log(results[-1])
+        for view in ("reconciled", "raw"):
+            for fmt in ("csv", "jsonl"):
+                out = tmp / f"export_{target}.{fmt}"
+                code = (
+                    "import resource, sys, time\n"
+                    "from metis.cli.main import main\n"
+                    "t0 = time.perf_counter()\n"
+                    f"rc = main(['export', 'usage', '--from', '{frm}', '--to', "
+                    f"'{END.isoformat()}', '--view', '{view}', '--output', '{out}'])\n"
+                    "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+                    "print(rc, time.perf_counter() - t0, u.ru_utime + u.ru_stime, u.ru_maxrss)\n"
+                )
+                res = subprocess.run(
+                    [sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                    check=True,
+                )  # fmt: skip
+                _rc, secs, cpu, rss_kb = res.stdout.split()
+                with out.open("rb") as fh:
+                    lines = sum(1 for _ in fh) - (fmt == "csv")
+                out.unlink()
+                results.append(
+                    f"| export usage {fmt}, {view} | {lines:,} rows | {float(secs):.1f} s, "
+                    f"{lines / float(secs):,.0f} rows/s (CPU {float(cpu):.1f} s: "
+                    f"{lines / float(cpu):,.0f} rows per CPU-second) | peak RSS "
+                    f"{int(rss_kb) / 1024:.0f} MiB |"
+                )
+                log(results[-1])
     return results
 
 
@@ -518,6 +530,9 @@ def main() -> None:
         "are created and the rollups rebuilt)",
     )
     ap.add_argument("--no-rebuild", action="store_true", help="with --reuse: keep its rollups")
+    ap.add_argument(
+        "--export-only", action="store_true", help="only the usage export (no endpoints, FOCUS)"
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="metis-bench-"))
@@ -570,6 +585,10 @@ def main() -> None:
         lines.append(f"load {load_s:.0f} s (incl. indexes); rebuild-rollups {rebuild_s:.0f} s "
                      f"-> {nroll:,} rollup rows for {n:,} records")  # fmt: skip
         log(lines[-1])
+        if args.export_only:
+            lines += bench_export(env, tmp, min(args.export_rows, args.rows), args.rows)
+            print("\n".join(lines))
+            return
         results = bench_endpoints(url, args.repeat, args.reconciled_only)
         lines.append("")
         lines.append("| endpoint | window | median | max |")

@@ -5,20 +5,34 @@ import io
 import json
 import re
 import stat
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, insert, select
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func, insert, select
 
-from metis.db.tables import events, gateway_keys, ingest_tokens, usage_records, users
+from metis import jsonutil
+from metis.analytics.params import Window
+from metis.analytics.views import query_window
+from metis.db.tables import (
+    events,
+    gateway_keys,
+    ingest_tokens,
+    provider_credentials,
+    sync_windows,
+    usage_records,
+    users,
+)
 from metis.events import GatewayKeyIssued, GatewayQuotaExceeded, event_row
 from metis.ledger.reconcile import reconciled_cells
+from metis.money import usd_json
 from tests.analytics.seed import T0
-from tests.analytics.test_api import WIN, _three_keys, get
+from tests.analytics.test_api import WIN, _identity, _three_keys, get
 from tests.conftest import Cli
 
 
@@ -364,3 +378,263 @@ def test_export_format_follows_the_output_file_name(
     assert r.exit_code == 1 and not bad.exists()
     assert "--format csv but" in r.stderr and "named like a jsonl file" in r.stderr
     cli.ok("export", "audit", *win, "--format", "jsonl", "-o", str(bad))  # agreeing is fine
+
+
+# -- the ungrouped usage export: same bytes as a per-cell encoding, streamed -------------------
+
+_GW_URL = "http://gw.test:8080"
+_MODELS = ["gpt-4o", "模型-é ünïcode", "=cmd|' /C calc'!A0", "-5", "+SUM(A1)", "@SUM(A1)",
+           "tab\tmodel", 'line\nbreak, "quoted"', "\rcr", "-x", "a,b"]  # fmt: skip
+
+
+def _overlapping_ledger(engine: Engine) -> None:
+    """Gateway, plugin (duplicate, via gateway, direct) and provider rows over three days.
+
+    Day T0 of ws_1/openai is covered by a provider sync: gpt-4o's provider figure is above
+    what was attributed (an ``unattributed`` row), ``-5``'s below it (a negative
+    ``drift_adjustment`` row). Text cells hold unicode, CSV metacharacters and formula
+    starts; ids, status, latency and pricing version are null on some rows; times carry
+    microseconds on some rows and none on others.
+    """
+    import random
+
+    from tests.analytics import seed
+    from tests.analytics.seed import rec
+
+    _identity(engine)
+    rnd = random.Random(23)
+    recs = []
+    for i in range(40):
+        at = T0 + timedelta(hours=i * 1.7, microseconds=(i * 37_001) % 1_000_000 if i % 3 else 0)
+        model = _MODELS[i % len(_MODELS)]
+        cost = rnd.choice([0, 1, 80, 333_333_333, 5_000_000_007, 123_456_789_012_345])
+        keyed = i % 4 != 3
+        recs.append(rec(at=at, cost=cost, model=model, key_id="key_a" if keyed else None,
+                        user_id="usr_a" if keyed else None, team_id="team_e" if keyed else None,
+                        correlation_id=f"chatcmpl-{i}", pricing_version="v1" if i % 2 else None,
+                        status=None if i % 5 == 0 else "ok",
+                        latency_ms=None if i % 5 == 0 else 100 + i))  # fmt: skip
+        if i % 2 == 0:  # the same call seen by a plugin: a duplicate
+            recs.append(rec(at=at, cost=cost, model=model, source="hermes_plugin",
+                            status=None, correlation_id=f"chatcmpl-{i}"))  # fmt: skip
+    for i in range(12):
+        at = T0 + timedelta(hours=i * 5, minutes=7)
+        via = i % 2 == 0  # sent through the gateway's URL, or straight to the provider
+        recs.append(rec(at=at, cost=rnd.randrange(10**10), model=_MODELS[i % len(_MODELS)],
+                        source="hermes_plugin", status=None, latency_ms=None,
+                        base_url=_GW_URL + "/v1" if via else "https://api.openai.com/v1",
+                        correlation_id=None if i % 3 == 0 else f"resp-{i}"))  # fmt: skip
+    recs += [
+        rec(at=T0, cost=50 * 10**12, source="provider_api_key", status=None, latency_ms=None,
+            input_tokens=10**6, output_tokens=10**5),
+        rec(at=T0, cost=1, model="-5", source="provider_api_key", status=None, latency_ms=None,
+            input_tokens=1, output_tokens=1),
+    ]  # fmt: skip
+    with engine.begin() as c:
+        c.execute(insert(provider_credentials).values(
+            id="cred_p", workspace_id="ws_1", provider="openai", purpose_inference=False,
+            purpose_usage_admin=True, mode="admin", created_at=T0))  # fmt: skip
+        c.execute(insert(sync_windows).values(
+            credential_id="cred_p", window_start=T0, window_end=T0 + timedelta(days=1),
+            completed_at=T0 + timedelta(days=1, hours=2), records=1))  # fmt: skip
+        seed.write(c, recs)
+
+
+def _old_cell(v: Any) -> Any:
+    """How the export rendered one value before it encoded rows in batches (the format)."""
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(v, date):
+        return v.isoformat()
+    return v
+
+
+def _per_cell_export(engine: Engine, view: str, fmt: str, window: Window) -> bytes:
+    """The ungrouped usage export computed independently: one select of the stored rows,
+    classified in Python, then the reconciled cells' residue rows, encoded cell by cell."""
+    from metis.analytics.exports import USAGE_COLUMNS, csv_safe
+    from metis.ledger import reconcile
+
+    urls = set(reconcile.gateway_url_variants(reconcile.gateway_urls_from_env()))
+    ur = usage_records.c
+    with engine.connect() as c:
+        gateway_ids = {(w, cid) for w, cid in c.execute(
+            select(ur.workspace_id, ur.correlation_id).where(ur.source == "gateway"))}  # fmt: skip
+        stored = c.execute(
+            select(usage_records)
+            .where(ur.window_start >= window.start, ur.window_start < window.end)
+            .order_by(ur.window_start, ur.id)
+        ).mappings().all()  # fmt: skip
+        cells = reconcile.reconciled_cells(c, window.start.date(), window.end.date(), None)
+    rows: list[dict[str, Any]] = []
+    for r in stored:
+        if r["source"] == "provider_api_key":
+            klass = "provider"
+        elif r["source"] == "gateway":
+            klass = "gateway"
+        elif r["base_url"] in urls:
+            klass = "plugin_via_gateway"
+        elif r["correlation_id"] is not None and (r["workspace_id"], r["correlation_id"]) in (
+            gateway_ids
+        ):
+            klass = "plugin_duplicate"
+        else:
+            klass = "plugin"
+        counted = view == "raw" or klass in ("gateway", "plugin")
+        rows.append({**{n: r[n] for n in USAGE_COLUMNS}, "class": klass, "counted": counted})
+    if view == "reconciled":
+        for cell in cells:
+            for kind, t, sign in (("unattributed", cell.unattributed, 1),
+                                  ("drift_adjustment", cell.drift, -1)):  # fmt: skip
+                if t.is_zero():
+                    continue
+                start = datetime.combine(cell.day, datetime.min.time(), UTC)
+                row: dict[str, Any] = dict.fromkeys(USAGE_COLUMNS)
+                row.update(
+                    usage_date=cell.day,
+                    window_start=start,
+                    window_end=start + timedelta(days=1),
+                    workspace_id=cell.workspace_id,
+                    source=kind,
+                    granularity="1d",
+                    provider=cell.provider,
+                    model=cell.model,
+                    model_raw=cell.model,
+                    cost_source="reconciled",
+                )
+                for m, v in t.measures().items():
+                    row[m] = sign * v
+                rows.append({**row, "class": kind, "counted": True})
+    out = io.StringIO()
+    if fmt == "jsonl":
+        lines = []
+        for r in rows:
+            d = {n: _old_cell(r[n]) for n in USAGE_COLUMNS if n != "cost_nanousd"}
+            d["cost_usd"] = usd_json(r["cost_nanousd"])
+            d["class"], d["counted"] = r["class"], r["counted"]
+            lines.append(jsonutil.dumps(d) + b"\n")
+        return b"".join(lines)
+    names = ["cost_usd" if n == "cost_nanousd" else n for n in USAGE_COLUMNS]
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow([*names, "class", "counted"])
+    for r in rows:
+        r["cost_usd"] = usd_json(r.pop("cost_nanousd"))
+        cells_out = []
+        for n in [*names, "class", "counted"]:
+            v = r[n]
+            if v is None:
+                cells_out.append("")
+            elif isinstance(v, bool):
+                cells_out.append("true" if v else "false")
+            else:
+                cells_out.append(csv_safe(_old_cell(v)))
+        w.writerow(cells_out)
+    return out.getvalue().encode()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("view", ["reconciled", "raw"])
+def test_usage_export_bytes_equal_a_per_cell_encoding(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, view: str, fmt: str
+) -> None:
+    """Issue 23: the batch encoder writes what encoding each cell on its own wrote."""
+    from metis.analytics import exports
+    from metis.analytics.params import Filters
+    from metis.analytics.views import query_window
+
+    monkeypatch.setenv("METIS_GATEWAY_URLS", _GW_URL)
+    monkeypatch.setattr(exports, "BATCH", 7)  # several batches, some with formula cells
+    _overlapping_ledger(engine)
+    window = query_window(WIN["from"], WIN["to"], view)  # type: ignore[arg-type]
+    got = b"".join(exports.usage_export(engine, window, Filters(), fmt, (), view))  # type: ignore[arg-type]
+    want = _per_cell_export(engine, view, fmt, window)
+    assert got.decode() == want.decode()
+    text = got.decode()
+    classes = {"gateway", "plugin", "plugin_duplicate", "plugin_via_gateway", "provider"}
+    if view == "reconciled":
+        classes |= {"unattributed", "drift_adjustment"}
+    for k in classes:  # the ledger exercises every class the view shows
+        assert f"{k}" in text, k
+    if fmt == "csv":
+        # csv.writer leaves a lone CR unquoted (lineterminator is "\n"), as it always did
+        # here: a reader splits that row, so read the others.
+        parsed = list(csv.DictReader(io.StringIO(text.replace("\rcr", "cr"), newline="")))
+        assert {r["model"] for r in parsed} >= {"'=cmd|' /C calc'!A0", "-5", "'+SUM(A1)",
+                                                "'@SUM(A1)", "'-x", "模型-é ünïcode"}  # fmt: skip
+        assert any(r["cost_usd"].startswith("-") for r in parsed) == (view == "reconciled")
+
+
+def test_usage_export_streams_one_batch_at_a_time(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export reads a batch, sends it, then reads the next (a server-side cursor on
+    PostgreSQL): memory holds one batch whatever the row count."""
+    from metis.analytics import exports, views
+    from metis.analytics.params import Filters
+    from metis.analytics.views import query_window
+
+    monkeypatch.setenv("METIS_GATEWAY_URLS", _GW_URL)
+    monkeypatch.setattr(exports, "BATCH", 5)
+    _overlapping_ledger(engine)
+    pulled: list[int] = []
+    real = views.usage_rows
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        for part in real(*args, **kwargs):
+            pulled.append(len(part))
+            yield part
+
+    monkeypatch.setattr(views, "usage_rows", counting)
+    window = query_window(WIN["from"], WIN["to"], "raw")
+    chunks = exports.usage_export(engine, window, Filters(), "csv", (), "raw")
+    first = next(chunks)
+    assert pulled == [5] and first.count(b"\n") == 1 + 5  # the header and one batch
+    if engine.dialect.name == "postgresql":  # the rows wait in a server-side cursor
+        with engine.connect() as other:
+            q = "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+            assert any(s.startswith("FETCH") for (s,) in other.exec_driver_sql(q)), list(
+                other.exec_driver_sql(q)
+            )
+    rest = list(chunks)
+    with engine.connect() as c:
+        stored = c.execute(select(func.count()).select_from(usage_records)).scalar_one()
+    assert len(pulled) == len(rest) + 1  # a chunk per batch read
+    assert sum(pulled) == stored > 5 * 10 and max(pulled) == 5
+
+
+def test_export_http_response_is_chunked(
+    engine: Engine, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /export/usage streams: a chunked body with no length known up front."""
+    from metis.analytics import exports
+
+    monkeypatch.setattr(exports, "BATCH", 5)  # the server runs in this process
+    _overlapping_ledger(engine)
+    for fmt in ("csv", "jsonl"):
+        with api.stream("GET", "/export/usage", params={**WIN, "format": fmt}) as r:
+            assert r.status_code == 200
+            assert r.headers.get("transfer-encoding") == "chunked"
+            assert "content-length" not in r.headers
+            body = b"".join(r.iter_bytes())
+        want = _per_cell_export(engine, "reconciled", fmt, query_window(WIN["from"], WIN["to"],
+                                                                       "reconciled"))  # fmt: skip
+        assert body == want
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_nano_usd_text_is_plain_usd_of_the_decimal(nanos: int) -> None:
+    from metis.analytics.exports import nano_usd_text
+    from metis.money import plain_usd
+
+    assert nano_usd_text(nanos) == plain_usd(usd_json(nanos))  # type: ignore[arg-type]
+
+
+def test_nano_usd_text_edges() -> None:
+    from metis.analytics.exports import nano_usd_text
+
+    assert [nano_usd_text(n) for n in (0, 80, -80, 10**9, -(10**9) - 1, 12_500_000_000)] == [
+        "0.000000000", "0.000000080", "-0.000000080", "1.000000000", "-1.000000001",
+        "12.500000000",
+    ]  # fmt: skip

@@ -99,3 +99,34 @@ def test_utc_datetime_on_sqlite_binds_what_the_two_layer_chain_did(engine: Engin
                 select(config_versions.c.updated_at).where(config_versions.c.name == "tz")
             ).scalar_one()
         assert got == values[2] and got.tzinfo is not None
+
+
+def test_utc_datetime_on_sqlite_reads_what_the_two_layer_chain_did() -> None:
+    """UTCDateTime's one-step SQLite result processor equals SQLite's DATETIME processor
+    followed by process_result_value (the chain), for the text it writes and for any other."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.types import TypeDecorator
+
+    from metis.db.types import UTCDateTime
+
+    dialect = sqlite.dialect()
+    impl = UTCDateTime().dialect_impl(dialect)  # what SQLAlchemy looks up
+    fast = impl.result_processor(dialect, None)
+    chain = TypeDecorator.result_processor(impl, dialect, None)
+    to_text = impl.bind_processor(dialect)
+    assert fast is not None and chain is not None and to_text is not None
+    written = [
+        datetime(2026, 11, 30, 22, 5, 1, 123456, tzinfo=UTC),
+        datetime(2026, 11, 30, 22, 5, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, 1, 0, 0, 7, tzinfo=timezone(timedelta(hours=2))),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    texts = [to_text(v) for v in written]
+    texts += ["2026-11-30 22:05:01", "2026-11-30 22:05:01.5", None]  # not this writer's form
+    for t in texts:
+        got, want = fast(t), chain(t)
+        assert got == want and (got is None or got.tzinfo is UTC), t
+    assert [fast(t) for t in texts[:5]] == [v.astimezone(UTC) for v in written]

@@ -93,19 +93,22 @@ def usage_rows(
     filters: Filters,
     columns: Sequence[str],
     batch: int = 5000,
-) -> Iterator[list[dict[str, Any]]]:
+) -> Iterator[list[tuple[Any, ...]]]:
     """The usage rows behind `usage`, in batches: stored rows, then residue rows.
 
-    Each row has ``columns`` (of ``usage_records``) plus ``class`` (its
-    reconciliation class: ``gateway``, ``plugin``, ``plugin_duplicate``,
-    ``plugin_via_gateway``, ``provider``, or for the synthetic rows
-    ``unattributed`` / ``drift_adjustment``) and ``counted`` (whether
-    ``view`` counts it). The counted rows sum to `usage`'s total for the same
+    Each row is a tuple: the values of ``columns`` (of ``usage_records``; times
+    are aware UTC datetimes, as every ledger read gives them), then
+    ``class`` (its reconciliation class: ``gateway``, ``plugin``,
+    ``plugin_duplicate``, ``plugin_via_gateway``, ``provider``, or for the
+    synthetic rows ``unattributed`` / ``drift_adjustment``) and ``counted``
+    (whether ``view`` counts it). Tuples, not mappings: an export reads
+    millions of them. The counted rows sum to `usage`'s total for the same
     window, view and filters, to the nano-dollar: in the raw view every stored
     row counts; in the reconciled view the attributed rows (gateway, plugin)
     count, duplicates and provider rows do not, and one row per covered cell
     carries the residue that makes the cell's figure the reconciled one.
-    Stored rows stream (``yield_per``); ordered by ``window_start``.
+    Stored rows stream (``yield_per``: a server-side cursor on PostgreSQL),
+    one batch in memory at a time; ordered by ``window_start``, then ``id``.
     """
     if view == "reconciled":
         window = day_window(window)
@@ -128,14 +131,12 @@ def usage_rows(
         c = reconcile._classified(d0, d1, filters.workspace_id, urls, conds)
         q = select(*(c.c[n] for n in columns), c.c.klass).order_by(c.c.window_start, c.c.id)
         result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
-        for part in result.mappings().partitions():
-            out = []
-            for r in part:
-                d = {n: r[n] for n in columns}
-                d["class"] = r["klass"]
-                d["counted"] = view == "raw" or r["klass"] in COUNTED_CLASSES
-                out.append(d)
-            yield out
+        counted = COUNTED_CLASSES if view == "reconciled" else None
+        for part in result.partitions():
+            if counted is None:
+                yield [(*r, True) for r in part]
+            else:
+                yield [(*r, r[-1] in counted) for r in part]
     if view == "raw" or any(v is not None for v in ident.values()):
         return
     if source is not None and source not in reconcile.RESIDUE_SOURCES:
@@ -149,7 +150,7 @@ def _residue_rows(
     workspace_id: str | None,
     columns: Sequence[str],
     only: str | None,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[tuple[Any, ...]]:
     """One row per covered cell and residue kind of whole-day ``window`` (see `usage_rows`)."""
     cells = reconcile.reconciled_cells(conn, window.start.date(), window.end.date(), workspace_id)
     for cell in cells:
@@ -175,7 +176,4 @@ def _residue_rows(
             )
             for m, v in t.measures().items():
                 base[m] = sign * v
-            row = {n: base[n] for n in columns}
-            row["class"] = kind
-            row["counted"] = True
-            yield row
+            yield (*(base[n] for n in columns), kind, True)

@@ -43,6 +43,28 @@ class UTCDateTime(TypeDecorator[datetime]):
             return _sqlite_utc_text
         return super().bind_processor(dialect)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """On SQLite, one C parse of the stored text straight to an aware UTC datetime.
+
+        Equal to SQLite's DATETIME processor followed by `process_result_value`
+        for the text `bind_processor` writes (tested against that chain), and
+        several times cheaper: an export reads two of these per row. Text in
+        any other form takes that chain.
+        """
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        chain = super().result_processor(dialect, coltype)
+        assert chain is not None
+
+        def process(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            if len(value) == 26 and value[10] == " ":  # YYYY-MM-DD HH:MM:SS.ffffff
+                return datetime.fromisoformat(value + "+00:00")
+            return chain(value)
+
+        return process
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
