@@ -681,3 +681,36 @@ def test_grouped_view_residues_filters_and_edges(ws_engine: Engine) -> None:
         assert today[0].input_tokens == 600
         with pytest.raises(ValueError, match="cannot group"):
             reconciled_aggregate(c, whole, _Filters(), ["metadata"], [GW_URL])
+
+
+def test_cells_memo_reads_a_window_once_and_ends_with_its_block(ws_engine: Engine) -> None:
+    """Inside `cells_memo` a window's cells are read once (no statement the second
+    time); after the block a write is seen again."""
+    from sqlalchemy import event
+
+    from metis.ledger.reconcile import cells_memo
+
+    d0, _ = DAYS
+    _load(ws_engine, [rec("gateway", "g1", d0, 1, "gpt-4o", input_tokens=100, cost_nanousd=10)])
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(ws_engine, "before_cursor_execute", count)
+    try:
+        with ws_engine.connect() as c, cells_memo():
+            first = reconciled_cells(c, d0, d0 + timedelta(days=1), WS)
+            n = len(statements)
+            assert n > 0
+            assert reconciled_cells(c, d0, d0 + timedelta(days=1), WS) == first
+            assert len(statements) == n
+            # another window is its own entry
+            reconciled_cells(c, d0, d0 + timedelta(days=2), WS)
+            assert len(statements) > n
+    finally:
+        event.remove(ws_engine, "before_cursor_execute", count)
+    _load(ws_engine, [rec("gateway", "g2", d0, 2, "gpt-4o", input_tokens=1, cost_nanousd=1)])
+    with ws_engine.connect() as c:
+        (cell,) = reconciled_cells(c, d0, d0 + timedelta(days=1), WS)
+    assert cell.reconciled.input_tokens == 101
