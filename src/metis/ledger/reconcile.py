@@ -811,21 +811,23 @@ def standing_rows(
     narrow: Mapping[str, str | None],
     cols: Sequence[str],
     via: Sequence[str],
-) -> list[tuple[dict[str, Any], dict[str, int]]]:
+) -> list[tuple[tuple[Any, ...], list[int]]]:
     """The attributed (gateway + plugin) rows of UTC days ``[start, end)`` grouped by ``cols``.
 
     From the rollups: gateway rows from the narrowest rollup table with every
     needed dimension, plugin rows that are neither duplicates nor sent
     through the gateway from the narrowest reconciliation rollup with them
-    (`metis.ledger.rollups.RECON_PROJECTIONS`, else ``usage_rollups_reconcile``). ``narrow`` filters
-    ``user_id``/``team_id``/``gateway_key_id``/``source`` (None = any).
-    Returns (dims, measures) pairs; dims use None for a missing user/team/key,
-    measures are `metis.ledger.rollups.MEASURES`.
+    (`metis.ledger.rollups.RECON_PROJECTIONS`, else ``usage_rollups_reconcile``).
+    ``narrow`` filters ``user_id``/``team_id``/``gateway_key_id``/``source``
+    (None = any).
+    Returns (key, measures) pairs: the ``cols`` values in order (None for a
+    missing user/team/key) and `metis.ledger.rollups.MEASURES` in order (a
+    90-day grouping by day and user is tens of thousands of them: no dicts).
     """
     conds_of = {k: v for k, v in narrow.items() if v is not None}
     source = conds_of.get("source")
     needed = {*cols, *conds_of, "source", "workspace_id"}
-    out: list[tuple[dict[str, Any], dict[str, int]]] = []
+    out: list[tuple[tuple[Any, ...], list[int]]] = []
     tables: list[tuple[Any, Any]] = []
     if source in (None, GATEWAY_SOURCE):
         gt = next(
@@ -854,11 +856,15 @@ def standing_rows(
             q = q.where(t.c[col] == v)
         if group:
             q = q.group_by(*group)
-        for row in conn.execute(q).mappings():
-            if not row["record_count"]:
+        ident = [i for i, c in enumerate(cols) if c in IDENTITY_DIMS]
+        n = len(cols)
+        for row in conn.execute(q):
+            if not row[n]:  # record_count
                 continue
-            dims = {c: (row[c] or None) if c in IDENTITY_DIMS else row[c] for c in cols}
-            out.append((dims, {m: int(row[m] or 0) for m in rollups.MEASURES}))
+            key = list(row[:n])
+            for i in ident:
+                key[i] = key[i] or None
+            out.append((tuple(key), [int(v or 0) for v in row[n:]]))
     return out
 
 
@@ -998,15 +1004,21 @@ def reconciled_aggregate(
     )
     residues = () if by_identity else residues
     standing_too = source not in RESIDUE_SOURCES
-    merged: dict[tuple[Any, ...], Any] = {}
+    merged: dict[tuple[Any, ...], list[int]] = {}  # key -> rollups.MEASURES in order
+
+    def add(key: tuple[Any, ...], vec: Sequence[int]) -> None:
+        cur = merged.get(key)
+        if cur is None:
+            merged[key] = list(vec)
+        else:
+            for i, v in enumerate(vec):
+                cur[i] += v
 
     def put(dims: dict[str, Any], vals: dict[str, int]) -> None:
-        key = tuple(dims[c] for c in cols)
-        agg = merged.get(key)
-        if agg is None:
-            agg = merged[key] = Agg(dims={c: dims[c] for c in cols})
+        vec = [0] * len(rollups.MEASURES)
         for m, v in vals.items():
-            setattr(agg, m, getattr(agg, m) + v)
+            vec[_MEASURE_INDEX[m]] += v
+        add(tuple(dims[c] for c in cols), vec)
 
     def standing(start: date, end: date, extra: Sequence[Any]) -> None:
         conds = list(extra)
@@ -1039,8 +1051,8 @@ def reconciled_aggregate(
             standing(d0, d1, ())
         else:
             narrow = {**ident, "source": source}
-            for dims, vals in standing_rows(conn, d0, d1, ws, narrow, cols, via):
-                put(dims, vals)
+            for key, vec in standing_rows(conn, d0, d1, ws, narrow, cols, via):
+                add(key, vec)
         if residues:
             for cell in reconciled_cells(conn, d0, d1, ws, urls, from_raw=from_raw):
                 base = {
@@ -1063,7 +1075,14 @@ def reconciled_aggregate(
         lo, hi = a.date(), (b - timedelta(microseconds=1)).date() + timedelta(days=1)
         rng = (usage_records.c.window_start >= a, usage_records.c.window_start < b)
         standing(lo, hi, rng)
-    return list(merged.values())
+    out = []
+    for k, v in merged.items():
+        agg = Agg(dims=dict(zip(cols, k, strict=True)))
+        for m, x in zip(rollups.MEASURES, v, strict=True):
+            setattr(agg, m, x)
+        out.append(agg)
+    return out
 
 
 _OK = ("ok", "success", "succeeded", "completed")
+_MEASURE_INDEX = {m: i for i, m in enumerate(rollups.MEASURES)}
