@@ -108,6 +108,8 @@ RESP_STREAM_BODY = (
 CLK = os.sysconf("SC_CLK_TCK")
 SENT: Counter[str] = Counter()
 """Requests answered (or failed) per server ``host:port``, counted by the load generators."""
+FAILED: Counter[tuple[str, str]] = Counter()
+"""Open-loop failures per (server ``host:port``, HTTP status or client exception)."""
 Urls = str | Sequence[str]
 
 
@@ -233,8 +235,10 @@ async def open_loop(
                     await r.read()
                     if r.status != 200:
                         errors += 1
-            except aiohttp.ClientError:
+                        FAILED[(urlsplit(url).netloc, f"HTTP {r.status}")] += 1
+            except aiohttp.ClientError as e:
                 errors += 1
+                FAILED[(urlsplit(url).netloc, type(e).__name__)] += 1
             lat.append(time.perf_counter() - sched)
             tally(url)
 
@@ -555,7 +559,15 @@ def ledger_lines(r: dict[str, Any]) -> tuple[list[str], bool]:
         f"Ledger check ({'ok' if ok else 'MISMATCH'}): the gateways received {want} billed"
         f" requests ({' + '.join(map(str, r['per_gateway']))}; the clients counted {r['sent']},"
         f" wrk leaves its in-flight requests uncounted); {got} usage records after"
-        f" {waited:.1f} s of polling, {n} after shutdown, cost {cost} nano-USD.",
+        f" {waited:.1f} s of polling, {n} after shutdown, cost {cost} nano-USD."
+        + (
+            " Failed open-loop requests through the gateways: "
+            + ", ".join(f"{k} {kind}" for kind, k in sorted(r["failed"].items()))
+            + " (an exception name is a client-side failure: that request may never have reached a"
+            " gateway)."
+            if r["failed"]
+            else ""
+        ),
         "Write-behind after concurrency 64: the last usage record landed"
         f" {' / '.join(f'{x:.1f}' for x in r['c64_lag'])} s after the last answer; gateway CPU"
         f" from the burst's start until then {ms(r['c64_cpu'])} ms per request{pg}.",
@@ -761,6 +773,12 @@ def main() -> None:
             results["per_gateway"] = received(through)
             want = sum(results["per_gateway"])
             results["sent"] = sum(SENT[urlsplit(u).netloc] for u in through)
+            hosts = {urlsplit(u).netloc for u in through}
+            failed: Counter[str] = Counter()
+            for (host, kind), k in FAILED.items():
+                if host in hosts:
+                    failed[kind] += k
+            results["failed"] = failed
             got, waited = wait_records(want)
             results["landed"] = (got, want, waited)
 
