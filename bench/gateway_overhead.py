@@ -54,9 +54,14 @@ Scenarios (direct = client -> upstream; gateway = client -> Metis -> upstream):
   sleep), and after the gateways' graceful shutdown the spend counters are
   compared with the records: per scope, the spend summed over its periods
   equals the records' cost, and no lease is left reserved. A mismatch exits
-  with status 1. With the defaults (SQLite, one gateway) the result goes to
-  stderr so the Markdown on stdout keeps its format; otherwise it is printed
-  after the tables.
+  with status 1. Also reported: how long after each concurrency-64 burst its
+  last usage record landed (the write-behind backlog), the gateway CPU per
+  request including that flush, with ``--database-url`` the CPU of the bench
+  database's PostgreSQL backends over the same span (the server runs on this
+  machine; not part of "gateway CPU"), and the open-loop failures by HTTP
+  status or client exception. With the defaults (SQLite, one gateway) this
+  goes to stderr so the Markdown on stdout keeps its format; otherwise it is
+  printed after the tables.
 
     .venv/bin/python bench/gateway_overhead.py                # ~2 minutes
     .venv/bin/python bench/gateway_overhead.py --duration 5 --no-litellm
