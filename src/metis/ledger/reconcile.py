@@ -59,7 +59,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, and_, case, cast, exists, func, literal, select
 
-from metis.db.sums import wide_sum
+from metis.db.sums import SumFn, rows_with_exact_sums, wide_sum
 from metis.db.tables import (
     provider_credentials,
     sync_windows,
@@ -846,19 +846,21 @@ def standing_rows(
             cond = and_(cond, rt.c.base_url.not_in(list(via)))
         tables.append((rt, cond))
     for t, cond in tables:
-        group = [t.c[c] for c in cols]
-        q = select(*group, *(wide_sum(t.c[m]).label(m) for m in rollups.MEASURES)).where(
-            cond, t.c.usage_date >= start, t.c.usage_date < end
-        )
-        if workspace_id is not None:
-            q = q.where(t.c.workspace_id == workspace_id)
-        for col, v in conds_of.items():
-            q = q.where(t.c[col] == v)
-        if group:
-            q = q.group_by(*group)
+
+        def build(sum_fn: SumFn, t: Any = t, cond: Any = cond) -> Any:
+            group = [t.c[c] for c in cols]
+            q = select(*group, *(sum_fn(t.c[m]) for m in rollups.MEASURES)).where(
+                cond, t.c.usage_date >= start, t.c.usage_date < end
+            )
+            if workspace_id is not None:
+                q = q.where(t.c.workspace_id == workspace_id)
+            for col, v in conds_of.items():
+                q = q.where(t.c[col] == v)
+            return q.group_by(*group) if group else q
+
         ident = [i for i, c in enumerate(cols) if c in IDENTITY_DIMS]
         n = len(cols)
-        for row in conn.execute(q):
+        for row in rows_with_exact_sums(conn, build):
             if not row[n]:  # record_count
                 continue
             key = list(row[:n])
