@@ -157,3 +157,54 @@ def test_0004_gives_existing_credentials_their_provider_as_family(
     command.downgrade(alembic_config(eng), "0003")
     cols = {c["name"] for c in inspect(eng).get_columns("provider_credentials")}
     assert not {"family", "price_provider", "options"} & cols
+
+
+def test_0005_fills_the_latency_histograms_from_stored_gateway_records(
+    empty_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgraded install answers reliability from histograms at once: 0005 buckets the
+    gateway records already stored (plugin rows and rows without a latency stay out)."""
+    from collections import Counter
+    from datetime import timedelta
+
+    from sqlalchemy import insert, select
+
+    from metis.db.migrate import alembic_config
+    from metis.db.tables import usage_rollups_latency, workspaces
+    from metis.ledger import latency_rollups
+    from metis.ledger.record import UsageRecord
+    from metis.ledger.upsert import upsert_usage
+
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    lat = [None, 0, 7, 99, 100, 950, 951, 1_000, 60_000, 950]
+
+    def rec(i: int, source: str = "gateway") -> UsageRecord:
+        t = at + timedelta(days=i % 3)
+        return UsageRecord(
+            workspace_id="ws_m", source=source, source_ref="key_m", dedupe_key=f"k{i}",
+            window_start=t, window_end=t, granularity="request", provider="openai",
+            model="gpt-4o" if i % 2 else "o3", model_raw="gpt-4o", request_count=1,
+            status="ok", latency_ms=lat[i % len(lat)],
+        )  # fmt: skip
+
+    recs = [rec(i) for i in range(40)] + [rec(i, "hermes_plugin") for i in range(5)]
+    eng = empty_engine
+    upgrade(eng, "0004")
+    # Records written by a release before 0005: no histogram maintenance.
+    monkeypatch.setattr(latency_rollups, "apply_deltas", lambda conn, deltas: None)
+    with eng.begin() as c:
+        c.execute(insert(workspaces).values(id="ws_m", name="m", created_at=at))
+        upsert_usage(c, recs)
+    monkeypatch.undo()
+    upgrade(eng)
+    want = Counter(
+        (r.usage_date, "ws_m", "openai", r.model, latency_rollups.bucket_of(r.latency_ms))
+        for r in recs
+        if r.source == "gateway" and r.latency_ms is not None
+    )
+    t = usage_rollups_latency
+    with eng.connect() as c:
+        got = {tuple(r[:-1]): r[-1] for r in c.execute(select(t))}
+    assert got == dict(want) and sum(got.values()) == 36
+    command.downgrade(alembic_config(eng), "0004")
+    assert "usage_rollups_latency" not in inspect(eng).get_table_names()
