@@ -244,3 +244,14 @@ def test_rebuild_of_a_range_and_retention_keep_other_days(engine: Engine) -> Non
     with engine.begin() as c:
         rollups.rebuild(c)
     assert _hist(engine) == before
+
+
+def test_metis_db_rebuild_rollups_restores_the_histograms(cli: Any, engine: Engine) -> None:
+    _reset(engine)
+    with engine.begin() as c:
+        upsert_usage(c, [_rec(i, i % 3, 200 * i, i % 2) for i in range(9)])
+    before = _hist(engine)
+    with engine.begin() as c:
+        c.execute(delete(usage_rollups_latency))
+    cli.ok("db", "rebuild-rollups")
+    assert _hist(engine) == before and len(before) == 9
