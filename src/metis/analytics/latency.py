@@ -132,7 +132,7 @@ def _from_raw(conn: Connection, window: Window, filters: Filters, calls: int) ->
     conds.append(r.latency_ms.is_not(None))
     lat: dict[Model, list[int]] = defaultdict(list)
     q = select(r.provider, r.model, r.latency_ms).where(and_(*conds))
-    for prov, model, latency in conn.execution_options(yield_per=10000).execute(q):
+    for prov, model, latency in conn.execute(q.execution_options(yield_per=10000)):
         lat[(prov, model)].append(int(latency))
     exact = stride == 1
     out = Latencies("raw" if exact else "raw_sample", 0.0 if exact else None, 0, stride)

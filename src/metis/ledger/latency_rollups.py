@@ -167,7 +167,8 @@ def _fill(conn: Connection, where: list[ColumnElement[bool]]) -> int:
         .group_by(r.usage_date, r.workspace_id, r.provider, r.model, r.latency_ms)
     )
     counts: dict[LatencyKey, int] = {}
-    for d, ws, prov, model, ms, n in conn.execution_options(yield_per=20000).execute(q):
+    # yield_per on the statement: on the connection it would stick (server-side cursors after).
+    for d, ws, prov, model, ms, n in conn.execute(q.execution_options(yield_per=20000)):
         k = (d, ws, prov, model, bucket_of(int(ms)))
         counts[k] = counts.get(k, 0) + int(n)
     rows = [dict(zip(DIMS, k, strict=True)) | {"call_count": n} for k, n in counts.items()]
