@@ -16,7 +16,7 @@ latency histograms, `metis.ledger.latency_rollups`, move one call from the
 old bucket to the new). Replays return nothing
 and so touch no rollup (the new contribution is computed from the record
 itself: a returned row holds exactly its values). Cost per chunk: one indexed
-SELECT, the upsert, one rollup upsert.
+SELECT, the upsert, one upsert per rollup table (the histograms' included).
 
 The upsert is compiled once per dialect and executed with plain tuples at the
 driver level (`metis.db.bulk`, the columns' own bind processors applied): it
