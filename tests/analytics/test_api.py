@@ -339,13 +339,14 @@ def test_reliability(engine: Engine, api: httpx.Client) -> None:
         ("gpt-4o", 10, 0),
         ("gpt-4o-mini", 2, 1),
     ]
-    assert data[0]["latency_ms"] == {"p50": 50, "p90": 90, "p95": 100, "p99": 100, "max": 100}
+    # Exact nearest rank: 50, 90, 100, 100, 100; 90 ms lies in the 89-90 ms bucket, reported 89.
+    assert data[0]["latency_ms"] == {"p50": 50, "p90": 89, "p95": 100, "p99": 100, "max": 100}
     assert data[1]["error_rate"] == Decimal("0.5")
     bob = get(api, "/analytics/reliability", user="bob")["data"]
     assert [d["model"] for d in bob] == ["gpt-4o-mini"]
-    # No identity filter: from the latency histograms (exact below 100 ms, else within 1%).
+    # No identity filter: from the latency histograms (exact below 58 ms, else within 2%).
     body = get(api, "/analytics/reliability")
-    assert (body["latency_method"], body["relative_error"]) == ("histogram", Decimal("0.01"))
+    assert (body["latency_method"], body["relative_error"]) == ("histogram", Decimal("0.02"))
     assert body["latency_sample"] == {"rows": 12, "every": 1, "exact": False}
     # A user filter reads the raw records, exactly.
     bob_body = get(api, "/analytics/reliability", user="bob")
@@ -376,7 +377,7 @@ def test_reliability_samples_latency_beyond_the_limit(
     # Without the filter the histograms answer every call, however many.
     whole = get(api, "/analytics/reliability")
     assert whole["latency_sample"] == {"rows": 100, "every": 1, "exact": False}
-    figures = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "max": 100}
+    figures = {"p50": 50, "p90": 89, "p95": 94, "p99": 98, "max": 100}  # exact: 50 90 95 99 100
     assert whole["data"][0]["latency_ms"] == figures
 
 

@@ -1,5 +1,5 @@
 """`/analytics/reliability` latency figures over HTTP: from the histograms (plus raw
-partial-day edges) within 1% of the exact nearest-rank values of the records in the
+partial-day edges) within 2% of the exact nearest-rank values of the records in the
 window, whatever the window's edges; exact from raw records under identity filters."""
 
 import json
@@ -95,7 +95,7 @@ WINDOWS = {
 
 
 def _check(body: Any, exact: dict[str, tuple[int, list[int]]]) -> None:
-    assert (body["latency_method"], body["relative_error"]) == ("histogram", Decimal("0.01"))
+    assert (body["latency_method"], body["relative_error"]) == ("histogram", Decimal("0.02"))
     assert {d["model"]: d["calls"] for d in body["data"]} == {m: n for m, (n, _) in exact.items()}
     assert body["latency_sample"]["rows"] == sum(len(v) for _, v in exact.values())
     for d in body["data"]:
@@ -108,7 +108,7 @@ def _check(body: Any, exact: dict[str, tuple[int, list[int]]]) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(WINDOWS))
-def test_any_window_is_within_one_percent_of_exact_nearest_rank(
+def test_any_window_is_within_the_bound_of_exact_nearest_rank(
     engine: Engine, calls: list[UsageRecord], name: str
 ) -> None:
     """The query layer answers any half-open window: histogram days plus raw edges."""

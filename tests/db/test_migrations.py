@@ -202,9 +202,9 @@ def test_0005_fills_the_latency_histograms_from_stored_gateway_records(
         for r in recs
         if r.source == "gateway" and r.latency_ms is not None
     )
-    t = usage_rollups_latency
+    cols = [usage_rollups_latency.c[d] for d in (*latency_rollups.DIMS, "call_count")]
     with eng.connect() as c:
-        got = {tuple(r[:-1]): r[-1] for r in c.execute(select(t))}
+        got = {tuple(r[:-1]): r[-1] for r in c.execute(select(*cols))}
     assert got == dict(want) and sum(got.values()) == 36
     command.downgrade(alembic_config(eng), "0004")
     assert "usage_rollups_latency" not in inspect(eng).get_table_names()

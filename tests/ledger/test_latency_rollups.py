@@ -31,19 +31,20 @@ def _within(figure: int | None, exact: int) -> bool:
     return abs(Fraction(figure - exact)) <= lr.RELATIVE_ERROR * exact
 
 
-def test_every_latency_up_to_200k_ms_is_within_one_percent_of_its_bucket_value() -> None:
+def test_every_latency_up_to_200k_ms_is_within_the_bound_of_its_bucket_value() -> None:
     for ms in range(0, 200_001):
         b = lr.bucket_of(ms)
         lo, hi = lr.bucket_range(b)
         assert lo <= ms <= hi
         assert _within(lr.bucket_value(b), ms), ms
     assert lr.bucket_value(lr.bucket_of(0)) == 0 == lr.bucket_of(-5) - lr.ZERO_BUCKET
-    # Below 100 ms every bucket holds one integer: the figure is exact.
-    assert all(lr.bucket_value(lr.bucket_of(ms)) == ms for ms in range(100))
+    # Below 58 ms every bucket holds one integer: the figure is exact.
+    assert all(lr.bucket_value(lr.bucket_of(ms)) == ms for ms in range(58))
+    assert lr.bucket_range(lr.bucket_of(58)) == (58, 59)
 
 
 @given(st.integers(1, 2**31 - 1))
-def test_large_latencies_are_within_one_percent(ms: int) -> None:
+def test_large_latencies_are_within_the_bound(ms: int) -> None:
     assert _within(lr.bucket_value(lr.bucket_of(ms)), ms)
 
 
@@ -111,8 +112,8 @@ def _rec(
 
 def _hist(engine: Engine) -> list[tuple[Any, ...]]:
     with engine.connect() as c:
-        t = usage_rollups_latency
-        return [tuple(r) for r in c.execute(select(t).order_by(*t.c))]
+        cols = [usage_rollups_latency.c[d] for d in (*lr.DIMS, "call_count")]
+        return [tuple(r) for r in c.execute(select(*cols).order_by(*cols))]
 
 
 def _reset(engine: Engine) -> None:

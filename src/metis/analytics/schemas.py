@@ -204,7 +204,7 @@ class ReliabilityResponse(Envelope):
     )
     relative_error: float | None = Field(
         description="Bound on |figure - exact| / exact for every latency figure "
-        "(0.01 for histogram, 0 for raw, null for raw_sample)"
+        "(0.02 for histogram, 0 for raw, null for raw_sample)"
     )
     latency_sample: LatencySample
     data: list[ReliabilityRow]

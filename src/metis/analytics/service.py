@@ -457,7 +457,7 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
     counts are exact, from the rollups (an error is a status other than
     ok/success, `metis.ledger.rollups.SUCCESS_STATUSES`). Latency percentiles
     (nearest-rank) and max come from `metis.analytics.latency`: the daily
-    latency histograms (within 1%) unless a user, team or key filter asks for
+    latency histograms (within 2%) unless a user, team or key filter asks for
     the raw records; ``latency_method`` and ``relative_error`` in the response
     say which, ``latency_sample`` how many latencies were read.
     """

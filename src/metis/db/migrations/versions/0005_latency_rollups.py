@@ -24,18 +24,18 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "usage_rollups_latency",
-        sa.Column("usage_date", sa.Date(), nullable=False),
         sa.Column("workspace_id", sa.String(length=40), nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
         sa.Column("model", sa.String(length=200), nullable=False),
         sa.Column("bucket", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("usage_date", sa.Date(), nullable=False),
         sa.Column("call_count", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "usage_date",
             "workspace_id",
             "provider",
             "model",
             "bucket",
+            "usage_date",
             name=op.f("pk_usage_rollups_latency"),
         ),
         sqlite_with_rowid=False,
