@@ -488,9 +488,10 @@ def bench_write_path(engine: Engine, keys: list[tuple[str, str, str, str]]) -> s
     # The same load with rollup maintenance switched off, for its overhead.
     import metis.ledger.upsert as up
 
-    saved = (up._stored_contributions, up.rollups.apply_deltas)
+    saved = (up._stored_contributions, up.rollups.apply_deltas, up.latency_rollups.apply_deltas)
     up._stored_contributions = lambda conn, wave: {}  # type: ignore[assignment]
     up.rollups.apply_deltas = lambda conn, deltas: None  # type: ignore[assignment]
+    up.latency_rollups.apply_deltas = lambda conn, deltas: None  # type: ignore[assignment]
     try:
         recs2 = [msgspec.structs.replace(r, dedupe_key=r.dedupe_key + "b") for r in recs]
         t2 = time.perf_counter()
@@ -499,7 +500,11 @@ def bench_write_path(engine: Engine, keys: list[tuple[str, str, str, str]]) -> s
                 upsert_usage(c, recs2[i : i + batch])
         dt2 = time.perf_counter() - t2
     finally:
-        up._stored_contributions, up.rollups.apply_deltas = saved  # type: ignore[assignment]
+        (  # type: ignore[assignment]
+            up._stored_contributions,
+            up.rollups.apply_deltas,
+            up.latency_rollups.apply_deltas,
+        ) = saved
     return (
         f"| write path: upsert_usage, {n:,} new gateway records in batches of {batch} | "
         f"{dt / (n / batch) * 1000:.1f} ms per batch with rollup maintenance, "

@@ -339,28 +339,46 @@ def test_reliability(engine: Engine, api: httpx.Client) -> None:
         ("gpt-4o", 10, 0),
         ("gpt-4o-mini", 2, 1),
     ]
-    assert data[0]["latency_ms"] == {"p50": 50, "p90": 90, "p95": 100, "p99": 100, "max": 100}
+    # Exact nearest rank: 50, 90, 100, 100, 100; 90 ms lies in the 89-90 ms bucket, reported 89.
+    assert data[0]["latency_ms"] == {"p50": 50, "p90": 89, "p95": 100, "p99": 100, "max": 100}
     assert data[1]["error_rate"] == Decimal("0.5")
     bob = get(api, "/analytics/reliability", user="bob")["data"]
     assert [d["model"] for d in bob] == ["gpt-4o-mini"]
-    assert get(api, "/analytics/reliability")["latency_sample"]["exact"] is True
+    # No identity filter: from the latency histograms (exact below 58 ms, else within 2%).
+    body = get(api, "/analytics/reliability")
+    assert (body["latency_method"], body["relative_error"]) == ("histogram", Decimal("0.02"))
+    assert body["latency_sample"] == {"rows": 12, "every": 1, "exact": False}
+    # A user filter reads the raw records, exactly.
+    bob_body = get(api, "/analytics/reliability", user="bob")
+    assert (bob_body["latency_method"], bob_body["relative_error"]) == ("raw", 0)
+    assert bob_body["latency_sample"] == {"rows": 2, "every": 1, "exact": True}
+    assert bob_body["data"][0]["latency_ms"] == {
+        "p50": 50, "p90": 500, "p95": 500, "p99": 500, "max": 500
+    }  # fmt: skip
 
 
 def test_reliability_samples_latency_beyond_the_limit(
     engine: Engine, api: httpx.Client, monkeypatch: Any
 ) -> None:
-    from metis.analytics import service
+    from metis.analytics import latency
 
     _identity(engine)
     with engine.begin() as c:
-        seed.write(c, [rec(at=T0, cost=1, latency_ms=ms, status="ok" if ms % 3 else "error")
+        seed.write(c, [rec(at=T0, cost=1, latency_ms=ms, status="ok" if ms % 3 else "error",
+                           key_id="key_a", user_id="usr_a", team_id="team_e")
                        for ms in range(1, 101)])  # fmt: skip
-    monkeypatch.setattr(service, "LATENCY_SAMPLE", 10)
-    body = get(api, "/analytics/reliability")
+    monkeypatch.setattr(latency, "LATENCY_SAMPLE", 10)
+    body = get(api, "/analytics/reliability", user="alice")  # identity filter: raw records
     d = body["data"][0]
     assert (d["calls"], d["errors"]) == (100, 33)  # counts stay exact
     assert body["latency_sample"] == {"rows": 10, "every": 10, "exact": False}
+    assert (body["latency_method"], body["relative_error"]) == ("raw_sample", None)
     assert 40 <= d["latency_ms"]["p50"] <= 60
+    # Without the filter the histograms answer every call, however many.
+    whole = get(api, "/analytics/reliability")
+    assert whole["latency_sample"] == {"rows": 100, "every": 1, "exact": False}
+    figures = {"p50": 50, "p90": 89, "p95": 94, "p99": 98, "max": 100}  # exact: 50 90 95 99 100
+    assert whole["data"][0]["latency_ms"] == figures
 
 
 def test_ingest_health(engine: Engine, api: httpx.Client) -> None:

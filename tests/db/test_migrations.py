@@ -8,6 +8,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -160,6 +161,60 @@ def test_0004_gives_existing_credentials_their_provider_as_family(
     assert not {"family", "price_provider", "options"} & cols
 
 
+def test_0005_fills_the_latency_histograms_from_stored_gateway_records(
+    empty_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgraded install answers reliability from histograms at once: 0005 buckets the
+    gateway records already stored (plugin rows and rows without a latency stay out)."""
+    from collections import Counter
+    from datetime import timedelta
+
+    from sqlalchemy import insert, select
+
+    from metis.db.migrate import alembic_config
+    from metis.db.tables import usage_rollups_latency, workspaces
+    from metis.ledger import latency_rollups, rollups
+    from metis.ledger.record import UsageRecord
+    from metis.ledger.upsert import upsert_usage
+
+    at = datetime(2026, 11, 2, 10, tzinfo=UTC)
+    lat = [None, 0, 7, 99, 100, 950, 951, 1_000, 60_000, 950]
+
+    def rec(i: int, source: str = "gateway") -> UsageRecord:
+        t = at + timedelta(days=i % 3)
+        return UsageRecord(
+            workspace_id="ws_m", source=source, source_ref="key_m", dedupe_key=f"k{i}",
+            window_start=t, window_end=t, granularity="request", provider="openai",
+            model="gpt-4o" if i % 2 else "o3", model_raw="gpt-4o", request_count=1,
+            status="ok", latency_ms=lat[i % len(lat)],
+        )  # fmt: skip
+
+    recs = [rec(i) for i in range(40)] + [rec(i, "hermes_plugin") for i in range(5)]
+    eng = empty_engine
+    upgrade(eng, "0004")
+    # Records written by a release before 0005: no histogram maintenance. (Nor any
+    # rollup: today's write path also fills tables later migrations add; only the
+    # histograms are checked here.)
+    monkeypatch.setattr(latency_rollups, "apply_deltas", lambda conn, deltas: None)
+    monkeypatch.setattr(rollups, "apply_deltas", lambda conn, deltas: None)
+    with eng.begin() as c:
+        c.execute(insert(workspaces).values(id="ws_m", name="m", created_at=at))
+        upsert_usage(c, recs)
+    monkeypatch.undo()
+    upgrade(eng)
+    want = Counter(
+        (r.usage_date, "ws_m", "openai", r.model, latency_rollups.bucket_of(r.latency_ms))
+        for r in recs
+        if r.source == "gateway" and r.latency_ms is not None
+    )
+    cols = [usage_rollups_latency.c[d] for d in (*latency_rollups.DIMS, "call_count")]
+    with eng.connect() as c:
+        got = {tuple(r[:-1]): r[-1] for r in c.execute(select(*cols))}
+    assert got == dict(want) and sum(got.values()) == 36
+    command.downgrade(alembic_config(eng), "0004")
+    assert "usage_rollups_latency" not in inspect(eng).get_table_names()
+
+
 def test_0007_fills_the_identity_projection_and_reclassifies_priced_provider_rows(
     engine: Engine,
 ) -> None:
@@ -205,7 +260,10 @@ def test_0007_fills_the_identity_projection_and_reclassifies_priced_provider_row
         rollups.rebuild(c)
     want = snapshot()
     assert any(rollups.KLASS_PROVIDER_COMPUTED in r for r in want[0])
-    command.downgrade(alembic_config(engine), "0004")
+    before_0007 = str(
+        ScriptDirectory.from_config(alembic_config(engine)).get_revision("0007").down_revision
+    )
+    command.downgrade(alembic_config(engine), before_0007)
     try:
         with engine.begin() as c:  # what the write path stored before 0007
             for t in (usage_rollups_reconcile, usage_rollups_reconcile_model):

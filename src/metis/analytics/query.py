@@ -84,6 +84,10 @@ def _split(window: Window) -> tuple[tuple[date, date] | None, list[tuple[datetim
     return (first_full, end_full), raw
 
 
+# Public name for other query modules (`metis.analytics.latency`) splitting windows the same way.
+split_window = _split
+
+
 def _filter_conds(t: Any, f: Filters, *, rollup: bool) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     for col, v in (

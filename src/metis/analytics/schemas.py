@@ -8,7 +8,7 @@ Money is a JSON number of USD with up to nine decimals; ids are strings, null
 for the bucket of traffic without one (no key, no user, no team).
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -191,13 +191,21 @@ class ReliabilityRow(_Out):
 
 
 class LatencySample(_Out):
-    rows: int
-    every: int
-    exact: bool
+    rows: int = Field(description="Latencies the figures were computed from")
+    every: int = Field(description="Sampling stride of the raw path (1: every call)")
+    exact: bool = Field(description="Whether every figure is the exact nearest-rank value")
 
 
 class ReliabilityResponse(Envelope):
     partial_coverage: bool
+    latency_method: Literal["histogram", "raw", "raw_sample"] = Field(
+        description="histogram: daily latency histograms plus raw partial-day edges (no "
+        "user/team/key filter); raw: every matching record; raw_sample: 1 record in `every`"
+    )
+    relative_error: float | None = Field(
+        description="Bound on |figure - exact| / exact for every latency figure "
+        "(0.02 for histogram, 0 for raw, null for raw_sample)"
+    )
     latency_sample: LatencySample
     data: list[ReliabilityRow]
 

@@ -6,17 +6,17 @@ Decimals (`metis.money.usd_json`), summed as integer nano-USD before that, so
 ``sum(by_user[].cost_usd) == cost_usd`` holds exactly.
 """
 
-import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, func, select
 
 from metis import pricing
+from metis.analytics.latency import latencies
 from metis.analytics.params import Filters, ParamError, Window, guard
 from metis.analytics.query import GROUP_DIMS, Agg, partial_coverage
 from metis.analytics.views import View, usage
@@ -27,7 +27,6 @@ from metis.db.tables import (
     provider_credentials,
     sync_cursors,
     teams,
-    usage_records,
     users,
     workspaces,
 )
@@ -451,25 +450,16 @@ def routing(conn: Connection, window: Window, filters: Filters) -> JSON:
     )
 
 
-def _percentile(sorted_vals: Sequence[int], q: float) -> int | None:
-    if not sorted_vals:
-        return None
-    idx = max(0, min(len(sorted_vals) - 1, math.ceil(q * len(sorted_vals)) - 1))
-    return sorted_vals[idx]
-
-
-LATENCY_SAMPLE = 100_000
-
-
 def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
     """``/analytics/reliability``: error rate and latency percentiles per provider/model.
 
     From the gateway's request records (source ``gateway``). Call and error
     counts are exact, from the rollups (an error is a status other than
     ok/success, `metis.ledger.rollups.SUCCESS_STATUSES`). Latency percentiles
-    (nearest-rank) read the records' ``latency_ms``: exactly when the window
-    holds at most `LATENCY_SAMPLE` calls, else from a deterministic 1-in-k
-    sample by record id (``latency_sample`` in the response says which).
+    (nearest-rank) and max come from `metis.analytics.latency`: the daily
+    latency histograms (within 2%) unless a user, team or key filter asks for
+    the raw records; ``latency_method`` and ``relative_error`` in the response
+    say which, ``latency_sample`` how many latencies were read.
     """
     gw = replace(filters, source="gateway")
     counts = {
@@ -477,30 +467,10 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
         for a in usage(conn, "raw", window, gw, ["provider", "model"])
     }
     total = sum(a.record_count for a in counts.values())
-    stride = max(1, math.ceil(total / LATENCY_SAMPLE))
-    r = usage_records.c
-    conds = [r.source == "gateway", r.window_start >= window.start, r.window_start < window.end]
-    for col, v in (
-        ("workspace_id", filters.workspace_id),
-        ("user_id", filters.user_id),
-        ("team_id", filters.team_id),
-        ("gateway_key_id", filters.gateway_key_id),
-    ):
-        if v is not None:
-            conds.append(r[col] == v)
-    if stride > 1:
-        conds.append(r.id % stride == 0)
-    conds.append(r.latency_ms.is_not(None))
-    lat: dict[tuple[str, str], list[int]] = defaultdict(list)
-    sampled = 0
-    q = select(r.provider, r.model, r.latency_ms).where(and_(*conds))
-    for prov, model, latency in conn.execution_options(yield_per=10000).execute(q):
-        lat[(prov, model)].append(int(latency))
-        sampled += 1
+    lat = latencies(conn, window, filters, total)
     data: list[JSON] = []
     for k in sorted(counts, key=lambda k: (-counts[k].record_count, k)):
         a = counts[k]
-        vals = sorted(lat[k])
         data.append(
             {
                 "provider": k[0],
@@ -508,13 +478,7 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
                 "calls": a.record_count,
                 "errors": a.error_count,
                 "error_rate": _ratio(a.error_count, a.record_count),
-                "latency_ms": {
-                    "p50": _percentile(vals, 0.50),
-                    "p90": _percentile(vals, 0.90),
-                    "p95": _percentile(vals, 0.95),
-                    "p99": _percentile(vals, 0.99),
-                    "max": vals[-1] if vals else None,
-                },
+                "latency_ms": lat.of(k),
             }
         )
     return envelope(
@@ -522,7 +486,9 @@ def reliability(conn: Connection, window: Window, filters: Filters) -> JSON:
         None,
         data,
         partial_coverage=partial_coverage(conn, window, filters),
-        latency_sample={"rows": sampled, "every": stride, "exact": stride == 1},
+        latency_method=lat.method,
+        relative_error=lat.relative_error,
+        latency_sample={"rows": lat.rows, "every": lat.every, "exact": lat.relative_error == 0},
     )
 
 

@@ -52,7 +52,7 @@ def rebuild_rollups(
     ),
     to: str | None = typer.Option(None, "--to", help="Day after the last one (exclusive)."),
 ) -> None:
-    """Recompute the daily analytics rollups from the raw usage records.
+    """Recompute the daily analytics rollups (and gateway latency histograms) from raw records.
 
     The write path keeps rollups current; run this after restoring a backup,
     after editing usage_records by hand, or to verify them. It runs in one

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -569,4 +570,22 @@ prune_runs = Table(
     Column("include_audit", Boolean, nullable=False, default=False),
     Column("deleted_records", BigInteger, nullable=False, default=0),
     Column("deleted_events", BigInteger, nullable=False, default=0),
+)
+
+# Daily latency histograms of gateway calls (`metis.ledger.latency_rollups`):
+# per (day, workspace, provider, model) and log-scale latency bucket, how many
+# calls. Maintained by `metis.ledger.upsert.upsert_usage`, rebuilt by `metis db
+# rebuild-rollups`; read by `/analytics/reliability` for latency percentiles.
+# Key order (workspace, provider, model, bucket, day): a window's sums per
+# model and bucket are one ordered pass (measured in the module's docstring).
+usage_rollups_latency = Table(
+    "usage_rollups_latency",
+    metadata,
+    Column("workspace_id", ID, primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("bucket", SmallInteger, primary_key=True, autoincrement=False),
+    Column("usage_date", Date, primary_key=True),
+    Column("call_count", BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,
 )

@@ -12,7 +12,8 @@ What goes, for UTC days before the cutoff (``today - retention_days``):
 
 What never goes:
 
-- ``usage_rollups_daily``: rows are deleted directly, not through
+- ``usage_rollups_daily`` (and the other rollups, the gateway latency
+  histograms included): rows are deleted directly, not through
   `metis.ledger.upsert.upsert_usage`, so the daily rollups keep every pruned
   day and analytics over the pruned range give the same totals;
 - days still inside the provider sync window (``sync_window_days``, the last

@@ -57,7 +57,7 @@ from metis.db.tables import (
     usage_rollups_reconcile_identity,
     usage_rollups_reconcile_model,
 )
-from metis.ledger import bounds
+from metis.ledger import bounds, latency_rollups
 
 DIMS = (
     "usage_date",
@@ -535,7 +535,9 @@ def rebuild(conn: Connection, start: date | None = None, end: date | None = None
     whose raw rows were pruned keep their rollups; pass it to force a range.
 
     Runs as DELETEs plus INSERT … SELECT … GROUP BY statements inside the
-    caller's transaction, so readers see either the old or the new rollups.
+    caller's transaction, so readers see either the old or the new rollups;
+    the gateway latency histograms of the same days are rebuilt too
+    (`metis.ledger.latency_rollups.rebuild`).
     Returns the number of full rollup rows written.
     """
     r = usage_records.c
@@ -584,6 +586,7 @@ def rebuild(conn: Connection, start: date | None = None, end: date | None = None
                 [*dims, *MEASURES], _project_select(table, dims, roll_conds(usage_rollups_daily))
             )
         )
+    latency_rollups.rebuild(conn, start, end)
     q = select(func.count()).select_from(usage_rollups_daily)
     cond = roll_conds(usage_rollups_daily)
     if cond is not None:

@@ -11,10 +11,12 @@ The daily rollups (`metis.ledger.rollups`) are maintained here, in the same
 transaction: before each chunk the stored versions of its keys are read (on
 PostgreSQL ``FOR UPDATE``; on SQLite after taking the write lock), and for
 every row the upsert returns (inserted or changed) the difference between its
-new and old contribution is added to the rollup rows. Replays return nothing
+new and old contribution is added to the rollup rows (and the gateway
+latency histograms, `metis.ledger.latency_rollups`, move one call from the
+old bucket to the new). Replays return nothing
 and so touch no rollup (the new contribution is computed from the record
 itself: a returned row holds exactly its values). Cost per chunk: one indexed
-SELECT, the upsert, one rollup upsert.
+SELECT, the upsert, one upsert per rollup table (the histograms' included).
 
 The upsert is compiled once per dialect and executed with plain tuples at the
 driver level (`metis.db.bulk`, the columns' own bind processors applied): it
@@ -33,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from metis.db import bulk
 from metis.db.tables import usage_records
-from metis.ledger import rollups
+from metis.ledger import latency_rollups, rollups
 from metis.ledger.record import VALUE_COLUMNS, UsageRecord, content_sha256_of
 from metis.timeutil import utcnow
 
@@ -148,24 +150,32 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
         old = _stored_contributions(conn, wave)
         returned = conn.exec_driver_sql(*compiled.many(rows)).all()
         deltas: dict[rollups.Key, list[int]] = {}
+        latency: dict[latency_rollups.LatencyKey, int] = {}
         raced: set[rollups.Key] = set()
         new = 0
         for ws, src, dk, revision in returned:
             if revision == 1:
                 new += 1
             # The stored row now holds exactly this record's values.
-            key, vec = rollups.contribution(by_key[(ws, src, dk)])
+            value = by_key[(ws, src, dk)]
+            key, vec = rollups.contribution(value)
             rollups.add(deltas, key, vec, +1)
+            latency_rollups.add(latency, latency_rollups.key_of(value), +1)
             prev = old.get((ws, src, dk))
             if prev is not None:
                 rollups.add(deltas, prev[0], prev[1], -1)
+                latency_rollups.add(latency, prev[2], -1)
             elif revision != 1:
                 # Another writer inserted this key after our read: its old
                 # values are unknown, so recompute the affected cell from raw rows.
                 raced.add(key)
         rollups.apply_deltas(conn, deltas)
+        latency_rollups.apply_deltas(conn, latency)
         if raced:
             rollups.recompute_cells(conn, raced)
+            latency_rollups.recompute_cells(
+                conn, {(k[0], k[1], k[3], k[4]) for k in raced if k[2] == rollups.GATEWAY_SOURCE}
+            )
         counts.inserted += new
         counts.updated += len(returned) - new
         counts.unchanged += len(wave) - len(returned)
@@ -173,6 +183,8 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
 
 
 _RETURNED = ("workspace_id", "source", "dedupe_key", "revision")
+# A stored row's rollup contribution and latency histogram key.
+_Stored = tuple[rollups.Key, list[int], latency_rollups.LatencyKey | None]
 
 
 _WRITE_LOCK = text("UPDATE usage_rollups_daily SET record_count = record_count WHERE 0 = 1")
@@ -190,6 +202,7 @@ def _stored_select(dialect: str) -> Any:
                 c.source,
                 c.dedupe_key,
                 *(c[n] for n in rollups.SOURCE_COLUMNS if n not in ("workspace_id", "source")),
+                c.latency_ms,
             )
         )
         q = select(*cols).where(
@@ -216,8 +229,11 @@ def begin_write(conn: Connection) -> None:
 
 def _stored_contributions(
     conn: Connection, wave: list[UsageRecord]
-) -> dict[tuple[str, str, str], tuple[rollups.Key, list[int]]]:
-    """The rollup contributions of the stored rows for ``wave``'s keys (locked for update)."""
+) -> dict[tuple[str, str, str], _Stored]:
+    """The rollup contributions of the stored rows for ``wave``'s keys (locked for update).
+
+    Each with the row's latency histogram key (`metis.ledger.latency_rollups.key_of`).
+    """
     if conn.dialect.name == "sqlite":
         # Take SQLite's write lock before reading, so no other writer can change
         # these rows between this read and the upsert (and no snapshot upgrade fails).
@@ -225,9 +241,14 @@ def _stored_contributions(
     by_scope: dict[tuple[str, str], list[str]] = {}
     for r in wave:
         by_scope.setdefault((r.workspace_id, r.source), []).append(r.dedupe_key)
-    out: dict[tuple[str, str, str], tuple[rollups.Key, list[int]]] = {}
+    out: dict[tuple[str, str, str], _Stored] = {}
     q = _stored_select(conn.dialect.name)
     for (ws, src), keys in by_scope.items():
         for row in conn.execute(q, {"ws": ws, "src": src, "keys": keys}).mappings():
-            out[(row["workspace_id"], row["source"], row["dedupe_key"])] = rollups.contribution(row)
+            key, vec = rollups.contribution(row)
+            out[(row["workspace_id"], row["source"], row["dedupe_key"])] = (
+                key,
+                vec,
+                latency_rollups.key_of(row),
+            )
     return out

@@ -99,6 +99,16 @@ def savings(conn: Connection, q: PageQuery) -> Ctx:
 # ---------------------------------------------------------------- routing and reliability
 
 
+def _latency_note(rel: dict[str, Any]) -> str:
+    """How the reliability table's latency figures were obtained (`metis.analytics.latency`)."""
+    method = rel["latency_method"]
+    if method == "histogram":
+        return f"; percentiles from daily histograms, within {rel['relative_error']:.0%}."
+    if method == "raw_sample":
+        return f"; percentiles from 1 call in {rel['latency_sample']['every']}."
+    return "."
+
+
 def routing(conn: Connection, q: PageQuery) -> Ctx:
     """Route decisions (soft caps, fallbacks, refusals) and per-model reliability."""
     r = service.routing(conn, q.window, q.filters)["data"]
@@ -124,7 +134,6 @@ def routing(conn: Connection, q: PageQuery) -> Ctx:
         }
         for x in rel["data"]
     ]
-    sample = rel["latency_sample"]
     rel_t = Table(
         id="reliability",
         title="Gateway calls per model: errors and latency",
@@ -143,7 +152,7 @@ def routing(conn: Connection, q: PageQuery) -> Ctx:
         rows=rel_rows,
         empty="No gateway calls in this range.",
         note="Latency from request to the upstream's last byte, as the gateway measured it"
-        + ("." if sample["exact"] else f"; percentiles from 1 call in {sample['every']}."),
+        + _latency_note(rel),
         row_class=lambda x: "drift" if (_d(x["error_rate"]) or 0) >= Decimal("0.05") else "",
     )
     return {
