@@ -535,6 +535,7 @@ def main() -> None:
         "are created and the rollups rebuilt)",
     )
     ap.add_argument("--no-rebuild", action="store_true", help="with --reuse: keep its rollups")
+    ap.add_argument("--no-focus", action="store_true", help="skip the FOCUS export runs")
     ap.add_argument(
         "--export-only", action="store_true", help="only the usage export (no endpoints, FOCUS)"
     )
@@ -603,7 +604,8 @@ def main() -> None:
         lines.append("")
         if not args.reconciled_only:
             lines += bench_export(env, tmp, min(args.export_rows, args.rows), args.rows)
-            lines += bench_focus(env, tmp)
+            if not args.no_focus:
+                lines += bench_focus(env, tmp)
         lines.append(bench_write_path(engine, keys))
     finally:
         engine.dispose()
