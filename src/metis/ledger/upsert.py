@@ -22,6 +22,7 @@ is the gateway write-behind's hottest statement, and SQLAlchemy's per-row
 parameter handling cost more than the database work.
 """
 
+import hashlib
 import operator
 import weakref
 from collections.abc import Iterable, Sequence
@@ -101,7 +102,7 @@ def _upsert_statement(dialect: Dialect) -> bulk.Compiled:
     }
     update_cols["revision"] = usage_records.c.revision + literal_column("1")
     stmt = ins.on_conflict_do_update(
-        index_elements=list(_CONFLICT_COLS),
+        **_conflict_target(dialect.name),
         set_=update_cols,
         where=usage_records.c.content_sha256 != excluded.content_sha256,
     ).returning(*(usage_records.c[n] for n in _RETURNED))
@@ -139,13 +140,20 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
     """
     counts = UpsertCounts()
     compiled = _upsert_statement(conn.dialect)
-    for wave in _waves(records):
+    waves = _waves(records)
+    pg_partitioned = conn.dialect.name == "postgresql"
+    if pg_partitioned:
+        _lock_scopes(conn, waves)
+    for wave in waves:
         values = [r.value_dict() for r in wave]
         rows = compiled.process(_rows(wave, values))
         by_key = {
             (r.workspace_id, r.source, r.dedupe_key): v for r, v in zip(wave, values, strict=True)
         }
-        old = _stored_contributions(conn, wave)
+        placed: dict[tuple[str, str, str], tuple[Any, str]] | None = {} if pg_partitioned else None
+        old = _stored_contributions(conn, wave, placed)
+        if placed:
+            _move_partition_keys(conn, wave, placed)
         returned = conn.exec_driver_sql(*compiled.many(rows)).all()
         deltas: dict[rollups.Key, list[int]] = {}
         raced: set[rollups.Key] = set()
@@ -189,6 +197,7 @@ def _stored_select(dialect: str) -> Any:
                 c.workspace_id,
                 c.source,
                 c.dedupe_key,
+                c.granularity,
                 *(c[n] for n in rollups.SOURCE_COLUMNS if n not in ("workspace_id", "source")),
             )
         )
@@ -215,9 +224,15 @@ def begin_write(conn: Connection) -> None:
 
 
 def _stored_contributions(
-    conn: Connection, wave: list[UsageRecord]
+    conn: Connection,
+    wave: list[UsageRecord],
+    placed: dict[tuple[str, str, str], tuple[Any, str]] | None = None,
 ) -> dict[tuple[str, str, str], tuple[rollups.Key, list[int]]]:
-    """The rollup contributions of the stored rows for ``wave``'s keys (locked for update)."""
+    """The rollup contributions of the stored rows for ``wave``'s keys (locked for update).
+
+    With ``placed``, also fills it with each stored row's partition key
+    (usage_date, granularity).
+    """
     if conn.dialect.name == "sqlite":
         # Take SQLite's write lock before reading, so no other writer can change
         # these rows between this read and the upsert (and no snapshot upgrade fails).
@@ -229,5 +244,75 @@ def _stored_contributions(
     q = _stored_select(conn.dialect.name)
     for (ws, src), keys in by_scope.items():
         for row in conn.execute(q, {"ws": ws, "src": src, "keys": keys}).mappings():
-            out[(row["workspace_id"], row["source"], row["dedupe_key"])] = rollups.contribution(row)
+            k = (row["workspace_id"], row["source"], row["dedupe_key"])
+            out[k] = rollups.contribution(row)
+            if placed is not None:
+                placed[k] = (row["usage_date"], row["granularity"])
     return out
+
+
+# PostgreSQL's partitioned usage_records (`metis.db.partitions`): the identity
+# (workspace_id, source, dedupe_key) cannot be a unique index of its own, since
+# every unique index must contain the partition key (usage_date, granularity).
+# The upsert's conflict target is the identity plus the partition key; two
+# additions keep "one row per identity": writers to a (workspace, source) are
+# serialised by a transaction advisory lock taken before the pre-read (so no
+# other writer inserts a key between this writer's read and its upsert), and a
+# stored row whose partition key the new version changes is first moved to the
+# new key (an UPDATE, which PostgreSQL turns into a move between partitions),
+# so the upsert then finds it and updates it like any other revision.
+
+IDENTITY_CONSTRAINT = "uq_usage_records_workspace_id_source_dedupe_key"
+_LOCK_SCOPES = text(
+    "SELECT count(pg_advisory_xact_lock(k)) FROM "
+    "(SELECT k FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, i) ORDER BY i) s"
+)
+_MOVE = text(
+    "UPDATE usage_records SET usage_date = :new_date, granularity = :new_gran "
+    "WHERE workspace_id = :ws AND source = :src AND dedupe_key = :dk "
+    "AND usage_date = :old_date AND granularity = :old_gran"
+)
+
+
+def _conflict_target(dialect: str) -> dict[str, Any]:
+    """The upsert's ON CONFLICT target.
+
+    On PostgreSQL the identity constraint by name: the identity plus the
+    partition key on the partitioned table, the identity alone on a database
+    not migrated that far (the same name either way).
+    """
+    if dialect == "postgresql":
+        return {"constraint": IDENTITY_CONSTRAINT}
+    return {"index_elements": list(_CONFLICT_COLS)}
+
+
+def _scope_lock_key(workspace_id: str, source: str) -> int:
+    """A signed 64-bit advisory lock key for one (workspace, source)."""
+    digest = hashlib.blake2b(f"usage_records\0{workspace_id}\0{source}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def _lock_scopes(conn: Connection, waves: list[list[UsageRecord]]) -> None:
+    """Take the (workspace, source) advisory locks of every record, in one fixed order."""
+    keys = sorted({_scope_lock_key(r.workspace_id, r.source) for w in waves for r in w})
+    if keys:
+        conn.execute(_LOCK_SCOPES, {"keys": keys})
+
+
+def _move_partition_keys(
+    conn: Connection,
+    wave: list[UsageRecord],
+    placed: dict[tuple[str, str, str], tuple[Any, str]],
+) -> None:
+    """Move stored rows whose usage_date or granularity ``wave`` changes to the new values."""
+    moves = []
+    for r in wave:
+        k = (r.workspace_id, r.source, r.dedupe_key)
+        at = placed.get(k)
+        if at is not None and at != (r.usage_date, r.granularity):
+            moves.append(
+                {"ws": k[0], "src": k[1], "dk": k[2], "old_date": at[0], "old_gran": at[1],
+                 "new_date": r.usage_date, "new_gran": r.granularity}
+            )  # fmt: skip
+    if moves:
+        conn.execute(_MOVE, moves)
