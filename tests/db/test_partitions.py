@@ -6,6 +6,8 @@ the partition functions are no-ops there.
 """
 
 import json
+import threading
+import time
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -355,3 +357,53 @@ def test_cli_lists_and_creates_partitions(cli: type[Cli], engine: Engine) -> Non
     assert again["created"] == [] and again["partitions"] == out["partitions"]
     text_out = cli.ok("db", "partitions").stdout
     assert f"usage_records_request_p{month.replace('-', '')}" in text_out
+
+
+@pg_only
+def test_concurrent_first_writes_of_one_record_on_two_days_make_one_row(engine: Engine) -> None:
+    """Two writers send the same new record with different days at once: without a unique index
+    on the identity alone, the (workspace, source) lock is what keeps it one row. The second
+    writer waits for the first to commit, then finds and moves its row."""
+    with engine.begin() as c:
+        workspace(c)
+    first = record(date(2026, 11, 30), 100, hour=23)
+    second = msgspec.structs.replace(
+        first,
+        window_start=datetime(2026, 12, 1, 0, 5, tzinfo=UTC),
+        window_end=datetime(2026, 12, 1, 0, 6, tzinfo=UTC),
+        cost_nanousd=200,
+    )
+    results: dict[str, Any] = {}
+    with engine.connect() as a:
+        tx = a.begin()
+        upsert_usage(a, [first])  # holds the lock until commit
+
+        def other() -> None:
+            with engine.begin() as b:
+                results["b"] = upsert_usage(b, [second])
+
+        t = threading.Thread(target=other)
+        t.start()
+        with engine.connect() as watch:  # wait until the other writer waits on the lock
+            waiting = text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            deadline = time.monotonic() + 30
+            while watch.execute(waiting).scalar_one() == 0:
+                assert time.monotonic() < deadline, "the second writer never waited"
+                time.sleep(0.01)
+        tx.commit()
+        t.join(30)
+    b = results["b"]
+    assert (b.inserted, b.updated, b.unchanged) == (0, 1, 0)
+    with engine.connect() as c:
+        rows = c.execute(
+            select(
+                usage_records.c.usage_date, usage_records.c.cost_nanousd, usage_records.c.revision
+            ).where(usage_records.c.dedupe_key == first.dedupe_key)
+        ).all()
+        assert [tuple(r) for r in rows] == [(date(2026, 12, 1), 200, 2)]
+        incremental = _rollups(c)
+    with engine.begin() as c:
+        rollups.rebuild(c)
+        assert _rollups(c) == incremental
