@@ -407,3 +407,33 @@ def test_concurrent_first_writes_of_one_record_on_two_days_make_one_row(engine: 
     with engine.begin() as c:
         rollups.rebuild(c)
         assert _rollups(c) == incremental
+
+
+@pg_only
+def test_retention_falls_back_to_row_deletes_when_a_partition_is_busy(
+    empty_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long reader holds a month's partition: the drop gives up after LOCK_TIMEOUT instead of
+    queueing every query behind it, the rows go row by row (same count), and the next prune
+    drops the emptied partition."""
+    engine = empty_engine
+    upgrade(engine)
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "200ms")
+    now = datetime(2162, 6, 15, tzinfo=UTC)
+    with engine.begin() as c:
+        partitions.ensure_partitions(c, date(2162, 2, 1), date(2162, 6, 1))
+        workspace(c)
+        upsert_usage(c, [record(date(2162, 2, d), 10) for d in (3, 4, 5)])
+    with engine.connect() as reader:
+        tx = reader.begin()
+        reader.execute(text("SELECT count(*) FROM usage_records_request_p216202")).scalar_one()
+        busy = prune(engine, retention_days=50, now=now)
+        tx.rollback()
+    assert busy.records == 3
+    with engine.connect() as c:
+        assert "usage_records_request_p216202" in {p.name for p in partitions.list_partitions(c)}
+        assert _where(c, "usage_records", "granularity = 'request'") == {}
+    assert prune(engine, retention_days=50, now=now).records == 0
+    with engine.connect() as c:
+        names = {p.name for p in partitions.list_partitions(c)}
+    assert "usage_records_request_p216202" not in names

@@ -40,6 +40,14 @@ from sqlalchemy import Connection, Engine, text
 MONTHS_AHEAD = 3
 """Months after the current one the scheduler keeps created."""
 
+LOCK_TIMEOUT = "5s"
+"""How long partition DDL waits for its lock on a parent table before giving up.
+
+Creating or dropping a partition locks the parent exclusively; waiting behind
+a long query would queue every later read and write of the table behind the
+DDL. Giving up is harmless: creation is retried by the next daily run (rows
+land in DEFAULT meanwhile), and retention deletes row by row instead."""
+
 RECORD_PARENTS = ("usage_records_request", "usage_records_agg")
 EVENT_PARENT = "events"
 # Range-partitioned parents and the column (and SQL type) their months split on.
@@ -246,4 +254,15 @@ def maintain(engine: Engine, today: date, months: int = MONTHS_AHEAD) -> list[st
         return []
     with engine.begin() as conn:
         conn.execute(_MAINTENANCE_LOCK)
+        set_lock_timeout(conn)
         return ensure_ahead(conn, today, months)
+
+
+def set_lock_timeout(conn: Connection) -> None:
+    """Bound the lock waits of partition DDL in this transaction (`LOCK_TIMEOUT`)."""
+    conn.execute(text("SELECT set_config('lock_timeout', :t, true)"), {"t": LOCK_TIMEOUT})
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL giving up on a lock (SQLSTATE 55P03)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, Table, delete, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
 from metis.db import partitions
@@ -114,13 +115,23 @@ def _drop_whole_months(engine: Engine, cutoff: date, include_audit: bool) -> tup
     audit = f"type LIKE '{AUDIT_PREFIX}%'"
     n_rec = n_ev = 0
     for part, is_events in [(p, False) for p in rec_parts] + [(p, True) for p in ev_parts]:
-        with engine.begin() as conn:
-            # Locked first: no row can arrive between the count and the drop.
-            conn.execute(text(f"LOCK TABLE {part.name} IN ACCESS EXCLUSIVE MODE"))
-            if is_events and not include_audit and partitions.count_rows(conn, part.name, audit):
-                continue  # keeps audit events: its other rows go row by row
-            n = partitions.count_rows(conn, part.name)
-            partitions.drop_partition(conn, part.name)
+        try:
+            with engine.begin() as conn:
+                partitions.set_lock_timeout(conn)
+                # Locked first: no row can arrive between the count and the drop.
+                conn.execute(text(f"LOCK TABLE {part.name} IN ACCESS EXCLUSIVE MODE"))
+                if (
+                    is_events
+                    and not include_audit
+                    and partitions.count_rows(conn, part.name, audit)
+                ):
+                    continue  # keeps audit events: its other rows go row by row
+                n = partitions.count_rows(conn, part.name)
+                partitions.drop_partition(conn, part.name)
+        except OperationalError as exc:
+            if not partitions.is_lock_timeout(exc):
+                raise
+            continue  # busy: its rows go row by row below, and the partition at the next run
         if is_events:
             n_ev += n
         else:
