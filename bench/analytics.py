@@ -46,6 +46,7 @@ import msgspec
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
+from metis.db import partitions
 from metis.db.engine import make_engine, normalize_url
 from metis.db.migrate import upgrade
 from metis.db.tables import (
@@ -205,6 +206,9 @@ def load(engine: Engine, n: int, keys: list[tuple[str, str, str, str]]) -> float
     pg = engine.dialect.name == "postgresql"
     secondary = [ix for ix in usage_records.indexes]
     with engine.begin() as c:
+        # PostgreSQL: the months of the data get their partitions first (COPY into the
+        # partitioned parent routes each row; without them rows would land in DEFAULT).
+        partitions.ensure_partitions(c, (END - timedelta(days=DAYS)).date(), END.date())
         for ix in secondary:
             ix.drop(c)
     raw = engine.raw_connection()
@@ -422,7 +426,7 @@ def bench_write_path(engine: Engine, keys: list[tuple[str, str, str, str]]) -> s
     import metis.ledger.upsert as up
 
     saved = (up._stored_contributions, up.rollups.apply_deltas)
-    up._stored_contributions = lambda conn, wave: {}  # type: ignore[assignment]
+    up._stored_contributions = lambda conn, wave, placed=None: {}  # type: ignore[assignment]
     up.rollups.apply_deltas = lambda conn, deltas: None  # type: ignore[assignment]
     try:
         recs2 = [msgspec.structs.replace(r, dedupe_key=r.dedupe_key + "b") for r in recs]
@@ -446,6 +450,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--export-rows", type=int, default=1_000_000)
     ap.add_argument("--pg-url", default=os.environ.get("METIS_TEST_DATABASE_URL"))
+    ap.add_argument(
+        "--pg-db",
+        default="metis_bench",
+        help="database the run creates (dropped first if it exists, and afterwards unless "
+        "--keep): give each concurrent run its own name",
+    )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     ap.add_argument(
@@ -471,7 +481,7 @@ def main() -> None:
             sys.exit("--pg-url (or METIS_TEST_DATABASE_URL) is required for postgresql")
         base = normalize_url(args.pg_url)
         admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        name = "metis_bench"
+        name = args.pg_db
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             c.execute(text(f'CREATE DATABASE "{name}"'))
@@ -525,7 +535,7 @@ def main() -> None:
         if admin is not None:
             if not args.keep:
                 with admin.connect() as c:
-                    c.execute(text('DROP DATABASE IF EXISTS "metis_bench" WITH (FORCE)'))
+                    c.execute(text(f'DROP DATABASE IF EXISTS "{args.pg_db}" WITH (FORCE)'))
             admin.dispose()
         if not args.keep:
             for p in sorted(tmp.rglob("*"), reverse=True):
