@@ -362,7 +362,7 @@ def test_cli_lists_and_creates_partitions(cli: type[Cli], engine: Engine) -> Non
 @pg_only
 def test_concurrent_first_writes_of_one_record_on_two_days_make_one_row(engine: Engine) -> None:
     """Two writers send the same new record with different days at once: without a unique index
-    on the identity alone, the (workspace, source) lock is what keeps it one row. The second
+    on the identity alone, the record's advisory lock is what keeps it one row. The second
     writer waits for the first to commit, then finds and moves its row."""
     with engine.begin() as c:
         workspace(c)
@@ -437,3 +437,73 @@ def test_retention_falls_back_to_row_deletes_when_a_partition_is_busy(
     with engine.connect() as c:
         names = {p.name for p in partitions.list_partitions(c)}
     assert "usage_records_request_p216202" not in names
+
+
+def _hold_and_run(engine: Engine, held: list[Any], other: list[Any]) -> dict[str, Any]:
+    """Upsert ``held`` in an open transaction, run ``other`` in a thread; return what happened.
+
+    ``waited``: whether the thread waited on an advisory lock before ``held`` committed (polled
+    until it either waits or finishes); ``b``: the thread's counts.
+    """
+    out: dict[str, Any] = {}
+    waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    with engine.connect() as a:
+        tx = a.begin()
+        upsert_usage(a, held)
+
+        def run() -> None:
+            with engine.begin() as b:
+                out["b"] = upsert_usage(b, other)
+
+        t = threading.Thread(target=run)
+        t.start()
+        with engine.connect() as watch:
+            deadline = time.monotonic() + 30
+            while t.is_alive() and watch.execute(waiting).scalar_one() == 0:
+                assert time.monotonic() < deadline, watch.execute(
+                    text(
+                        "SELECT wait_event, left(query, 120) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock'"
+                    )
+                ).all()
+                time.sleep(0.01)
+            out["waited"] = t.is_alive()
+        tx.commit()
+        t.join(30)
+    return out
+
+
+@pg_only
+def test_writers_of_different_records_do_not_wait_for_each_other(engine: Engine) -> None:
+    with engine.begin() as c:
+        workspace(c)
+    day = date(2026, 11, 20)
+    # Other models and teams: writers of the same rollup cell wait on its row, locks or not.
+    others = [
+        record(day, 2, model="gpt-4o-mini", team_id="t2"),
+        record(day, 3, model="o3", team_id="t3"),
+    ]
+    out = _hold_and_run(engine, [record(day, 1, team_id="t1")], others)
+    assert out["waited"] is False
+    assert (out["b"].inserted, out["b"].updated) == (2, 0)
+
+
+@pg_only
+def test_a_large_batch_locks_its_whole_workspace_and_source(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past KEY_LOCKS_MAX records a batch takes one exclusive (workspace, source) lock instead of
+    one per record: it waits for a writer of other records of that source, and stays correct."""
+    import metis.ledger.upsert as upsert_module
+
+    monkeypatch.setattr(upsert_module, "KEY_LOCKS_MAX", 2)
+    with engine.begin() as c:
+        workspace(c)
+    day = date(2026, 11, 21)
+    big = [record(day, 10 + i) for i in range(3)]
+    out = _hold_and_run(engine, [record(day, 1)], big)
+    assert out["waited"] is True
+    assert (out["b"].inserted, out["b"].updated) == (3, 0)
+    with engine.connect() as c:
+        n = c.execute(select(func.count()).select_from(usage_records)).scalar_one()
+    assert n == 4

@@ -16,6 +16,10 @@ and so touch no rollup (the new contribution is computed from the record
 itself: a returned row holds exactly its values). Cost per chunk: one indexed
 SELECT, the upsert, one rollup upsert.
 
+On PostgreSQL, whose ``usage_records`` is partitioned by month, the identity
+is kept by record advisory locks and by moving a row whose day changes (see
+`_lock_records` and `_move_partition_keys`, and docs/deployment.md).
+
 The upsert is compiled once per dialect and executed with plain tuples at the
 driver level (`metis.db.bulk`, the columns' own bind processors applied): it
 is the gateway write-behind's hottest statement, and SQLAlchemy's per-row
@@ -141,16 +145,16 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
     counts = UpsertCounts()
     compiled = _upsert_statement(conn.dialect)
     waves = _waves(records)
-    pg_partitioned = conn.dialect.name == "postgresql"
-    if pg_partitioned:
-        _lock_scopes(conn, waves)
+    pg = conn.dialect.name == "postgresql"
+    if pg:
+        _lock_records(conn, waves)
     for wave in waves:
         values = [r.value_dict() for r in wave]
         rows = compiled.process(_rows(wave, values))
         by_key = {
             (r.workspace_id, r.source, r.dedupe_key): v for r, v in zip(wave, values, strict=True)
         }
-        placed: dict[tuple[str, str, str], tuple[Any, str]] | None = {} if pg_partitioned else None
+        placed: dict[tuple[str, str, str], tuple[Any, str]] | None = {} if pg else None
         old = _stored_contributions(conn, wave, placed)
         if placed:
             _move_partition_keys(conn, wave, placed)
@@ -255,17 +259,25 @@ def _stored_contributions(
 # (workspace_id, source, dedupe_key) cannot be a unique index of its own, since
 # every unique index must contain the partition key (usage_date, granularity).
 # The upsert's conflict target is the identity plus the partition key; two
-# additions keep "one row per identity": writers to a (workspace, source) are
-# serialised by a transaction advisory lock taken before the pre-read (so no
-# other writer inserts a key between this writer's read and its upsert), and a
-# stored row whose partition key the new version changes is first moved to the
-# new key (an UPDATE, which PostgreSQL turns into a move between partitions),
-# so the upsert then finds it and updates it like any other revision.
+# additions keep "one row per identity". Writers are serialised per record by
+# transaction advisory locks taken before the pre-read, so no other writer
+# inserts or moves a key between this writer's read and its upsert: a batch of
+# up to KEY_LOCKS_MAX records takes its (workspace, source) locks shared and
+# one exclusive lock per record (writers of different records run side by
+# side), a larger batch takes its (workspace, source) locks exclusively (one
+# lock instead of thousands). Locks are taken in one fixed order (scopes, then
+# records, each sorted), so two upserts cannot deadlock on them. And a stored
+# row whose partition key the new version changes is first moved to the new
+# key (an UPDATE, which PostgreSQL turns into a move between partitions), so
+# the upsert then finds it and updates it like any other revision.
 
+KEY_LOCKS_MAX = 1000
 IDENTITY_CONSTRAINT = "uq_usage_records_workspace_id_source_dedupe_key"
-_LOCK_SCOPES = text(
-    "SELECT count(pg_advisory_xact_lock(k)) FROM "
-    "(SELECT k FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, i) ORDER BY i) s"
+_TAKE_LOCKS = text(
+    "SELECT count(CASE WHEN shared THEN pg_advisory_xact_lock_shared(k) "
+    "ELSE pg_advisory_xact_lock(k) END) FROM "
+    "(SELECT k, shared FROM unnest(CAST(:keys AS bigint[]), CAST(:shared AS boolean[])) "
+    "WITH ORDINALITY AS t(k, shared, i) ORDER BY i) s"
 )
 _MOVE = text(
     "UPDATE usage_records SET usage_date = :new_date, granularity = :new_gran "
@@ -286,17 +298,26 @@ def _conflict_target(dialect: str) -> dict[str, Any]:
     return {"index_elements": list(_CONFLICT_COLS)}
 
 
-def _scope_lock_key(workspace_id: str, source: str) -> int:
-    """A signed 64-bit advisory lock key for one (workspace, source)."""
-    digest = hashlib.blake2b(f"usage_records\0{workspace_id}\0{source}".encode(), digest_size=8)
+def _lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory lock key for a (workspace, source) or a record."""
+    digest = hashlib.blake2b("\0".join(("usage_records", *parts)).encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-def _lock_scopes(conn: Connection, waves: list[list[UsageRecord]]) -> None:
-    """Take the (workspace, source) advisory locks of every record, in one fixed order."""
-    keys = sorted({_scope_lock_key(r.workspace_id, r.source) for w in waves for r in w})
-    if keys:
-        conn.execute(_LOCK_SCOPES, {"keys": keys})
+def _lock_records(conn: Connection, waves: list[list[UsageRecord]]) -> None:
+    """Take the advisory locks of every record of the batch (see above), in one fixed order."""
+    records = [r for w in waves for r in w]
+    if not records:
+        return
+    scopes = sorted({_lock_key(r.workspace_id, r.source) for r in records})
+    per_record = len(records) <= KEY_LOCKS_MAX
+    keys = (
+        sorted({_lock_key(r.workspace_id, r.source, r.dedupe_key) for r in records})
+        if per_record
+        else []
+    )
+    shared = [per_record] * len(scopes) + [False] * len(keys)
+    conn.execute(_TAKE_LOCKS, {"keys": scopes + keys, "shared": shared})
 
 
 def _move_partition_keys(
