@@ -22,7 +22,6 @@ from alembic import op
 from sqlalchemy import Connection, text
 
 from metis.db import partitions
-from metis.db.tables import events, usage_records
 from metis.timeutil import utcnow
 
 revision: str = "0006"
@@ -53,6 +52,31 @@ _FKS = {
     ],
     "events": [],
 }
+# The secondary indexes as of this revision (spelled out: a later revision's index
+# must not be created here).
+_INDEXES = {
+    "usage_records": {
+        "ix_usage_records_correlation_id": ("correlation_id",),
+        "ix_usage_records_date_ws": ("usage_date", "workspace_id"),
+        "ix_usage_records_key_date": ("gateway_key_id", "usage_date"),
+        "ix_usage_records_source_date": ("source", "usage_date"),
+        "ix_usage_records_team_date": ("team_id", "usage_date"),
+        "ix_usage_records_user_date": ("user_id", "usage_date"),
+        "ix_usage_records_window_start": ("window_start",),
+        "ix_usage_records_ws_date_provider_model": (
+            "workspace_id", "usage_date", "provider", "model",
+        ),
+    },
+    "events": {
+        "ix_events_key_ts": ("gateway_key_id", "ts"),
+        "ix_events_request_id": ("request_id",),
+        "ix_events_team_ts": ("team_id", "ts"),
+        "ix_events_ts": ("ts",),
+        "ix_events_type_ts": ("type", "ts"),
+        "ix_events_user_ts": ("user_id", "ts"),
+        "ix_events_workspace_ts": ("workspace_id", "ts"),
+    },
+}  # fmt: skip
 _PARTITION_BY = {"usage_records": "LIST (granularity)", "events": "RANGE (ts)"}
 _MONTH_OF = {
     "usage_records": "SELECT DISTINCT date_trunc('month', usage_date)::date FROM {t}",
@@ -70,9 +94,8 @@ def _rebuild(conn: Connection, table: str, partitioned: bool) -> None:
     conn.execute(text(f"ALTER TABLE {old} DROP CONSTRAINT {uq_name}"))
     for fk in _FKS[table]:
         conn.execute(text(f"ALTER TABLE {old} DROP CONSTRAINT {fk.split()[5]}"))
-    meta_table = usage_records if table == "usage_records" else events
-    for ix in meta_table.indexes:
-        conn.execute(text(f"DROP INDEX IF EXISTS {ix.name}"))
+    for ix in _INDEXES[table]:
+        conn.execute(text(f"DROP INDEX {ix}"))
     tail = f" PARTITION BY {_PARTITION_BY[table]}" if partitioned else ""
     conn.execute(text(f"CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS){tail}"))
     if partitioned:
@@ -112,8 +135,8 @@ def _rebuild(conn: Connection, table: str, partitioned: bool) -> None:
     conn.execute(text(f"ALTER TABLE {table} ADD CONSTRAINT {uq_name} UNIQUE ({', '.join(uq)})"))
     for fk in _FKS[table]:
         conn.execute(text(fk))
-    for ix in meta_table.indexes:
-        ix.create(conn)
+    for ix, cols in _INDEXES[table].items():
+        conn.execute(text(f"CREATE INDEX {ix} ON {table} ({', '.join(cols)})"))
     conn.execute(text(f"ANALYZE {table}"))
 
 
