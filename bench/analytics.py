@@ -51,6 +51,7 @@ import msgspec
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
+from metis.db import partitions
 from metis.db.engine import make_engine, normalize_url
 from metis.db.migrate import upgrade
 from metis.db.tables import (
@@ -210,6 +211,9 @@ def load(engine: Engine, n: int, keys: list[tuple[str, str, str, str]]) -> float
     pg = engine.dialect.name == "postgresql"
     secondary = [ix for ix in usage_records.indexes]
     with engine.begin() as c:
+        # PostgreSQL: the months of the data get their partitions first (COPY into the
+        # partitioned parent routes each row; without them rows would land in DEFAULT).
+        partitions.ensure_partitions(c, (END - timedelta(days=DAYS)).date(), END.date())
         for ix in secondary:
             ix.drop(c)
     raw = engine.raw_connection()
@@ -489,7 +493,7 @@ def bench_write_path(engine: Engine, keys: list[tuple[str, str, str, str]]) -> s
     import metis.ledger.upsert as up
 
     saved = (up._stored_contributions, up.rollups.apply_deltas, up.latency_rollups.apply_deltas)
-    up._stored_contributions = lambda conn, wave: {}  # type: ignore[assignment]
+    up._stored_contributions = lambda conn, wave, placed=None: {}  # type: ignore[assignment]
     up.rollups.apply_deltas = lambda conn, deltas: None  # type: ignore[assignment]
     up.latency_rollups.apply_deltas = lambda conn, deltas: None  # type: ignore[assignment]
     try:

@@ -164,3 +164,66 @@ def prune(
         f"(of which {res.audit_events} audit) from before {res.cutoff.isoformat()}; "
         "daily rollups kept"
     )
+
+
+@app.command("partitions")
+def partitions_cmd(
+    create_ahead: bool = typer.Option(
+        False,
+        "--create-ahead",
+        help="First create this month's partitions and the next 3 months' (what the "
+        "scheduler in metis serve does daily).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """List the monthly partitions of usage_records and events (PostgreSQL).
+
+    One line per partition: its parent, name, month (or DEFAULT) and row
+    count estimate (pg_class.reltuples, -1 before the first ANALYZE). Rows
+    in a DEFAULT partition belong to a month that had no partition when they
+    were written; --create-ahead (or the scheduler) moves them when it
+    creates that month. SQLite has no partitions: the list is empty.
+
+    Example:
+
+        metis db partitions --create-ahead
+    """
+    from sqlalchemy import text
+
+    from metis.cli._common import print_json, ready_engine
+    from metis.db import partitions
+    from metis.timeutil import utcnow
+
+    engine = ready_engine(settings())
+    try:
+        created = partitions.maintain(engine, utcnow().date()) if create_ahead else []
+        with engine.connect() as conn:
+            parts = partitions.list_partitions(conn)
+            est = {
+                str(n): int(t)
+                for n, t in conn.execute(
+                    text("SELECT relname, reltuples FROM pg_class WHERE relname = ANY(:n)"),
+                    {"n": [p.name for p in parts]},
+                )
+            } if parts else {}  # fmt: skip
+    finally:
+        engine.dispose()
+    rows = [
+        {
+            "parent": p.parent,
+            "name": p.name,
+            "month": p.month.strftime("%Y-%m") if p.month else "DEFAULT",
+            "rows_estimate": est.get(p.name, -1),
+        }
+        for p in parts
+    ]
+    if as_json:
+        print_json({"created": created, "partitions": rows})
+        return
+    if engine.dialect.name != "postgresql":
+        console.print("no partitions: only PostgreSQL databases are partitioned")
+        return
+    for name in created:
+        console.print(f"created {name}")
+    for r in rows:
+        console.print(f"{r['parent']:<22} {r['name']:<32} {r['month']:<8} ~{r['rows_estimate']}")

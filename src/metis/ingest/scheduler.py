@@ -15,7 +15,7 @@
 """
 
 import asyncio
-from datetime import UTC
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -24,10 +24,12 @@ from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
+from metis.db import partitions
 from metis.db.engine import make_engine
 from metis.errors import ConfigError
 from metis.ingest.cron import router as cron_router
 from metis.ingest.jobs import run_job
+from metis.ingest.log import get_logger
 from metis.ingest.settings import IngestSettings, get_ingest_settings
 
 if TYPE_CHECKING:
@@ -40,6 +42,28 @@ def cron_trigger(expr: str, name: str) -> CronTrigger:
         return CronTrigger.from_crontab(expr, timezone=UTC)
     except ValueError as exc:
         raise ConfigError(f"{name} is not a valid crontab expression: {exc}") from None
+
+
+PARTITIONS_CRON = "10 0 * * *"
+
+
+def partitions_job(engine: Engine, today: date | None = None) -> list[str]:
+    """Create the partitions ahead of ``today`` (default: the UTC date); log, never raise.
+
+    Returns the partitions created (none on SQLite). A failure is logged and
+    retried at the next run: until then rows land in the DEFAULT partitions,
+    which the next successful run empties into their months.
+    """
+    log = get_logger().bind(job="partitions")
+    try:
+        created = partitions.maintain(engine, today or datetime.now(UTC).date())
+    except Exception as exc:
+        first_line = (str(exc).splitlines() or [""])[0]
+        log.error("db.partitions_failed", error=f"{type(exc).__name__}: {first_line}")
+        return []
+    if created:
+        log.info("db.partitions_created", partitions=created)
+    return created
 
 
 def build_scheduler(
@@ -64,6 +88,20 @@ def build_scheduler(
         coalesce=True,
         misfire_grace_time=3600,
     )
+    if engine_ref["engine"].dialect.name == "postgresql":
+
+        async def partitions_ahead() -> None:
+            await asyncio.to_thread(partitions_job, engine_ref["engine"])
+
+        sched.add_job(
+            partitions_ahead,
+            CronTrigger.from_crontab(PARTITIONS_CRON, timezone=UTC),
+            id="db-partitions",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
+            next_run_time=datetime.now(UTC),  # and once at start
+        )
     sched.add_job(
         hourly,
         cron_trigger(ing.ingest_hourly_cron, "METIS_INGEST_HOURLY_CRON"),

@@ -21,6 +21,15 @@ What never goes:
   revises those days still finds the gateway and plugin rows to reconcile
   against.
 
+On PostgreSQL, whose request records and events are partitioned by month
+(`metis.db.partitions`), a month wholly before the cutoff is dropped as a
+partition: ``usage_records_request_pYYYYMM`` always (it holds only request
+rows), ``events_pYYYYMM`` when everything in it may go (``include_audit``,
+or it holds no audit event). Each is locked, counted and dropped in one
+transaction, so the counts stay exact. The month that straddles the cutoff,
+the DEFAULT partitions and events months that keep audit events are deleted
+row by row as on SQLite.
+
 Each run that deletes something is recorded in ``prune_runs``; the newest
 cutoff is the "pruned before" watermark (`pruned_before`): rollups of
 earlier days must not be rebuilt from raw records, which no longer hold them.
@@ -30,9 +39,11 @@ Deletes run in chunks so a large prune holds no long lock.
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, Table, delete, func, select
+from sqlalchemy import Connection, Engine, Table, delete, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
+from metis.db import partitions
 from metis.db.tables import alert_deliveries, events, prune_runs, usage_records
 from metis.errors import ValidationError
 from metis.timeutil import day_start, utcnow
@@ -88,8 +99,45 @@ def _delete_chunked(engine: Engine, table: Table, cond: ColumnElement[bool]) -> 
             ids = [i for (i,) in conn.execute(select(idcol).where(cond).limit(CHUNK))]
             if not ids:
                 return total
-            conn.execute(delete(table).where(idcol.in_(ids)))
+            conn.execute(delete(table).where(idcol.in_(ids) & cond))
             total += len(ids)
+
+
+def _drop_whole_months(engine: Engine, cutoff: date, include_audit: bool) -> tuple[int, int]:
+    """PostgreSQL: drop the month partitions wholly before ``cutoff`` that may go entirely.
+
+    Returns the (records, events) rows dropped; (0, 0) on SQLite.
+    """
+    with engine.connect() as conn:
+        if not partitions.is_partitioned(conn):
+            return 0, 0
+        rec_parts = partitions.whole_months_before(conn, "usage_records_request", cutoff)
+        ev_parts = partitions.whole_months_before(conn, partitions.EVENT_PARENT, cutoff)
+    audit = f"type LIKE '{AUDIT_PREFIX}%'"
+    n_rec = n_ev = 0
+    for part, is_events in [(p, False) for p in rec_parts] + [(p, True) for p in ev_parts]:
+        try:
+            with engine.begin() as conn:
+                partitions.set_lock_timeout(conn)
+                # Locked first: no row can arrive between the count and the drop.
+                conn.execute(text(f"LOCK TABLE {part.name} IN ACCESS EXCLUSIVE MODE"))
+                if (
+                    is_events
+                    and not include_audit
+                    and partitions.count_rows(conn, part.name, audit)
+                ):
+                    continue  # keeps audit events: its other rows go row by row
+                n = partitions.count_rows(conn, part.name)
+                partitions.drop_partition(conn, part.name)
+        except OperationalError as exc:
+            if not partitions.is_lock_timeout(exc):
+                raise
+            continue  # busy: its rows go row by row below, and the partition at the next run
+        if is_events:
+            n_ev += n
+        else:
+            n_rec += n
+    return n_rec, n_ev
 
 
 def prune(
@@ -121,8 +169,9 @@ def prune(
                 dry_run=True,
                 include_audit=include_audit,
             )
-    n_rec = _delete_chunked(engine, usage_records, rec_cond)
-    n_ev = _delete_chunked(engine, events, ev_cond)
+    n_rec, n_ev = _drop_whole_months(engine, cutoff, include_audit)
+    n_rec += _delete_chunked(engine, usage_records, rec_cond)
+    n_ev += _delete_chunked(engine, events, ev_cond)
     n_del = _delete_chunked(engine, alert_deliveries, del_cond)
     if n_rec or n_ev or n_del:
         with engine.begin() as conn:

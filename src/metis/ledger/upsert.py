@@ -18,12 +18,17 @@ and so touch no rollup (the new contribution is computed from the record
 itself: a returned row holds exactly its values). Cost per chunk: one indexed
 SELECT, the upsert, one upsert per rollup table (the histograms' included).
 
+On PostgreSQL, whose ``usage_records`` is partitioned by month, the identity
+is kept by record advisory locks and by moving a row whose day changes (see
+`_lock_records` and `_move_partition_keys`, and docs/deployment.md).
+
 The upsert is compiled once per dialect and executed with plain tuples at the
 driver level (`metis.db.bulk`, the columns' own bind processors applied): it
 is the gateway write-behind's hottest statement, and SQLAlchemy's per-row
 parameter handling cost more than the database work.
 """
 
+import hashlib
 import operator
 import weakref
 from collections.abc import Iterable, Sequence
@@ -103,7 +108,7 @@ def _upsert_statement(dialect: Dialect) -> bulk.Compiled:
     }
     update_cols["revision"] = usage_records.c.revision + literal_column("1")
     stmt = ins.on_conflict_do_update(
-        index_elements=list(_CONFLICT_COLS),
+        **_conflict_target(dialect.name),
         set_=update_cols,
         where=usage_records.c.content_sha256 != excluded.content_sha256,
     ).returning(*(usage_records.c[n] for n in _RETURNED))
@@ -141,13 +146,20 @@ def upsert_usage(conn: Connection, records: Iterable[UsageRecord]) -> UpsertCoun
     """
     counts = UpsertCounts()
     compiled = _upsert_statement(conn.dialect)
-    for wave in _waves(records):
+    waves = _waves(records)
+    pg = conn.dialect.name == "postgresql"
+    if pg:
+        _lock_records(conn, waves)
+    for wave in waves:
         values = [r.value_dict() for r in wave]
         rows = compiled.process(_rows(wave, values))
         by_key = {
             (r.workspace_id, r.source, r.dedupe_key): v for r, v in zip(wave, values, strict=True)
         }
-        old = _stored_contributions(conn, wave)
+        placed: dict[tuple[str, str, str], tuple[Any, str]] | None = {} if pg else None
+        old = _stored_contributions(conn, wave, placed)
+        if placed:
+            _move_partition_keys(conn, wave, placed)
         returned = conn.exec_driver_sql(*compiled.many(rows)).all()
         deltas: dict[rollups.Key, list[int]] = {}
         latency: dict[latency_rollups.LatencyKey, int] = {}
@@ -201,6 +213,7 @@ def _stored_select(dialect: str) -> Any:
                 c.workspace_id,
                 c.source,
                 c.dedupe_key,
+                c.granularity,
                 *(c[n] for n in rollups.SOURCE_COLUMNS if n not in ("workspace_id", "source")),
                 c.latency_ms,
             )
@@ -228,11 +241,15 @@ def begin_write(conn: Connection) -> None:
 
 
 def _stored_contributions(
-    conn: Connection, wave: list[UsageRecord]
+    conn: Connection,
+    wave: list[UsageRecord],
+    placed: dict[tuple[str, str, str], tuple[Any, str]] | None = None,
 ) -> dict[tuple[str, str, str], _Stored]:
     """The rollup contributions of the stored rows for ``wave``'s keys (locked for update).
 
     Each with the row's latency histogram key (`metis.ledger.latency_rollups.key_of`).
+    With ``placed``, also fills it with each stored row's partition key
+    (usage_date, granularity).
     """
     if conn.dialect.name == "sqlite":
         # Take SQLite's write lock before reading, so no other writer can change
@@ -245,10 +262,93 @@ def _stored_contributions(
     q = _stored_select(conn.dialect.name)
     for (ws, src), keys in by_scope.items():
         for row in conn.execute(q, {"ws": ws, "src": src, "keys": keys}).mappings():
+            k = (row["workspace_id"], row["source"], row["dedupe_key"])
             key, vec = rollups.contribution(row)
-            out[(row["workspace_id"], row["source"], row["dedupe_key"])] = (
-                key,
-                vec,
-                latency_rollups.key_of(row),
-            )
+            out[k] = (key, vec, latency_rollups.key_of(row))
+            if placed is not None:
+                placed[k] = (row["usage_date"], row["granularity"])
     return out
+
+
+# PostgreSQL's partitioned usage_records (`metis.db.partitions`): the identity
+# (workspace_id, source, dedupe_key) cannot be a unique index of its own, since
+# every unique index must contain the partition key (usage_date, granularity).
+# The upsert's conflict target is the identity plus the partition key; two
+# additions keep "one row per identity". Writers are serialised per record by
+# transaction advisory locks taken before the pre-read, so no other writer
+# inserts or moves a key between this writer's read and its upsert: a batch of
+# up to KEY_LOCKS_MAX records takes its (workspace, source) locks shared and
+# one exclusive lock per record (writers of different records run side by
+# side), a larger batch takes its (workspace, source) locks exclusively (one
+# lock instead of thousands). Locks are taken in one fixed order (scopes, then
+# records, each sorted), so two upserts cannot deadlock on them. And a stored
+# row whose partition key the new version changes is first moved to the new
+# key (an UPDATE, which PostgreSQL turns into a move between partitions), so
+# the upsert then finds it and updates it like any other revision.
+
+KEY_LOCKS_MAX = 1000
+IDENTITY_CONSTRAINT = "uq_usage_records_workspace_id_source_dedupe_key"
+_TAKE_LOCKS = text(
+    "SELECT count(CASE WHEN shared THEN pg_advisory_xact_lock_shared(k) "
+    "ELSE pg_advisory_xact_lock(k) END) FROM "
+    "(SELECT k, shared FROM unnest(CAST(:keys AS bigint[]), CAST(:shared AS boolean[])) "
+    "WITH ORDINALITY AS t(k, shared, i) ORDER BY i) s"
+)
+_MOVE = text(
+    "UPDATE usage_records SET usage_date = :new_date, granularity = :new_gran "
+    "WHERE workspace_id = :ws AND source = :src AND dedupe_key = :dk "
+    "AND usage_date = :old_date AND granularity = :old_gran"
+)
+
+
+def _conflict_target(dialect: str) -> dict[str, Any]:
+    """The upsert's ON CONFLICT target.
+
+    On PostgreSQL the identity constraint by name: the identity plus the
+    partition key on the partitioned table, the identity alone on a database
+    not migrated that far (the same name either way).
+    """
+    if dialect == "postgresql":
+        return {"constraint": IDENTITY_CONSTRAINT}
+    return {"index_elements": list(_CONFLICT_COLS)}
+
+
+def _lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory lock key for a (workspace, source) or a record."""
+    digest = hashlib.blake2b("\0".join(("usage_records", *parts)).encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def _lock_records(conn: Connection, waves: list[list[UsageRecord]]) -> None:
+    """Take the advisory locks of every record of the batch (see above), in one fixed order."""
+    records = [r for w in waves for r in w]
+    if not records:
+        return
+    scopes = sorted({_lock_key(r.workspace_id, r.source) for r in records})
+    per_record = len(records) <= KEY_LOCKS_MAX
+    keys = (
+        sorted({_lock_key(r.workspace_id, r.source, r.dedupe_key) for r in records})
+        if per_record
+        else []
+    )
+    shared = [per_record] * len(scopes) + [False] * len(keys)
+    conn.execute(_TAKE_LOCKS, {"keys": scopes + keys, "shared": shared})
+
+
+def _move_partition_keys(
+    conn: Connection,
+    wave: list[UsageRecord],
+    placed: dict[tuple[str, str, str], tuple[Any, str]],
+) -> None:
+    """Move stored rows whose usage_date or granularity ``wave`` changes to the new values."""
+    moves = []
+    for r in wave:
+        k = (r.workspace_id, r.source, r.dedupe_key)
+        at = placed.get(k)
+        if at is not None and at != (r.usage_date, r.granularity):
+            moves.append(
+                {"ws": k[0], "src": k[1], "dk": k[2], "old_date": at[0], "old_gran": at[1],
+                 "new_date": r.usage_date, "new_gran": r.granularity}
+            )  # fmt: skip
+    if moves:
+        conn.execute(_MOVE, moves)

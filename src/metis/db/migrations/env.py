@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import Engine
 
+from metis.db.partitions import schema_compare_filter
 from metis.db.tables import metadata
 
 config = context.config
@@ -18,5 +19,6 @@ with engine.begin() as connection:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=schema_compare_filter(connection.dialect.name),
     )
     context.run_migrations()
