@@ -516,3 +516,30 @@ def test_a_large_batch_locks_its_whole_workspace_and_source(
     with engine.connect() as c:
         n = c.execute(select(func.count()).select_from(usage_records)).scalar_one()
     assert n == 4
+
+
+@pg_only
+def test_a_partial_day_analytics_read_touches_only_its_months_partitions(engine: Engine) -> None:
+    """The raw read of a window's partial edge (`metis.analytics.query`) states the day range
+    too, so it is planned against that month's partitions, not every month's index."""
+    from metis.analytics.params import Filters
+    from metis.analytics.query import _raw_query
+
+    with engine.begin() as c:
+        partitions.ensure_partitions(c, date(2026, 9, 1), date(2026, 12, 1))
+    lo, hi = datetime(2026, 11, 3, 5, tzinfo=UTC), datetime(2026, 11, 3, 17, tzinfo=UTC)
+    with engine.connect() as c:
+        q = _raw_query((lo, hi), Filters(), ["model"], pg=True)
+        compiled = q.compile(dialect=c.dialect, compile_kwargs={"render_postcompile": True})
+        plan = c.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params)
+        found: set[str] = set()
+
+        def walk(node: dict[str, Any]) -> None:
+            if "Relation Name" in node:
+                found.add(node["Relation Name"])
+            for child in node.get("Plans", []):
+                walk(child)
+
+        raw = plan.scalar_one()
+        walk((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
+    assert found == {"usage_records_request_p202611", "usage_records_agg_p202611"}

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select
 
 from metis.analytics.params import Filters, Window
-from metis.analytics.query import split_window
+from metis.analytics.query import day_bounds, split_window
 from metis.db.tables import usage_records, usage_rollups_latency
 from metis.ledger import latency_rollups as lr
 
@@ -97,6 +97,8 @@ def _from_histograms(conn: Connection, window: Window, workspace_id: str | None)
         ]
         if workspace_id is not None:
             conds.append(r.workspace_id == workspace_id)
+        if conn.dialect.name == "postgresql":
+            conds += day_bounds(usage_records, start, end)
         edge = (
             select(r.provider, r.model, r.latency_ms, func.count())
             .where(*conds)

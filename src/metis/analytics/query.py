@@ -130,7 +130,22 @@ def _rollup_query(days: tuple[date, date], f: Filters, cols: Sequence[str]) -> A
     return q.group_by(*dim_cols) if dim_cols else q
 
 
-def _raw_query(rng: tuple[datetime, datetime], f: Filters, cols: Sequence[str]) -> Any:
+def day_bounds(t: Any, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
+    """``usage_date`` conditions implied by ``lo <= window_start < hi``.
+
+    Added on PostgreSQL, where ``usage_records`` is partitioned by month of
+    ``usage_date`` (`metis.db.partitions`): with them a raw read of a
+    partial day is planned against that month's partitions only. Not on
+    SQLite, whose planner could prefer the day index over the (narrower)
+    ``window_start`` range.
+    """
+    last = (hi - timedelta(microseconds=1)).date()
+    return [t.c.usage_date >= lo.date(), t.c.usage_date <= last]
+
+
+def _raw_query(
+    rng: tuple[datetime, datetime], f: Filters, cols: Sequence[str], pg: bool = False
+) -> Any:
     t = usage_records
     dim_cols = [
         func.coalesce(t.c[c], literal("")).label(c) if c in NULLABLE_DIMS else t.c[c] for c in cols
@@ -149,6 +164,8 @@ def _raw_query(rng: tuple[datetime, datetime], f: Filters, cols: Sequence[str]) 
     ).where(
         t.c.window_start >= rng[0], t.c.window_start < rng[1], *_filter_conds(t, f, rollup=False)
     )
+    if pg:
+        q = q.where(*day_bounds(t, *rng))
     return q.group_by(*dim_cols) if dim_cols else q
 
 
@@ -161,7 +178,8 @@ def aggregate_raw(
     queries = []
     if days is not None:
         queries.append(_rollup_query(days, filters, cols))
-    queries.extend(_raw_query(r, filters, cols) for r in raws)
+    pg = conn.dialect.name == "postgresql"
+    queries.extend(_raw_query(r, filters, cols, pg) for r in raws)
     merged: dict[tuple[Any, ...], Agg] = {}
     for q in queries:
         for row in conn.execute(q).mappings():
@@ -206,7 +224,10 @@ def _retagged_keys(conn: Connection, window: Window, workspace_id: str | None) -
         parts.append((t, t.c.user_id != "", [t.c.usage_date >= days[0], t.c.usage_date < days[1]]))
     for lo, hi in raws:
         r = usage_records
-        parts.append((r, r.c.user_id.is_not(None), [r.c.window_start >= lo, r.c.window_start < hi]))
+        conds = [r.c.window_start >= lo, r.c.window_start < hi]
+        if conn.dialect.name == "postgresql":
+            conds += day_bounds(r, lo, hi)
+        parts.append((r, r.c.user_id.is_not(None), conds))
     for t, tagged, conds in parts:
         if workspace_id is not None:
             conds.append(t.c.workspace_id == workspace_id)
