@@ -235,6 +235,7 @@ FLOW_COMMANDS = (
     "db status",
     "db rebuild-rollups",
     "db prune",
+    "db partitions",
     "workspace add",
     "workspace list",
     "provider-key add",
@@ -452,6 +453,7 @@ def test_canaries_appear_nowhere(
     run("alerts", "status", "--json")
     run("db", "rebuild-rollups")
     run("db", "prune", "--retention-days", "3650", "--dry-run", "--json")
+    run("db", "partitions", "--create-ahead", "--json")
     run("gateway", "user", "disable", "bob")
     run("gateway", "team", "disable", "ops")
 
