@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, select
 from metis import jsonutil
 from metis.analytics import views
 from metis.analytics.params import Filters, ParamError, Window
-from metis.analytics.query import GROUP_DIMS, aggregate_raw
+from metis.analytics.query import GROUP_DIMS, aggregate_raw, filter_conds
 from metis.db.tables import events, gateway_keys, teams, users
 from metis.money import plain_money_fields, plain_usd, usd_json
 from metis.timeutil import iso
@@ -358,15 +358,12 @@ def audit_export(
     enc = _Encoder(fmt, cols)
     head = enc.header()  # sent with the first rows, once the query has run
     e = events.c
-    conds = [e.type.in_(list(AUDIT_EVENT_TYPES)), e.ts >= window.start, e.ts < window.end]
-    for col, v in (
-        ("workspace_id", filters.workspace_id),
-        ("user_id", filters.user_id),
-        ("team_id", filters.team_id),
-        ("gateway_key_id", filters.gateway_key_id),
-    ):
-        if v is not None:
-            conds.append(e[col] == v)
+    conds = [
+        e.type.in_(list(AUDIT_EVENT_TYPES)),
+        e.ts >= window.start,
+        e.ts < window.end,
+        *filter_conds(events, filters, source=False),
+    ]
     q = (
         select(e.type, e.ts, e.user_id, e.team_id, e.gateway_key_id, e.payload)
         .where(*conds)

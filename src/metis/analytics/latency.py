@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select
 
 from metis.analytics.params import Filters, Window
-from metis.analytics.query import day_bounds, split_window
+from metis.analytics.query import day_bounds, filter_conds, split_window
 from metis.db.tables import usage_records, usage_rollups_latency
 from metis.ledger import latency_rollups as lr
 
@@ -130,14 +130,7 @@ def _from_raw(conn: Connection, window: Window, filters: Filters, calls: int) ->
         r.usage_date >= window.start.date(),
         r.usage_date <= last_day,
     ]
-    for col, v in (
-        ("workspace_id", filters.workspace_id),
-        ("user_id", filters.user_id),
-        ("team_id", filters.team_id),
-        ("gateway_key_id", filters.gateway_key_id),
-    ):
-        if v is not None:
-            conds.append(r[col] == v)
+    conds += filter_conds(usage_records, filters, source=False)
     if stride > 1:
         conds.append(r.id % stride == 0)
     conds.append(r.latency_ms.is_not(None))

@@ -88,13 +88,15 @@ def _split(window: Window) -> tuple[tuple[date, date] | None, list[tuple[datetim
 split_window = _split
 
 
-def _filter_conds(t: Any, f: Filters, *, rollup: bool) -> list[ColumnElement[bool]]:
+def filter_conds(t: Any, f: Filters, *, source: bool = True) -> list[ColumnElement[bool]]:
+    """``t``'s conditions for the filters that are set: workspace, user, team, key and
+    (unless ``source`` is false: a table without one, or a caller fixing it) source."""
     conds: list[ColumnElement[bool]] = []
     for col, v in (
         ("workspace_id", f.workspace_id),
         ("user_id", f.user_id),
         ("team_id", f.team_id),
-        ("source", f.source),
+        ("source", f.source if source else None),
         ("gateway_key_id", f.gateway_key_id),
     ):
         if v is not None:
@@ -125,7 +127,7 @@ def _rollup_query(days: tuple[date, date], f: Filters, cols: Sequence[str]) -> A
     t = rollup_table(cols, f)
     dim_cols = [t.c[c] for c in cols]
     q = select(*dim_cols, *(wide_sum(t.c[m]).label(m) for m in MEASURES)).where(
-        t.c.usage_date >= days[0], t.c.usage_date < days[1], *_filter_conds(t, f, rollup=True)
+        t.c.usage_date >= days[0], t.c.usage_date < days[1], *filter_conds(t, f)
     )
     return q.group_by(*dim_cols) if dim_cols else q
 
@@ -161,9 +163,7 @@ def _raw_query(
         func.sum(err).label("error_count"),
         *(wide_sum(t.c[m]).label(m) for m in TOKEN_MEASURES),
         wide_sum(t.c.cost_nanousd).label("cost_nanousd"),
-    ).where(
-        t.c.window_start >= rng[0], t.c.window_start < rng[1], *_filter_conds(t, f, rollup=False)
-    )
+    ).where(t.c.window_start >= rng[0], t.c.window_start < rng[1], *filter_conds(t, f))
     if pg:
         q = q.where(*day_bounds(t, *rng))
     return q.group_by(*dim_cols) if dim_cols else q

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, func, select
 from metis import pricing
 from metis.analytics.latency import latencies
 from metis.analytics.params import Filters, ParamError, Window, guard
-from metis.analytics.query import GROUP_DIMS, Agg, partial_coverage
+from metis.analytics.query import GROUP_DIMS, Agg, filter_conds, partial_coverage
 from metis.analytics.views import View, usage
 from metis.db.tables import (
     events,
@@ -392,16 +392,12 @@ def savings(
 
 def _event_conds(type_: str, window: Window, filters: Filters) -> list[Any]:
     c = events.c
-    conds = [c.type == type_, c.ts >= window.start, c.ts < window.end]
-    for col, v in (
-        ("workspace_id", filters.workspace_id),
-        ("user_id", filters.user_id),
-        ("team_id", filters.team_id),
-        ("gateway_key_id", filters.gateway_key_id),
-    ):
-        if v is not None:
-            conds.append(c[col] == v)
-    return conds
+    return [
+        c.type == type_,
+        c.ts >= window.start,
+        c.ts < window.end,
+        *filter_conds(events, filters, source=False),
+    ]
 
 
 def routing(conn: Connection, window: Window, filters: Filters) -> JSON:
