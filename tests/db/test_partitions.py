@@ -194,8 +194,9 @@ def test_a_revision_moving_across_a_month_boundary_stays_one_row(engine: Engine)
     assert by_day == {date(2026, 10, 31): 1_000, date(2026, 11, 1): 6_500}
 
 
-def _plan_relations(conn: Connection, sql: str) -> set[str]:
-    plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {sql}")).scalar_one()
+def _plan_relations(conn: Connection, sql: str, params: Any = None) -> set[str]:
+    """The tables (partitions) the plan of ``sql`` reads."""
+    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", params).scalar_one()
     found: set[str] = set()
 
     def walk(node: dict[str, Any]) -> None:
@@ -531,15 +532,5 @@ def test_a_partial_day_analytics_read_touches_only_its_months_partitions(engine:
     with engine.connect() as c:
         q = _raw_query((lo, hi), Filters(), ["model"], pg=True)
         compiled = q.compile(dialect=c.dialect, compile_kwargs={"render_postcompile": True})
-        plan = c.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params)
-        found: set[str] = set()
-
-        def walk(node: dict[str, Any]) -> None:
-            if "Relation Name" in node:
-                found.add(node["Relation Name"])
-            for child in node.get("Plans", []):
-                walk(child)
-
-        raw = plan.scalar_one()
-        walk((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
+        found = _plan_relations(c, str(compiled), compiled.params)
     assert found == {"usage_records_request_p202611", "usage_records_agg_p202611"}
