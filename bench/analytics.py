@@ -581,7 +581,7 @@ def main() -> None:
            "METIS_ADMIN_TOKEN": token, "METIS_GATEWAY_URLS": GATEWAY_URL}  # fmt: skip
     exported = ("METIS_HOME", "METIS_DATABASE_URL", "METIS_ADMIN_TOKEN", "METIS_GATEWAY_URLS")
     os.environ.update({k: env[k] for k in exported})
-    lines = [f"backend {args.backend}, {args.rows:,} usage records over {DAYS} days"]
+    lines = [f"backend {engine.dialect.name}, {args.rows:,} usage records over {DAYS} days"]
     try:
         if args.reuse:
             load_s = 0.0
