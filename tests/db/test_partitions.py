@@ -530,7 +530,7 @@ def test_a_partial_day_analytics_read_touches_only_its_months_partitions(engine:
         partitions.ensure_partitions(c, date(2026, 9, 1), date(2026, 12, 1))
     lo, hi = datetime(2026, 11, 3, 5, tzinfo=UTC), datetime(2026, 11, 3, 17, tzinfo=UTC)
     with engine.connect() as c:
-        q = _raw_query((lo, hi), Filters(), ["model"], pg=True)
+        q = _raw_query((lo, hi), Filters(), ["model"], "postgresql")
         compiled = q.compile(dialect=c.dialect, compile_kwargs={"render_postcompile": True})
         found = _plan_relations(c, str(compiled), compiled.params)
     assert found == {"usage_records_request_p202611", "usage_records_agg_p202611"}

@@ -97,8 +97,7 @@ def _from_histograms(conn: Connection, window: Window, workspace_id: str | None)
         ]
         if workspace_id is not None:
             conds.append(r.workspace_id == workspace_id)
-        if conn.dialect.name == "postgresql":
-            conds += day_bounds(usage_records, start, end)
+        conds += day_bounds(conn.dialect.name, start, end)
         edge = (
             select(r.provider, r.model, r.latency_ms, func.count())
             .where(*conds)

@@ -132,21 +132,23 @@ def _rollup_query(days: tuple[date, date], f: Filters, cols: Sequence[str]) -> A
     return q.group_by(*dim_cols) if dim_cols else q
 
 
-def day_bounds(t: Any, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
-    """``usage_date`` conditions implied by ``lo <= window_start < hi``.
+def day_bounds(dialect: str, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
+    """The ``usage_records.usage_date`` conditions implied by ``lo <= window_start < hi``.
 
-    Added on PostgreSQL, where ``usage_records`` is partitioned by month of
+    On PostgreSQL only (an empty list on SQLite), where ``usage_records`` is partitioned by month of
     ``usage_date`` (`metis.db.partitions`): with them a raw read of a
     partial day is planned against that month's partitions only. Not on
     SQLite, whose planner could prefer the day index over the (narrower)
     ``window_start`` range.
     """
+    if dialect != "postgresql":
+        return []
     last = (hi - timedelta(microseconds=1)).date()
-    return [t.c.usage_date >= lo.date(), t.c.usage_date <= last]
+    return [usage_records.c.usage_date >= lo.date(), usage_records.c.usage_date <= last]
 
 
 def _raw_query(
-    rng: tuple[datetime, datetime], f: Filters, cols: Sequence[str], pg: bool = False
+    rng: tuple[datetime, datetime], f: Filters, cols: Sequence[str], dialect: str
 ) -> Any:
     t = usage_records
     dim_cols = [
@@ -163,9 +165,12 @@ def _raw_query(
         func.sum(err).label("error_count"),
         *(wide_sum(t.c[m]).label(m) for m in TOKEN_MEASURES),
         wide_sum(t.c.cost_nanousd).label("cost_nanousd"),
-    ).where(t.c.window_start >= rng[0], t.c.window_start < rng[1], *filter_conds(t, f))
-    if pg:
-        q = q.where(*day_bounds(t, *rng))
+    ).where(
+        t.c.window_start >= rng[0],
+        t.c.window_start < rng[1],
+        *day_bounds(dialect, *rng),
+        *filter_conds(t, f),
+    )
     return q.group_by(*dim_cols) if dim_cols else q
 
 
@@ -178,8 +183,7 @@ def aggregate_raw(
     queries = []
     if days is not None:
         queries.append(_rollup_query(days, filters, cols))
-    pg = conn.dialect.name == "postgresql"
-    queries.extend(_raw_query(r, filters, cols, pg) for r in raws)
+    queries.extend(_raw_query(r, filters, cols, conn.dialect.name) for r in raws)
     merged: dict[tuple[Any, ...], Agg] = {}
     for q in queries:
         for row in conn.execute(q).mappings():
@@ -224,9 +228,11 @@ def _retagged_keys(conn: Connection, window: Window, workspace_id: str | None) -
         parts.append((t, t.c.user_id != "", [t.c.usage_date >= days[0], t.c.usage_date < days[1]]))
     for lo, hi in raws:
         r = usage_records
-        conds = [r.c.window_start >= lo, r.c.window_start < hi]
-        if conn.dialect.name == "postgresql":
-            conds += day_bounds(r, lo, hi)
+        conds = [
+            r.c.window_start >= lo,
+            r.c.window_start < hi,
+            *day_bounds(conn.dialect.name, lo, hi),
+        ]
         parts.append((r, r.c.user_id.is_not(None), conds))
     for t, tagged, conds in parts:
         if workspace_id is not None:
