@@ -10,9 +10,11 @@ exponent: `metis.money.plain_usd`).
 
 The usage export reads the query layer every other surface reads
 (`metis.analytics.views`), for the same window and view, so its totals are
-the analytics API's: grouped, `views.usage`; ungrouped, `views.usage_rows`,
-where each row carries its reconciliation ``class`` and whether the view
-``counted`` it (the counted rows sum to ``/analytics/cost``'s total).
+the analytics API's: grouped, `views.usage`; ungrouped, `views.stored_usage`
+and `views.residue_rows`, where each row carries its reconciliation ``class``
+and whether the view ``counted`` it (the counted rows sum to
+``/analytics/cost``'s total). The ungrouped lines are built by the database
+(`metis.analytics.export_lines`), the bytes `UsageRowEncoder` would write.
 """
 
 import csv
@@ -29,7 +31,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, select
 
 from metis import jsonutil
-from metis.analytics import views
+from metis.analytics import export_lines, views
 from metis.analytics.params import Filters, ParamError, Window
 from metis.analytics.query import GROUP_DIMS, aggregate_raw, filter_conds
 from metis.db.tables import events, gateway_keys, teams, users
@@ -223,14 +225,70 @@ def usage_export(
         # One chunk, computed before anything is sent: a failure is a status, never a cut file.
         yield enc.header() + enc.rows(batch)
         return
-    row_enc = UsageRowEncoder(fmt)
-    head = row_enc.header()  # sent with the first rows, once the query has run
+    yield from _usage_lines(engine, window, filters, fmt, view)
+
+
+def _usage_lines(
+    engine: Engine, window: Window, filters: Filters, fmt: Format, view: views.View
+) -> Iterator[bytes]:
+    """The ungrouped export: the stored rows' lines as the database builds them
+    (`export_lines`), each batch checked and its odd rows encoded here, then the residue."""
+    enc = UsageRowEncoder(fmt)
+    head = enc.header()  # sent with the first rows, once the query has run
+    counted = views.counted_classes(view)
+    check = export_lines.PlainCheck(fmt)
+    c = views.stored_usage(view, window, filters)
     with engine.connect() as conn:
-        for part in views.usage_rows(conn, view, window, filters, USAGE_COLUMNS, BATCH):
-            yield head + row_enc.rows(part)
+        if conn.dialect.name == "postgresql":  # rows read again by id: as the lines saw them
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        if c is not None:
+            q = export_lines.line_query(c, USAGE_COLUMNS, fmt, counted, conn.dialect.name)
+            result = conn.execute(q.execution_options(stream_results=True, yield_per=BATCH))
+            for part in result.partitions():
+                lines: list[Any] = [r[0] if type(r[0]) is bytes else _utf8(r[0]) for r in part]
+                data = _plain_batch(lines, part, check)
+                if data is None:  # some rows are written from their values
+                    slow = [r[1] for r, line in zip(part, lines, strict=True)
+                            if line is None or not check.batch(line + b"\n", 1, r[2])]  # fmt: skip
+                    rows = _rows_by_id(conn, c, slow, counted)
+                    data = b"".join(
+                        enc.rows([rows[r[1]]]) if r[1] in rows else line + b"\n"
+                        for r, line in zip(part, lines, strict=True)
+                    )
+                yield head + data
+                head = b""
+        residue = views.residue_rows(conn, view, window, filters, USAGE_COLUMNS)
+        if residue:
+            yield head + enc.rows(residue)
             head = b""
     if head:
         yield head
+
+
+def _utf8(line: str | None) -> bytes | None:
+    return None if line is None else line.encode()
+
+
+def _plain_batch(
+    lines: list[Any], part: Sequence[Any], check: export_lines.PlainCheck
+) -> bytes | None:
+    """The bytes of a batch's lines when every one is there and plain, else None."""
+    if None in lines:
+        return None
+    data = b"\n".join(lines) + b"\n"
+    return data if check.batch(data, len(part), sum(r[2] for r in part)) else None
+
+
+def _rows_by_id(
+    conn: Connection, c: Any, ids: Sequence[int], counted: Sequence[str] | None
+) -> dict[int, tuple[Any, ...]]:
+    """The stored rows ``ids`` of subquery ``c`` as `UsageRowEncoder` tuples, by id."""
+    cols = (*(c.c[n] for n in USAGE_COLUMNS), c.c.klass, c.c.id)
+    out: dict[int, tuple[Any, ...]] = {}
+    for i in range(0, len(ids), 500):
+        for r in conn.execute(select(*cols).where(c.c.id.in_(ids[i : i + 500]))):
+            out[r[-1]] = (*r[:-1], counted is None or r[-2] in counted)
+    return out
 
 
 _COST = USAGE_COLUMNS.index("cost_nanousd")
@@ -263,15 +321,17 @@ def nano_usd_text(nanos: int) -> str:
 
 
 class UsageRowEncoder:
-    """`metis.analytics.views.usage_rows` tuples to CSV or JSON Lines bytes, a batch at a time.
+    """Usage tuples (`USAGE_COLUMNS`' values, class, counted) to CSV or JSON Lines bytes.
 
-    The output is the one a per-cell encoding gives (dates and times ISO 8601
-    UTC with ``Z``, money plain USD with nine decimals, ``counted`` as
-    true/false, empty CSV cells for nulls, `csv_safe` text cells): what is
-    fast here is how. msgspec writes dates and times (``to_builtins`` for CSV,
+    It writes the rows `export_lines` leaves to Python (text that needs
+    quoting, escaping or the formula guard) and the residue rows. The output
+    is the one a per-cell encoding gives (dates and times ISO 8601 UTC with
+    ``Z``, money plain USD with nine decimals, ``counted`` as true/false,
+    empty CSV cells for nulls, `csv_safe` text cells): what is fast here is
+    how. msgspec writes dates and times (``to_builtins`` for CSV,
     ``encode_lines`` of Structs for JSON Lines, a batch per call) exactly as
     `metis.timeutil.iso` does for the aware UTC datetimes the ledger returns
-    (``usage_rows`` gives no other kind); Python touches only the cost and
+    (`views` gives no other kind); Python touches only the cost and
     ``counted`` of a row; CSV rows go to the C ``csv.writer`` in one
     ``writerows``, and the `csv_safe` pass over every text cell runs only for
     a batch whose encoded text has a cell starting like a formula (rare: a

@@ -8,8 +8,9 @@ layer"):
 - `query_window`: the window a surface answers for (`parse_window`'s
   defaults; the reconciled view widened to whole UTC days, its resolution);
 - `usage`: totals grouped by dimensions;
-- `usage_rows`: the rows themselves (an ungrouped export), each with its
-  reconciliation class and whether the view counts it.
+- `stored_usage` and `residue_rows`: the rows themselves (an ungrouped
+  export), each with its reconciliation class; `counted_classes` says which
+  the view counts.
 
 ``raw`` sums the rows of every source (or one ``source``) as stored; summing
 several sources double counts calls seen by more than one feed. The
@@ -29,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from metis.analytics.params import Filters, ParamError, Window, parse_window
 from metis.analytics.query import Agg, aggregate_raw
@@ -86,62 +87,65 @@ def day_window(window: Window) -> Window:
     return Window(start, end)
 
 
-def usage_rows(
-    conn: Connection,
-    view: View,
-    window: Window,
-    filters: Filters,
-    columns: Sequence[str],
-    batch: int = 5000,
-) -> Iterator[list[tuple[Any, ...]]]:
-    """The usage rows behind `usage`, in batches: stored rows, then residue rows.
+def counted_classes(view: View) -> tuple[str, ...] | None:
+    """The classes of stored rows ``view`` counts; None: every row (the raw view)."""
+    return COUNTED_CLASSES if view == "reconciled" else None
 
-    Each row is a tuple: the values of ``columns`` (of ``usage_records``; times
-    are aware UTC datetimes, as every ledger read gives them), then
-    ``class`` (its reconciliation class: ``gateway``, ``plugin``,
-    ``plugin_duplicate``, ``plugin_via_gateway``, ``provider``, or for the
-    synthetic rows ``unattributed`` / ``drift_adjustment``) and ``counted``
-    (whether ``view`` counts it). Tuples, not mappings: an export reads
-    millions of them. The counted rows sum to `usage`'s total for the same
-    window, view and filters, to the nano-dollar: in the raw view every stored
-    row counts; in the reconciled view the attributed rows (gateway, plugin)
-    count, duplicates and provider rows do not, and one row per covered cell
-    carries the residue that makes the cell's figure the reconciled one.
-    Stored rows stream (``yield_per``: a server-side cursor on PostgreSQL),
-    one batch in memory at a time; ordered by ``window_start``, then ``id``.
+
+def stored_usage(view: View, window: Window, filters: Filters) -> Any | None:
+    """The stored rows behind `usage` as a subquery with a ``klass`` column, or None.
+
+    The subquery has every ``usage_records`` column and ``klass``, the row's
+    reconciliation class: ``gateway``, ``plugin``, ``plugin_duplicate``,
+    ``plugin_via_gateway`` or ``provider``. Exports order it by
+    ``window_start``, then ``id``, and follow it with `residue_rows`. The
+    rows ``view`` counts (`counted_classes`) and the residue rows sum to
+    `usage`'s total for the same window, view and filters, to the nano-dollar:
+    in the raw view every stored row counts; in the reconciled view the
+    attributed rows (gateway, plugin) count, duplicates and provider rows do
+    not, and one residue row per covered cell makes the cell's figure the
+    reconciled one. None when the view and filters show no stored rows
+    (``source=unattributed``: residue rows only).
     """
     if view == "reconciled":
+        if filters.source in reconcile.RESIDUE_SOURCES:
+            return None
         window = day_window(window)
     urls = reconcile.gateway_url_variants(reconcile.gateway_urls_from_env())
     ur = usage_records.c
-    ident = {
+    conds: list[Any] = [ur.window_start >= window.start, ur.window_start < window.end]
+    for col, v in (*_identity(filters).items(), ("source", filters.source)):
+        if v is not None:
+            conds.append(ur[col] == v)
+    d0 = window.start.date()
+    d1 = (window.end - timedelta(microseconds=1)).date() + timedelta(days=1)
+    return reconcile._classified(d0, d1, filters.workspace_id, urls, conds)
+
+
+def residue_rows(
+    conn: Connection, view: View, window: Window, filters: Filters, columns: Sequence[str]
+) -> list[tuple[Any, ...]] | None:
+    """The reconciled view's residue rows that follow the stored ones (`stored_usage`).
+
+    Tuples of ``columns`` (times aware UTC datetimes), then ``class``
+    (``unattributed`` or ``drift_adjustment``, also the row's source) and
+    ``counted`` (True). None when there are none to show: the raw view, an identity filter (residue
+    rows have no user, team or key) or a ``source`` filter naming a stored source.
+    """
+    if view == "raw" or any(v is not None for v in _identity(filters).values()):
+        return None
+    source = filters.source
+    if source is not None and source not in reconcile.RESIDUE_SOURCES:
+        return None
+    return list(_residue_rows(conn, day_window(window), filters.workspace_id, columns, source))
+
+
+def _identity(filters: Filters) -> dict[str, str | None]:
+    return {
         "user_id": filters.user_id,
         "team_id": filters.team_id,
         "gateway_key_id": filters.gateway_key_id,
     }
-    source = filters.source
-    stored = view == "raw" or source not in reconcile.RESIDUE_SOURCES
-    if stored:
-        conds: list[Any] = [ur.window_start >= window.start, ur.window_start < window.end]
-        for col, v in (*ident.items(), ("source", source)):
-            if v is not None:
-                conds.append(ur[col] == v)
-        d0 = window.start.date()
-        d1 = (window.end - timedelta(microseconds=1)).date() + timedelta(days=1)
-        c = reconcile._classified(d0, d1, filters.workspace_id, urls, conds)
-        q = select(*(c.c[n] for n in columns), c.c.klass).order_by(c.c.window_start, c.c.id)
-        result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
-        counted = COUNTED_CLASSES if view == "reconciled" else None
-        for part in result.partitions():
-            if counted is None:
-                yield [(*r, True) for r in part]
-            else:
-                yield [(*r, r[-1] in counted) for r in part]
-    if view == "raw" or any(v is not None for v in ident.values()):
-        return
-    if source is not None and source not in reconcile.RESIDUE_SOURCES:
-        return
-    yield list(_residue_rows(conn, window, filters.workspace_id, columns, source))
 
 
 def _residue_rows(
@@ -151,7 +155,7 @@ def _residue_rows(
     columns: Sequence[str],
     only: str | None,
 ) -> Iterator[tuple[Any, ...]]:
-    """One row per covered cell and residue kind of whole-day ``window`` (see `usage_rows`)."""
+    """One row per covered cell and residue kind of whole-day ``window`` (see `residue_rows`)."""
     cells = reconcile.reconciled_cells(conn, window.start.date(), window.end.date(), workspace_id)
     for cell in cells:
         for kind, t, sign in (
