@@ -156,6 +156,12 @@ BAD_ITEMS: list[tuple[str, dict[str, Any], str]] = [
     ("nan-cost", item("x", cost_usd="NaN"), "cost_usd"),
     ("bad-provider", item("x", provider="Open AI; DROP"), "provider"),
     ("time-and-window", item("x", window_start=iso(utcnow())), "not both"),
+    # Text PostgreSQL cannot store (NUL) was a 500 there; control characters are refused too.
+    ("nul-correlation-id", item("x", correlation_id="chatcmpl-\x00"), "correlation_id"),
+    ("nul-session", item("x", session_id="s\x00"), "session_id"),
+    ("nul-user", item("x", user="alice\x00"), "user"),
+    ("control-base-url", item("x", base_url="http://gw\r\n/v1"), "base_url"),
+    ("nul-service-tier", item("x", service_tier="\x00"), "service_tier"),
 ]
 
 

@@ -114,6 +114,18 @@ def _aware(v: datetime) -> datetime:
 UTCTime = Annotated[datetime, AfterValidator(_aware)]
 
 
+def _no_control(v: str) -> str:
+    # PostgreSQL text cannot hold NUL (the insert failed: a 500); SQLite's C functions stop at
+    # it. Labels and ids have no use for any other control character either.
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in v):
+        raise ValueError("contains control characters")
+    return v
+
+
+Label = Annotated[str, AfterValidator(_no_control)]
+"""A free-text label or id an agent reports: any printable text."""
+
+
 def _cost(v: Any) -> Decimal:
     if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
         raise ValueError("must be a decimal string or number")
@@ -161,15 +173,15 @@ class UsageItem(BaseModel):
         description="Cost in USD as a decimal string or number, stored exactly; at most "
         f"{ITEM_MAX_COST_USD} per item. Absent: computed from Metis's price table.",
     )
-    session_id: str | None = Field(None, max_length=200)
-    user: str | None = Field(None, max_length=200, description="A Metis user alias.")
-    correlation_id: str | None = Field(
+    session_id: Label | None = Field(None, max_length=200)
+    user: Label | None = Field(None, max_length=200, description="A Metis user alias.")
+    correlation_id: Label | None = Field(
         None, max_length=200, description="The provider's response id (chatcmpl-…, msg_…)."
     )
-    base_url: str | None = Field(
+    base_url: Label | None = Field(
         None, max_length=2000, description="Where the call was sent (detects gateway traffic)."
     )
-    service_tier: str | None = Field(None, max_length=64)
+    service_tier: Label | None = Field(None, max_length=64)
     metadata: dict[str, str | int | bool | None] | None = Field(
         None,
         description=f"Small opaque labels: at most {METADATA_MAX_KEYS} keys of "
