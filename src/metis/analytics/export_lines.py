@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 
 from metis.db.tables import usage_records
+from metis.ledger import reconcile
 
 Format = Literal["csv", "jsonl"]
 
@@ -139,9 +140,7 @@ class _Cells:
             return "%s", [col]
         if not nullable:
             return '"%s"', [col]
-        # "…" or null: the quotes are arguments, so nothing is concatenated per row
-        quote = case((col.is_(None), ""), else_='"')
-        return "%s%s%s", [quote, func.coalesce(col, "null"), quote]
+        return "%s", [func.coalesce(_lit("'\"'").concat(col).concat(_lit("'\"'")), "null")]
 
 
 def line_query(
@@ -165,9 +164,14 @@ def line_query(
     """
     cells = _Cells(c, dialect)
     klass = c.c.klass
-    is_counted: Any = (
-        "true" if counted is None else case((klass.in_(list(counted)), "true"), else_="false")
-    )
+    between = "," if fmt == "csv" else '","counted":'
+    # Class and counted in one simple CASE: the class (an EXISTS for plugin rows) is
+    # computed once per row, not once per cell.
+    class_counted: Any = case(
+        {k: f"{k}{between}{'true' if counted is None or k in counted else 'false'}"
+         for k in reconcile.CLASSES},
+        value=klass,
+    )  # fmt: skip
     pieces: list[str] = []
     args: list[Any] = []
     if fmt == "csv":
@@ -175,15 +179,15 @@ def line_query(
             piece, a = cells.cell(name, fmt)
             pieces.append(piece)
             args += a
-        pieces += ["%s", "%s"]
+        pieces += ["%s"]
     else:
         for name in [n for n in columns if n != MONEY_COLUMN] + [MONEY_COLUMN]:
             piece, a = cells.cell(name, fmt)
             key = "cost_usd" if name == MONEY_COLUMN else name
             pieces.append(f'"{key}":{piece}')
             args += a
-        pieces += ['"class":"%s"', '"counted":%s']
-    args += [klass, is_counted]
+        pieces += ['"class":"%s']
+    args += [class_counted]
     template = ",".join(pieces)
     if fmt == "jsonl":
         template = "{" + template + "}"

@@ -23,9 +23,10 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from sqlalchemy import Connection, Engine, select
@@ -39,6 +40,7 @@ from metis.money import plain_money_fields, plain_usd, usd_json
 from metis.timeutil import iso
 
 Format = Literal["csv", "jsonl"]
+_T = TypeVar("_T")
 BATCH = 5000
 
 USAGE_COLUMNS = (
@@ -238,31 +240,87 @@ def _usage_lines(
     counted = views.counted_classes(view)
     check = export_lines.PlainCheck(fmt)
     c = views.stored_usage(view, window, filters)
-    with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":  # rows read again by id: as the lines saw them
-            conn.execution_options(isolation_level="REPEATABLE READ")
+    db = _Session(engine)
+    try:
         if c is not None:
-            q = export_lines.line_query(c, USAGE_COLUMNS, fmt, counted, conn.dialect.name)
-            result = conn.execute(q.execution_options(stream_results=True, yield_per=BATCH))
-            for part in result.partitions():
+            q = export_lines.line_query(c, USAGE_COLUMNS, fmt, counted, engine.dialect.name)
+            for part in db.batches(q):
                 lines: list[Any] = [r[0] if type(r[0]) is bytes else _utf8(r[0]) for r in part]
                 data = _plain_batch(lines, part, check)
                 if data is None:  # some rows are written from their values
                     slow = [r[1] for r, line in zip(part, lines, strict=True)
                             if line is None or not check.batch(line + b"\n", 1, r[2])]  # fmt: skip
-                    rows = _rows_by_id(conn, c, slow, counted)
+                    rows = db.run(_rows_by_id, c, slow, counted)
                     data = b"".join(
                         enc.rows([rows[r[1]]]) if r[1] in rows else line + b"\n"
                         for r, line in zip(part, lines, strict=True)
                     )
                 yield head + data
                 head = b""
-        residue = views.residue_rows(conn, view, window, filters, USAGE_COLUMNS)
+        residue = db.run(views.residue_rows, view, window, filters, USAGE_COLUMNS)
         if residue:
             yield head + enc.rows(residue)
             head = b""
+    finally:
+        db.close()
     if head:
         yield head
+
+
+class _Session:
+    """One export's connection; on PostgreSQL it reads the next batch while this one is sent.
+
+    On PostgreSQL every statement runs on a thread of the session's own, one
+    at a time and in order (the connection is never used by two threads),
+    and the next batch is fetched there while the caller checks and writes
+    the current one: the server builds lines while Python works, and psycopg
+    waits for it without holding Python's lock. The session reads one
+    snapshot (``REPEATABLE READ``), so rows read again by id are the ones the
+    lines came from. On SQLite everything runs inline: its step gives Python's
+    lock back and takes it again per row, so a second thread gains nothing.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        pg = engine.dialect.name == "postgresql"
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="metis-export") if pg else None
+        self.conn = self._connect(engine) if self._pool is None else (
+            self._pool.submit(self._connect, engine).result())  # fmt: skip
+
+    @staticmethod
+    def _connect(engine: Engine) -> Connection:
+        conn = engine.connect()
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        return conn
+
+    def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(connection, *args)`` on the session's connection."""
+        if self._pool is None:
+            return fn(self.conn, *args)
+        return self._pool.submit(fn, self.conn, *args).result()
+
+    def batches(self, q: Any) -> Iterator[Sequence[Any]]:
+        """The rows of ``q`` in `BATCH`-row lists, streamed (a server-side cursor on PostgreSQL)."""
+        parts = self.run(_stream, q)
+        if self._pool is None:
+            yield from parts
+            return
+        ahead = self._pool.submit(next, parts, None)
+        while (part := ahead.result()) is not None:
+            ahead = self._pool.submit(next, parts, None)
+            yield part
+
+    def close(self) -> None:
+        if self._pool is None:
+            self.conn.close()
+            return
+        self._pool.submit(self.conn.close)  # after a batch still being read
+        self._pool.shutdown(wait=True)
+
+
+def _stream(conn: Connection, q: Any) -> Iterator[Sequence[Any]]:
+    result = conn.execute(q.execution_options(stream_results=True, yield_per=BATCH))
+    return result.partitions()
 
 
 def _utf8(line: str | None) -> bytes | None:

@@ -75,6 +75,7 @@ from metis.util.urls import VIA_GATEWAY_BASE_URL, normalize_base_url
 
 PROVIDER_SOURCE = "provider_api_key"
 GATEWAY_SOURCE = "gateway"
+GATEWAY_GRANULARITY = "request"
 CLASSES = ("provider", "gateway", "plugin", "plugin_duplicate", "plugin_via_gateway")
 MEASURES = (
     "input_tokens",
@@ -272,6 +273,9 @@ def _classified(
         .where(
             gw.c.workspace_id == ur.c.workspace_id,
             gw.c.source == GATEWAY_SOURCE,
+            # Gateway rows are per request (`metis.gateway.stamping`): on PostgreSQL this
+            # keeps the probe out of the aggregate partitions (half of them).
+            gw.c.granularity == GATEWAY_GRANULARITY,
             gw.c.correlation_id == ur.c.correlation_id,
         )
     )
