@@ -110,6 +110,23 @@ def test_the_overlapping_ledger_agrees_in_every_batch_size(
         assert _export(engine, "reconciled", fmt) == want, size
 
 
+@pytest.mark.parametrize("rows", [0, 1, 4, 5, 6, 11])
+def test_row_counts_at_the_batch_edges(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    """No rows, one, a batch but one, a batch, a batch and one, two and one: all there."""
+    monkeypatch.setattr(exports, "BATCH", 5)
+    _identity(engine)
+    with engine.begin() as c:
+        seed.write(c, [rec(at=T0 + timedelta(minutes=i), cost=i, key_id="key_a")
+                       for i in range(rows)])  # fmt: skip
+    for fmt in ("csv", "jsonl"):
+        window = query_window(WIN["from"], WIN["to"], "raw")
+        got = _export(engine, "raw", fmt)
+        assert got == _per_cell_export(engine, "raw", fmt, window)
+        assert got.count(b"\n") == rows + (fmt == "csv")
+
+
 def test_plain_rows_are_not_read_again(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows of ordinary text are the database's lines: no row is read a second time."""
     _identity(engine)

@@ -334,6 +334,9 @@ def _stream(conn: Connection, q: Any) -> Iterator[Sequence[Any]]:
             part: Sequence[Any] = [tuple(r) for r in result.fetchmany(BATCH)]
             while part:
                 yield part
+                # A short batch was the last (and the result may have closed its cursor).
+                if len(part) < BATCH or result.cursor is None:
+                    break
                 part = result.cursor.fetchmany(BATCH)
         finally:
             result.close()
