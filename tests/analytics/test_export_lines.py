@@ -49,7 +49,9 @@ def _hostile_ledger(engine: Engine) -> int:
         recs.append(
             rec(
                 at=at,
-                cost=rnd.choice([0, 1, 999_999_999, 10**9, 123_456_789_012_345, 10**17]),
+                cost=rnd.choice(
+                    [0, 1, 999_999_999, 10**9, 123_456_789_012_345, 10**17, -1, -(10**9) - 7]
+                ),
                 source=rnd.choice(["gateway", "gateway", "hermes_plugin"]),
                 latency_ms=rnd.choice([None, 0, 1, 2**31 - 1]),
                 input_tokens=rnd.choice([0, 7, 10**15]),

@@ -82,25 +82,19 @@ class _Cells:
         if self.pg:
             text = func.to_char(func.timezone("UTC", col), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
             return "%s", [func.replace(text, ".000000Z", "Z")]
+        # Stored as YYYY-MM-DD HH:MM:SS.ffffff (`formattable`); the fraction only when not
+        # zero (NULL prints as nothing).
         t = cast(col, Text)
-        return "%sT%sZ", [
-            func.substr(t, 1, 10),
-            case(
-                (func.substr(t, 20) == ".000000", func.substr(t, 12, 8)),
-                else_=func.substr(t, 12),
-            ),
-        ]
+        return "%.10sT%.8s%sZ", [t, func.substr(t, 12), func.nullif(func.substr(t, 20), ".000000")]
 
     def money(self) -> tuple[str, list[Any]]:
         """Integer nano-USD as plain USD with nine decimals (`exports.nano_usd_text`)."""
         col = self.c.c[MONEY_COLUMN]
         if self.pg:  # exact: numeric times a scale-9 constant has scale 9
             return "%s", [cast(cast(col, Numeric) * literal_column("0.000000001"), Text)]
-        return "%s%d.%09d", [
-            case((col < 0, "-"), else_=""),
-            func.abs(col).op("/")(1_000_000_000),  # integer division (`/` is true division)
-            func.abs(col) % 1_000_000_000,
-        ]
+        # A negative amount takes the Python encoder (`formattable`): SQLite's integer
+        # division truncates toward zero, so its whole and fraction parts would differ.
+        return "%d.%09d", [col.op("/")(1_000_000_000), col % 1_000_000_000]
 
     def formattable(self) -> ColumnElement[bool]:
         """Whether the row's values reach the template intact (PostgreSQL: always).
@@ -108,16 +102,23 @@ class _Cells:
         On SQLite ``printf``'s ``%s`` ends a text at a NUL character, and
         dates and times are text: `UTCDateTime` writes ``YYYY-MM-DD
         HH:MM:SS.ffffff`` (26 characters), ``Date`` ``YYYY-MM-DD``. A row
-        with a NUL in a text cell or a time in another form takes the Python
-        encoder. (PostgreSQL text cannot hold NUL, and its times are typed.)
+        with a NUL in a text cell, a time in another form or a negative cost
+        (rare: `money`) takes the Python encoder. (PostgreSQL text cannot hold
+        NUL, and its times are typed.)
         """
         if self.pg:
             return true()
         c = self.c.c
+
+        def no_nul(n: str) -> ColumnElement[bool]:
+            found = func.instr(c[n], func.char(0))
+            return (func.coalesce(found, 0) if usage_records.c[n].nullable else found) == 0
+
         return and_(
             *(func.length(c[n]) == 26 for n in TIME_COLUMNS),
             *(func.length(c[n]) == 10 for n in DATE_COLUMNS),
-            *(func.coalesce(func.instr(c[n], func.char(0)), 0) == 0 for n in TEXT_COLUMNS),
+            c[MONEY_COLUMN] >= 0,
+            *(no_nul(n) for n in TEXT_COLUMNS),
         )
 
     def cell(self, name: str, fmt: Format) -> tuple[str, list[Any]]:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -245,7 +246,9 @@ def _usage_lines(
         if c is not None:
             q = export_lines.line_query(c, USAGE_COLUMNS, fmt, counted, engine.dialect.name)
             for part in db.batches(q):
-                lines: list[Any] = [r[0] if type(r[0]) is bytes else _utf8(r[0]) for r in part]
+                lines: list[Any] = list(map(_first, part))
+                if any(type(s) is str for s in lines[:1]):  # PostgreSQL's text
+                    lines = [None if s is None else s.encode() for s in lines]
                 data = _plain_batch(lines, part, check)
                 if data is None:  # some rows are written from their values
                     slow = [r[1] for r, line in zip(part, lines, strict=True)
@@ -344,8 +347,7 @@ def _stream(conn: Connection, q: Any) -> Iterator[Sequence[Any]]:
     return batches()
 
 
-def _utf8(line: str | None) -> bytes | None:
-    return None if line is None else line.encode()
+_first, _third = itemgetter(0), itemgetter(2)
 
 
 def _plain_batch(
@@ -354,8 +356,10 @@ def _plain_batch(
     """The bytes of a batch's lines when every one is there and plain, else None."""
     if None in lines:
         return None
-    data = b"\n".join(lines) + b"\n"
-    return data if check.batch(data, len(part), sum(r[2] for r in part)) else None
+    lines.append(b"")  # the last line's newline, without copying the batch once more
+    data = b"\n".join(lines)
+    lines.pop()
+    return data if check.batch(data, len(part), sum(map(_third, part))) else None
 
 
 def _rows_by_id(
