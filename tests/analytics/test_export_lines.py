@@ -170,3 +170,33 @@ def test_every_exported_column_has_a_sql_text() -> None:
              + export_lines.INT_COLUMNS + (export_lines.MONEY_COLUMN,))  # fmt: skip
     assert sorted(kinds) == sorted(exports.USAGE_COLUMNS)
     assert len(set(kinds)) == len(kinds)
+
+
+def test_postgresql_session_defaults_do_not_change_the_bytes(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lines are formatted in UTC whatever time zone a new PostgreSQL session starts
+    with (`export_lines.PG_SESSION`). (psycopg reads times only in ISO DateStyle, so a
+    server must keep that one.)"""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite keeps times as UTC text")
+    monkeypatch.setenv("METIS_GATEWAY_URLS", _GW_URL)
+    _overlapping_ledger(engine)
+    db = engine.url.database
+    settings = {"timezone": "'Pacific/Chatham'"}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        for k, v in settings.items():
+            c.exec_driver_sql(f'ALTER DATABASE "{db}" SET {k} = {v}')
+    engine.dispose()  # new sessions start with those settings
+    try:
+        with engine.connect() as c:
+            assert c.exec_driver_sql("SHOW timezone").scalar() == "Pacific/Chatham"
+        for fmt in ("csv", "jsonl"):
+            for view in ("raw", "reconciled"):
+                window = query_window(WIN["from"], WIN["to"], view)  # type: ignore[arg-type]
+                assert _export(engine, view, fmt) == _per_cell_export(engine, view, fmt, window)
+    finally:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            for k in settings:
+                c.exec_driver_sql(f'ALTER DATABASE "{db}" RESET {k}')
+        engine.dispose()

@@ -294,6 +294,8 @@ class _Session:
         conn = engine.connect()
         if engine.dialect.name == "postgresql":
             conn.execution_options(isolation_level="REPEATABLE READ")
+            for statement in export_lines.PG_SESSION:
+                conn.exec_driver_sql(statement)
         return conn
 
     def run(self, fn: Callable[..., _T], *args: Any) -> _T:
