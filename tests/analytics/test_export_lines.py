@@ -87,6 +87,9 @@ def _count_slow(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_hostile_text_takes_the_encoder_and_the_bytes_agree(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, view: str, fmt: str
 ) -> None:
+    """A row with quotes, separators, backslashes, control or non-ASCII characters, a
+    formula start, a NUL (SQLite) or a negative cost is written from its values; every
+    other row is the database's line; the bytes equal the per-cell reference."""
     monkeypatch.setenv("METIS_GATEWAY_URLS", _GW_URL)
     monkeypatch.setattr(exports, "BATCH", 16)  # plain batches, mixed ones
     n = _hostile_ledger(engine)

@@ -539,7 +539,8 @@ def _per_cell_export(engine: Engine, view: str, fmt: str, window: Window) -> byt
 def test_usage_export_bytes_equal_a_per_cell_encoding(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, view: str, fmt: str
 ) -> None:
-    """Issue 23: the batch encoder writes what encoding each cell on its own wrote."""
+    """Issue 23: the export (lines built by the database, odd rows by the batch encoder)
+    writes what encoding each cell on its own wrote."""
     from metis.analytics import exports
     from metis.analytics.params import Filters
     from metis.analytics.views import query_window

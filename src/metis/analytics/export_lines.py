@@ -164,9 +164,8 @@ def line_query(
     counted: Sequence[str] | None,
     dialect: str,
 ) -> Select[Any]:
-    """``(line, id)`` per row of the classified stored rows ``c``, in export order.
+    """``(line, id, marks)`` per row of the classified stored rows ``c``, in export order.
 
-    ``(line, id, marks)`` in fact: ``marks`` is what `PlainCheck` counts.
     ``c`` is `metis.analytics.views.stored_usage`'s subquery; ``columns`` the
     exported columns in order (`exports.USAGE_COLUMNS`: the money column
     is written as ``cost_usd``, in its place in CSV and after the others in
@@ -174,7 +173,8 @@ def line_query(
     view counts, None when it counts every row). ``line`` is the row's text
     without its newline (bytes on SQLite, text on PostgreSQL), or None when
     its values cannot reach the template intact (`_Cells.formattable`;
-    `PlainCheck` tells which other lines are as they are).
+    `PlainCheck` tells which other lines are as they are); ``marks`` how many
+    separators (CSV) or structural quotes (JSON Lines) a plain line holds.
     """
     cells = _Cells(c, dialect)
     klass = c.c.klass

@@ -286,8 +286,14 @@ class _Session:
     def __init__(self, engine: Engine) -> None:
         pg = engine.dialect.name == "postgresql"
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="metis-export") if pg else None
-        self.conn = self._connect(engine) if self._pool is None else (
-            self._pool.submit(self._connect, engine).result())  # fmt: skip
+        if self._pool is None:
+            self.conn = self._connect(engine)
+            return
+        try:
+            self.conn = self._pool.submit(self._connect, engine).result()
+        except BaseException:
+            self._pool.shutdown(wait=True)
+            raise
 
     @staticmethod
     def _connect(engine: Engine) -> Connection:
