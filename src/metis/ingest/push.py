@@ -81,6 +81,7 @@ from metis.security.fields import (
     METADATA_VALUE_MAX,
     FieldError,
     check_metadata,
+    is_printable,
 )
 from metis.timeutil import iso, utcnow
 from metis.util.urls import VIA_GATEWAY_BASE_URL, normalize_base_url
@@ -117,7 +118,7 @@ UTCTime = Annotated[datetime, AfterValidator(_aware)]
 def _no_control(v: str) -> str:
     # PostgreSQL text cannot hold NUL (the insert failed: a 500); SQLite's C functions stop at
     # it. Labels and ids have no use for any other control character either.
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in v):
+    if not is_printable(v):
         raise ValueError("contains control characters")
     return v
 

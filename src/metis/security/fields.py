@@ -63,7 +63,8 @@ class FieldError(ValidationError):
         self.reason = message
 
 
-def _printable(value: str) -> bool:
+def is_printable(value: str) -> bool:
+    """Whether ``value`` holds no control character (C0 or DEL)."""
     return not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
 
 
@@ -83,7 +84,7 @@ def check_text(
         raise FieldError(field, f"longer than {max_len} characters ({len(value)})")
     if len(value) < min_len:
         raise FieldError(field, "must not be empty" if min_len == 1 else f"shorter than {min_len}")
-    if printable and not _printable(value):
+    if printable and not is_printable(value):
         raise FieldError(field, "contains control characters")
     return value
 
@@ -136,7 +137,7 @@ def bounded(value: str, max_len: int) -> str:
     (and group apart in analytics), the same value always maps to the same
     text (idempotent re-imports). ``max_len`` must be at least 32.
     """
-    if len(value) <= max_len and _printable(value):
+    if len(value) <= max_len and is_printable(value):
         return value
     head = "".join("?" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in value[: max_len - 17])
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
